@@ -1,0 +1,133 @@
+"""Shared fixtures: a fresh vault per test on SQLite and, where reachable, PostgreSQL.
+
+PostgreSQL tests use ``VAULT_TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``). Without a server they skip
+with the reason; with ``VAULT_REQUIRE_POSTGRES=1`` (as in CI) they fail instead.
+Each PostgreSQL test gets two fresh schemas (data and key store), dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from vault import Vault, VaultSettings
+from vault.store.engine import make_engine
+
+REPO = Path(__file__).resolve().parents[1]
+POLICIES = REPO / "policies"
+PG_URL = os.environ.get("VAULT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("VAULT_REQUIRE_POSTGRES") == "1"
+
+_pg_state: dict[str, str | None] = {}
+
+
+def postgres_unavailable() -> str | None:
+    """None if PostgreSQL answers, else why not (checked once per run)."""
+    if "reason" not in _pg_state:
+        try:
+            engine = make_engine(PG_URL)
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            engine.dispose()
+            _pg_state["reason"] = None
+        except Exception as exc:  # any driver or network failure means "unavailable"
+            _pg_state["reason"] = (
+                f"PostgreSQL not reachable at VAULT_TEST_POSTGRES_URL ({type(exc).__name__}); "
+                "set VAULT_TEST_POSTGRES_URL to run these tests"
+            )
+    return _pg_state["reason"]
+
+
+def require_postgres() -> None:
+    reason = postgres_unavailable()
+    if reason is None:
+        return
+    if REQUIRE_PG:
+        pytest.fail(f"{reason}; VAULT_REQUIRE_POSTGRES=1 demands it")
+    pytest.skip(reason)
+
+
+@dataclass
+class PgSchemas:
+    """Fresh PostgreSQL schemas for one test; URLs set their search_path."""
+
+    names: list[str]
+
+    def url(self, name: str) -> str:
+        sep = "&" if "?" in PG_URL else "?"
+        return f"{PG_URL}{sep}options=-csearch_path%3D{name}"
+
+
+@pytest.fixture
+def pg_schemas() -> Iterator[PgSchemas]:
+    require_postgres()
+    tag = uuid.uuid4().hex[:10]
+    names = [f"vt_{tag}_data", f"vt_{tag}_keys"]
+    engine = make_engine(PG_URL)
+    with engine.begin() as conn:
+        for name in names:
+            conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    try:
+        yield PgSchemas(names)
+    finally:
+        with engine.begin() as conn:
+            for name in names:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        engine.dispose()
+
+
+def _sqlite_settings(tmp_path: Path, **extra: object) -> VaultSettings:
+    return VaultSettings.build(home=tmp_path / "vault", policies=POLICIES,
+                               policy_refresh_seconds=0.05, **extra)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> VaultSettings:
+    """Settings of a fresh, not yet initialised vault on each backend."""
+    if request.param == "sqlite":
+        return _sqlite_settings(tmp_path)
+    schemas: PgSchemas = request.getfixturevalue("pg_schemas")
+    return VaultSettings.build(
+        home=tmp_path / "vault", policies=POLICIES, policy_refresh_seconds=0.05,
+        database_url=schemas.url(schemas.names[0]),
+        keystore_url=schemas.url(schemas.names[1]),
+    )
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> VaultSettings:
+    return _sqlite_settings(tmp_path)
+
+
+@pytest.fixture
+def vault(settings: VaultSettings) -> Iterator[Vault]:
+    """An initialised vault with the demo role assignments in tenant ``acme``;
+    its audit log must verify when the test ends."""
+    v = Vault.init(settings=settings)
+    for user, role in ROLE_USERS.items():
+        v.roles.assign(user, role, tenant="acme")
+    try:
+        yield v
+        report = v.audit_log.verify()
+        assert report.ok, f"audit chain broken after test: {report}"
+    finally:
+        v.close()
+
+
+ROLE_USERS = {
+    "crm": "crm_service",
+    "sally": "sales_rep",
+    "sam": "support_agent",
+    "maya": "marketing",
+    "andy": "analyst",
+    "dana": "dpo",
+    "colin": "compliance_officer",
+    "ada": "admin",
+}

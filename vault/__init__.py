@@ -1,0 +1,56 @@
+"""Vault: a privacy and compliance layer for customer data.
+
+Field-by-field AES-256-GCM under per-subject keys, blind-index search, Casbin
+decisions per field and purpose, and a hash-chained audit log of every access.
+
+    >>> from vault import Vault, Actor
+    >>> with Vault.open(".vault") as v:                       # doctest: +SKIP
+    ...     rid = v.put(Actor("crm"), "customers", {"full_name": "Ana"},
+    ...                 purpose="account_management")
+"""
+
+from vault import errors
+from vault.admin import KeyStatus, RoleAssignment, RotationResult
+from vault.audit.chain import Decision, VerifyReport
+from vault.audit.context import correlation_id
+from vault.clock import Clock, FixedClock, SystemClock
+from vault.config import VaultSettings
+from vault.errors import (
+    AccessDenied,
+    AuditError,
+    ConfigError,
+    DecryptionError,
+    InvalidData,
+    KeyDestroyed,
+    NotFound,
+    VaultError,
+)
+from vault.facade import Vault
+from vault.types import Actor, Record
+
+__all__ = [
+    "AccessDenied",
+    "Actor",
+    "AuditError",
+    "Clock",
+    "ConfigError",
+    "DecryptionError",
+    "Decision",
+    "FixedClock",
+    "InvalidData",
+    "KeyDestroyed",
+    "KeyStatus",
+    "NotFound",
+    "Record",
+    "RoleAssignment",
+    "RotationResult",
+    "SystemClock",
+    "Vault",
+    "VaultError",
+    "VaultSettings",
+    "VerifyReport",
+    "correlation_id",
+    "errors",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,236 @@
+"""Administrative services reached from the facade: roles, keys, audit, policy.
+
+Each is audited on the administrative chain (crypto-shredding on the
+subject's own chain). When an ``actor`` is given the policy decides whether
+it may act; when it is omitted, the caller is the local operator who holds
+the key file, recorded as ``system``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vault.audit.chain import AuditEvent, Decision, VerifyReport
+from vault.errors import AccessDenied, InvalidData, VaultError
+from vault.types import Actor, check_identifier
+
+if TYPE_CHECKING:
+    from vault.facade import Vault
+
+__all__ = [
+    "AuditService",
+    "KeyService",
+    "KeyStatus",
+    "PolicyService",
+    "RoleAssignment",
+    "RoleService",
+    "RotationResult",
+]
+
+Progress = Callable[[int, int], None]
+ADMIN_PURPOSE = "security"
+
+
+@dataclass(frozen=True, slots=True)
+class RoleAssignment:
+    user: str
+    role: str
+    tenant: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    """Key-encryption-key versions and how many data keys each protects."""
+
+    current_version: int
+    versions: tuple[int, ...]
+    data_keys_by_version: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    new_version: int
+    rewrapped: int
+
+
+class _Service:
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+
+    def _authorise(self, actor: Actor | None, obj: str, action: str, *, tenant: str) -> None:
+        if actor is None:
+            return
+        if not isinstance(actor, Actor):
+            raise InvalidData("actor must be a vault.Actor", field="actor")
+        allowed = actor.tenant in (tenant, "*") and self._vault.policy_engine.is_allowed(
+            actor.id, actor.tenant, obj, action, ADMIN_PURPOSE
+        )
+        if not allowed:
+            self._vault._audit_admin(action, actor=actor, decision=Decision.DENY,
+                                     reason="access_denied", purpose=ADMIN_PURPOSE)
+            raise AccessDenied(f"{action} denied")
+
+
+class RoleService(_Service):
+    """Assign, revoke and list roles per tenant (Casbin grouping rules)."""
+
+    def assign(self, user: str, role: str, *, tenant: str, actor: Actor | None = None) -> bool:
+        """Give ``user`` the ``role`` in ``tenant``.
+
+        Returns:
+            False if the user already had the role.
+
+        Raises:
+            UnknownRole: the policy defines no such role.
+            AccessDenied: ``actor`` may not administer the policy.
+        """
+        check_identifier(user, "user")
+        self._authorise(actor, "policy", "policy.admin", tenant=tenant)
+        changed = self._vault.policy_engine.assign_role(user, role, tenant=tenant)
+        self._vault._audit_admin("role.assign", actor=actor, tenant=tenant,
+                                 reason=f"{role}:{user}" if changed else f"unchanged:{role}:{user}")
+        return changed
+
+    def revoke(self, user: str, role: str, *, tenant: str, actor: Actor | None = None) -> bool:
+        """Take ``role`` in ``tenant`` away from ``user``; False if it was not held."""
+        check_identifier(user, "user")
+        self._authorise(actor, "policy", "policy.admin", tenant=tenant)
+        changed = self._vault.policy_engine.revoke_role(user, role, tenant=tenant)
+        self._vault._audit_admin("role.revoke", actor=actor, tenant=tenant,
+                                 reason=f"{role}:{user}" if changed else f"unchanged:{role}:{user}")
+        return changed
+
+    def list(self, *, tenant: str | None = None, user: str | None = None) -> list[RoleAssignment]:
+        """Role assignments, optionally of one tenant or one user."""
+        return [
+            RoleAssignment(u, r, t)
+            for u, r, t in self._vault.policy_engine.list_assignments(tenant=tenant)
+            if user is None or u == user
+        ]
+
+    def known(self) -> frozenset[str]:
+        """Names of the roles the policy defines."""
+        return self._vault.policy_engine.known_roles()
+
+
+class KeyService(_Service):
+    """Key status, KEK rotation and retirement, and crypto-shredding."""
+
+    def status(self) -> KeyStatus:
+        provider = self._vault._provider
+        return KeyStatus(
+            current_version=provider.current_kek_version(),
+            versions=tuple(provider.kek_versions()),
+            data_keys_by_version=self._vault.keystore.count_by_kek_version(),
+        )
+
+    def rotate(
+        self, *, actor: Actor | None = None, progress: Progress | None = None,
+        resume: bool = False,
+    ) -> RotationResult:
+        """Create a new KEK version and rewrap every data key under it.
+
+        Data rows are not touched. Rewrapping commits in batches, so after a
+        crash ``rotate(resume=True)`` finishes the job without a new version.
+        """
+        self._authorise(actor, "keys", "keys.rotate", tenant="*")
+        provider = self._vault._provider
+        version = provider.current_kek_version() if resume else provider.rotate()
+        if not resume:
+            self._vault._audit_admin("keys.rotate", actor=actor, reason=f"kek:{version}")
+        count = self._vault.keystore.rewrap(progress=progress)
+        self._vault._audit_admin("keys.rewrap", actor=actor,
+                                 reason=f"kek:{version}:rewrapped:{count}")
+        return RotationResult(new_version=version, rewrapped=count)
+
+    def retire(self, version: int, *, actor: Actor | None = None) -> None:
+        """Delete KEK ``version`` for good.
+
+        Raises:
+            KeyManagementError: it is current, unknown, or data keys still use it.
+        """
+        self._authorise(actor, "keys", "keys.rotate", tenant="*")
+        try:
+            self._vault.keystore.retire(version)
+        except VaultError as exc:
+            self._vault._audit_admin("keys.retire", actor=actor, decision=Decision.DENY,
+                                     reason=exc.code)
+            raise
+        self._vault._audit_admin("keys.retire", actor=actor, reason=f"kek:{version}")
+
+    def destroy(self, subject_id: str, *, tenant: str, actor: Actor | None = None,
+                purpose: str = "dsar_fulfilment") -> None:
+        """Crypto-shred a data subject: destroy its data key.
+
+        Every field of every record of the subject becomes unreadable, in this
+        database and in every backup of it, because the key store (a separate
+        database) no longer holds the key. Blind-index entries of the subject
+        are removed too. Reads afterwards raise :class:`~vault.errors.KeyDestroyed`.
+
+        Misuse: this cannot be undone. Keep the key store's own backups short-lived,
+        or a restored key store would bring the key back.
+        """
+        check_identifier(subject_id, "subject_id")
+        self._authorise(actor, "keys", "keys.destroy", tenant=tenant)
+        pseudonym = self._vault.pseudonym(tenant, subject_id)
+        self._vault.keystore.destroy(tenant, subject_id)
+        self._vault._forget_index(tenant, subject_id)
+        self._vault._audit_admin("keys.destroy", actor=actor, tenant=tenant,
+                                 subjects=(pseudonym,), purpose=purpose)
+
+
+class AuditService(_Service):
+    """Verification of the hash-chained audit log."""
+
+    def verify(self, *, actor: Actor | None = None, progress: Progress | None = None
+               ) -> VerifyReport:
+        """Recompute every chain and compare it with the recorded heads.
+
+        Reading the log is itself audited (after the walk).
+
+        Returns:
+            A :class:`~vault.audit.chain.VerifyReport`; ``ok`` is False and
+            ``first_bad_seq``/``reason`` name the damage when the log was altered.
+        """
+        self._authorise(actor, "audit", "audit.read", tenant=actor.tenant if actor else "*")
+        report = self._vault.audit_log.verify(progress=progress)
+        self._vault._audit_admin(
+            "audit.verify", actor=actor,
+            decision=Decision.ALLOW, reason="ok" if report.ok else f"damage:{report.reason}",
+        )
+        return report
+
+    def count(self) -> int:
+        """Number of entries in the log."""
+        return self._vault.audit_log.count()
+
+
+class PolicyService(_Service):
+    """Policy decisions and rule changes."""
+
+    def check(self, actor: Actor, obj: str, action: str, *, purpose: str) -> bool:
+        """Would ``actor`` be allowed ``action`` on ``obj`` (``collection.field``) for ``purpose``?"""
+        if purpose not in self._vault.purposes:
+            self._vault.purposes.get(purpose)
+        return self._vault.policy_engine.is_allowed(actor.id, actor.tenant, obj, action, purpose)
+
+    def add_rule(self, role: str, tenant: str, obj: str, action: str, purpose: str,
+                 effect: str = "allow", *, actor: Actor | None = None) -> bool:
+        """Add a policy rule; every process sees it within the refresh interval."""
+        self._authorise(actor, "policy", "policy.admin", tenant=tenant)
+        changed = self._vault.policy_engine.add_rule(role, tenant, obj, action, purpose, effect)
+        self._vault._audit_admin("policy.change", actor=actor, tenant=tenant,
+                                 reason=f"add:{effect}:{role}:{obj}:{action}:{purpose}"[:64])
+        return changed
+
+    def remove_rule(self, role: str, tenant: str, obj: str, action: str, purpose: str,
+                    effect: str = "allow", *, actor: Actor | None = None) -> bool:
+        """Remove a policy rule."""
+        self._authorise(actor, "policy", "policy.admin", tenant=tenant)
+        changed = self._vault.policy_engine.remove_rule(role, tenant, obj, action, purpose,
+                                                        effect)
+        self._vault._audit_admin("policy.change", actor=actor, tenant=tenant,
+                                 reason=f"remove:{effect}:{role}:{obj}:{action}:{purpose}"[:64])
+        return changed

@@ -1,0 +1,174 @@
+"""The audit log in the data database: append inside the caller's transaction, verify.
+
+Appending locks each touched chain's head row (``SELECT ... FOR UPDATE`` on
+PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serialises writers), so two
+writers can never fork a chain; the unique constraint on (chain, prev_hash)
+is the backstop.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from vault.audit.chain import (
+    ADMIN_CHAIN,
+    GENESIS_HASH,
+    AuditEvent,
+    ChainHead,
+    VerifyReport,
+    chain_for,
+    encode_list,
+    entry_hash,
+    format_ts,
+    verify_rows,
+)
+from vault.audit.context import current_request_id
+from vault.clock import Clock
+from vault.errors import AuditError
+from vault.store.models import AuditEntryRow, AuditHead
+
+__all__ = ["AuditLog"]
+
+log = structlog.get_logger(__name__)
+
+_ENTRY = AuditEntryRow.__table__
+_HEAD = AuditHead.__table__
+
+
+class AuditLog:
+    """Hash-chained, append-only audit log split into ``chains`` subject chains."""
+
+    def __init__(self, engine: Engine, *, chains: int, clock: Clock) -> None:
+        self._engine = engine
+        self._chains = chains
+        self._clock = clock
+
+    @property
+    def chains(self) -> int:
+        return self._chains
+
+    def create_heads(self, conn: Connection) -> None:
+        """Insert the empty head of every chain (at init)."""
+        existing = set(conn.execute(select(_HEAD.c.chain)).scalars())
+        rows = [
+            {"chain": c, "length": 0, "head_hash": GENESIS_HASH}
+            for c in range(self._chains + 1)
+            if c not in existing
+        ]
+        if rows:
+            conn.execute(insert(_HEAD), rows)
+
+    def append(self, conn: Connection, events: Sequence[AuditEvent]) -> None:
+        """Append ``events`` inside the caller's open transaction.
+
+        Raises:
+            AuditError: if the entries cannot be written; the caller's
+                transaction must then be rolled back.
+        """
+        if not events:
+            return
+        by_chain: dict[int, list[AuditEvent]] = defaultdict(list)
+        for event in events:
+            by_chain[chain_for(event.subjects, self._chains)].append(event)
+        now = self._clock.now()
+        ts = format_ts(now)
+        request_id = current_request_id()
+        try:
+            # Lock heads in chain order so two writers never deadlock.
+            for chain in sorted(by_chain):
+                head = conn.execute(
+                    select(_HEAD.c.length, _HEAD.c.head_hash)
+                    .where(_HEAD.c.chain == chain)
+                    .with_for_update()
+                ).one_or_none()
+                if head is None:
+                    raise AuditError(f"audit chain {chain} has no head; was the vault initialised?")
+                length, prev = int(head.length), str(head.head_hash)
+                rows: list[dict[str, Any]] = []
+                for event in by_chain[chain]:
+                    length += 1
+                    row = {
+                        "chain": chain,
+                        "chain_seq": length,
+                        "request_id": request_id,
+                        "tenant": event.tenant,
+                        "actor": event.actor,
+                        "action": event.action,
+                        "collection": event.collection,
+                        "record_ids": encode_list(event.record_ids),
+                        "subjects": encode_list(event.subjects),
+                        "fields": encode_list(event.fields),
+                        "purpose": event.purpose,
+                        "decision": event.decision.value,
+                        "reason": event.reason,
+                        "prev_hash": prev,
+                    }
+                    row["hash"] = prev = entry_hash(ts=ts, **row)
+                    row["ts"] = now
+                    rows.append(row)
+                conn.execute(insert(_ENTRY), rows)
+                conn.execute(
+                    update(_HEAD)
+                    .where(_HEAD.c.chain == chain)
+                    .values(length=length, head_hash=prev)
+                )
+        except AuditError:
+            raise
+        except SQLAlchemyError as exc:
+            log.error("audit_append_failed", error_type=type(exc).__name__)
+            raise AuditError("the audit entry could not be written") from None
+
+    def write(self, events: Sequence[AuditEvent]) -> None:
+        """Append ``events`` in a transaction of their own (denials, admin events)."""
+        try:
+            with self._engine.begin() as conn:
+                self.append(conn, events)
+        except AuditError:
+            raise
+        except SQLAlchemyError as exc:
+            log.error("audit_write_failed", error_type=type(exc).__name__)
+            raise AuditError("the audit entry could not be written") from None
+
+    def heads(self, conn: Connection) -> dict[int, ChainHead]:
+        result = conn.execute(select(_HEAD.c.chain, _HEAD.c.length, _HEAD.c.head_hash))
+        return {int(r.chain): ChainHead(int(r.chain), int(r.length), str(r.head_hash))
+                for r in result}
+
+    def count(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(_ENTRY)).scalar_one())
+
+    def verify(self, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+        """Recompute every chain from the first entry and compare with the heads."""
+        cols = [_ENTRY.c[name] for name in (
+            "seq", "chain", "chain_seq", "ts", "request_id", "tenant", "actor", "action",
+            "collection", "record_ids", "subjects", "fields", "purpose", "decision", "reason",
+            "prev_hash", "hash")]
+        with self._engine.connect() as conn:
+            heads = self.heads(conn)
+            total = sum(h.length for h in heads.values())
+            result = conn.execution_options(yield_per=5000).execute(
+                select(*cols).order_by(_ENTRY.c.chain, _ENTRY.c.chain_seq)
+            )
+
+            def rows() -> Any:
+                done = 0
+                for row in result:
+                    done += 1
+                    if progress is not None and done % 5000 == 0:
+                        progress(done, total)
+                    values = list(row)
+                    values[3] = format_ts(values[3])
+                    yield values
+                if progress is not None:
+                    progress(done, total)
+
+            return verify_rows(rows(), heads, chains=self._chains)
+
+

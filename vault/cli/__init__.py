@@ -1,0 +1,270 @@
+"""The ``vault`` command line: init, demo, keys, roles, policy check, audit verify.
+
+Only the CLI (and the gateway) read ``VAULT_*`` environment variables. Exit
+codes: 0 success; 1 a Vault error (one line on stderr saying why); 2 a usage
+error; 3 the audit log failed verification.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from vault.config import VaultSettings
+from vault.errors import VaultError
+from vault.facade import Vault
+from vault.types import Actor
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="vault",
+    help="Vault: encrypted, access-controlled, audited customer data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Key-encryption keys: status, rotation, retirement.", no_args_is_help=True)
+roles_app = typer.Typer(help="Assign, revoke and list roles.", no_args_is_help=True)
+policy_app = typer.Typer(help="Inspect policy decisions.", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify the audit log.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(roles_app, name="roles")
+app.add_typer(policy_app, name="policy")
+app.add_typer(audit_app, name="audit")
+
+out = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Vault folder (embedded default). Env: VAULT_HOME.",
+                 show_default=False),
+]
+TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant (domain) of the role.")]
+
+
+
+def _settings(home: Path | None) -> VaultSettings:
+    return VaultSettings.from_env(home=home)
+
+
+@contextmanager
+def _open(home: Path | None) -> Iterator[Vault]:
+    with Vault.open(settings=_settings(home)) as vault:
+        yield vault
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _guard(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn every VaultError into a one-line message and exit code 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except VaultError as exc:
+            raise _fail(f"{exc.message} [{exc.code}]") from None
+
+    return wrapper
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@app.command()
+@_guard
+def init(
+    home: HomeOpt = None,
+    database_url: Annotated[str | None, typer.Option(help="Data database URL.")] = None,
+    keystore_url: Annotated[str | None, typer.Option(help="Key store URL (a separate DB).")] = None,
+    key_file: Annotated[Path | None, typer.Option(help="Key file path (created 0600).")] = None,
+    policies: Annotated[Path | None, typer.Option(help="Policies folder.")] = None,
+    audit_chains: Annotated[int | None, typer.Option(help="Audit hash chains.")] = None,
+) -> None:
+    """Create a vault: key file, key store, data database (migrated), default policy."""
+    settings = VaultSettings.from_env(
+        home=home, database_url=database_url, keystore_url=keystore_url, key_file=key_file,
+        policies=policies, audit_chains=audit_chains,
+    )
+    with Vault.init(settings=settings) as vault:
+        out.print(f"[green]initialised[/] vault in {vault.settings.home}")
+        out.print(f"  key file   {vault.settings.resolved_key_file} (mode 0600; back it up apart)")
+        out.print(f"  roles      {', '.join(sorted(vault.roles.known()))}")
+
+
+@app.command()
+@_guard
+def demo(
+    home: HomeOpt = None,
+    customers: Annotated[int, typer.Option(help="How many demo customers.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed for Faker.")] = 7,
+) -> None:
+    """Load demo customers (EU, US-CA, CN), show what each role sees, verify the audit log."""
+    from vault.cli.demo import run_demo
+
+    ok = run_demo(_settings(home), customers=customers, seed=seed, out=out,
+                  progress_factory=progress_bar)
+    if not ok:
+        raise _fail("audit verification failed", 3)
+
+
+# ---------------------------------------------------------------- keys
+
+
+@keys_app.command("status")
+@_guard
+def keys_status(home: HomeOpt = None) -> None:
+    """Show KEK versions and how many data keys each one wraps."""
+    with _open(home) as vault:
+        status = vault.keys.status()
+        table = Table(title="Key-encryption keys")
+        table.add_column("version", justify="right")
+        table.add_column("state")
+        table.add_column("data keys", justify="right")
+        for version in status.versions:
+            state = "current" if version == status.current_version else "old"
+            table.add_row(str(version), state, str(status.data_keys_by_version.get(version, 0)))
+        out.print(table)
+
+
+@keys_app.command("rotate")
+@_guard
+def keys_rotate(
+    home: HomeOpt = None,
+    resume: Annotated[bool, typer.Option(help="Finish an interrupted rotation.")] = False,
+) -> None:
+    """Create a new KEK version and rewrap every data key (data rows untouched)."""
+    with _open(home) as vault, progress_bar() as bar:
+        task = bar.add_task("rewrapping data keys", total=None)
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = vault.keys.rotate(progress=step, resume=resume)
+    out.print(f"KEK version {result.new_version} is current; {result.rewrapped} data keys rewrapped")
+
+
+@keys_app.command("retire")
+@_guard
+def keys_retire(version: int, home: HomeOpt = None) -> None:
+    """Delete KEK VERSION for good (refused while any data key depends on it)."""
+    with _open(home) as vault:
+        vault.keys.retire(version)
+    out.print(f"KEK version {version} retired")
+
+
+# ---------------------------------------------------------------- roles
+
+
+@roles_app.command("assign")
+@_guard
+def roles_assign(user: str, role: str, tenant: TenantOpt = "default",
+                 home: HomeOpt = None) -> None:
+    """Give USER the ROLE in a tenant."""
+    with _open(home) as vault:
+        changed = vault.roles.assign(user, role, tenant=tenant)
+    out.print(f"{user} {'now has' if changed else 'already had'} role {role} in {tenant}")
+
+
+@roles_app.command("revoke")
+@_guard
+def roles_revoke(user: str, role: str, tenant: TenantOpt = "default",
+                 home: HomeOpt = None) -> None:
+    """Take ROLE in a tenant away from USER."""
+    with _open(home) as vault:
+        changed = vault.roles.revoke(user, role, tenant=tenant)
+    out.print(f"{user} {'no longer has' if changed else 'did not have'} role {role} in {tenant}")
+
+
+@roles_app.command("list")
+@_guard
+def roles_list(
+    home: HomeOpt = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+) -> None:
+    """List role assignments."""
+    with _open(home) as vault:
+        table = Table(title="Role assignments")
+        for col in ("user", "role", "tenant"):
+            table.add_column(col)
+        for a in vault.roles.list(tenant=tenant):
+            table.add_row(a.user, a.role, a.tenant)
+        out.print(table)
+
+
+# ---------------------------------------------------------------- policy
+
+
+@policy_app.command("check")
+@_guard
+def policy_check(
+    actor: str,
+    obj: Annotated[str, typer.Argument(metavar="COLLECTION.FIELD")],
+    action: str,
+    purpose: Annotated[str, typer.Option("--purpose", help="Purpose of use.")],
+    tenant: TenantOpt = "default",
+    home: HomeOpt = None,
+) -> None:
+    """Say whether ACTOR may do ACTION on COLLECTION.FIELD for a purpose (exit 1 if denied)."""
+    with _open(home) as vault:
+        allowed = vault.policy.check(Actor(actor, tenant), obj, action, purpose=purpose)
+    if allowed:
+        out.print(f"[green]allow[/] {actor} {action} {obj} for {purpose} in {tenant}")
+        return
+    out.print(f"[red]deny[/] {actor} {action} {obj} for {purpose} in {tenant}")
+    raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- audit
+
+
+@audit_app.command("verify")
+@_guard
+def audit_verify(home: HomeOpt = None) -> None:
+    """Recompute every audit hash chain; exit 3 and name the damage if it was altered."""
+    with _open(home) as vault, progress_bar() as bar:
+        task = bar.add_task("verifying audit chains", total=None)
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = vault.audit.verify(progress=step)
+    if report.ok:
+        out.print(f"[green]audit log verified[/]: {report.entries} entries in "
+                  f"{report.chains} chains")
+        return
+    where = f"entry {report.first_bad_seq}" if report.first_bad_seq else f"chain {report.chain}"
+    raise _fail(f"audit log damaged at {where}: {report.reason} ({report.detail})", 3)
+
+
+def main() -> None:
+    """Entry point of the ``vault`` script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,138 @@
+"""Configuration: one frozen settings object, built explicitly or from ``VAULT_*``.
+
+Nothing in the library reads the environment on its own: :meth:`VaultSettings.from_env`
+is called by the CLI and the gateway, and a library user passes settings (or
+keyword arguments to :meth:`vault.Vault.open`) explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vault.errors import ConfigError
+
+__all__ = ["DEFAULT_HOME", "VaultSettings", "bundled_policies"]
+
+DEFAULT_HOME = Path(".vault")
+
+
+def bundled_policies() -> Path:
+    """The ``policies/`` folder shipped with Vault (the repository's, or the installed copy)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "policies", here / "_default_policies"):
+        if (candidate / "model.conf").is_file():
+            return candidate
+    raise ConfigError("no policies folder found; pass policies= or set VAULT_POLICIES")
+
+
+class VaultSettings(BaseSettings):
+    """Where a vault lives and how it behaves.
+
+    The embedded default needs only ``home``: the data database
+    (``home/data.db``), the key store (``home/keys.db``, a *separate* database so
+    that crypto-shredding survives a restored data backup) and the key file
+    (``home/keyfile.json``, mode 0600) are placed inside it.
+
+    Attributes:
+        home: folder of the embedded default.
+        database_url: SQLAlchemy URL of the data database.
+        keystore_url: SQLAlchemy URL of the key store (must differ from the data database).
+        key_file: path of the local key file holding the key-encryption keys.
+        policies: folder with ``model.conf``, ``policy.csv``, ``purposes.toml``
+            and ``collections/``.
+        audit_chains: number of audit hash chains for subjects (fixed at init).
+        blind_index_bytes: bytes of each blind-index HMAC kept (8..32).
+        dek_cache_size: unwrapped data keys kept in memory.
+        policy_refresh_seconds: how often a process checks for policy changes
+            made by another process.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VAULT_", frozen=True, extra="forbid")
+
+    home: Path = DEFAULT_HOME
+    database_url: str | None = None
+    keystore_url: str | None = None
+    key_file: Path | None = None
+    policies: Path | None = None
+    audit_chains: int = Field(default=16, ge=1, le=1024)
+    blind_index_bytes: int = Field(default=32, ge=8, le=32)
+    dek_cache_size: int = Field(default=10_000, ge=1)
+    policy_refresh_seconds: float = Field(default=0.5, gt=0, le=60)
+
+    @field_validator("database_url", "keystore_url")
+    @classmethod
+    def _no_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @classmethod
+    def build(cls, **values: Any) -> VaultSettings:
+        """Build settings from explicit values only (no environment), or raise ConfigError."""
+        clean = {k: v for k, v in values.items() if v is not None}
+        try:
+            # Validated without consulting the environment: an explicit build
+            # must not change meaning because some VAULT_ variable is set.
+            return _ExplicitSettings(**clean).as_settings()
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> VaultSettings:
+        """Build settings from ``VAULT_*`` variables, with explicit overrides on top."""
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return cls(**clean)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+    # Resolved locations -------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'data.db').resolve()}"
+
+    @property
+    def resolved_keystore_url(self) -> str:
+        return self.keystore_url or f"sqlite:///{(self.home / 'keys.db').resolve()}"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.key_file or (self.home / "keyfile.json")
+
+    @property
+    def resolved_policies(self) -> Path:
+        return self.policies or bundled_policies()
+
+    def __repr__(self) -> str:
+        # URLs can carry passwords: never print them.
+        return (
+            f"VaultSettings(home={str(self.home)!r}, database_url=[secure], "
+            f"keystore_url=[secure], key_file={str(self.resolved_key_file)!r})"
+        )
+
+    __str__ = __repr__
+
+
+class _ExplicitSettings(VaultSettings):
+    """The same fields, validated from explicit values only."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, *_: Any,
+                                   **__: Any) -> tuple[Any, ...]:
+        return (init_settings,)
+
+    def as_settings(self) -> VaultSettings:
+        return VaultSettings.model_construct(**self.model_dump())
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "settings"
+        parts.append(f"{loc}: {err['msg']}")
+    return "invalid settings: " + "; ".join(parts)

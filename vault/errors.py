@@ -1,0 +1,165 @@
+"""Every expected failure of Vault is a :class:`VaultError`.
+
+The tree::
+
+    VaultError
+    ├── ConfigError            a settings value, policy file or schema file is wrong
+    ├── InvalidData            input refused before anything was written
+    │   ├── UnknownCollection
+    │   ├── UnknownField       data minimisation: the schema does not declare it
+    │   ├── UnknownPurpose     the purpose registry does not know it
+    │   ├── UnknownRole
+    │   └── InvalidTenant
+    ├── AccessDenied           the policy refused (default deny)
+    ├── NotFound               no such record, subject or key version
+    ├── CryptoError
+    │   ├── DecryptionError    any failure to open an envelope; never says why
+    │   └── KeyDestroyed       the subject's data key was crypto-shredded
+    ├── KeyManagementError     rotation/retirement refused, key file unsafe
+    ├── AuditError             the audit entry could not be written; nothing returned
+    └── PolicyError            the policy engine failed (treated as deny)
+
+Messages carry ids and field names, never values, keys or ciphertext: an error
+can end up in a log, an HTTP body or a traceback shown to somebody who must
+not see the customer's data.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "AuditError",
+    "ConfigError",
+    "CryptoError",
+    "DecryptionError",
+    "InvalidData",
+    "InvalidTenant",
+    "KeyDestroyed",
+    "KeyManagementError",
+    "NotFound",
+    "PolicyError",
+    "UnknownCollection",
+    "UnknownField",
+    "UnknownPurpose",
+    "UnknownRole",
+    "VaultError",
+]
+
+
+class VaultError(Exception):
+    """Base class of every error Vault raises on purpose.
+
+    Attributes:
+        code: a stable, machine-readable identifier (used by the gateway).
+    """
+
+    code: str = "vault_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(VaultError):
+    """Settings, a policy file or a collection schema is invalid."""
+
+    code = "config_error"
+
+
+class InvalidData(VaultError):
+    """Input was refused before anything was written.
+
+    Attributes:
+        field: the offending field name, when there is one. Never its value.
+    """
+
+    code = "invalid_data"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownCollection(InvalidData):
+    """The collection is not declared in the schema."""
+
+    code = "unknown_collection"
+
+
+class UnknownField(InvalidData):
+    """The field is not declared for the collection (data minimisation)."""
+
+    code = "unknown_field"
+
+
+class UnknownPurpose(InvalidData):
+    """The purpose is not in the purpose registry."""
+
+    code = "unknown_purpose"
+
+
+class UnknownRole(InvalidData):
+    """The role is not defined by the policy."""
+
+    code = "unknown_role"
+
+
+class InvalidTenant(InvalidData):
+    """The tenant identifier is malformed."""
+
+    code = "invalid_tenant"
+
+
+class AccessDenied(VaultError):
+    """The policy refused the request (default deny)."""
+
+    code = "access_denied"
+
+
+class NotFound(VaultError):
+    """No such record, subject or key version."""
+
+    code = "not_found"
+
+
+class CryptoError(VaultError):
+    """Base of cryptographic failures."""
+
+    code = "crypto_error"
+
+
+class DecryptionError(CryptoError):
+    """An envelope could not be opened.
+
+    Deliberately opaque: it never says whether the tag, the header, the key or
+    the associated data was wrong, so that it cannot serve as an oracle.
+    """
+
+    code = "decryption_error"
+
+    def __init__(self, message: str = "decryption failed") -> None:
+        super().__init__(message)
+
+
+class KeyDestroyed(CryptoError):
+    """The data subject's key was destroyed (crypto-shredded): data is gone."""
+
+    code = "key_destroyed"
+
+
+class KeyManagementError(VaultError):
+    """A key operation was refused (unsafe key file, retiring a key in use...)."""
+
+    code = "key_management_error"
+
+
+class AuditError(VaultError):
+    """The audit entry could not be written, so the operation did not happen."""
+
+    code = "audit_error"
+
+
+class PolicyError(VaultError):
+    """The policy engine failed; Vault treats this as a denial."""
+
+    code = "policy_error"

@@ -1,0 +1,1092 @@
+"""The :class:`Vault` facade: the one object a CRM service talks to.
+
+Every data method follows the same path (see DESIGN.md): validate against the
+collection schema, decide with the policy (default deny), touch the store,
+encrypt or decrypt with the subject's own data key, and append the audit
+entry in the same transaction. A denial is audited too, in a transaction of
+its own, before the error is raised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, Self
+
+import structlog
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from vault.admin import AuditService, KeyService, PolicyService, RoleService
+from vault.audit.chain import AuditEvent, Decision
+from vault.audit.log import AuditLog
+from vault.clock import Clock, SystemClock
+from vault.config import VaultSettings
+from vault.crypto.blind_index import BlindIndexer
+from vault.crypto.envelope import AESGCMFieldCipher, FieldContext
+from vault.crypto.keys import KeyProvider, LocalKeyProvider
+from vault.crypto.keystore import DataKey, KeyStore
+from vault.crypto.masking import mask
+from vault.crypto.pseudonym import Pseudonymizer
+from vault.errors import (
+    AccessDenied,
+    AuditError,
+    ConfigError,
+    DecryptionError,
+    InvalidData,
+    KeyDestroyed,
+    NotFound,
+    UnknownField,
+    VaultError,
+)
+from vault.policy.engine import CasbinPolicyEngine
+from vault.policy.purposes import PurposeRegistry, load_purposes
+from vault.schema import CollectionSchema, FieldSpec, SchemaRegistry, load_schemas
+from vault.store import migrate
+from vault.store.codec import decode_envelopes, encode_envelopes
+from vault.store.engine import is_sqlite, make_engine
+from vault.store.models import BlindIndexRow, Meta, RecordRow, SubjectRow
+from vault.types import Actor, Record, check_identifier
+from vault.validation import normalize_for_index, validate_record
+
+__all__ = ["Vault"]
+
+log = structlog.get_logger(__name__)
+
+_RECORDS = RecordRow.__table__
+_SUBJECTS = SubjectRow.__table__
+_BLIND = BlindIndexRow.__table__
+_META = Meta.__table__
+
+_JURISDICTION = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
+_IN_CHUNK = 500
+SYSTEM_ACTOR = "system"
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _encode_value(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _decode_value(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise DecryptionError() from None
+
+
+def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Vault:
+    """Encrypted, access-controlled, audited storage of customer PII.
+
+    Build it with :meth:`open` (or :meth:`init` the first time); use it as a
+    context manager so engines are disposed. Every data method takes the
+    :class:`~vault.types.Actor` asking and the ``purpose`` of use.
+
+    Attributes:
+        roles: assign and revoke roles (:class:`~vault.admin.RoleService`).
+        keys: key status, rotation, retirement, crypto-shredding.
+        audit: verify the audit log.
+        policy: check decisions and change rules.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: VaultSettings,
+        data_engine: Engine,
+        keystore: KeyStore,
+        provider: KeyProvider,
+        policy: CasbinPolicyEngine,
+        schemas: SchemaRegistry,
+        purposes: PurposeRegistry,
+        audit_log: AuditLog,
+        clock: Clock,
+        keystore_engine: Engine | None = None,
+    ) -> None:
+        self.settings = settings
+        self._keystore_engine = keystore_engine
+        self._engine = data_engine
+        self._keystore = keystore
+        self._provider = provider
+        self._policy = policy
+        self._schemas = schemas
+        self._purposes = purposes
+        self._audit = audit_log
+        self._clock = clock
+        self._cipher = AESGCMFieldCipher()
+        self._indexer = BlindIndexer(
+            provider.index_root_key(), truncate_to=settings.blind_index_bytes
+        )
+        self._pseudonyms = Pseudonymizer(provider.pseudonym_key())
+        self.roles = RoleService(self)
+        self.keys = KeyService(self)
+        self.audit = AuditService(self)
+        self.policy = PolicyService(self)
+
+    # ------------------------------------------------------------------ life cycle
+
+    @staticmethod
+    def _settings(
+        home: str | os.PathLike[str] | None,
+        settings: VaultSettings | None,
+        **values: Any,
+    ) -> VaultSettings:
+        if settings is not None:
+            if home is not None or any(v is not None for v in values.values()):
+                raise ConfigError("pass either settings= or individual options, not both")
+            return settings
+        return VaultSettings.build(home=Path(home) if home is not None else None, **values)
+
+    @classmethod
+    def init(
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        database_url: str | None = None,
+        keystore_url: str | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+        policies: str | os.PathLike[str] | None = None,
+        audit_chains: int | None = None,
+        settings: VaultSettings | None = None,
+        clock: Clock | None = None,
+    ) -> Vault:
+        """Create what :meth:`open` needs: key file, key store, schema, default policy.
+
+        Raises:
+            ConfigError: if the vault is already initialised or settings are wrong.
+        """
+        cfg = cls._settings(
+            home, settings, database_url=database_url, keystore_url=keystore_url,
+            key_file=Path(key_file) if key_file else None,
+            policies=Path(policies) if policies else None, audit_chains=audit_chains,
+        )
+        cls._check_separation(cfg)
+        if cfg.database_url is None or cfg.keystore_url is None or cfg.key_file is None:
+            cfg.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key_path = cfg.resolved_key_file
+        if key_path.exists():
+            raise ConfigError(f"a key file already exists at {key_path}; this vault is initialised")
+        # Validate policies before creating anything, so a broken file leaves no half-made vault.
+        policies_dir = cfg.resolved_policies
+        load_schemas(policies_dir)
+        load_purposes(policies_dir / "purposes.toml")
+        data_engine = make_engine(cfg.resolved_database_url)
+        with data_engine.connect() as conn:
+            if migrate.current_revision(data_engine) is not None or conn.dialect.has_table(
+                conn, "vault_meta"
+            ):
+                data_engine.dispose()
+                raise ConfigError("the data database is already initialised")
+        provider = LocalKeyProvider.create(key_path)
+        migrate.upgrade(data_engine)
+        keystore_engine = make_engine(cfg.resolved_keystore_url)
+        keystore = KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clock)
+        keystore.create_schema()
+        clk = clock or SystemClock()
+        audit_log = AuditLog(data_engine, chains=cfg.audit_chains, clock=clk)
+        with data_engine.begin() as conn:
+            conn.execute(
+                insert(_META),
+                [
+                    {"key": "audit_chains", "value": str(cfg.audit_chains)},
+                    {"key": "created_at", "value": clk.now().isoformat()},
+                    {"key": "format", "value": "1"},
+                ],
+            )
+            audit_log.create_heads(conn)
+        policy = CasbinPolicyEngine(
+            data_engine, policies_dir / "model.conf", clock=clk,
+            refresh_interval=cfg.policy_refresh_seconds,
+        )
+        loaded = policy.load_defaults(policies_dir / "policy.csv")
+        vault = cls._assemble(cfg, data_engine, keystore_engine, provider, policy, clk,
+                              keystore=keystore)
+        vault._audit_admin("vault.init", reason=f"rules:{loaded}")
+        return vault
+
+    @classmethod
+    def open(
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        database_url: str | None = None,
+        keystore_url: str | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+        policies: str | os.PathLike[str] | None = None,
+        settings: VaultSettings | None = None,
+        clock: Clock | None = None,
+    ) -> Vault:
+        """Open an initialised vault.
+
+        Raises:
+            ConfigError: if it was never initialised or needs migrating.
+            KeyManagementError: if the key file is missing or unsafe.
+        """
+        cfg = cls._settings(
+            home, settings, database_url=database_url, keystore_url=keystore_url,
+            key_file=Path(key_file) if key_file else None,
+            policies=Path(policies) if policies else None,
+        )
+        cls._check_separation(cfg)
+        provider = LocalKeyProvider.load(cfg.resolved_key_file)
+        data_engine = make_engine(cfg.resolved_database_url)
+        try:
+            revision = migrate.current_revision(data_engine)
+        except SQLAlchemyError:
+            data_engine.dispose()
+            raise ConfigError("the data database cannot be reached") from None
+        if revision is None:
+            data_engine.dispose()
+            raise ConfigError("this vault is not initialised: run `vault init` first")
+        if revision != migrate.head_revision():
+            data_engine.dispose()
+            raise ConfigError("the data database needs migrating: run `vault init --upgrade`")
+        clk = clock or SystemClock()
+        policies_dir = cfg.resolved_policies
+        policy = CasbinPolicyEngine(
+            data_engine, policies_dir / "model.conf", clock=clk,
+            refresh_interval=cfg.policy_refresh_seconds,
+        )
+        keystore_engine = make_engine(cfg.resolved_keystore_url)
+        return cls._assemble(cfg, data_engine, keystore_engine, provider, policy, clk)
+
+    @classmethod
+    def _assemble(
+        cls,
+        cfg: VaultSettings,
+        data_engine: Engine,
+        keystore_engine: Engine,
+        provider: KeyProvider,
+        policy: CasbinPolicyEngine,
+        clock: Clock,
+        *,
+        keystore: KeyStore | None = None,
+    ) -> Vault:
+        with data_engine.connect() as conn:
+            meta = dict(conn.execute(select(_META.c.key, _META.c.value)).tuples().all())
+        chains = int(meta.get("audit_chains", cfg.audit_chains))
+        policies_dir = cfg.resolved_policies
+        return cls(
+            settings=cfg,
+            data_engine=data_engine,
+            keystore=keystore
+            or KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clock),
+            provider=provider,
+            policy=policy,
+            schemas=load_schemas(policies_dir),
+            purposes=load_purposes(policies_dir / "purposes.toml"),
+            audit_log=AuditLog(data_engine, chains=chains, clock=clock),
+            clock=clock,
+            keystore_engine=keystore_engine,
+        )
+
+    @staticmethod
+    def _check_separation(cfg: VaultSettings) -> None:
+        if cfg.resolved_database_url == cfg.resolved_keystore_url:
+            raise ConfigError(
+                "the key store must be a different database from the data database, "
+                "or crypto-shredding would not survive a restored data backup"
+            )
+
+    def close(self) -> None:
+        """Dispose of database connections and forget cached data keys."""
+        self._keystore.clear_cache()
+        if self._keystore_engine is not None:
+            self._keystore_engine.dispose()
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Vault(home={str(self.settings.home)!r})"
+
+    # ------------------------------------------------------------------ internals
+
+    @property
+    def schemas(self) -> SchemaRegistry:
+        return self._schemas
+
+    @property
+    def purposes(self) -> PurposeRegistry:
+        return self._purposes
+
+    def pseudonym(self, tenant: str, subject_id: str) -> str:
+        """The keyed pseudonym under which the audit log knows this subject."""
+        return self._pseudonyms.pseudonym(tenant, subject_id)
+
+    def _audit_admin(
+        self,
+        action: str,
+        *,
+        actor: Actor | None = None,
+        tenant: str = "*",
+        decision: Decision = Decision.ALLOW,
+        reason: str | None = None,
+        subjects: tuple[str, ...] = (),
+        purpose: str | None = None,
+    ) -> None:
+        self._audit.write([AuditEvent(
+            tenant=actor.tenant if actor else tenant,
+            actor=actor.id if actor else SYSTEM_ACTOR,
+            action=action, decision=decision, reason=reason[:64] if reason else None,
+            subjects=subjects,
+            purpose=purpose,
+        )])
+
+    def _refuse(
+        self,
+        exc: VaultError,
+        actor: Actor,
+        action: str,
+        *,
+        collection: str | None,
+        purpose: str | None,
+        fields: Sequence[str] = (),
+        record_ids: Sequence[str] = (),
+        subjects: Sequence[str] = (),
+        decision: Decision = Decision.DENY,
+    ) -> NoReturn:
+        """Audit a refusal in its own transaction, then raise ``exc``."""
+        self._audit.write([AuditEvent(
+            tenant=actor.tenant, actor=actor.id, action=action, decision=decision,
+            collection=collection, record_ids=tuple(record_ids), subjects=tuple(subjects),
+            fields=tuple(fields), purpose=purpose, reason=exc.code,
+        )])
+        raise exc
+
+    def _begin(
+        self,
+        actor: object,
+        action: str,
+        collection: object,
+        purpose: object,
+    ) -> tuple[Actor, CollectionSchema, str]:
+        """Check the actor, collection and purpose; audit and raise on a bad one."""
+        if not isinstance(actor, Actor):
+            raise InvalidData("actor must be a vault.Actor", field="actor")
+        coll_name = collection if isinstance(collection, str) else None
+        purp = purpose if isinstance(purpose, str) else None
+        try:
+            if coll_name is None:
+                raise InvalidData("collection must be a string", field="collection")
+            schema = self._schemas.get(coll_name)
+        except InvalidData as exc:
+            known = coll_name if coll_name in self._schemas else None
+            self._refuse(exc, actor, action, collection=known,
+                         purpose=purp if purp in self._purposes else None)
+        try:
+            if purp is None:
+                raise InvalidData("purpose must be a string", field="purpose")
+            self._purposes.get(purp)
+        except InvalidData as exc:
+            self._refuse(exc, actor, action, collection=schema.name, purpose=None)
+        return actor, schema, purp
+
+    def _validate(
+        self,
+        actor: Actor,
+        schema: CollectionSchema,
+        data: object,
+        *,
+        action: str,
+        purpose: str,
+        partial: bool,
+        record_ids: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        try:
+            if not isinstance(data, Mapping):
+                raise InvalidData("data must be a mapping of field names to values")
+            region = data.get("country")
+            return validate_record(
+                schema, data, partial=partial,
+                default_region=region.upper() if isinstance(region, str) and len(region) == 2
+                else None,
+            )
+        except InvalidData as exc:
+            fields = [exc.field] if exc.field in schema.fields else []
+            self._refuse(exc, actor, action, collection=schema.name, purpose=purpose,
+                         fields=fields, record_ids=record_ids)
+
+    def _require(
+        self,
+        actor: Actor,
+        schema: CollectionSchema,
+        action: str,
+        purpose: str,
+        fields: Sequence[str],
+        *,
+        audit_action: str | None = None,
+        record_ids: Sequence[str] = (),
+        subjects: Sequence[str] = (),
+    ) -> None:
+        """Raise AccessDenied (audited) unless ``action`` is allowed on every field."""
+        allowed = self._policy.allowed_fields(
+            actor.id, actor.tenant, schema.name, action, purpose, tuple(fields)
+        )
+        denied = sorted(set(fields) - allowed)
+        if denied:
+            self._refuse(
+                AccessDenied(f"{action} denied on {schema.name}: {', '.join(denied)}"),
+                actor, audit_action or action, collection=schema.name, purpose=purpose,
+                fields=denied, record_ids=record_ids, subjects=subjects,
+            )
+
+    def _context(self, tenant: str, schema: CollectionSchema, record_id: str,
+                 field: str, subject_id: str) -> FieldContext:
+        return FieldContext(tenant=tenant, collection=schema.name, record_id=record_id,
+                            field=field, subject_id=subject_id)
+
+    def _encrypt_fields(
+        self, key: DataKey, tenant: str, schema: CollectionSchema, record_id: str,
+        subject_id: str, values: Mapping[str, Any],
+    ) -> dict[str, bytes]:
+        return {
+            name: self._cipher.encrypt(
+                key, _encode_value(value),
+                self._context(tenant, schema, record_id, name, subject_id),
+            )
+            for name, value in values.items()
+            if value is not None
+        }
+
+    def _index_rows(
+        self, tenant: str, schema: CollectionSchema, record_id: str, values: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        rows = []
+        for name in schema.searchable_fields:
+            value = values.get(name)
+            if value is None:
+                continue
+            spec = schema.fields[name]
+            rows.append({
+                "tenant": tenant, "collection": schema.name, "field": name,
+                "digest": self._indexer.digest(tenant, schema.name, name,
+                                               normalize_for_index(spec, value)),
+                "record_id": record_id,
+            })
+        return rows
+
+    def _subject_keys(
+        self, tenant: str, subject_ids: Sequence[str], *, create: Sequence[str] = ()
+    ) -> dict[str, DataKey]:
+        keys: dict[str, DataKey] = {}
+        if create:
+            for key in self._keystore.create_keys(tenant, create):
+                keys[key.subject_id] = key
+        existing = [s for s in subject_ids if s not in keys]
+        if existing:
+            keys.update(self._keystore.get_keys(tenant, existing))
+        return keys
+
+    def _view(
+        self,
+        key: DataKey,
+        tenant: str,
+        schema: CollectionSchema,
+        row: Any,
+        readable: frozenset[str],
+        maskable: frozenset[str],
+        requested: Sequence[str],
+    ) -> Record:
+        envelopes = decode_envelopes(row.envelopes)
+        data: dict[str, Any] = {}
+        masked: set[str] = set()
+        withheld: set[str] = set()
+        for name in requested:
+            env = envelopes.get(name)
+            if env is None:
+                continue
+            if name in readable:
+                data[name] = _decode_value(self._cipher.decrypt(
+                    key, env, self._context(tenant, schema, row.id, name, row.subject_id)))
+            elif name in maskable:
+                value = _decode_value(self._cipher.decrypt(
+                    key, env, self._context(tenant, schema, row.id, name, row.subject_id)))
+                data[name] = mask(schema.fields[name].mask, value)
+                masked.add(name)
+            else:
+                withheld.add(name)
+        return Record(id=row.id, subject_id=row.subject_id, collection=schema.name, data=data,
+                      masked=frozenset(masked), withheld=frozenset(withheld))
+
+    def _read_decisions(
+        self, actor: Actor, schema: CollectionSchema, purpose: str, requested: Sequence[str],
+        *, action: str, record_ids: Sequence[str] = (),
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        fields = tuple(requested)
+        readable = self._policy.allowed_fields(
+            actor.id, actor.tenant, schema.name, "read", purpose, fields)
+        maskable = self._policy.allowed_fields(
+            actor.id, actor.tenant, schema.name, "read_masked", purpose, fields) - readable
+        if not readable and not maskable:
+            self._refuse(
+                AccessDenied(f"read denied on every requested field of {schema.name}"),
+                actor, action, collection=schema.name, purpose=purpose, fields=fields,
+                record_ids=record_ids,
+            )
+        return readable, maskable
+
+    def _requested(
+        self, actor: Actor, schema: CollectionSchema, purpose: str,
+        fields: Sequence[str] | None, *, action: str, record_ids: Sequence[str] = (),
+    ) -> tuple[str, ...]:
+        if fields is None:
+            return schema.field_names
+        if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
+            self._refuse(InvalidData("fields must be a sequence of field names", field="fields"),
+                         actor, action, collection=schema.name, purpose=purpose,
+                         record_ids=record_ids)
+        for name in fields:
+            if name not in schema.fields:
+                self._refuse(
+                    UnknownField(f"collection {schema.name} has no such field", field=None),
+                    actor, action, collection=schema.name, purpose=purpose,
+                    record_ids=record_ids)
+        return tuple(dict.fromkeys(fields))
+
+    @staticmethod
+    def _disclosed(records: Sequence[Record]) -> tuple[str, ...]:
+        names: set[str] = set()
+        for record in records:
+            names.update(n for n in record.data if n not in record.masked)
+            names.update(f"{n}~masked" for n in record.masked)
+        return tuple(sorted(names))
+
+    def _commit_read(
+        self, actor: Actor, schema: CollectionSchema, purpose: str, action: str,
+        records: Sequence[Record], conn: Connection,
+    ) -> None:
+        by_subject: dict[str, list[Record]] = {}
+        for record in records:
+            by_subject.setdefault(record.subject_id, []).append(record)
+        events = [
+            AuditEvent(
+                tenant=actor.tenant, actor=actor.id, action=action, decision=Decision.ALLOW,
+                collection=schema.name, record_ids=tuple(r.id for r in recs),
+                subjects=(self.pseudonym(actor.tenant, subject),),
+                fields=self._disclosed(recs), purpose=purpose,
+            )
+            for subject, recs in by_subject.items()
+        ]
+        self._audit.append(conn, self._group_events(events))
+
+    def _group_events(self, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+        """Merge per-subject events of a batch into one entry per audit chain."""
+        if len(events) <= 1:
+            return list(events)
+        from vault.audit.chain import chain_for
+
+        groups: dict[int, list[AuditEvent]] = {}
+        for event in events:
+            groups.setdefault(chain_for(event.subjects, self._audit.chains), []).append(event)
+        merged = []
+        for group in groups.values():
+            first = group[0]
+            merged.append(AuditEvent(
+                tenant=first.tenant, actor=first.actor, action=first.action,
+                decision=first.decision, collection=first.collection,
+                record_ids=tuple(r for e in group for r in e.record_ids),
+                subjects=tuple(dict.fromkeys(s for e in group for s in e.subjects)),
+                fields=tuple(sorted({f for e in group for f in e.fields})),
+                purpose=first.purpose, reason=first.reason,
+            ))
+        return merged
+
+    def _transaction_failed(self, exc: SQLAlchemyError) -> NoReturn:
+        log.error("vault_transaction_failed", error_type=type(exc).__name__)
+        raise AuditError("the operation and its audit entry could not be committed") from None
+
+    def _load_rows(self, conn: Connection, tenant: str, collection: str,
+                   record_ids: Sequence[str]) -> dict[str, Any]:
+        rows: dict[str, Any] = {}
+        for chunk in _chunks(record_ids):
+            result = conn.execute(
+                select(_RECORDS.c.id, _RECORDS.c.subject_id, _RECORDS.c.envelopes)
+                .where(_RECORDS.c.tenant == tenant, _RECORDS.c.collection == collection,
+                       _RECORDS.c.id.in_(chunk))
+            )
+            for row in result:
+                rows[row.id] = row
+        return rows
+
+    # ------------------------------------------------------------------ writes
+
+    def put(
+        self,
+        actor: Actor,
+        collection: str,
+        data: Mapping[str, Any],
+        *,
+        purpose: str,
+        subject_id: str | None = None,
+        jurisdiction: str | None = None,
+    ) -> str:
+        """Store a new record; every field encrypted under the subject's data key.
+
+        Args:
+            actor: who writes.
+            collection: a collection declared in ``policies/collections``.
+            data: field values; unknown fields are refused (data minimisation).
+            purpose: the purpose of use, from the purpose registry.
+            subject_id: the data subject; a new one (with a new data key) is
+                created when None or when the id is not yet known.
+            jurisdiction: the subject's regime (e.g. ``EU``, ``US-CA``, ``CN``),
+                recorded when the subject is created.
+
+        Returns:
+            The new record's id.
+
+        Raises:
+            InvalidData: bad input (nothing written; audited).
+            AccessDenied: the actor may not write one of the fields (audited).
+            KeyDestroyed: the subject was crypto-shredded.
+            AuditError: the write and its audit entry could not be committed.
+        """
+        return self.put_many(actor, collection, [data], purpose=purpose,
+                             subject_ids=[subject_id], jurisdiction=jurisdiction)[0]
+
+    def put_many(
+        self,
+        actor: Actor,
+        collection: str,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        purpose: str,
+        subject_ids: Sequence[str | None] | None = None,
+        jurisdiction: str | None = None,
+    ) -> list[str]:
+        """Store many records in one transaction with one audit entry per chain touched.
+
+        Same rules as :meth:`put`; ``subject_ids`` (if given) pairs each item with a
+        subject. Either every record is stored or none is.
+
+        Returns:
+            The new record ids, in the order of ``items``.
+        """
+        actor, schema, purpose = self._begin(actor, "write", collection, purpose)
+        if isinstance(items, Mapping) or not isinstance(items, Sequence):
+            self._refuse(InvalidData("items must be a sequence of mappings"), actor, "write",
+                         collection=schema.name, purpose=purpose)
+        if subject_ids is None:
+            subject_ids = [None] * len(items)
+        if len(subject_ids) != len(items):
+            self._refuse(InvalidData("subject_ids must pair one-to-one with items"), actor,
+                         "write", collection=schema.name, purpose=purpose)
+        if jurisdiction is not None and (
+            not isinstance(jurisdiction, str) or not _JURISDICTION.fullmatch(jurisdiction)
+        ):
+            self._refuse(InvalidData("jurisdiction must look like EU, US-CA or CN",
+                                     field="jurisdiction"),
+                         actor, "write", collection=schema.name, purpose=purpose)
+        for sid in subject_ids:
+            if sid is not None:
+                try:
+                    check_identifier(sid, "subject_id")
+                except InvalidData as exc:
+                    self._refuse(exc, actor, "write", collection=schema.name, purpose=purpose)
+        values = [
+            self._validate(actor, schema, item, action="write", purpose=purpose, partial=False)
+            for item in items
+        ]
+        written = sorted({name for v in values for name, x in v.items() if x is not None})
+        self._require(actor, schema, "write", purpose, written)
+        if not items:
+            return []
+
+        tenant = actor.tenant
+        now = self._clock.now()
+        given = sorted({s for s in subject_ids if s is not None})
+        with self._engine.connect() as conn:
+            known = set()
+            for chunk in _chunks(given):
+                known.update(conn.execute(
+                    select(_SUBJECTS.c.subject_id)
+                    .where(_SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id.in_(chunk))
+                ).scalars())
+            conn.rollback()
+        subjects = [s if s is not None else _new_id() for s in subject_ids]
+        new_subjects = list(dict.fromkeys(s for s in subjects if s not in known))
+        try:
+            keys = self._subject_keys(tenant, subjects, create=self._creatable(tenant,
+                                                                               new_subjects))
+        except KeyDestroyed as exc:
+            self._refuse(exc, actor, "write", collection=schema.name, purpose=purpose,
+                         fields=written)
+
+        record_rows: list[dict[str, Any]] = []
+        index_rows: list[dict[str, Any]] = []
+        events: list[AuditEvent] = []
+        for subject, value in zip(subjects, values, strict=True):
+            record_id = _new_id()
+            envelopes = self._encrypt_fields(keys[subject], tenant, schema, record_id,
+                                             subject, value)
+            record_rows.append({
+                "id": record_id, "tenant": tenant, "collection": schema.name,
+                "subject_id": subject, "envelopes": encode_envelopes(envelopes),
+                "created_at": now, "updated_at": now, "version": 1,
+            })
+            index_rows.extend(self._index_rows(tenant, schema, record_id, value))
+            events.append(AuditEvent(
+                tenant=tenant, actor=actor.id, action="write", decision=Decision.ALLOW,
+                collection=schema.name, record_ids=(record_id,),
+                subjects=(self.pseudonym(tenant, subject),),
+                fields=tuple(sorted(envelopes)), purpose=purpose,
+            ))
+        try:
+            with self._engine.begin() as conn:
+                if new_subjects:
+                    conn.execute(insert(_SUBJECTS), [
+                        {"tenant": tenant, "subject_id": s, "pseudonym": self.pseudonym(tenant, s),
+                         "jurisdiction": jurisdiction, "created_at": now}
+                        for s in new_subjects
+                    ])
+                conn.execute(insert(_RECORDS), record_rows)
+                if index_rows:
+                    conn.execute(insert(_BLIND), index_rows)
+                self._audit.append(conn, self._group_events(events))
+        except SQLAlchemyError as exc:
+            self._transaction_failed(exc)
+        return [row["id"] for row in record_rows]
+
+    def _creatable(self, tenant: str, new_subjects: Sequence[str]) -> list[str]:
+        """New subjects that need a data key (a key may exist from an interrupted write)."""
+        if not new_subjects:
+            return []
+        missing = []
+        for sid in new_subjects:
+            try:
+                self._keystore.get_key(tenant, sid)
+            except NotFound:
+                missing.append(sid)
+        return missing
+
+    def update(
+        self,
+        actor: Actor,
+        collection: str,
+        record_id: str,
+        changes: Mapping[str, Any],
+        *,
+        purpose: str,
+    ) -> None:
+        """Change some fields of a record; a value of None removes an optional field.
+
+        Raises:
+            InvalidData, AccessDenied, NotFound, KeyDestroyed, AuditError.
+        """
+        actor, schema, purpose = self._begin(actor, "update", collection, purpose)
+        rid = self._record_id(actor, schema, purpose, record_id, "update")
+        values = self._validate(actor, schema, changes, action="update", purpose=purpose,
+                                partial=True, record_ids=[rid])
+        if not values:
+            self._refuse(InvalidData("no changes given"), actor, "update",
+                         collection=schema.name, purpose=purpose, record_ids=[rid])
+        self._require(actor, schema, "write", purpose, sorted(values), audit_action="update",
+                      record_ids=[rid])
+        tenant = actor.tenant
+        try:
+            with self._engine.begin() as conn:
+                row = self._load_rows(conn, tenant, schema.name, [rid]).get(rid)
+                if row is None:
+                    raise NotFound(f"no record {rid} in {schema.name}")
+                pseudonym = self.pseudonym(tenant, row.subject_id)
+                key = self._keystore.get_key(tenant, row.subject_id)
+                envelopes = decode_envelopes(row.envelopes)
+                envelopes.update(self._encrypt_fields(key, tenant, schema, rid,
+                                                      row.subject_id, values))
+                for name, value in values.items():
+                    if value is None:
+                        envelopes.pop(name, None)
+                conn.execute(
+                    update(_RECORDS).where(_RECORDS.c.id == rid).values(
+                        envelopes=encode_envelopes(envelopes), updated_at=self._clock.now(),
+                        version=_RECORDS.c.version + 1)
+                )
+                touched = [n for n in values if n in schema.searchable_fields]
+                if touched:
+                    conn.execute(delete(_BLIND).where(_BLIND.c.record_id == rid,
+                                                      _BLIND.c.field.in_(touched)))
+                    rows = self._index_rows(tenant, schema, rid,
+                                            {n: values[n] for n in touched})
+                    if rows:
+                        conn.execute(insert(_BLIND), rows)
+                self._audit.append(conn, [AuditEvent(
+                    tenant=tenant, actor=actor.id, action="update", decision=Decision.ALLOW,
+                    collection=schema.name, record_ids=(rid,), subjects=(pseudonym,),
+                    fields=tuple(sorted(values)), purpose=purpose,
+                )])
+        except (NotFound, KeyDestroyed, DecryptionError) as exc:
+            self._refuse(exc, actor, "update", collection=schema.name, purpose=purpose,
+                         record_ids=[rid], decision=Decision.ERROR)
+        except SQLAlchemyError as exc:
+            self._transaction_failed(exc)
+
+    def delete(self, actor: Actor, collection: str, record_id: str, *, purpose: str) -> None:
+        """Delete a record and its blind-index entries.
+
+        The actor needs ``delete`` on every field of the collection.
+        """
+        actor, schema, purpose = self._begin(actor, "delete", collection, purpose)
+        rid = self._record_id(actor, schema, purpose, record_id, "delete")
+        self._require(actor, schema, "delete", purpose, schema.field_names, record_ids=[rid])
+        tenant = actor.tenant
+        try:
+            with self._engine.begin() as conn:
+                row = self._load_rows(conn, tenant, schema.name, [rid]).get(rid)
+                if row is None:
+                    raise NotFound(f"no record {rid} in {schema.name}")
+                conn.execute(delete(_BLIND).where(_BLIND.c.record_id == rid))
+                conn.execute(delete(_RECORDS).where(_RECORDS.c.id == rid))
+                self._audit.append(conn, [AuditEvent(
+                    tenant=tenant, actor=actor.id, action="delete", decision=Decision.ALLOW,
+                    collection=schema.name, record_ids=(rid,),
+                    subjects=(self.pseudonym(tenant, row.subject_id),),
+                    fields=tuple(sorted(decode_envelopes(row.envelopes))), purpose=purpose,
+                )])
+        except NotFound as exc:
+            self._refuse(exc, actor, "delete", collection=schema.name, purpose=purpose,
+                         record_ids=[rid], decision=Decision.ERROR)
+        except SQLAlchemyError as exc:
+            self._transaction_failed(exc)
+
+    def _record_id(self, actor: Actor, schema: CollectionSchema, purpose: str,
+                   record_id: object, action: str) -> str:
+        try:
+            return check_identifier(record_id, "record_id")
+        except InvalidData as exc:
+            self._refuse(exc, actor, action, collection=schema.name, purpose=purpose)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(
+        self,
+        actor: Actor,
+        collection: str,
+        record_id: str,
+        *,
+        purpose: str,
+        fields: Sequence[str] | None = None,
+    ) -> Record:
+        """Read one record as ``actor`` may see it for ``purpose``.
+
+        Fields the actor may read come in clear, fields it may only read masked
+        come masked (and are listed in ``Record.masked``), the rest are absent
+        (listed in ``Record.withheld``). The audit entry is committed before the
+        record is returned; if it cannot be, nothing is returned.
+
+        Raises:
+            AccessDenied: no requested field may be read (audited).
+            NotFound, KeyDestroyed, DecryptionError, AuditError.
+        """
+        actor, schema, purpose = self._begin(actor, "read", collection, purpose)
+        rid = self._record_id(actor, schema, purpose, record_id, "read")
+        return self._read(actor, schema, purpose, [rid], fields, action="read")[0]
+
+    def get_many(
+        self,
+        actor: Actor,
+        collection: str,
+        record_ids: Sequence[str],
+        *,
+        purpose: str,
+        fields: Sequence[str] | None = None,
+    ) -> list[Record]:
+        """Read many records in one transaction, with one audit entry per chain touched.
+
+        Returns:
+            Records in the order of ``record_ids``.
+
+        Raises:
+            NotFound: if any id is unknown (nothing is returned).
+        """
+        actor, schema, purpose = self._begin(actor, "read", collection, purpose)
+        if isinstance(record_ids, str) or not isinstance(record_ids, Sequence):
+            self._refuse(InvalidData("record_ids must be a sequence of ids"), actor, "read",
+                         collection=schema.name, purpose=purpose)
+        ids = [self._record_id(actor, schema, purpose, r, "read") for r in record_ids]
+        if not ids:
+            return []
+        return self._read(actor, schema, purpose, ids, fields, action="read")
+
+    def _read(
+        self,
+        actor: Actor,
+        schema: CollectionSchema,
+        purpose: str,
+        ids: Sequence[str],
+        fields: Sequence[str] | None,
+        *,
+        action: str,
+        must_exist: bool = True,
+        verify: Mapping[str, str] | None = None,
+    ) -> list[Record]:
+        requested = self._requested(actor, schema, purpose, fields, action=action,
+                                    record_ids=ids)
+        readable, maskable = self._read_decisions(actor, schema, purpose, requested,
+                                                  action=action, record_ids=ids)
+        tenant = actor.tenant
+        unique_ids = list(dict.fromkeys(ids))
+        rows: dict[str, Any] = {}
+        try:
+            with self._engine.begin() as conn:
+                rows = self._load_rows(conn, tenant, schema.name, unique_ids)
+                missing = [r for r in unique_ids if r not in rows]
+                if missing and must_exist:
+                    raise NotFound(f"{len(missing)} record(s) not found in {schema.name}: "
+                                   f"{', '.join(missing[:5])}")
+                subject_ids = list(dict.fromkeys(row.subject_id for row in rows.values()))
+                try:
+                    keys = self._keystore.get_keys(tenant, subject_ids)
+                except KeyDestroyed:
+                    if must_exist:
+                        raise
+                    keys = self._live_keys(tenant, subject_ids)
+                records: dict[str, Record] = {}
+                for rid in unique_ids:
+                    row = rows.get(rid)
+                    if row is None or row.subject_id not in keys:
+                        continue
+                    if verify and not self._matches(keys[row.subject_id], tenant, schema, row,
+                                                    verify):
+                        continue
+                    records[rid] = self._view(keys[row.subject_id], tenant, schema, row,
+                                              readable, maskable, requested)
+                result = [records[r] for r in ids if r in records]
+                self._commit_read(actor, schema, purpose, action, list(records.values()), conn)
+        except (NotFound, KeyDestroyed, DecryptionError) as exc:
+            subjects = []
+            if isinstance(exc, KeyDestroyed | DecryptionError):
+                subjects = [self.pseudonym(tenant, r.subject_id) for r in rows.values()][:50]
+            self._refuse(exc, actor, action, collection=schema.name, purpose=purpose,
+                         record_ids=list(unique_ids[:50]), subjects=subjects,
+                         decision=Decision.ERROR)
+        except SQLAlchemyError as exc:
+            self._transaction_failed(exc)
+        return result
+
+    def _live_keys(self, tenant: str, subject_ids: Sequence[str]) -> dict[str, DataKey]:
+        keys = {}
+        for sid in subject_ids:
+            try:
+                keys[sid] = self._keystore.get_key(tenant, sid)
+            except (KeyDestroyed, NotFound):
+                continue
+        return keys
+
+    def _matches(self, key: DataKey, tenant: str, schema: CollectionSchema, row: Any,
+                 wanted: Mapping[str, str]) -> bool:
+        """Re-check a blind-index hit on the decrypted value (truncated digests collide)."""
+        envelopes = decode_envelopes(row.envelopes)
+        for name, normalized in wanted.items():
+            env = envelopes.get(name)
+            if env is None:
+                return False
+            value = _decode_value(self._cipher.decrypt(
+                key, env, self._context(tenant, schema, row.id, name, row.subject_id)))
+            if normalize_for_index(schema.fields[name], value) != normalized:
+                return False
+        return True
+
+    def find(self, actor: Actor, collection: str, *, purpose: str, **equals: Any) -> list[Record]:
+        """Find records whose searchable fields equal the given values.
+
+        Matching uses blind indexes (keyed HMACs of normalised values): the
+        store never decrypts the collection to search it. The actor needs
+        ``search`` on each field used and ``read``/``read_masked`` to see results.
+
+        Raises:
+            InvalidData: no criteria, a field that is not searchable, a malformed value.
+            AccessDenied: search not permitted on a field (audited).
+        """
+        actor, schema, purpose = self._begin(actor, "search", collection, purpose)
+        if not equals:
+            self._refuse(InvalidData("find needs at least one field=value criterion"), actor,
+                         "search", collection=schema.name, purpose=purpose)
+        wanted: dict[str, str] = {}
+        for name, value in equals.items():
+            try:
+                spec: FieldSpec = schema.field(name)
+                if not spec.searchable:
+                    raise InvalidData(f"field {name} is not searchable", field=name)
+                wanted[name] = normalize_for_index(spec, value)
+            except InvalidData as exc:
+                fields = [name] if name in schema.fields else []
+                self._refuse(exc, actor, "search", collection=schema.name, purpose=purpose,
+                             fields=fields)
+        self._require(actor, schema, "search", purpose, sorted(wanted))
+        tenant = actor.tenant
+        with self._engine.connect() as conn:
+            ids: set[str] | None = None
+            for name, normalized in wanted.items():
+                digest = self._indexer.digest(tenant, schema.name, name, normalized)
+                hits = set(conn.execute(
+                    select(_BLIND.c.record_id).where(
+                        _BLIND.c.tenant == tenant, _BLIND.c.collection == schema.name,
+                        _BLIND.c.field == name, _BLIND.c.digest == digest)
+                ).scalars())
+                ids = hits if ids is None else ids & hits
+            conn.rollback()
+        return self._read(actor, schema, purpose, sorted(ids or ()), None, action="search",
+                          must_exist=False, verify=wanted)
+
+    # ------------------------------------------------------------------ subjects
+
+    def subject_records(self, tenant: str, subject_id: str) -> list[str]:
+        """Ids of every record of a subject (ids only; no data, no audit)."""
+        with self._engine.connect() as conn:
+            return list(conn.execute(
+                select(_RECORDS.c.id).where(_RECORDS.c.tenant == tenant,
+                                            _RECORDS.c.subject_id == subject_id)
+                .order_by(_RECORDS.c.created_at)
+            ).scalars())
+
+    def _forget_index(self, tenant: str, subject_id: str) -> None:
+        """Remove the blind-index entries of a subject (they are linkable tokens)."""
+        with self._engine.begin() as conn:
+            ids = select(_RECORDS.c.id).where(_RECORDS.c.tenant == tenant,
+                                              _RECORDS.c.subject_id == subject_id)
+            conn.execute(delete(_BLIND).where(_BLIND.c.record_id.in_(ids)))
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def keystore(self) -> KeyStore:
+        return self._keystore
+
+    @property
+    def policy_engine(self) -> CasbinPolicyEngine:
+        return self._policy
+
+    @property
+    def audit_log(self) -> AuditLog:
+        return self._audit
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def is_embedded(self) -> bool:
+        return is_sqlite(self._engine)
+
+    def _now(self) -> dt.datetime:
+        return self._clock.now()

@@ -1,0 +1,76 @@
+"""The declarative base and column types shared by every table."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, MetaData, String, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, mapped_column
+
+__all__ = ["Base", "KeyStoreBase", "UTCDateTime", "bigint_pk", "str64", "str128", "str255"]
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp that refuses naive datetimes and always comes back in UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused; use an aware UTC datetime")
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (autoincrement)
+# when the type is exactly INTEGER, hence the variant.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+bigint_pk = Annotated[int, mapped_column(BigIntPK, primary_key=True, autoincrement=True)]
+str64 = Annotated[str, mapped_column(String(64))]
+str128 = Annotated[str, mapped_column(String(128))]
+str255 = Annotated[str, mapped_column(String(255))]
+
+_NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Tables of the data database."""
+
+    metadata = MetaData(naming_convention=_NAMING)
+    type_annotation_map = {
+        dt.datetime: UTCDateTime(),
+        bytes: LargeBinary(),
+        int: BigInteger().with_variant(Integer(), "sqlite"),
+    }
+
+
+class KeyStoreBase(DeclarativeBase):
+    """Tables of the key store, a database kept apart from the data."""
+
+    metadata = MetaData(naming_convention=_NAMING)
+    type_annotation_map = {
+        dt.datetime: UTCDateTime(),
+        bytes: LargeBinary(),
+        int: BigInteger().with_variant(Integer(), "sqlite"),
+    }

@@ -1,0 +1,75 @@
+"""Engine construction for SQLite (embedded default) and PostgreSQL.
+
+SQLite engines get WAL, a busy timeout, ``secure_delete`` (so deleted pages are
+zeroed, which matters for crypto-shredding) and foreign keys, and take the
+write lock at ``BEGIN`` (``BEGIN IMMEDIATE``) so that read-modify-write
+transactions cannot deadlock on lock upgrades. Every engine hides bound
+parameters from error messages, so SQL errors never print customer values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+__all__ = ["is_postgres", "is_sqlite", "make_engine"]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """Create an engine for ``url`` with Vault's safety settings.
+
+    Args:
+        url: an SQLAlchemy URL; ``postgresql://`` is mapped to psycopg 3.
+        pool_size: connection pool size for PostgreSQL.
+
+    Returns:
+        A configured engine. No connection is opened yet.
+    """
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"hide_parameters": True, "future": True}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None}
+        if parsed.database in (None, "", ":memory:"):
+            kwargs["poolclass"] = NullPool
+        engine = create_engine(parsed, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    kwargs["pool_size"] = pool_size
+    kwargs["pool_pre_ping"] = True
+    return create_engine(parsed, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA secure_delete=ON")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # pysqlite's own transaction handling is off (isolation_level=None);
+        # we take the write lock up front so concurrent writers queue on the
+        # busy timeout instead of failing with SQLITE_BUSY on lock upgrade.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,13 @@
+"""Alembic environment: Vault runs migrations programmatically on a given connection."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from vault.store.models import Base
+
+config = context.config
+connection = config.attributes["connection"]
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,79 @@
+"""Value types of the public API."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NewType
+
+from vault.errors import InvalidData, InvalidTenant
+
+__all__ = ["Actor", "Record", "RecordId", "SubjectId", "TenantId", "check_identifier"]
+
+TenantId = NewType("TenantId", str)
+SubjectId = NewType("SubjectId", str)
+RecordId = NewType("RecordId", str)
+
+_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}")
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_identifier(value: object, what: str) -> str:
+    """Return ``value`` if it is a well-formed identifier, else raise InvalidData.
+
+    Identifiers (actor ids, record ids, subject ids) are not personal data by
+    contract; they are still never echoed when malformed.
+    """
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
+        raise InvalidData(f"{what} is not a valid identifier", field=what)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who is asking: a user or service id, within a tenant.
+
+    Args:
+        id: the actor's id (a user name or service account, not personal data
+            of a customer).
+        tenant: the tenant (domain) the actor works in.
+    """
+
+    id: str
+    tenant: str = "default"
+
+    def __post_init__(self) -> None:
+        check_identifier(self.id, "actor")
+        if not isinstance(self.tenant, str) or not _TENANT.fullmatch(self.tenant):
+            raise InvalidTenant("tenant is not a valid identifier", field="tenant")
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Record:
+    """A record as one actor may see it.
+
+    Attributes:
+        id: the record id.
+        subject_id: the data subject the record belongs to.
+        collection: the collection name.
+        data: the permitted values; fields the actor may only see masked hold
+            the masked form. Withheld fields are absent, never empty strings.
+        masked: names of fields in ``data`` that are masked.
+        withheld: names of fields present in the record but not permitted.
+    """
+
+    id: str
+    subject_id: str
+    collection: str
+    data: Mapping[str, Any]
+    masked: frozenset[str] = field(default_factory=frozenset)
+    withheld: frozenset[str] = field(default_factory=frozenset)
+
+    def __repr__(self) -> str:
+        # Values are personal data: a repr ends up in logs and tracebacks.
+        return (
+            f"Record(id={self.id!r}, subject_id={self.subject_id!r}, "
+            f"collection={self.collection!r}, fields={sorted(self.data)!r}, "
+            f"masked={sorted(self.masked)!r}, withheld={sorted(self.withheld)!r})"
+        )
