@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vault.audit.chain import AuditEvent, Decision, VerifyReport
+from vault.audit.chain import Decision, VerifyReport
 from vault.errors import AccessDenied, InvalidData, VaultError
 from vault.types import Actor, check_identifier
 
@@ -211,7 +211,7 @@ class PolicyService(_Service):
     """Policy decisions and rule changes."""
 
     def check(self, actor: Actor, obj: str, action: str, *, purpose: str) -> bool:
-        """Would ``actor`` be allowed ``action`` on ``obj`` (``collection.field``) for ``purpose``?"""
+        """Would ``actor`` be allowed ``action`` on ``obj`` (``collection.field``)?"""
         if purpose not in self._vault.purposes:
             self._vault.purposes.get(purpose)
         return self._vault.policy_engine.is_allowed(actor.id, actor.tenant, obj, action, purpose)

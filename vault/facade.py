@@ -16,10 +16,10 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn, Self, cast
 
 import structlog
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.admin import AuditService, KeyService, PolicyService, RoleService
@@ -58,10 +58,10 @@ __all__ = ["Vault"]
 
 log = structlog.get_logger(__name__)
 
-_RECORDS = RecordRow.__table__
-_SUBJECTS = SubjectRow.__table__
-_BLIND = BlindIndexRow.__table__
-_META = Meta.__table__
+_RECORDS = cast(Table, RecordRow.__table__)
+_SUBJECTS = cast(Table, SubjectRow.__table__)
+_BLIND = cast(Table, BlindIndexRow.__table__)
+_META = cast(Table, Meta.__table__)
 
 _JURISDICTION = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
 _IN_CHUNK = 500
@@ -276,7 +276,7 @@ class Vault:
         keystore: KeyStore | None = None,
     ) -> Vault:
         with data_engine.connect() as conn:
-            meta = dict(conn.execute(select(_META.c.key, _META.c.value)).tuples().all())
+            meta = {row.key: row.value for row in conn.execute(select(_META.c.key, _META.c.value))}
         chains = int(meta.get("audit_chains", cfg.audit_chains))
         policies_dir = cfg.resolved_policies
         return cls(
@@ -420,7 +420,7 @@ class Vault:
                 else None,
             )
         except InvalidData as exc:
-            fields = [exc.field] if exc.field in schema.fields else []
+            fields = [exc.field] if exc.field is not None and exc.field in schema.fields else []
             self._refuse(exc, actor, action, collection=schema.name, purpose=purpose,
                          fields=fields, record_ids=record_ids)
 
@@ -714,7 +714,7 @@ class Vault:
         now = self._clock.now()
         given = sorted({s for s in subject_ids if s is not None})
         with self._engine.connect() as conn:
-            known = set()
+            known: set[str] = set()
             for chunk in _chunks(given):
                 known.update(conn.execute(
                     select(_SUBJECTS.c.subject_id)

@@ -40,7 +40,7 @@ def customer(n: int = 0, **over: Any) -> dict[str, Any]:
 
 def audit_rows(vault: Vault) -> list[Any]:
     with vault.engine.connect() as conn:
-        return list(conn.execute(select(AuditEntryRow).order_by(AuditEntryRow.seq)).scalars())
+        return list(conn.execute(select(AuditEntryRow.__table__).order_by(AuditEntryRow.seq)).all())
 
 
 def audit_count(vault: Vault) -> int:

@@ -25,6 +25,8 @@ from vault.policy.engine import CasbinPolicyEngine
 from vault.policy.tables import CasbinRule
 from vault.store.engine import make_engine
 
+from ..conftest import PG_URL, require_postgres
+
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
 MODEL = POLICIES / "model.conf"
@@ -55,12 +57,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'vault.db'}"
         return
-    pg_url = os.environ.get("VAULT_TEST_POSTGRES_URL")
-    if not pg_url:
-        reason = "VAULT_TEST_POSTGRES_URL is not set; PostgreSQL policy engine tests skipped"
-        if os.environ.get("VAULT_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"{reason}, but VAULT_REQUIRE_POSTGRES=1 demands them")
-        pytest.skip(reason)
+    require_postgres()
+    pg_url = PG_URL
     schema = f"vt_policy_{uuid.uuid4().hex[:12]}"
     admin = make_engine(pg_url)
     with admin.begin() as conn:

@@ -124,7 +124,7 @@ def test_crypto_shredding_survives_restored_data_backup(sqlite_settings: VaultSe
         gone = v.put(CRM, "customers", customer(1), purpose="account_management")
         kept = v.put(CRM, "customers", customer(2), purpose="account_management")
         subject = v.get(CRM, "customers", gone, purpose="account_management").subject_id
-        with v.engine.connect() as conn:
+        with v.engine.connect().execution_options(sqlite_begin="none") as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     backup = tmp_path / "data-backup.db"
     shutil.copy(Path(sqlite_settings.home) / "data.db", backup)
@@ -261,7 +261,7 @@ def test_verify_detects_deleted_tail_entry(vault: Vault) -> None:
     with vault.engine.begin() as conn:
         conn.execute(text(
             "INSERT INTO audit_log (" + ", ".join(row.keys()) + ") VALUES (" +
-            ", ".join(f":{k}" for k in row.keys()) + ")"), dict(row))
+            ", ".join(f":{k}" for k in row) + ")"), dict(row))
     assert vault.audit_log.verify().ok
 
 

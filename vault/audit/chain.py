@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import cast
 
 __all__ = [
     "ADMIN_CHAIN",
@@ -190,7 +191,7 @@ def verify_rows(
     for row in rows:
         (seq, chain, chain_seq, ts, request_id, tenant, actor, action, collection, record_ids,
          subjects, fields, purpose, decision, reason, prev_hash, own_hash) = row
-        assert isinstance(chain, int) and isinstance(chain_seq, int) and isinstance(seq, int)
+        seq, chain, chain_seq = cast(int, seq), cast(int, chain), cast(int, chain_seq)
         if chain != current_chain:
             if current_chain is not None:
                 problem = close_chain(current_chain, expected_seq - 1, prev)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.audit.chain import (
-    ADMIN_CHAIN,
     GENESIS_HASH,
     AuditEvent,
     ChainHead,
@@ -37,8 +36,8 @@ __all__ = ["AuditLog"]
 
 log = structlog.get_logger(__name__)
 
-_ENTRY = AuditEntryRow.__table__
-_HEAD = AuditHead.__table__
+_ENTRY = cast(Table, AuditEntryRow.__table__)
+_HEAD = cast(Table, AuditHead.__table__)
 
 
 class AuditLog:
@@ -109,7 +108,7 @@ class AuditLog:
                         "reason": event.reason,
                         "prev_hash": prev,
                     }
-                    row["hash"] = prev = entry_hash(ts=ts, **row)
+                    row["hash"] = prev = entry_hash(ts=ts, **row)  # type: ignore[arg-type]
                     row["ts"] = now
                     rows.append(row)
                 conn.execute(insert(_ENTRY), rows)
@@ -150,7 +149,7 @@ class AuditLog:
             "seq", "chain", "chain_seq", "ts", "request_id", "tenant", "actor", "action",
             "collection", "record_ids", "subjects", "fields", "purpose", "decision", "reason",
             "prev_hash", "hash")]
-        with self._engine.connect() as conn:
+        with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
             heads = self.heads(conn)
             total = sum(h.length for h in heads.values())
             result = conn.execution_options(yield_per=5000).execute(
@@ -169,6 +168,9 @@ class AuditLog:
                 if progress is not None:
                     progress(done, total)
 
-            return verify_rows(rows(), heads, chains=self._chains)
+            try:
+                return verify_rows(rows(), heads, chains=self._chains)
+            finally:
+                result.close()
 
 

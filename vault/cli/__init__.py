@@ -32,7 +32,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-keys_app = typer.Typer(help="Key-encryption keys: status, rotation, retirement.", no_args_is_help=True)
+keys_app = typer.Typer(help="Key-encryption keys: status, rotation, retirement.",
+                       no_args_is_help=True)
 roles_app = typer.Typer(help="Assign, revoke and list roles.", no_args_is_help=True)
 policy_app = typer.Typer(help="Inspect policy decisions.", no_args_is_help=True)
 audit_app = typer.Typer(help="Verify the audit log.", no_args_is_help=True)
@@ -55,6 +56,38 @@ TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant (domain) of the
 
 
 
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs on stderr.")]
+    = False,
+) -> None:
+    """Vault: encrypted, access-controlled, audited customer data."""
+    _configure_logging(verbose)
+
+
+def _configure_logging(verbose: bool) -> None:
+    """The CLI is an application, so it configures structlog: stderr, redacted."""
+    import logging
+
+    import structlog
+
+    from vault.logging import RedactingProcessor
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            RedactingProcessor(),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.DEBUG if verbose else logging.WARNING
+        ),
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
 def _settings(home: Path | None) -> VaultSettings:
     return VaultSettings.from_env(home=home)
 
@@ -66,7 +99,9 @@ def _open(home: Path | None) -> Iterator[Vault]:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     return typer.Exit(code)
 
 
@@ -165,7 +200,8 @@ def keys_rotate(
             bar.update(task, completed=done, total=total)
 
         result = vault.keys.rotate(progress=step, resume=resume)
-    out.print(f"KEK version {result.new_version} is current; {result.rewrapped} data keys rewrapped")
+    out.print(f"KEK version {result.new_version} is current; "
+              f"{result.rewrapped} data keys rewrapped")
 
 
 @keys_app.command("retire")

@@ -31,9 +31,10 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC)
+        stamp: dt.datetime = value
+        if stamp.tzinfo is None:
+            return stamp.replace(tzinfo=dt.UTC)
+        return stamp.astimezone(dt.UTC)
 
 
 # SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (autoincrement)
@@ -58,7 +59,7 @@ class Base(DeclarativeBase):
     """Tables of the data database."""
 
     metadata = MetaData(naming_convention=_NAMING)
-    type_annotation_map = {
+    type_annotation_map = {  # noqa: RUF012 (SQLAlchemy reads it as a class attribute)
         dt.datetime: UTCDateTime(),
         bytes: LargeBinary(),
         int: BigInteger().with_variant(Integer(), "sqlite"),
@@ -69,7 +70,7 @@ class KeyStoreBase(DeclarativeBase):
     """Tables of the key store, a database kept apart from the data."""
 
     metadata = MetaData(naming_convention=_NAMING)
-    type_annotation_map = {
+    type_annotation_map = {  # noqa: RUF012 (SQLAlchemy reads it as a class attribute)
         dt.datetime: UTCDateTime(),
         bytes: LargeBinary(),
         int: BigInteger().with_variant(Integer(), "sqlite"),

@@ -72,4 +72,10 @@ def _configure_sqlite(engine: Engine) -> None:
         # pysqlite's own transaction handling is off (isolation_level=None);
         # we take the write lock up front so concurrent writers queue on the
         # busy timeout instead of failing with SQLITE_BUSY on lock upgrade.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only work may ask for a deferred transaction, and maintenance
+        # (checkpoints, VACUUM) for none: execution_options(sqlite_begin=...).
+        mode = conn.get_execution_options().get("sqlite_begin", "immediate")
+        if mode == "immediate":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif mode == "deferred":
+            conn.exec_driver_sql("BEGIN")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from vault.store.models import Base
+import vault.store.models  # noqa: F401  (registers the tables on Base.metadata)
+from vault.store.base import Base
 
 config = context.config
 connection = config.attributes["connection"]

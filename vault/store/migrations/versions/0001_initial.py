@@ -59,11 +59,15 @@ def upgrade() -> None:
         sa.Column(
             "record_id",
             sa.String(64),
-            sa.ForeignKey("records.id", ondelete="CASCADE", name="fk_blind_index_record_id_records"),
+            sa.ForeignKey(
+                "records.id", ondelete="CASCADE", name="fk_blind_index_record_id_records"
+            ),
             nullable=False,
         ),
     )
-    op.create_index("ix_blind_index_lookup", "blind_index", ["tenant", "collection", "field", "digest"])
+    op.create_index(
+        "ix_blind_index_lookup", "blind_index", ["tenant", "collection", "field", "digest"]
+    )
     op.create_index("ix_blind_index_record", "blind_index", ["record_id"])
     op.create_table(
         "audit_log",

@@ -1,0 +1,280 @@
+"""Key-encryption keys (KEKs) and the other long-lived secrets of a vault.
+
+A :class:`KeyProvider` wraps and unwraps data keys under versioned KEKs and
+hands out the root keys for blind indexes, pseudonyms and checkpoint
+signatures. :class:`LocalKeyProvider` keeps them in a JSON key file created
+by ``vault init`` with mode 0600; it refuses to load a file that group or
+others can read. A cloud KMS or HSM provider would implement the same protocol.
+
+Data keys are wrapped with AES key wrap (RFC 3394) from ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import stat
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.keywrap import (
+    InvalidUnwrap,
+    aes_key_unwrap,
+    aes_key_wrap,
+)
+
+from vault.errors import KeyManagementError
+
+__all__ = ["KeyProvider", "LocalKeyProvider"]
+
+_FORMAT = 1
+_KEY_BYTES = 32
+
+
+@runtime_checkable
+class KeyProvider(Protocol):
+    """Where KEKs live. Implementations must be safe to call from several threads."""
+
+    def current_kek_version(self) -> int:
+        """The KEK version new data keys are wrapped under."""
+        ...
+
+    def kek_versions(self) -> list[int]:
+        """Every KEK version still available, oldest first."""
+        ...
+
+    def wrap(self, dek: bytes) -> tuple[int, bytes]:
+        """Wrap a data key under the current KEK; returns (version, wrapped)."""
+        ...
+
+    def unwrap(self, version: int, wrapped: bytes) -> bytes:
+        """Unwrap a data key; raises KeyManagementError if it cannot."""
+        ...
+
+    def rotate(self) -> int:
+        """Create a new KEK version, make it current and return it."""
+        ...
+
+    def retire(self, version: int) -> None:
+        """Forget a KEK version for good (the caller checks nothing depends on it)."""
+        ...
+
+    def index_root_key(self) -> bytes:
+        """Root key from which per-field blind-index keys are derived."""
+        ...
+
+    def pseudonym_key(self) -> bytes:
+        """Key of the keyed pseudonyms under which the audit log names subjects."""
+        ...
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        """Ed25519 key that signs audit checkpoints."""
+        ...
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any, what: str, size: int = _KEY_BYTES) -> bytes:
+    try:
+        data = base64.b64decode(str(text), validate=True)
+    except (ValueError, TypeError):
+        raise KeyManagementError(f"key file: {what} is not valid base64") from None
+    if len(data) != size:
+        raise KeyManagementError(f"key file: {what} must be {size} bytes")
+    return data
+
+
+class LocalKeyProvider:
+    """KEKs and root keys in a local JSON file (mode 0600), rewritten atomically.
+
+    Misuse: the key file is the only copy of the KEKs. Back it up apart from
+    the databases; losing it makes every record unreadable.
+    """
+
+    def __init__(self, path: Path, content: dict[str, Any]) -> None:
+        self._path = path
+        self._lock = threading.RLock()
+        self._parse(content)
+
+    def __repr__(self) -> str:
+        return f"LocalKeyProvider(path={str(self._path)!r}, keks={self.kek_versions()})"
+
+    # ------------------------------------------------------------------ file
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str]) -> LocalKeyProvider:
+        """Create a new key file with KEK version 1 and fresh root keys.
+
+        Raises:
+            KeyManagementError: the file already exists or cannot be written.
+        """
+        target = Path(path)
+        if target.exists():
+            raise KeyManagementError(f"a key file already exists at {target}")
+        signing = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        content = {
+            "format": _FORMAT,
+            "current_kek": 1,
+            "keks": {"1": _b64(secrets.token_bytes(_KEY_BYTES))},
+            "index_root": _b64(secrets.token_bytes(_KEY_BYTES)),
+            "pseudonym": _b64(secrets.token_bytes(_KEY_BYTES)),
+            "signing": _b64(signing),
+        }
+        provider = cls(target, content)
+        provider._write(content)
+        return provider
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LocalKeyProvider:
+        """Load a key file, refusing one that group or others may read.
+
+        Raises:
+            KeyManagementError: missing, unsafe permissions, or malformed.
+        """
+        target = Path(path)
+        try:
+            info = target.stat()
+        except FileNotFoundError:
+            raise KeyManagementError(
+                f"no key file at {target}: run `vault init` or set VAULT_KEY_FILE"
+            ) from None
+        if os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyManagementError(
+                f"key file {target} is accessible by group or others "
+                f"(mode {stat.S_IMODE(info.st_mode):o}); run `chmod 600 {target}`"
+            )
+        try:
+            content = json.loads(target.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise KeyManagementError(f"key file {target} cannot be read as JSON") from None
+        if not isinstance(content, dict):
+            raise KeyManagementError(f"key file {target} is not a JSON object")
+        return cls(target, content)
+
+    def _parse(self, content: dict[str, Any]) -> None:
+        if content.get("format") != _FORMAT:
+            raise KeyManagementError("key file: unsupported format")
+        raw_keks = content.get("keks")
+        if not isinstance(raw_keks, dict) or not raw_keks:
+            raise KeyManagementError("key file: no key-encryption keys")
+        keks: dict[int, bytes] = {}
+        for version, value in raw_keks.items():
+            try:
+                number = int(version)
+            except ValueError:
+                raise KeyManagementError("key file: KEK versions must be integers") from None
+            keks[number] = _unb64(value, f"KEK {number}")
+        current = content.get("current_kek")
+        if not isinstance(current, int) or current not in keks:
+            raise KeyManagementError("key file: current_kek names no KEK")
+        self._keks = keks
+        self._current = current
+        self._index_root = _unb64(content.get("index_root"), "index_root")
+        self._pseudonym = _unb64(content.get("pseudonym"), "pseudonym")
+        self._signing = Ed25519PrivateKey.from_private_bytes(
+            _unb64(content.get("signing"), "signing")
+        )
+        self._content = content
+
+    def _write(self, content: dict[str, Any]) -> None:
+        """Write the key file atomically (temp file, fsync, rename) with mode 0600."""
+        directory = self._path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".keyfile-", dir=directory)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(content, handle, indent=2, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise KeyManagementError(
+                f"cannot write key file {self._path}: {exc.strerror}"
+            ) from None
+        if hasattr(os, "O_DIRECTORY"):
+            dir_fd = os.open(directory, os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    # ------------------------------------------------------------------ KeyProvider
+
+    def current_kek_version(self) -> int:
+        with self._lock:
+            return self._current
+
+    def kek_versions(self) -> list[int]:
+        with self._lock:
+            return sorted(self._keks)
+
+    def wrap(self, dek: bytes) -> tuple[int, bytes]:
+        if len(dek) != _KEY_BYTES:
+            raise KeyManagementError("data keys must be 32 bytes")
+        with self._lock:
+            version = self._current
+            kek = self._keks[version]
+        return version, aes_key_wrap(kek, dek)
+
+    def unwrap(self, version: int, wrapped: bytes) -> bytes:
+        with self._lock:
+            kek = self._keks.get(version)
+        if kek is None:
+            raise KeyManagementError(f"KEK version {version} is not available (retired?)")
+        try:
+            return aes_key_unwrap(kek, wrapped)
+        except (InvalidUnwrap, ValueError):
+            raise KeyManagementError("a wrapped data key failed its integrity check") from None
+
+    def rotate(self) -> int:
+        with self._lock:
+            version = max(self._keks) + 1
+            content = dict(self._content)
+            keks = dict(content["keks"])
+            keks[str(version)] = _b64(secrets.token_bytes(_KEY_BYTES))
+            content["keks"] = keks
+            content["current_kek"] = version
+            self._write(content)
+            self._parse(content)
+            return version
+
+    def retire(self, version: int) -> None:
+        with self._lock:
+            if version not in self._keks:
+                raise KeyManagementError(f"KEK version {version} does not exist")
+            if version == self._current:
+                raise KeyManagementError(
+                    f"KEK version {version} is current; rotate before retiring it"
+                )
+            content = dict(self._content)
+            content["keks"] = {k: v for k, v in content["keks"].items() if int(k) != version}
+            self._write(content)
+            self._parse(content)
+
+    def index_root_key(self) -> bytes:
+        return self._index_root
+
+    def pseudonym_key(self) -> bytes:
+        return self._pseudonym
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        return self._signing
+
+    def public_key_pem(self) -> bytes:
+        """The checkpoint verification key, safe to publish."""
+        return self._signing.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )

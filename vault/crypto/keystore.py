@@ -1,0 +1,340 @@
+"""The key store: one wrapped AES-256 data key (DEK) per data subject.
+
+It lives in its own database, apart from the data. Destroying a subject's
+DEK (crypto-shredding) leaves a tombstone row with no key material, so the
+subject's ciphertexts are unreadable in the data database and in every copy
+of it. Unwrapped DEKs are kept in a bounded LRU cache with a time limit, so a
+destruction made by another process is honoured within ``cache_ttl`` seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import (
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    UniqueConstraint,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from vault.clock import Clock, SystemClock
+from vault.crypto.keys import KeyProvider
+from vault.errors import KeyDestroyed, KeyManagementError, NotFound
+from vault.store.base import KeyStoreBase, bigint_pk
+
+__all__ = ["DataKey", "DataKeyRow", "KeyStore"]
+
+Progress = Callable[[int, int], None]
+
+
+class DataKeyRow(KeyStoreBase):
+    """A subject's wrapped data key, or its tombstone once destroyed."""
+
+    __tablename__ = "data_keys"
+
+    id: Mapped[bigint_pk]
+    tenant: Mapped[str] = mapped_column(String(128))
+    subject_id: Mapped[str] = mapped_column(String(128))
+    kek_version: Mapped[int] = mapped_column(Integer)
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+    created_at: Mapped[dt.datetime]
+    destroyed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("tenant", "subject_id"),
+        Index("ix_data_keys_kek_version", "kek_version"),
+    )
+
+
+_T = cast(Table, DataKeyRow.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """An unwrapped data key. Its repr never shows key material."""
+
+    tenant: str
+    subject_id: str
+    key_id: int
+    kek_version: int
+    aead: AESGCM = field(repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return f"DataKey(key_id={self.key_id}, kek_version={self.kek_version}, material=[secret])"
+
+
+class KeyStore:
+    """Creates, caches, rewraps and destroys per-subject data keys."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        provider: KeyProvider,
+        *,
+        cache_size: int = 10_000,
+        cache_ttl: float = 300.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if cache_size < 1:
+            raise KeyManagementError("cache_size must be at least 1")
+        self._engine = engine
+        self._provider = provider
+        self._cache_size = cache_size
+        self._cache_ttl = dt.timedelta(seconds=cache_ttl)
+        self._clock = clock or SystemClock()
+        self._cache: OrderedDict[tuple[str, str], tuple[DataKey, dt.datetime]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"KeyStore(url={self._engine.url.render_as_string(hide_password=True)!r})"
+
+    def create_schema(self) -> None:
+        """Create the key store's table if it does not exist."""
+        KeyStoreBase.metadata.create_all(self._engine)
+
+    # ------------------------------------------------------------------ cache
+
+    def _cached(self, tenant: str, subject_id: str) -> DataKey | None:
+        with self._lock:
+            hit = self._cache.get((tenant, subject_id))
+            if hit is None:
+                return None
+            key, loaded = hit
+            if self._clock.now() - loaded > self._cache_ttl:
+                del self._cache[(tenant, subject_id)]
+                return None
+            self._cache.move_to_end((tenant, subject_id))
+            return key
+
+    def _remember(self, key: DataKey) -> None:
+        with self._lock:
+            self._cache[(key.tenant, key.subject_id)] = (key, self._clock.now())
+            self._cache.move_to_end((key.tenant, key.subject_id))
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        """Forget every unwrapped data key held in memory."""
+        with self._lock:
+            self._cache.clear()
+
+    def _unwrap(self, row: object) -> DataKey:
+        wrapped = row.wrapped  # type: ignore[attr-defined]
+        if wrapped is None:
+            raise KeyDestroyed("the data subject's key was destroyed (crypto-shredded)")
+        material = self._provider.unwrap(row.kek_version, wrapped)  # type: ignore[attr-defined]
+        key = DataKey(
+            tenant=row.tenant,  # type: ignore[attr-defined]
+            subject_id=row.subject_id,  # type: ignore[attr-defined]
+            key_id=row.id,  # type: ignore[attr-defined]
+            kek_version=row.kek_version,  # type: ignore[attr-defined]
+            aead=AESGCM(material),
+        )
+        self._remember(key)
+        return key
+
+    # ------------------------------------------------------------------ keys
+
+    def create_keys(self, tenant: str, subject_ids: Iterable[str]) -> list[DataKey]:
+        """Create a fresh data key for each subject that has none yet.
+
+        A subject whose key another writer created concurrently gets that key.
+
+        Raises:
+            KeyDestroyed: a subject was crypto-shredded; its id cannot be reused.
+        """
+        wanted = list(dict.fromkeys(subject_ids))
+        if not wanted:
+            return []
+        now = self._clock.now()
+        rows = []
+        for sid in wanted:
+            version, wrapped = self._provider.wrap(secrets.token_bytes(32))
+            rows.append({"tenant": tenant, "subject_id": sid, "kek_version": version,
+                         "wrapped": wrapped, "created_at": now})
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(_T), rows)
+        except IntegrityError:
+            # Some already exist: insert one by one, keeping whatever is there.
+            for row in rows:
+                try:
+                    with self._engine.begin() as conn:
+                        conn.execute(insert(_T), [row])
+                except IntegrityError:
+                    continue
+        keys = self.get_keys(tenant, wanted)
+        return [keys[sid] for sid in wanted]
+
+    def get_key(self, tenant: str, subject_id: str) -> DataKey:
+        """The subject's unwrapped data key.
+
+        Raises:
+            NotFound: the subject has no key.
+            KeyDestroyed: the key was destroyed.
+        """
+        return self.get_keys(tenant, [subject_id])[subject_id]
+
+    def get_keys(self, tenant: str, subject_ids: Sequence[str]) -> dict[str, DataKey]:
+        """Unwrapped data keys of several subjects, loaded in batches.
+
+        Raises:
+            NotFound: a subject has no key.
+            KeyDestroyed: a subject's key was destroyed.
+        """
+        found: dict[str, DataKey] = {}
+        missing: list[str] = []
+        for sid in dict.fromkeys(subject_ids):
+            key = self._cached(tenant, sid)
+            if key is None:
+                missing.append(sid)
+            else:
+                found[sid] = key
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            try:
+                with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+                    rows = conn.execute(
+                        select(_T).where(_T.c.tenant == tenant, _T.c.subject_id.in_(chunk))
+                    ).all()
+                    conn.rollback()
+            except SQLAlchemyError:
+                raise KeyManagementError("the key store cannot be reached") from None
+            by_subject = {row.subject_id: row for row in rows}
+            for sid in chunk:
+                row = by_subject.get(sid)
+                if row is None:
+                    raise NotFound("the data subject has no data key")
+                found[sid] = self._unwrap(row)
+        return found
+
+    def is_destroyed(self, tenant: str, subject_id: str) -> bool:
+        """Whether the subject's key has been destroyed."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(_T.c.wrapped).where(_T.c.tenant == tenant, _T.c.subject_id == subject_id)
+            ).first()
+            conn.rollback()
+        return row is not None and row.wrapped is None
+
+    def destroy(self, tenant: str, subject_id: str) -> bool:
+        """Destroy the subject's data key, leaving a tombstone. Idempotent.
+
+        Returns True if key material was destroyed now, False if there was none.
+        """
+        with self._lock:
+            self._cache.pop((tenant, subject_id), None)
+        now = self._clock.now()
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(_T)
+                .where(_T.c.tenant == tenant, _T.c.subject_id == subject_id,
+                       _T.c.wrapped.is_not(None))
+                .values(wrapped=None, destroyed_at=now)
+            )
+            destroyed = result.rowcount > 0
+            if not destroyed:
+                exists = conn.execute(
+                    select(_T.c.id).where(_T.c.tenant == tenant, _T.c.subject_id == subject_id)
+                ).first()
+                if exists is None:
+                    conn.execute(insert(_T), [{
+                        "tenant": tenant, "subject_id": subject_id,
+                        "kek_version": self._provider.current_kek_version(),
+                        "wrapped": None, "created_at": now, "destroyed_at": now,
+                    }])
+        if self._engine.dialect.name == "sqlite":
+            # Push the change out of the WAL so no copy of the old page lingers there.
+            with self._engine.connect().execution_options(sqlite_begin="none") as conn:
+                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        with self._lock:
+            self._cache.pop((tenant, subject_id), None)
+        return destroyed
+
+    # ------------------------------------------------------------------ rotation
+
+    def count_by_kek_version(self) -> dict[int, int]:
+        """Live (not destroyed) data keys per KEK version."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(_T.c.kek_version, func.count())
+                .where(_T.c.wrapped.is_not(None))
+                .group_by(_T.c.kek_version)
+            ).all()
+            conn.rollback()
+        return {int(v): int(n) for v, n in rows}
+
+    def rewrap(self, *, batch_size: int = 500, progress: Progress | None = None) -> int:
+        """Rewrap every live data key not under the current KEK. Data rows are untouched.
+
+        Each batch commits on its own, so after a crash calling this again
+        finishes the job. Returns the number of keys rewrapped.
+        """
+        current = self._provider.current_kek_version()
+        total = sum(n for v, n in self.count_by_kek_version().items() if v != current)
+        done = 0
+        last_id = 0
+        if progress:
+            progress(0, total)
+        while True:
+            with self._engine.begin() as conn:
+                rows = conn.execute(
+                    select(_T.c.id, _T.c.kek_version, _T.c.wrapped)
+                    .where(_T.c.kek_version != current, _T.c.wrapped.is_not(None),
+                           _T.c.id > last_id)
+                    .order_by(_T.c.id)
+                    .limit(batch_size)
+                ).all()
+                if not rows:
+                    break
+                for row in rows:
+                    material = self._provider.unwrap(row.kek_version, row.wrapped)
+                    version, wrapped = self._provider.wrap(material)
+                    conn.execute(
+                        update(_T)
+                        .where(_T.c.id == row.id, _T.c.kek_version == row.kek_version,
+                               _T.c.wrapped.is_not(None))
+                        .values(kek_version=version, wrapped=wrapped)
+                    )
+                last_id = rows[-1].id
+            done += len(rows)
+            if progress:
+                progress(min(done, total), total)
+        self.clear_cache()
+        return done
+
+    def retire(self, version: int) -> None:
+        """Retire a KEK version once no live data key depends on it.
+
+        Raises:
+            KeyManagementError: keys still wrapped under it, or it is current.
+        """
+        if version == self._provider.current_kek_version():
+            raise KeyManagementError(
+                f"KEK version {version} is current; run `vault keys rotate` before retiring it"
+            )
+        remaining = self.count_by_kek_version().get(version, 0)
+        if remaining:
+            raise KeyManagementError(
+                f"KEK version {version} still wraps {remaining} data key(s); "
+                "run `vault keys rotate --resume` first"
+            )
+        self._provider.retire(version)
