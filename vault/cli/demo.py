@@ -16,6 +16,7 @@ import phonenumbers
 from faker import Faker
 from rich.console import Console
 from rich.progress import Progress
+from rich import box
 from rich.table import Table
 
 from vault.config import VaultSettings
@@ -165,12 +166,8 @@ def run_demo(
 
 def _show_views(vault: Vault, record_id: str, out: Console) -> None:
     schema = vault.schemas.get("customers")
-    table = Table(title="One customer, as each role sees it (purpose in brackets)",
-                  show_lines=False)
-    table.add_column("field", style="bold")
     views: list[dict[str, str]] = []
     for actor in DEMO_ACTORS:
-        table.add_column(f"{actor.role}\n[dim]({actor.purpose})[/]", overflow="fold")
         try:
             record = vault.get(Actor(actor.id, TENANT), "customers", record_id,
                                purpose=actor.purpose)
@@ -178,13 +175,22 @@ def _show_views(vault: Vault, record_id: str, out: Console) -> None:
         except AccessDenied:
             view = {}
         views.append(view)
-    for name in schema.field_names:
-        table.add_row(name, *[v.get(name, "[dim]—[/]") for v in views])
-    out.print(table)
+    out.print("[bold]One customer, as each role sees it[/] (the purpose of each read below "
+              "the role)")
+    # Two tables of four roles each, so the output fits a normal terminal.
+    for start in range(0, len(DEMO_ACTORS), 4):
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("field", style="bold", no_wrap=True)
+        for actor in DEMO_ACTORS[start:start + 4]:
+            table.add_column(f"{actor.role}\n[dim]{actor.purpose}[/]", no_wrap=True,
+                             overflow="ellipsis", max_width=24)
+        for name in schema.field_names:
+            table.add_row(name, *[v.get(name, "[dim]—[/]") for v in views[start:start + 4]])
+        out.print(table)
     out.print("[dim]— withheld: the field is absent from the result, never an empty string. "
               "Every read above, allowed or denied, is in the audit log.[/]")
 
 
 def _short(value: Any) -> str:
     text = str(value).replace("\n", ", ")
-    return text if len(text) <= 28 else text[:27] + "…"
+    return text if len(text) <= 22 else text[:21] + "…"
