@@ -51,6 +51,7 @@ from vault.store import migrate
 from vault.store.codec import decode_envelopes, encode_envelopes
 from vault.store.engine import is_sqlite, make_engine
 from vault.store.models import BlindIndexRow, Meta, RecordRow, SubjectRow
+from vault.store.retry import transaction_attempts
 from vault.types import Actor, Record, check_identifier
 from vault.validation import normalize_for_index, validate_record
 
@@ -750,17 +751,19 @@ class Vault:
                 fields=tuple(sorted(envelopes)), purpose=purpose,
             ))
         try:
-            with self._engine.begin() as conn:
-                if new_subjects:
-                    conn.execute(insert(_SUBJECTS), [
-                        {"tenant": tenant, "subject_id": s, "pseudonym": self.pseudonym(tenant, s),
-                         "jurisdiction": jurisdiction, "created_at": now}
-                        for s in new_subjects
-                    ])
-                conn.execute(insert(_RECORDS), record_rows)
-                if index_rows:
-                    conn.execute(insert(_BLIND), index_rows)
-                self._audit.append(conn, self._group_events(events))
+            for attempt in transaction_attempts():
+                with attempt, self._engine.begin() as conn:
+                    if new_subjects:
+                        conn.execute(insert(_SUBJECTS), [
+                            {"tenant": tenant, "subject_id": s,
+                             "pseudonym": self.pseudonym(tenant, s),
+                             "jurisdiction": jurisdiction, "created_at": now}
+                            for s in new_subjects
+                        ])
+                    conn.execute(insert(_RECORDS), record_rows)
+                    if index_rows:
+                        conn.execute(insert(_BLIND), index_rows)
+                    self._audit.append(conn, self._group_events(events))
         except SQLAlchemyError as exc:
             self._transaction_failed(exc)
         return [row["id"] for row in record_rows]
@@ -802,36 +805,37 @@ class Vault:
                       record_ids=[rid])
         tenant = actor.tenant
         try:
-            with self._engine.begin() as conn:
-                row = self._load_rows(conn, tenant, schema.name, [rid]).get(rid)
-                if row is None:
-                    raise NotFound(f"no record {rid} in {schema.name}")
-                pseudonym = self.pseudonym(tenant, row.subject_id)
-                key = self._keystore.get_key(tenant, row.subject_id)
-                envelopes = decode_envelopes(row.envelopes)
-                envelopes.update(self._encrypt_fields(key, tenant, schema, rid,
-                                                      row.subject_id, values))
-                for name, value in values.items():
-                    if value is None:
-                        envelopes.pop(name, None)
-                conn.execute(
-                    update(_RECORDS).where(_RECORDS.c.id == rid).values(
-                        envelopes=encode_envelopes(envelopes), updated_at=self._clock.now(),
-                        version=_RECORDS.c.version + 1)
-                )
-                touched = [n for n in values if n in schema.searchable_fields]
-                if touched:
-                    conn.execute(delete(_BLIND).where(_BLIND.c.record_id == rid,
-                                                      _BLIND.c.field.in_(touched)))
-                    rows = self._index_rows(tenant, schema, rid,
-                                            {n: values[n] for n in touched})
-                    if rows:
-                        conn.execute(insert(_BLIND), rows)
-                self._audit.append(conn, [AuditEvent(
-                    tenant=tenant, actor=actor.id, action="update", decision=Decision.ALLOW,
-                    collection=schema.name, record_ids=(rid,), subjects=(pseudonym,),
-                    fields=tuple(sorted(values)), purpose=purpose,
-                )])
+            for attempt in transaction_attempts():
+                with attempt, self._engine.begin() as conn:
+                    row = self._load_rows(conn, tenant, schema.name, [rid]).get(rid)
+                    if row is None:
+                        raise NotFound(f"no record {rid} in {schema.name}")
+                    pseudonym = self.pseudonym(tenant, row.subject_id)
+                    key = self._keystore.get_key(tenant, row.subject_id)
+                    envelopes = decode_envelopes(row.envelopes)
+                    envelopes.update(self._encrypt_fields(key, tenant, schema, rid,
+                                                          row.subject_id, values))
+                    for name, value in values.items():
+                        if value is None:
+                            envelopes.pop(name, None)
+                    conn.execute(
+                        update(_RECORDS).where(_RECORDS.c.id == rid).values(
+                            envelopes=encode_envelopes(envelopes), updated_at=self._clock.now(),
+                            version=_RECORDS.c.version + 1)
+                    )
+                    touched = [n for n in values if n in schema.searchable_fields]
+                    if touched:
+                        conn.execute(delete(_BLIND).where(_BLIND.c.record_id == rid,
+                                                          _BLIND.c.field.in_(touched)))
+                        rows = self._index_rows(tenant, schema, rid,
+                                                {n: values[n] for n in touched})
+                        if rows:
+                            conn.execute(insert(_BLIND), rows)
+                    self._audit.append(conn, [AuditEvent(
+                        tenant=tenant, actor=actor.id, action="update", decision=Decision.ALLOW,
+                        collection=schema.name, record_ids=(rid,), subjects=(pseudonym,),
+                        fields=tuple(sorted(values)), purpose=purpose,
+                    )])
         except (NotFound, KeyDestroyed, DecryptionError) as exc:
             self._refuse(exc, actor, "update", collection=schema.name, purpose=purpose,
                          record_ids=[rid], decision=Decision.ERROR)
@@ -848,18 +852,19 @@ class Vault:
         self._require(actor, schema, "delete", purpose, schema.field_names, record_ids=[rid])
         tenant = actor.tenant
         try:
-            with self._engine.begin() as conn:
-                row = self._load_rows(conn, tenant, schema.name, [rid]).get(rid)
-                if row is None:
-                    raise NotFound(f"no record {rid} in {schema.name}")
-                conn.execute(delete(_BLIND).where(_BLIND.c.record_id == rid))
-                conn.execute(delete(_RECORDS).where(_RECORDS.c.id == rid))
-                self._audit.append(conn, [AuditEvent(
-                    tenant=tenant, actor=actor.id, action="delete", decision=Decision.ALLOW,
-                    collection=schema.name, record_ids=(rid,),
-                    subjects=(self.pseudonym(tenant, row.subject_id),),
-                    fields=tuple(sorted(decode_envelopes(row.envelopes))), purpose=purpose,
-                )])
+            for attempt in transaction_attempts():
+                with attempt, self._engine.begin() as conn:
+                    row = self._load_rows(conn, tenant, schema.name, [rid]).get(rid)
+                    if row is None:
+                        raise NotFound(f"no record {rid} in {schema.name}")
+                    conn.execute(delete(_BLIND).where(_BLIND.c.record_id == rid))
+                    conn.execute(delete(_RECORDS).where(_RECORDS.c.id == rid))
+                    self._audit.append(conn, [AuditEvent(
+                        tenant=tenant, actor=actor.id, action="delete", decision=Decision.ALLOW,
+                        collection=schema.name, record_ids=(rid,),
+                        subjects=(self.pseudonym(tenant, row.subject_id),),
+                        fields=tuple(sorted(decode_envelopes(row.envelopes))), purpose=purpose,
+                    )])
         except NotFound as exc:
             self._refuse(exc, actor, "delete", collection=schema.name, purpose=purpose,
                          record_ids=[rid], decision=Decision.ERROR)
@@ -945,31 +950,32 @@ class Vault:
         unique_ids = list(dict.fromkeys(ids))
         rows: dict[str, Any] = {}
         try:
-            with self._engine.begin() as conn:
-                rows = self._load_rows(conn, tenant, schema.name, unique_ids)
-                missing = [r for r in unique_ids if r not in rows]
-                if missing and must_exist:
-                    raise NotFound(f"{len(missing)} record(s) not found in {schema.name}: "
-                                   f"{', '.join(missing[:5])}")
-                subject_ids = list(dict.fromkeys(row.subject_id for row in rows.values()))
-                try:
-                    keys = self._keystore.get_keys(tenant, subject_ids)
-                except KeyDestroyed:
-                    if must_exist:
-                        raise
-                    keys = self._live_keys(tenant, subject_ids)
-                records: dict[str, Record] = {}
-                for rid in unique_ids:
-                    row = rows.get(rid)
-                    if row is None or row.subject_id not in keys:
-                        continue
-                    if verify and not self._matches(keys[row.subject_id], tenant, schema, row,
-                                                    verify):
-                        continue
-                    records[rid] = self._view(keys[row.subject_id], tenant, schema, row,
-                                              readable, maskable, requested)
-                result = [records[r] for r in ids if r in records]
-                self._commit_read(actor, schema, purpose, action, list(records.values()), conn)
+            for attempt in transaction_attempts():
+                with attempt, self._engine.begin() as conn:
+                    rows = self._load_rows(conn, tenant, schema.name, unique_ids)
+                    missing = [r for r in unique_ids if r not in rows]
+                    if missing and must_exist:
+                        raise NotFound(f"{len(missing)} record(s) not found in {schema.name}: "
+                                       f"{', '.join(missing[:5])}")
+                    subject_ids = list(dict.fromkeys(row.subject_id for row in rows.values()))
+                    try:
+                        keys = self._keystore.get_keys(tenant, subject_ids)
+                    except KeyDestroyed:
+                        if must_exist:
+                            raise
+                        keys = self._live_keys(tenant, subject_ids)
+                    records: dict[str, Record] = {}
+                    for rid in unique_ids:
+                        row = rows.get(rid)
+                        if row is None or row.subject_id not in keys:
+                            continue
+                        if verify and not self._matches(keys[row.subject_id], tenant, schema, row,
+                                                        verify):
+                            continue
+                        records[rid] = self._view(keys[row.subject_id], tenant, schema, row,
+                                                  readable, maskable, requested)
+                    result = [records[r] for r in ids if r in records]
+                    self._commit_read(actor, schema, purpose, action, list(records.values()), conn)
         except (NotFound, KeyDestroyed, DecryptionError) as exc:
             subjects = []
             if isinstance(exc, KeyDestroyed | DecryptionError):

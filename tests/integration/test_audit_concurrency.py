@@ -1,0 +1,154 @@
+"""Concurrent writers never fork or lose audit entries: processes on SQLite, connections on PG."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select, text
+
+from vault import Actor, AuditError, Vault, VaultSettings
+from vault.store.models import AuditEntryRow, RecordRow
+
+from ..conftest import POLICIES, ROLE_USERS
+from .test_data_path import customer
+
+CRM = Actor("crm", "acme")
+PURPOSE = "account_management"
+OPS_PER_WORKER = 15
+
+
+def _work(vault: Vault, worker: int, shared_subject: str) -> int:
+    """put + get per iteration; every third write goes to a subject all workers share."""
+    done = 0
+    for n in range(OPS_PER_WORKER):
+        subject = shared_subject if n % 3 == 0 else None
+        rid = vault.put(CRM, "customers", customer(worker * 1000 + n), purpose=PURPOSE,
+                        subject_id=subject)
+        vault.get(CRM, "customers", rid, purpose=PURPOSE)
+        done += 2
+    return done
+
+
+def _process_worker(home: str, worker: int, shared_subject: str) -> int:
+    settings = VaultSettings.build(home=Path(home), policies=POLICIES)
+    with Vault.open(settings=settings) as vault:
+        return _work(vault, worker, shared_subject)
+
+
+def _chain_stats(vault: Vault) -> list[tuple[int, int, int, int]]:
+    entries = AuditEntryRow.__table__
+    with vault.engine.connect() as conn:
+        return [
+            (int(c), int(n), int(lo), int(hi))
+            for c, n, lo, hi in conn.execute(
+                select(entries.c.chain, func.count(), func.min(entries.c.chain_seq),
+                       func.max(entries.c.chain_seq)).group_by(entries.c.chain)
+            )
+        ]
+
+
+def _assert_consistent(vault: Vault, before: int, added: int, records: int) -> None:
+    report = vault.audit_log.verify()
+    assert report.ok, report
+    assert vault.audit_log.count() == before + added  # nothing lost, nothing duplicated
+    for chain, count, lowest, highest in _chain_stats(vault):
+        # contiguous 1..n in every chain: no gap, no fork (a fork would repeat a position)
+        assert (lowest, highest) == (1, count), f"chain {chain} is not contiguous"
+    with vault.engine.connect() as conn:
+        heads = vault.audit_log.heads(conn)
+        assert sum(h.length for h in heads.values()) == before + added
+        assert conn.execute(select(func.count()).select_from(RecordRow)).scalar_one() == records
+
+
+@pytest.mark.slow
+def test_processes_append_concurrently_on_sqlite(sqlite_settings: VaultSettings) -> None:
+    """Four processes write and read at once; every chain verifies, no entry lost."""
+    with Vault.init(settings=sqlite_settings) as vault:
+        vault.roles.assign("crm", "crm_service", tenant="acme")
+        vault.put(CRM, "customers", customer(0), purpose=PURPOSE, subject_id="shared-subject")
+        before = vault.audit_log.count()
+    ctx = multiprocessing.get_context("spawn")
+    workers = 4
+    with ctx.Pool(workers) as pool:
+        results = pool.starmap(
+            _process_worker,
+            [(str(sqlite_settings.home), w, "shared-subject") for w in range(1, workers + 1)],
+        )
+    assert results == [2 * OPS_PER_WORKER] * workers
+    with Vault.open(settings=sqlite_settings) as vault:
+        _assert_consistent(vault, before, sum(results), 1 + workers * OPS_PER_WORKER)
+
+
+@pytest.mark.postgres
+def test_connections_append_concurrently_on_postgres(pg_schemas: Any, tmp_path: Path) -> None:
+    """Eight threads, each with its own engine and pool, write and read at once."""
+    settings = VaultSettings.build(
+        home=tmp_path / "vault", policies=POLICIES,
+        database_url=pg_schemas.url(pg_schemas.names[0]),
+        keystore_url=pg_schemas.url(pg_schemas.names[1]),
+        audit_chains=4,  # few chains, so writers really contend for the same heads
+    )
+    with Vault.init(settings=settings) as vault:
+        for user, role in ROLE_USERS.items():
+            vault.roles.assign(user, role, tenant="acme")
+        vault.put(CRM, "customers", customer(0), purpose=PURPOSE, subject_id="shared-subject")
+        before = vault.audit_log.count()
+    workers = 8
+    results: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(workers)
+
+    def run(worker: int) -> None:
+        try:
+            with Vault.open(settings=settings) as vault:
+                barrier.wait()
+                results.append(_work(vault, worker, "shared-subject"))
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(1, workers + 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert results == [2 * OPS_PER_WORKER] * workers
+    with Vault.open(settings=settings) as vault:
+        _assert_consistent(vault, before, sum(results), 1 + workers * OPS_PER_WORKER)
+
+
+def test_audit_insert_failing_at_the_driver_refuses_everything(vault: Vault) -> None:
+    """A connection that fails exactly when the audit entry is inserted: no data, no change."""
+    ids = vault.put_many(CRM, "customers", [customer(n) for n in range(3)], purpose=PURPOSE)
+    before = vault.audit_log.count()
+
+    def fail_audit(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO AUDIT_LOG"):
+            raise ConnectionError("audit connection lost")
+
+    event.listen(vault.engine, "before_cursor_execute", fail_audit)
+    try:
+        outcomes = []
+        for call in (
+            lambda: vault.get(CRM, "customers", ids[0], purpose=PURPOSE),
+            lambda: vault.get_many(CRM, "customers", ids, purpose=PURPOSE),
+            lambda: vault.find(CRM, "customers", purpose=PURPOSE, email="li.wei1@example.cn"),
+            lambda: vault.put(CRM, "customers", customer(9), purpose=PURPOSE),
+            lambda: vault.update(CRM, "customers", ids[1], {"country": "DE"}, purpose=PURPOSE),
+            lambda: vault.delete(CRM, "customers", ids[2], purpose=PURPOSE),
+        ):
+            try:
+                outcomes.append(call())
+            except (AuditError, ConnectionError) as exc:
+                outcomes.append(type(exc))
+        assert all(o in (AuditError, ConnectionError) for o in outcomes), outcomes
+    finally:
+        event.remove(vault.engine, "before_cursor_execute", fail_audit)
+    assert vault.audit_log.count() == before
+    with vault.engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM records")).scalar_one() == 3
+    assert vault.get(CRM, "customers", ids[1], purpose=PURPOSE).data["country"] == "CN"
