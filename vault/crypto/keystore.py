@@ -106,6 +106,11 @@ class KeyStore:
     def __repr__(self) -> str:
         return f"KeyStore(url={self._engine.url.render_as_string(hide_password=True)!r})"
 
+    @property
+    def engine(self) -> Engine:
+        """The key store's database engine."""
+        return self._engine
+
     def create_schema(self) -> None:
         """Create the key store's table if it does not exist."""
         KeyStoreBase.metadata.create_all(self._engine)

@@ -1,0 +1,79 @@
+"""The PostgreSQL application role cannot rewrite the audit log, even with triggers off."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
+
+from vault import Actor, Vault, VaultSettings
+from vault.errors import ConfigError
+from vault.store.engine import make_engine
+from vault.store.roles import grant_app_role, grant_keystore_role
+
+from ..conftest import PG_URL, POLICIES
+from ..integration.test_data_path import customer
+
+pytestmark = pytest.mark.postgres
+
+CRM = Actor("crm", "acme")
+
+
+@pytest.fixture
+def app_role() -> Iterator[str]:
+    role = f"vault_app_{uuid.uuid4().hex[:8]}"
+    yield role
+    engine = make_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP OWNED BY "{role}"'))
+        conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+    engine.dispose()
+
+
+def _as_role(url: str, role: str) -> str:
+    return url.replace("options=", f"options=-crole%3D{role}%20", 1)
+
+
+def test_app_role_works_but_cannot_touch_audit_history(pg_schemas: Any, tmp_path: Path,
+                                                       app_role: str) -> None:
+    data_url = pg_schemas.url(pg_schemas.names[0])
+    keys_url = pg_schemas.url(pg_schemas.names[1])
+    settings = VaultSettings.build(home=tmp_path / "v", policies=POLICIES,
+                                   database_url=data_url, keystore_url=keys_url)
+    with Vault.init(settings=settings) as vault:
+        vault.roles.assign("crm", "crm_service", tenant="acme")
+        grant_app_role(vault.engine, app_role)
+        grant_keystore_role(vault.keystore.engine, app_role)
+
+    app_settings = VaultSettings.build(
+        home=tmp_path / "v", policies=POLICIES,
+        database_url=_as_role(data_url, app_role), keystore_url=_as_role(keys_url, app_role))
+    with Vault.open(settings=app_settings) as vault:
+        with vault.engine.connect() as conn:
+            assert conn.execute(text("SELECT current_user")).scalar_one() == app_role
+        rid = vault.put(CRM, "customers", customer(1), purpose="account_management")
+        assert vault.get(CRM, "customers", rid, purpose="account_management").data
+        assert vault.audit_log.verify().ok
+        for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log",
+                          "TRUNCATE audit_log", "ALTER TABLE audit_log DISABLE TRIGGER ALL",
+                          "DROP TRIGGER audit_log_no_update_delete ON audit_log"):
+            with pytest.raises(ProgrammingError) as info, vault.engine.begin() as conn:
+                conn.execute(text(statement))
+            assert getattr(info.value.orig, "sqlstate", None) == "42501", statement
+        with pytest.raises(ProgrammingError), vault.keystore.engine.begin() as conn:
+            conn.execute(text("DELETE FROM data_keys"))
+
+
+def test_roles_are_refused_on_sqlite_and_bad_names(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(ConfigError):
+        grant_app_role(engine, "vault_app")
+    pg = make_engine(PG_URL)
+    with pytest.raises(ConfigError):
+        grant_app_role(pg, 'x"; DROP TABLE audit_log; --')
+    pg.dispose()

@@ -1,0 +1,94 @@
+"""PostgreSQL roles: an application role that cannot rewrite the audit log.
+
+The triggers refuse UPDATE, DELETE and TRUNCATE on ``audit_log`` for every
+role, but a table owner can disable triggers. Run the application as a role
+that owns nothing and holds only the privileges below, and even a compromised
+application cannot alter history:
+
+=============  ===============================================================
+table          privileges of the application role
+=============  ===============================================================
+audit_log      SELECT, INSERT (never UPDATE, DELETE, TRUNCATE)
+audit_heads    SELECT, UPDATE: the row lock (``SELECT ... FOR UPDATE`` needs
+               UPDATE) and the chain cursor; a forged head is caught by
+               ``verify`` because it must equal the recomputed chain
+records, subjects, blind_index, casbin_rule, policy_state
+               SELECT, INSERT, UPDATE, DELETE
+vault_meta, alembic_version
+               SELECT
+data_keys      SELECT, INSERT, UPDATE (destruction overwrites the key), in
+               the key store database
+=============  ===============================================================
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import Engine, text
+
+from vault.errors import ConfigError
+
+__all__ = ["grant_app_role", "grant_keystore_role"]
+
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+_DATA_GRANTS = (
+    ("SELECT, INSERT", "audit_log"),
+    ("SELECT, UPDATE", "audit_heads"),
+    ("SELECT, INSERT, UPDATE, DELETE", "records"),
+    ("SELECT, INSERT, UPDATE, DELETE", "subjects"),
+    ("SELECT, INSERT, UPDATE, DELETE", "blind_index"),
+    ("SELECT, INSERT, UPDATE, DELETE", "casbin_rule"),
+    ("SELECT, INSERT, UPDATE, DELETE", "policy_state"),
+    ("SELECT", "vault_meta"),
+    ("SELECT", "alembic_version"),
+)
+
+
+def _check(engine: Engine, role: str) -> None:
+    if engine.dialect.name != "postgresql":
+        raise ConfigError("application roles are a PostgreSQL feature; SQLite has no roles")
+    if not _ROLE.match(role):
+        raise ConfigError("a role name must be lower-case letters, digits and _ (max 63)")
+
+
+def _ensure_role(conn: object, role: str, password: str | None) -> None:
+    exists = conn.execute(  # type: ignore[attr-defined]
+        text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+    ).first()
+    if exists is None:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN NOINHERIT'))  # type: ignore[attr-defined]
+    if password is not None:
+        # Role passwords cannot be bound parameters; quote it as a literal.
+        literal = "'" + password.replace("'", "''") + "'"
+        conn.execute(text(f'ALTER ROLE "{role}" PASSWORD {literal}'))  # type: ignore[attr-defined]
+
+
+def grant_app_role(engine: Engine, role: str, *, password: str | None = None) -> None:
+    """Create ``role`` if needed and grant it exactly the data database privileges above.
+
+    Raises:
+        ConfigError: not PostgreSQL, or a bad role name.
+    """
+    _check(engine, role)
+    with engine.begin() as conn:
+        _ensure_role(conn, role, password)
+        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+        conn.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
+        for table in ("audit_log", "audit_heads"):
+            conn.execute(text(f'REVOKE ALL ON "{schema}"."{table}" FROM "{role}"'))
+        for privileges, table in _DATA_GRANTS:
+            conn.execute(text(f'GRANT {privileges} ON "{schema}"."{table}" TO "{role}"'))
+        conn.execute(text(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
+
+
+def grant_keystore_role(engine: Engine, role: str, *, password: str | None = None) -> None:
+    """Grant ``role`` what it needs in the key store database (no DELETE: tombstones stay)."""
+    _check(engine, role)
+    with engine.begin() as conn:
+        _ensure_role(conn, role, password)
+        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+        conn.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
+        conn.execute(text(f'GRANT SELECT, INSERT, UPDATE ON "{schema}"."data_keys" TO "{role}"'))
+        conn.execute(text(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
