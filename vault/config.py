@@ -7,6 +7,7 @@ keyword arguments to :meth:`vault.Vault.open`) explicitly.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ DEFAULT_HOME = Path(".vault")
 def bundled_policies() -> Path:
     """The ``policies/`` folder shipped with Vault (the repository's, or the installed copy)."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "policies", here / "_default_policies"):
+    installed = Path(sys.prefix) / "share" / "vault" / "policies"
+    for candidate in (here.parent / "policies", installed):
         if (candidate / "model.conf").is_file():
             return candidate
     raise ConfigError("no policies folder found; pass policies= or set VAULT_POLICIES")
