@@ -28,7 +28,7 @@ from vault.audit.log import AuditLog
 from vault.clock import Clock, SystemClock
 from vault.config import VaultSettings
 from vault.crypto.blind_index import BlindIndexer
-from vault.crypto.envelope import AESGCMFieldCipher, FieldContext
+from vault.crypto.envelope import AESGCMFieldCipher, FieldContext, RecordContext
 from vault.crypto.keys import KeyProvider, LocalKeyProvider
 from vault.crypto.keystore import DataKey, KeyStore
 from vault.crypto.masking import mask
@@ -53,7 +53,7 @@ from vault.store.engine import is_sqlite, make_engine
 from vault.store.models import BlindIndexRow, Meta, RecordRow, SubjectRow
 from vault.store.retry import transaction_attempts
 from vault.types import Actor, Record, check_identifier
-from vault.validation import normalize_for_index, validate_record
+from vault.validation import index_form, normalize_for_index, validate_record
 
 __all__ = ["Vault"]
 
@@ -73,15 +73,26 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _encode_value(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Plaintext of one field: ``s`` + UTF-8 for text (most fields), ``j`` + JSON otherwise."""
+    if type(value) is str:
+        return b"s" + value.encode("utf-8")
+    return b"j" + _JSON.encode(value).encode("utf-8")
 
 
 def _decode_value(raw: bytes) -> Any:
+    tag, body = raw[:1], raw[1:]
     try:
-        return json.loads(raw)
+        if tag == b"s":
+            return body.decode("utf-8")
+        if tag == b"j":
+            return json.loads(body)
     except ValueError:
-        raise DecryptionError() from None
+        pass
+    raise DecryptionError()
 
 
 def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
@@ -458,11 +469,10 @@ class Vault:
         self, key: DataKey, tenant: str, schema: CollectionSchema, record_id: str,
         subject_id: str, values: Mapping[str, Any],
     ) -> dict[str, bytes]:
+        record = RecordContext(tenant, schema.name, record_id, subject_id)
+        encrypt = self._cipher.encrypt
         return {
-            name: self._cipher.encrypt(
-                key, _encode_value(value),
-                self._context(tenant, schema, record_id, name, subject_id),
-            )
+            name: encrypt(key, _encode_value(value), record.field(name))
             for name, value in values.items()
             if value is not None
         }
@@ -479,7 +489,7 @@ class Vault:
             rows.append({
                 "tenant": tenant, "collection": schema.name, "field": name,
                 "digest": self._indexer.digest(tenant, schema.name, name,
-                                               normalize_for_index(spec, value)),
+                                               index_form(spec, value)),
                 "record_id": record_id,
             })
         return rows
@@ -510,16 +520,16 @@ class Vault:
         data: dict[str, Any] = {}
         masked: set[str] = set()
         withheld: set[str] = set()
+        record = RecordContext(tenant, schema.name, row.id, row.subject_id)
+        decrypt = self._cipher.decrypt
         for name in requested:
             env = envelopes.get(name)
             if env is None:
                 continue
             if name in readable:
-                data[name] = _decode_value(self._cipher.decrypt(
-                    key, env, self._context(tenant, schema, row.id, name, row.subject_id)))
+                data[name] = _decode_value(decrypt(key, env, record.field(name)))
             elif name in maskable:
-                value = _decode_value(self._cipher.decrypt(
-                    key, env, self._context(tenant, schema, row.id, name, row.subject_id)))
+                value = _decode_value(decrypt(key, env, record.field(name)))
                 data[name] = mask(schema.fields[name].mask, value)
                 masked.add(name)
             else:
@@ -725,8 +735,8 @@ class Vault:
         subjects = [s if s is not None else _new_id() for s in subject_ids]
         new_subjects = list(dict.fromkeys(s for s in subjects if s not in known))
         try:
-            keys = self._subject_keys(tenant, subjects, create=self._creatable(tenant,
-                                                                               new_subjects))
+            keys = self._subject_keys(tenant, subjects, create=self._creatable(
+                tenant, new_subjects, set(given)))
         except KeyDestroyed as exc:
             self._refuse(exc, actor, "write", collection=schema.name, purpose=purpose,
                          fields=written)
@@ -768,17 +778,19 @@ class Vault:
             self._transaction_failed(exc)
         return [row["id"] for row in record_rows]
 
-    def _creatable(self, tenant: str, new_subjects: Sequence[str]) -> list[str]:
-        """New subjects that need a data key (a key may exist from an interrupted write)."""
-        if not new_subjects:
-            return []
-        missing = []
-        for sid in new_subjects:
-            try:
-                self._keystore.get_key(tenant, sid)
-            except NotFound:
-                missing.append(sid)
-        return missing
+    def _creatable(self, tenant: str, new_subjects: Sequence[str],
+                   given: set[str]) -> list[str]:
+        """New subjects that need a data key.
+
+        Only caller-supplied subject ids can already have one (from a write
+        interrupted between the key store and the data database); generated
+        ids are fresh. A destroyed key raises KeyDestroyed: the id is burnt.
+        """
+        maybe = [s for s in new_subjects if s in given]
+        present = self._keystore.existing(tenant, maybe) if maybe else {}
+        if any(present.values()):
+            raise KeyDestroyed("the data subject's key was destroyed (crypto-shredded)")
+        return [s for s in new_subjects if s not in present]
 
     def update(
         self,
@@ -1006,7 +1018,7 @@ class Vault:
                 return False
             value = _decode_value(self._cipher.decrypt(
                 key, env, self._context(tenant, schema, row.id, name, row.subject_id)))
-            if normalize_for_index(schema.fields[name], value) != normalized:
+            if index_form(schema.fields[name], value) != normalized:
                 return False
         return True
 

@@ -15,9 +15,11 @@ inside :meth:`AESGCMFieldCipher.encrypt`; callers cannot supply one.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 
@@ -25,7 +27,10 @@ from vault.crypto._encoding import length_prefixed
 from vault.crypto.keystore import DataKey
 from vault.errors import DecryptionError
 
-__all__ = ["FORMAT_VERSION", "AESGCMFieldCipher", "FieldContext"]
+__all__ = [
+    "FORMAT_VERSION", "AESGCMFieldCipher", "AssociatedData", "BoundContext", "FieldContext",
+    "RecordContext",
+]
 
 FORMAT_VERSION = 1
 ALG_AES256_GCM = 1
@@ -47,22 +52,74 @@ class FieldContext:
     subject_id: str
 
     def associated_data(self, header: bytes) -> bytes:
-        return header + length_prefixed(
-            _AD_LABEL, self.tenant, self.collection, self.record_id, self.field,
-            self.subject_id,
-        )
+        """header || LP(label) || LP(tenant) || LP(collection) || LP(record id)
+        || LP(field) || LP(subject id), where LP is a 4-byte big-endian length
+        followed by the UTF-8 bytes."""
+        return b"".join((
+            header, _scope(self.tenant, self.collection), _lp(self.record_id),
+            _lp_name(self.field), _lp(self.subject_id),
+        ))
+
+
+class BoundContext:
+    """The context of one field of one record, with its associated-data tail precomputed."""
+
+    __slots__ = ("_tail",)
+
+    def __init__(self, tail: bytes) -> None:
+        self._tail = tail
+
+    def associated_data(self, header: bytes) -> bytes:
+        return header + self._tail
+
+
+class RecordContext:
+    """The shared part of the context of every field of one record.
+
+    ``RecordContext(t, c, r, s).field(f).associated_data(h)`` equals
+    ``FieldContext(t, c, r, f, s).associated_data(h)``; it only saves
+    re-encoding the shared parts for each field of a record.
+    """
+
+    __slots__ = ("_prefix", "_suffix")
+
+    def __init__(self, tenant: str, collection: str, record_id: str, subject_id: str) -> None:
+        self._prefix = _scope(tenant, collection) + _lp(record_id)
+        self._suffix = _lp(subject_id)
+
+    def field(self, name: str) -> BoundContext:
+        return BoundContext(self._prefix + _lp_name(name) + self._suffix)
+
+
+class AssociatedData(Protocol):
+    def associated_data(self, header: bytes) -> bytes: ...
+
+
+def _lp(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return len(data).to_bytes(4, "big") + data
+
+
+@functools.lru_cache(maxsize=1024)
+def _lp_name(text: str) -> bytes:
+    return _lp(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _scope(tenant: str, collection: str) -> bytes:
+    return length_prefixed(_AD_LABEL, tenant, collection)
 
 
 class AESGCMFieldCipher:
     """Encrypts and decrypts single field values under a subject's data key."""
 
-    def encrypt(self, key: DataKey, plaintext: bytes, context: FieldContext) -> bytes:
+    def encrypt(self, key: DataKey, plaintext: bytes, context: AssociatedData) -> bytes:
         """Encrypt one value; a fresh random 96-bit nonce is drawn for every call."""
         nonce = os.urandom(NONCE_BYTES)
         header = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id) + nonce
         return header + key.aead.encrypt(nonce, plaintext, context.associated_data(header))
 
-    def decrypt(self, key: DataKey, envelope: bytes, context: FieldContext) -> bytes:
+    def decrypt(self, key: DataKey, envelope: bytes, context: AssociatedData) -> bytes:
         """Decrypt one value.
 
         Raises:

@@ -171,23 +171,50 @@ class KeyStore:
             return []
         now = self._clock.now()
         rows = []
+        material: dict[str, bytes] = {}
         for sid in wanted:
-            version, wrapped = self._provider.wrap(secrets.token_bytes(32))
+            material[sid] = secrets.token_bytes(32)
+            version, wrapped = self._provider.wrap(material[sid])
             rows.append({"tenant": tenant, "subject_id": sid, "kek_version": version,
                          "wrapped": wrapped, "created_at": now})
         try:
             with self._engine.begin() as conn:
-                conn.execute(insert(_T), rows)
+                inserted = conn.execute(
+                    insert(_T).returning(_T.c.id, _T.c.subject_id, _T.c.kek_version,
+                                         sort_by_parameter_order=True),
+                    rows,
+                ).all()
         except IntegrityError:
-            # Some already exist: insert one by one, keeping whatever is there.
+            # Another writer created some of them: insert one by one, keep what is there.
             for row in rows:
                 try:
                     with self._engine.begin() as conn:
                         conn.execute(insert(_T), [row])
                 except IntegrityError:
                     continue
-        keys = self.get_keys(tenant, wanted)
-        return [keys[sid] for sid in wanted]
+            keys = self.get_keys(tenant, wanted)
+            return [keys[sid] for sid in wanted]
+        created = []
+        for made in inserted:
+            key = DataKey(tenant=tenant, subject_id=made.subject_id, key_id=made.id,
+                          kek_version=made.kek_version, aead=AESGCM(material[made.subject_id]))
+            self._remember(key)
+            created.append(key)
+        return created
+
+    def existing(self, tenant: str, subject_ids: Sequence[str]) -> dict[str, bool]:
+        """Which of these subjects have a key row: subject id -> destroyed?"""
+        found: dict[str, bool] = {}
+        for start in range(0, len(subject_ids), 500):
+            chunk = list(subject_ids[start:start + 500])
+            with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+                for row in conn.execute(
+                    select(_T.c.subject_id, _T.c.wrapped.is_(None).label("destroyed"))
+                    .where(_T.c.tenant == tenant, _T.c.subject_id.in_(chunk))
+                ):
+                    found[row.subject_id] = bool(row.destroyed)
+                conn.rollback()
+        return found
 
     def get_key(self, tenant: str, subject_id: str) -> DataKey:
         """The subject's unwrapped data key.
