@@ -139,8 +139,16 @@ def init(
     key_file: Annotated[Path | None, typer.Option(help="Key file path (created 0600).")] = None,
     policies: Annotated[Path | None, typer.Option(help="Policies folder.")] = None,
     audit_chains: Annotated[int | None, typer.Option(help="Audit hash chains.")] = None,
+    postgres_roles: Annotated[str | None, typer.Option(
+        "--postgres-roles", metavar="ROLE",
+        help="PostgreSQL: create ROLE for the application, with only SELECT and INSERT "
+             "on the audit log. Password from VAULT_APP_ROLE_PASSWORD.")] = None,
 ) -> None:
     """Create a vault: key file, key store, data database (migrated), default policy."""
+    import os
+
+    from vault.store.roles import grant_app_role, grant_keystore_role
+
     settings = VaultSettings.from_env(
         home=home, database_url=database_url, keystore_url=keystore_url, key_file=key_file,
         policies=policies, audit_chains=audit_chains,
@@ -149,6 +157,14 @@ def init(
         out.print(f"[green]initialised[/] vault in {vault.settings.home}")
         out.print(f"  key file   {vault.settings.resolved_key_file} (mode 0600; back it up apart)")
         out.print(f"  roles      {', '.join(sorted(vault.roles.known()))}")
+        if postgres_roles:
+            password = os.environ.get("VAULT_APP_ROLE_PASSWORD")
+            grant_app_role(vault.engine, postgres_roles, password=password)
+            store = vault.keystore.engine
+            if store.dialect.name == "postgresql":
+                grant_keystore_role(store, postgres_roles, password=password)
+            out.print(f"  app role   {postgres_roles}: SELECT, INSERT on audit_log; "
+                      "connect the application as this role")
 
 
 @app.command()

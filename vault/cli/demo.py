@@ -14,9 +14,9 @@ from typing import Any
 
 import phonenumbers
 from faker import Faker
+from rich import box
 from rich.console import Console
 from rich.progress import Progress
-from rich import box
 from rich.table import Table
 
 from vault.config import VaultSettings
