@@ -8,12 +8,17 @@ the key file, recorded as ``system``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cryptography.hazmat.primitives import serialization
+
 from vault.audit.chain import Decision, VerifyReport
-from vault.errors import AccessDenied, InvalidData, VaultError
+from vault.audit.checkpoint import load_public_key, write_checkpoint
+from vault.errors import AccessDenied, AuditError, InvalidData, VaultError
 from vault.types import Actor, check_identifier
 
 if TYPE_CHECKING:
@@ -182,29 +187,80 @@ class KeyService(_Service):
 
 
 class AuditService(_Service):
-    """Verification of the hash-chained audit log."""
+    """Verification, signed checkpoints and the checkpoint public key."""
 
-    def verify(self, *, actor: Actor | None = None, progress: Progress | None = None
-               ) -> VerifyReport:
-        """Recompute every chain and compare it with the recorded heads.
+    def verify(
+        self,
+        *,
+        actor: Actor | None = None,
+        progress: Progress | None = None,
+        checkpoints: str | os.PathLike[str] | None = None,
+        public_key: bytes | str | os.PathLike[str] | None = None,
+    ) -> VerifyReport:
+        """Recompute every chain and compare it with the recorded heads and,
+        with ``checkpoints`` (a folder), with every signed checkpoint in it.
 
-        Reading the log is itself audited (after the walk).
+        ``public_key`` (PEM bytes or a PEM file) defaults to this vault's own
+        key. Reading the log is itself audited (after the walk).
 
         Returns:
             A :class:`~vault.audit.chain.VerifyReport`; ``ok`` is False and
-            ``first_bad_seq``/``reason`` name the damage when the log was altered.
+            ``reason``/``findings`` name the kind and place of any damage.
         """
         self._authorise(actor, "audit", "audit.read", tenant=actor.tenant if actor else "*")
-        report = self._vault.audit_log.verify(progress=progress)
+        key = None
+        if checkpoints is not None:
+            key = (load_public_key(_pem_source(public_key)) if public_key is not None
+                   else self._vault._provider.signing_key().public_key())
+        report = self._vault.audit_log.verify(
+            progress=progress, checkpoints=Path(checkpoints) if checkpoints else None,
+            public_key=key, vault_id=self._vault.vault_id)
         self._vault._audit_admin(
-            "audit.verify", actor=actor,
-            decision=Decision.ALLOW, reason="ok" if report.ok else f"damage:{report.reason}",
+            "audit.verify", actor=actor, decision=Decision.ALLOW,
+            reason=(f"ok:checkpoints:{report.checkpoints}" if report.ok
+                    else f"damage:{report.reason}"),
         )
         return report
+
+    def checkpoint(self, out_dir: str | os.PathLike[str], *, actor: Actor | None = None) -> Path:
+        """Verify the log, then write a signed checkpoint of every chain head to ``out_dir``.
+
+        Raises:
+            AuditError: the log does not verify (nothing is signed), or the
+                folder cannot be written.
+        """
+        self._authorise(actor, "audit", "audit.read", tenant=actor.tenant if actor else "*")
+        report = self._vault.audit_log.verify()
+        if not report.ok:
+            self._vault._audit_admin("audit.checkpoint", actor=actor, decision=Decision.ERROR,
+                                     reason=f"damage:{report.reason}")
+            raise AuditError(f"the audit log does not verify ({report.reason}); "
+                             "refusing to sign a checkpoint of it")
+        path = write_checkpoint(
+            Path(out_dir), heads={h.chain: h for h in report.heads},
+            signing_key=self._vault._provider.signing_key(), vault_id=self._vault.vault_id,
+            now=self._vault.clock.now())
+        self._vault._audit_admin("audit.checkpoint", actor=actor,
+                                 reason=f"checkpoint:{path.name}")
+        return path
+
+    def public_key_pem(self, *, actor: Actor | None = None) -> bytes:
+        """The Ed25519 public key that verifies checkpoints (safe to publish)."""
+        self._authorise(actor, "audit", "audit.read", tenant=actor.tenant if actor else "*")
+        self._vault._audit_admin("keys.export_public", actor=actor)
+        return self._vault._provider.signing_key().public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
     def count(self) -> int:
         """Number of entries in the log."""
         return self._vault.audit_log.count()
+
+
+def _pem_source(value: bytes | str | os.PathLike[str]) -> bytes | Path:
+    if isinstance(value, bytes):
+        return value
+    text = os.fspath(value)
+    return text.encode() if text.lstrip().startswith("-----BEGIN") else Path(text)
 
 
 class PolicyService(_Service):

@@ -138,6 +138,7 @@ class Vault:
         self._purposes = purposes
         self._audit = audit_log
         self._clock = clock
+        self._vault_id = "unknown"
         self._cipher = AESGCMFieldCipher()
         self._indexer = BlindIndexer(
             provider.index_root_key(), truncate_to=settings.blind_index_bytes
@@ -216,6 +217,7 @@ class Vault:
                     {"key": "audit_chains", "value": str(cfg.audit_chains)},
                     {"key": "created_at", "value": clk.now().isoformat()},
                     {"key": "format", "value": "1"},
+                    {"key": "vault_id", "value": uuid.uuid4().hex},
                 ],
             )
             audit_log.create_heads(conn)
@@ -291,7 +293,7 @@ class Vault:
             meta = {row.key: row.value for row in conn.execute(select(_META.c.key, _META.c.value))}
         chains = int(meta.get("audit_chains", cfg.audit_chains))
         policies_dir = cfg.resolved_policies
-        return cls(
+        vault = cls(
             settings=cfg,
             data_engine=data_engine,
             keystore=keystore
@@ -304,6 +306,8 @@ class Vault:
             clock=clock,
             keystore_engine=keystore_engine,
         )
+        vault._vault_id = meta.get("vault_id") or meta.get("created_at", "unknown")
+        return vault
 
     @staticmethod
     def _check_separation(cfg: VaultSettings) -> None:
@@ -1097,6 +1101,11 @@ class Vault:
     @property
     def audit_log(self) -> AuditLog:
         return self._audit
+
+    @property
+    def vault_id(self) -> str:
+        """This vault's id (named in signed audit checkpoints)."""
+        return self._vault_id
 
     @property
     def clock(self) -> Clock:

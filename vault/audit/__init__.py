@@ -5,24 +5,32 @@ from vault.audit.chain import (
     AuditEvent,
     Damage,
     Decision,
+    Finding,
     VerifyReport,
     chain_for,
     entry_hash,
     verify_rows,
 )
+from vault.audit.checkpoint import Checkpoint, load_checkpoints, load_public_key
 from vault.audit.context import correlation_id, current_request_id
 from vault.audit.log import AuditLog
+from vault.audit.offline import verify_database
 
 __all__ = [
     "ADMIN_CHAIN",
     "AuditEvent",
     "AuditLog",
+    "Checkpoint",
     "Damage",
     "Decision",
+    "Finding",
     "VerifyReport",
     "chain_for",
     "correlation_id",
     "current_request_id",
     "entry_hash",
+    "load_checkpoints",
+    "load_public_key",
+    "verify_database",
     "verify_rows",
 ]

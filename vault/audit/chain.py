@@ -247,6 +247,20 @@ def _moved_from(row: Sequence[Any], chains: int) -> int | None:
     return None
 
 
+def _repositioned_from(row: Sequence[Any], window: int = 2000) -> int | None:
+    """The position in its own chain under which an entry's hash verifies, if another."""
+    body = payload(*row[3:16])
+    chain, pos = str(row[1]), int(row[2])
+    for delta in range(1, window + 1):
+        for candidate in (pos - delta, pos + delta):
+            if candidate < 1:
+                continue
+            text = SEP.join((HASH_FORMAT, chain, str(candidate), body))
+            if hashlib.sha256(text.encode()).hexdigest() == row[16]:
+                return candidate
+    return None
+
+
 def verify_rows(
     rows: Iterable[Sequence[Any]],
     heads: Mapping[int, ChainHead],
@@ -313,10 +327,15 @@ def verify_rows(
         ))
         if sha256(text.encode()).hexdigest() != own:
             origin = _moved_from(row, chains)
+            written_at = None if origin is not None else _repositioned_from(row)
             if origin is not None:
                 findings.append(Finding(Damage.MOVED, chain, pos, seq,
                                         f"entry {seq} was moved from chain {origin} to chain "
                                         f"{chain}"))
+            elif written_at is not None:
+                findings.append(Finding(Damage.REORDERED, chain, pos, seq,
+                                        f"chain {chain}: entry {seq} was written at position "
+                                        f"{written_at} and now stands at {pos}"))
             else:
                 findings.append(Finding(Damage.MODIFIED, chain, pos, seq,
                                         f"entry {seq} (chain {chain}, position {pos}) does not "

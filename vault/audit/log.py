@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, Table, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -20,6 +22,8 @@ from vault.audit.chain import (
     GENESIS_HASH,
     AuditEvent,
     ChainHead,
+    Damage,
+    Finding,
     VerifyReport,
     chain_for,
     clean_text,
@@ -28,9 +32,10 @@ from vault.audit.chain import (
     format_ts,
     verify_rows,
 )
+from vault.audit.checkpoint import load_checkpoints, verify_checkpoints
 from vault.audit.context import current_request_id
 from vault.clock import Clock
-from vault.errors import AuditError
+from vault.errors import AuditError, ConfigError
 from vault.store.models import AuditEntryRow, AuditHead
 
 __all__ = ["AuditLog"]
@@ -145,7 +150,45 @@ class AuditLog:
         with self._engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(_ENTRY)).scalar_one())
 
-    def verify(self, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    def verify(
+        self,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        checkpoints: Path | None = None,
+        public_key: Ed25519PublicKey | None = None,
+        vault_id: str | None = None,
+    ) -> VerifyReport:
+        """Recompute every chain, compare it with the heads and, if given, with
+        signed checkpoints (``checkpoints`` folder and the ``public_key``).
+
+        Raises:
+            ConfigError: checkpoints without a public key, or a missing folder.
+        """
+        if checkpoints is not None and public_key is None:
+            raise ConfigError("checking checkpoints needs the vault's public key")
+        report = self._verify_chains(progress)
+        if checkpoints is None or public_key is None:
+            return report
+        found, findings = load_checkpoints(checkpoints)
+        with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+            lengths = {int(c): int(n) for c, n in conn.execute(
+                select(_ENTRY.c.chain, func.max(_ENTRY.c.chain_seq)).group_by(_ENTRY.c.chain))}
+
+            def hash_at(chain: int, position: int) -> str | None:
+                value = conn.execute(select(_ENTRY.c.hash).where(
+                    _ENTRY.c.chain == chain, _ENTRY.c.chain_seq == position)).scalar()
+                return None if value is None else str(value)
+
+            findings += verify_checkpoints(found, public_key, vault_id=vault_id,
+                                           lengths=lengths, hash_at=hash_at)
+        if not found and not findings:
+            findings.append(Finding(Damage.BAD_CHECKPOINT, None, None, None,
+                                    f"no checkpoints in {checkpoints}"))
+        return VerifyReport.from_findings(
+            [*report.findings, *findings], entries=report.entries, chains=report.chains,
+            heads=report.heads, checkpoints=len(found))
+
+    def _verify_chains(self, progress: Callable[[int, int], None] | None) -> VerifyReport:
         """Recompute every chain from the first entry and compare it with the heads.
 
         Rows stream straight from the driver with timestamps formatted by the

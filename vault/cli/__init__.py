@@ -296,21 +296,81 @@ def policy_check(
 
 @audit_app.command("verify")
 @_guard
-def audit_verify(home: HomeOpt = None) -> None:
-    """Recompute every audit hash chain; exit 3 and name the damage if it was altered."""
-    with _open(home) as vault, progress_bar() as bar:
+def audit_verify(
+    home: HomeOpt = None,
+    checkpoints: Annotated[Path | None, typer.Option(
+        "--checkpoints", metavar="DIR",
+        help="Also check every signed checkpoint in DIR against the log.")] = None,
+    public_key: Annotated[Path | None, typer.Option(
+        "--public-key", metavar="FILE",
+        help="PEM public key of the checkpoints (from `vault keys export-public-key`). "
+             "With --database-url, no key file or other secret is needed.")] = None,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="Verify this data database without opening the vault "
+                               "(an auditor's read-only access is enough).")] = None,
+) -> None:
+    """Recompute every audit hash chain (and checkpoints); exit 3 naming any damage."""
+    from vault.audit.offline import verify_database
+
+    with progress_bar() as bar:
         task = bar.add_task("verifying audit chains", total=None)
 
         def step(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        report = vault.audit.verify(progress=step)
+        if database_url is not None:
+            report = verify_database(database_url, checkpoints=checkpoints,
+                                     public_key=public_key, progress=step)
+        else:
+            with _open(home) as vault:
+                report = vault.audit.verify(progress=step, checkpoints=checkpoints,
+                                            public_key=public_key)
     if report.ok:
+        extra = f", {report.checkpoints} signed checkpoints hold" if checkpoints else ""
         out.print(f"[green]audit log verified[/]: {report.entries} entries in "
-                  f"{report.chains} chains")
+                  f"{report.chains} chains{extra}")
         return
+    for finding in report.findings[:20]:
+        where = ", ".join(part for part in (
+            f"chain {finding.chain}" if finding.chain is not None else "",
+            f"position {finding.position}" if finding.position is not None else "",
+            f"entry {finding.seq}" if finding.seq is not None else "") if part)
+        err.print(f"  {finding.kind.value:<28} {where:<36} {finding.detail}", markup=False,
+                  highlight=False)
     where = f"entry {report.first_bad_seq}" if report.first_bad_seq else f"chain {report.chain}"
-    raise _fail(f"audit log damaged at {where}: {report.reason} ({report.detail})", 3)
+    raise _fail(f"audit log damaged at {where}: {report.reason} ({report.detail}); "
+                f"{len(report.findings)} finding(s)", 3)
+
+
+@audit_app.command("checkpoint")
+@_guard
+def audit_checkpoint(
+    out_dir: Annotated[Path, typer.Option("--out", metavar="DIR",
+                                          help="Folder outside the database for checkpoints.")],
+    home: HomeOpt = None,
+) -> None:
+    """Verify the log, then write a signed checkpoint of every chain head (schedule it)."""
+    with _open(home) as vault:
+        path = vault.audit.checkpoint(out_dir)
+    out.print(f"[green]checkpoint written[/]: {path}")
+
+
+@keys_app.command("export-public-key")
+@_guard
+def keys_export_public_key(
+    home: HomeOpt = None,
+    out_file: Annotated[Path | None, typer.Option("--out", metavar="FILE",
+                                                  help="Write the PEM here (default: stdout).")]
+    = None,
+) -> None:
+    """Print the Ed25519 public key that verifies audit checkpoints (safe to publish)."""
+    with _open(home) as vault:
+        pem = vault.audit.public_key_pem()
+    if out_file is None:
+        sys.stdout.write(pem.decode())
+    else:
+        out_file.write_bytes(pem)
+        out.print(f"public key written to {out_file}")
 
 
 def main() -> None:
