@@ -12,12 +12,19 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 
 from vault.audit.chain import Decision, VerifyReport
 from vault.audit.checkpoint import load_public_key, write_checkpoint
+from vault.audit.report import (
+    AuditReport,
+    ReportFilters,
+    ReportThresholds,
+    ReportView,
+)
+from vault.audit.report import report as build_report
 from vault.errors import AccessDenied, AuditError, InvalidData, VaultError
 from vault.types import Actor, check_identifier
 
@@ -94,7 +101,7 @@ class RoleService(_Service):
         check_identifier(user, "user")
         self._authorise(actor, "policy", "policy.admin", tenant=tenant)
         changed = self._vault.policy_engine.assign_role(user, role, tenant=tenant)
-        self._vault._audit_admin("role.assign", actor=actor, tenant=tenant,
+        self._vault._audit_admin("roles.assign", actor=actor, tenant=tenant,
                                  reason=f"{role}:{user}" if changed else f"unchanged:{role}:{user}")
         return changed
 
@@ -103,7 +110,7 @@ class RoleService(_Service):
         check_identifier(user, "user")
         self._authorise(actor, "policy", "policy.admin", tenant=tenant)
         changed = self._vault.policy_engine.revoke_role(user, role, tenant=tenant)
-        self._vault._audit_admin("role.revoke", actor=actor, tenant=tenant,
+        self._vault._audit_admin("roles.revoke", actor=actor, tenant=tenant,
                                  reason=f"{role}:{user}" if changed else f"unchanged:{role}:{user}")
         return changed
 
@@ -250,6 +257,37 @@ class AuditService(_Service):
         self._vault._audit_admin("keys.export_public", actor=actor)
         return self._vault._provider.signing_key().public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def report(
+        self,
+        view: ReportView | str = ReportView.ENTRIES,
+        *,
+        actor: Actor | None = None,
+        thresholds: ReportThresholds | None = None,
+        **filters: Any,
+    ) -> AuditReport:
+        """Run an audit report (see :mod:`vault.audit.report`); reading the log is audited.
+
+        ``filters``: since, until, tenant, actor_id, subject (a subject id: it is
+        turned into its pseudonym), action, decision, purpose, collection.
+
+        Raises:
+            InvalidData: a bad filter or view.
+        """
+        self._authorise(actor, "audit", "audit.read", tenant=actor.tenant if actor else "*")
+        if "actor_id" in filters:
+            filters["actor"] = filters.pop("actor_id")
+        parsed = ReportFilters.parse(**filters)
+        cfg = self._vault.settings
+        thresholds = thresholds or ReportThresholds(
+            usual_share=cfg.report_usual_share,
+            usual_min_accesses=cfg.report_usual_min_accesses,
+            burst_reads=cfg.report_burst_reads, burst_minutes=cfg.report_burst_minutes)
+        result = build_report(self._vault.engine, parsed, view=view,
+                              pseudonym=self._vault.pseudonym, thresholds=thresholds,
+                              now=self._vault.clock.now())
+        self._vault._audit_admin("audit.report", actor=actor, reason=f"view:{result.view.value}")
+        return result
 
     def count(self) -> int:
         """Number of entries in the log."""

@@ -51,6 +51,11 @@ class VaultSettings(BaseSettings):
         dek_cache_size: unwrapped data keys kept in memory.
         policy_refresh_seconds: how often a process checks for policy changes
             made by another process.
+        report_usual_share: in audit reports, a purpose below this share of an
+            actor's allowed accesses is "unusual" for that actor.
+        report_usual_min_accesses: actors with fewer accesses are not judged.
+        report_burst_reads / report_burst_minutes: more reads than this by one
+            actor within that many minutes is a burst.
     """
 
     model_config = SettingsConfigDict(env_prefix="VAULT_", frozen=True, extra="forbid")
@@ -64,6 +69,10 @@ class VaultSettings(BaseSettings):
     blind_index_bytes: int = Field(default=32, ge=8, le=32)
     dek_cache_size: int = Field(default=10_000, ge=1)
     policy_refresh_seconds: float = Field(default=0.5, gt=0, le=60)
+    report_usual_share: float = Field(default=0.05, gt=0, lt=1)
+    report_usual_min_accesses: int = Field(default=20, ge=1)
+    report_burst_reads: int = Field(default=100, ge=1)
+    report_burst_minutes: int = Field(default=5, ge=1)
 
     @field_validator("database_url", "keystore_url")
     @classmethod

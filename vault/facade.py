@@ -379,13 +379,33 @@ class Vault:
         subjects: Sequence[str] = (),
         decision: Decision = Decision.DENY,
     ) -> NoReturn:
-        """Audit a refusal in its own transaction, then raise ``exc``."""
+        """Audit a refusal in its own transaction, then raise ``exc``.
+
+        A refusal that names records is attributed to their subjects too, so
+        that a subject's access report lists denied attempts on its data.
+        """
+        if record_ids and not subjects and collection is not None:
+            subjects = self._pseudonyms_of(actor.tenant, collection, record_ids[:50])
         self._audit.write([AuditEvent(
             tenant=actor.tenant, actor=actor.id, action=action, decision=decision,
             collection=collection, record_ids=tuple(record_ids), subjects=tuple(subjects),
             fields=tuple(fields), purpose=purpose, reason=exc.code,
         )])
         raise exc
+
+    def _pseudonyms_of(self, tenant: str, collection: str,
+                       record_ids: Sequence[str]) -> tuple[str, ...]:
+        try:
+            with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+                found = conn.execute(
+                    select(_RECORDS.c.subject_id).where(
+                        _RECORDS.c.tenant == tenant, _RECORDS.c.collection == collection,
+                        _RECORDS.c.id.in_([r for r in record_ids if isinstance(r, str)]))
+                ).scalars().all()
+                conn.rollback()
+        except SQLAlchemyError:
+            return ()
+        return tuple(sorted({self.pseudonym(tenant, sid) for sid in found}))
 
     def _begin(
         self,

@@ -15,15 +15,26 @@ from vault.audit.checkpoint import Checkpoint, load_checkpoints, load_public_key
 from vault.audit.context import correlation_id, current_request_id
 from vault.audit.log import AuditLog
 from vault.audit.offline import verify_database
+from vault.audit.report import (
+    AuditReport,
+    ReportFilters,
+    ReportThresholds,
+    ReportView,
+    report,
+)
 
 __all__ = [
     "ADMIN_CHAIN",
     "AuditEvent",
     "AuditLog",
+    "AuditReport",
     "Checkpoint",
     "Damage",
     "Decision",
     "Finding",
+    "ReportFilters",
+    "ReportThresholds",
+    "ReportView",
     "VerifyReport",
     "chain_for",
     "correlation_id",
@@ -31,6 +42,7 @@ __all__ = [
     "entry_hash",
     "load_checkpoints",
     "load_public_key",
+    "report",
     "verify_database",
     "verify_rows",
 ]

@@ -355,6 +355,62 @@ def audit_checkpoint(
     out.print(f"[green]checkpoint written[/]: {path}")
 
 
+@audit_app.command("report")
+@_guard
+def audit_report(
+    view: Annotated[str, typer.Option(
+        "--view", help="entries | subject_access | denials | unusual_purpose | bursts | "
+                       "privileged")] = "entries",
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json | html")] = "table",
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", metavar="FILE", help="Write to FILE (required for html).")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--from", metavar="TIME", help="ISO 8601 with zone, e.g. 2026-11-01T00:00:00Z")] = None,
+    until: Annotated[str | None, typer.Option("--to", metavar="TIME")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+    actor: Annotated[str | None, typer.Option("--actor")] = None,
+    subject: Annotated[str | None, typer.Option(
+        "--subject", help="A subject id (needs --tenant); reported as its pseudonym.")] = None,
+    action: Annotated[str | None, typer.Option("--action")] = None,
+    decision: Annotated[str | None, typer.Option("--decision", help="allow|deny|error")] = None,
+    purpose: Annotated[str | None, typer.Option("--purpose")] = None,
+    collection: Annotated[str | None, typer.Option("--collection")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Audit reports for compliance officers: terminal table, CSV, JSON or one HTML file."""
+    import datetime as dt
+
+    from vault.audit.report import render, rich_table
+    from vault.errors import InvalidData
+
+    def when(value: str | None, name: str) -> dt.datetime | None:
+        if value is None:
+            return None
+        try:
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidData(f"{name} is not an ISO 8601 time", field=name) from None
+
+    if fmt not in ("table", "csv", "json", "html"):
+        raise InvalidData("--format must be table, csv, json or html", field="format")
+    if fmt == "html" and out_file is None:
+        raise InvalidData("--format html needs --out FILE", field="out")
+    with _open(home) as vault:
+        rep = vault.audit.report(
+            view, since=when(since, "--from"), until=when(until, "--to"), tenant=tenant,
+            actor_id=actor, subject=subject, action=action, decision=decision,
+            purpose=purpose, collection=collection)
+    if fmt == "table":
+        out.print(rich_table(rep))
+        return
+    text = render(rep, fmt)
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        out_file.write_text(text, encoding="utf-8")
+        out.print(f"{fmt} report written to {out_file} ({len(rep.rows)} rows)")
+
+
 @keys_app.command("export-public-key")
 @_guard
 def keys_export_public_key(
