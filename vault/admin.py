@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives import serialization
 
 from vault.audit.chain import Decision, VerifyReport
-from vault.audit.checkpoint import load_public_key, write_checkpoint
+from vault.audit.checkpoint import (
+    has_checkpoints,
+    key_fingerprint,
+    load_public_key,
+    write_checkpoint,
+)
 from vault.audit.report import (
     AuditReport,
     ReportFilters,
@@ -25,7 +30,7 @@ from vault.audit.report import (
     ReportView,
 )
 from vault.audit.report import report as build_report
-from vault.errors import AccessDenied, AuditError, InvalidData, VaultError
+from vault.errors import AccessDenied, AuditError, ConfigError, InvalidData, VaultError
 from vault.types import Actor, check_identifier
 
 if TYPE_CHECKING:
@@ -207,18 +212,21 @@ class AuditService(_Service):
         """Recompute every chain and compare it with the recorded heads and,
         with ``checkpoints`` (a folder), with every signed checkpoint in it.
 
-        ``public_key`` (PEM bytes or a PEM file) defaults to this vault's own
-        key. Reading the log is itself audited (after the walk).
+        ``public_key`` (PEM bytes, a PEM file, or PEM text) defaults to this
+        vault's own key; an auditor passes the published one. Reading the log
+        is itself audited (``audit.verify``, after the walk).
 
         Returns:
             A :class:`~vault.audit.chain.VerifyReport`; ``ok`` is False and
             ``reason``/``findings`` name the kind and place of any damage.
+
+        Raises:
+            ConfigError: the public key or the checkpoint folder cannot be read.
+            AccessDenied: ``actor`` may not read the audit trail.
         """
         self._authorise(actor, "audit", "audit.read", tenant=actor.tenant if actor else "*")
-        key = None
-        if checkpoints is not None:
-            key = (load_public_key(_pem_source(public_key)) if public_key is not None
-                   else self._vault._provider.signing_key().public_key())
+        key = (load_public_key(_pem_source(public_key)) if public_key is not None
+               else self._vault._provider.signing_key().public_key())
         report = self._vault.audit_log.verify(
             progress=progress, checkpoints=Path(checkpoints) if checkpoints else None,
             public_key=key, vault_id=self._vault.vault_id)
@@ -230,33 +238,63 @@ class AuditService(_Service):
         return report
 
     def checkpoint(self, out_dir: str | os.PathLike[str], *, actor: Actor | None = None) -> Path:
-        """Verify the log, then write a signed checkpoint of every chain head to ``out_dir``.
+        """Verify the log (and the checkpoints already in ``out_dir``), then write a
+        signed checkpoint of every chain's head and length to ``out_dir``.
+
+        ``out_dir`` should be outside the database's reach (another disk, a
+        write-once bucket, a mail to the auditor); run this on a schedule.
+
+        Returns:
+            The path of the new checkpoint file.
 
         Raises:
-            AuditError: the log does not verify (nothing is signed), or the
-                folder cannot be written.
+            AuditError: the log or an earlier checkpoint does not verify (nothing
+                is signed), or the folder cannot be written.
+            AccessDenied: ``actor`` may not read the audit trail.
         """
         self._authorise(actor, "audit", "audit.read", tenant=actor.tenant if actor else "*")
-        report = self._vault.audit_log.verify()
+        folder = Path(out_dir)
+        signing_key = self._vault._provider.signing_key()
+        earlier = has_checkpoints(folder)
+        report = self._vault.audit_log.verify(
+            checkpoints=folder if earlier else None,
+            public_key=signing_key.public_key() if earlier else None,
+            vault_id=self._vault.vault_id)
         if not report.ok:
             self._vault._audit_admin("audit.checkpoint", actor=actor, decision=Decision.ERROR,
                                      reason=f"damage:{report.reason}")
-            raise AuditError(f"the audit log does not verify ({report.reason}); "
-                             "refusing to sign a checkpoint of it")
+            raise AuditError(f"the audit log or an earlier checkpoint does not verify "
+                             f"({report.reason}: {report.detail}); refusing to sign a "
+                             "checkpoint")
         path = write_checkpoint(
-            Path(out_dir), heads={h.chain: h for h in report.heads},
-            signing_key=self._vault._provider.signing_key(), vault_id=self._vault.vault_id,
-            now=self._vault.clock.now())
+            folder, heads={h.chain: h for h in report.heads}, signing_key=signing_key,
+            vault_id=self._vault.vault_id, now=self._vault.clock.now())
         self._vault._audit_admin("audit.checkpoint", actor=actor,
-                                 reason=f"checkpoint:{path.name}")
+                                 reason=f"checkpoint:{path.name}"[:64])
         return path
 
-    def public_key_pem(self, *, actor: Actor | None = None) -> bytes:
-        """The Ed25519 public key that verifies checkpoints (safe to publish)."""
+    def export_public_key(self, path: str | os.PathLike[str] | None = None, *,
+                          actor: Actor | None = None) -> bytes:
+        """The Ed25519 public key that verifies checkpoints, as PEM (safe to publish);
+        also written to ``path`` if given.
+
+        Raises:
+            ConfigError: ``path`` cannot be written.
+            AccessDenied: ``actor`` may not read the audit trail.
+        """
         self._authorise(actor, "audit", "audit.read", tenant=actor.tenant if actor else "*")
-        self._vault._audit_admin("keys.export_public", actor=actor)
-        return self._vault._provider.signing_key().public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        public = self._vault._provider.signing_key().public_key()
+        pem = public.public_bytes(serialization.Encoding.PEM,
+                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+        if path is not None:
+            try:
+                Path(path).write_bytes(pem)
+            except OSError as exc:
+                raise ConfigError(f"cannot write the public key to {os.fspath(path)}: "
+                                  f"{exc.strerror}") from None
+        self._vault._audit_admin("keys.export_public", actor=actor,
+                                 reason=f"key:{key_fingerprint(public)}")
+        return pem
 
     def report(
         self,

@@ -25,6 +25,7 @@ __all__ = [
     "Decision",
     "Damage",
     "Finding",
+    "ROW_COLUMNS",
     "VerifyReport",
     "chain_for",
     "encode_list",
@@ -42,6 +43,19 @@ ADMIN_CHAIN = 0
 """Administrative events (roles, policy, keys, init) have their own chain;
 subject chains are numbered 1..N."""
 
+ROW_COLUMNS = (
+    "seq", "chain", "chain_seq", "ts", "request_id", "tenant", "actor", "action", "collection",
+    "record_ids", "subjects", "fields", "purpose", "decision", "reason", "prev_hash", "hash",
+)
+"""The order of the values of each row given to :func:`verify_rows`."""
+
+FINDINGS_LIMIT = 1000
+"""Findings kept by one verification; the walk goes on to the end regardless."""
+DIAGNOSE_LIMIT = 100
+"""Damaged entries searched for where they were written (each search costs up to
+``2 * REPOSITION_WINDOW`` hashes); later ones are named by a cheap check only."""
+REPOSITION_WINDOW = 2000
+
 
 class Decision(StrEnum):
     ALLOW = "allow"
@@ -56,12 +70,14 @@ class Damage(StrEnum):
     DELETED = "deleted_entry"  # a position missing in the middle, or a tail short of the head
     INSERTED = "inserted_entry"  # an entry that no chain head or link accounts for
     REORDERED = "reordered_entries"  # entries in a chain appear out of their written order
-    MOVED = "moved_entry"  # an entry that verifies only under another chain
+    MOVED = "moved_entry"  # an entry standing in a chain its hash or subjects do not name
     TRUNCATED = "truncated_chain"  # a chain is shorter than a signed checkpoint says
     REWRITTEN = "rewritten_after_checkpoint"  # a chain no longer contains a checkpointed head
     HEAD_MISMATCH = "head_mismatch"  # the recorded head disagrees with the recomputed chain
-    UNKNOWN_CHAIN = "unknown_chain"
-    BAD_CHECKPOINT = "bad_checkpoint"  # signature, key or link of a checkpoint is wrong
+    UNKNOWN_CHAIN = "unknown_chain"  # entries in a chain that does not exist or has no head
+    BAD_SIGNATURE = "bad_signature"  # a checkpoint's signature does not verify (forged/altered)
+    CHECKPOINT_GAP = "checkpoint_chain_broken"  # a checkpoint missing, replaced or out of order
+    BAD_CHECKPOINT = "bad_checkpoint"  # a checkpoint is malformed, of another vault or key
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +159,8 @@ class VerifyReport:
 # A moved entry also leaves a gap in its old chain and an intruder in the new
 # one; a reordering also breaks links. Report the explanation first.
 _PRIORITY = {
+    Damage.BAD_SIGNATURE: 0,
+    Damage.CHECKPOINT_GAP: 0,
     Damage.BAD_CHECKPOINT: 0,
     Damage.MOVED: 1,
     Damage.REORDERED: 2,
@@ -228,37 +246,142 @@ def payload(ts: str, request_id: str, tenant: str, actor: str, action: str,
     ))
 
 
-def _moved_from(row: Sequence[Any], chains: int) -> int | None:
-    """The chain under which an entry's hash verifies, if not its own."""
-    expected: int | None = None
+def subject_chain(subjects: str, chains: int) -> int | None:
+    """The chain :func:`chain_for` gives the subjects of a stored entry (its JSON
+    ``subjects`` column), or None if the column is not a list of pseudonyms."""
     try:
-        subjects = json.loads(row[10])
-        if isinstance(subjects, list):
-            expected = chain_for(subjects, chains)
+        items = json.loads(subjects)
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            return None
+        return chain_for(items, chains)
     except (ValueError, TypeError):
-        expected = None
+        return None
+
+
+def _hash_at(row: Sequence[Any], chain: int, position: int) -> str:
     body = payload(*row[3:16])
-    candidates = [expected] if expected is not None else []
-    candidates += [c for c in range(chains + 1) if c != expected]
-    for candidate in candidates:
-        text = SEP.join((HASH_FORMAT, str(candidate), str(row[2]), body))
-        if candidate != row[1] and hashlib.sha256(text.encode()).hexdigest() == row[16]:
-            return candidate
+    return hashlib.sha256(SEP.join((HASH_FORMAT, str(chain), str(position), body)).encode()
+                          ).hexdigest()
+
+
+def _written_in(row: Sequence[Any], chains: int, heads: Mapping[int, ChainHead]
+                ) -> tuple[int, int] | None:
+    """Where (chain, position) an entry whose hash fails was written, if it can be found.
+
+    Tries, in order: the chain its subjects name and every other chain at its
+    present position (a moved entry keeps its position), the chain its subjects
+    name at any position (a moved entry renumbered to fit its new chain), and
+    positions near its present one in its own chain (reordering, renumbering).
+    """
+    body = payload(*row[3:16])
+    own, chain, pos = str(row[16]), int(row[1]), int(row[2])
+    sha256 = hashlib.sha256
+
+    def matches(c: int, p: int) -> bool:
+        text = SEP.join((HASH_FORMAT, str(c), str(p), body))
+        return sha256(text.encode()).hexdigest() == own
+
+    expected = subject_chain(row[10], chains)
+    order = [expected] if expected is not None else []
+    order += [c for c in range(chains + 1) if c != expected]
+    for candidate in order:
+        if candidate != chain and matches(candidate, pos):
+            return candidate, pos
+    if expected is not None and expected != chain:
+        head = heads.get(expected)
+        limit = min(head.length if head else 0, 2 * REPOSITION_WINDOW)
+        for candidate_pos in range(1, limit + 1):
+            if candidate_pos != pos and matches(expected, candidate_pos):
+                return expected, candidate_pos
+    for delta in range(1, REPOSITION_WINDOW + 1):
+        for candidate_pos in (pos - delta, pos + delta):
+            if candidate_pos >= 1 and matches(chain, candidate_pos):
+                return chain, candidate_pos
     return None
 
 
-def _repositioned_from(row: Sequence[Any], window: int = 2000) -> int | None:
-    """The position in its own chain under which an entry's hash verifies, if another."""
-    body = payload(*row[3:16])
-    chain, pos = str(row[1]), int(row[2])
-    for delta in range(1, window + 1):
-        for candidate in (pos - delta, pos + delta):
-            if candidate < 1:
-                continue
-            text = SEP.join((HASH_FORMAT, chain, str(candidate), body))
-            if hashlib.sha256(text.encode()).hexdigest() == row[16]:
-                return candidate
-    return None
+@dataclass(slots=True)
+class _Bad:
+    """An entry whose hash does not verify where it stands."""
+
+    seq: int
+    chain: int
+    pos: int
+    before: int | None  # seq of the entry just before it in its chain
+    written: tuple[int, int] | None = None  # (chain, position) its hash verifies under
+    searched: bool = False
+
+
+def _explain(bad: list[_Bad], findings: list[Finding]) -> None:
+    """Name the damage of the entries whose hash fails.
+
+    An entry written in another chain was moved. Within one chain, entries whose
+    written positions form a cycle were reordered; a run of entries all shifted by
+    the same offset was renumbered to hide inserted (offset > 0) or deleted
+    (offset < 0) entries before them. The rest were modified.
+    """
+    by_chain: dict[int, dict[int, _Bad]] = {}
+    for b in bad:
+        if b.written is not None and b.written[0] != b.chain:
+            findings.append(Finding(
+                Damage.MOVED, b.chain, b.pos, b.seq,
+                f"entry {b.seq} was moved from chain {b.written[0]} (position {b.written[1]}) "
+                f"to chain {b.chain} (position {b.pos})"))
+        else:
+            by_chain.setdefault(b.chain, {})[b.pos] = b
+    for chain, at in by_chain.items():
+        _explain_chain(chain, at, findings)
+
+
+def _explain_chain(chain: int, at: dict[int, _Bad], findings: list[Finding]) -> None:
+    shifted = {p: b.written[1] for p, b in at.items() if b.written is not None}
+    cycle: set[int] = set()
+    for start in shifted:
+        path, p = [start], shifted[start]
+        while p in shifted and p != start and len(path) <= len(shifted):
+            path.append(p)
+            p = shifted[p]
+        if p == start:
+            cycle.update(path)
+    explained: set[int] = set(cycle)
+    runs: list[list[_Bad]] = []
+    for p in sorted(shifted):
+        b = at[p]
+        if p in cycle:
+            findings.append(Finding(
+                Damage.REORDERED, chain, p, b.seq,
+                f"chain {chain}: entry {b.seq} was written at position {shifted[p]} and now "
+                f"stands at {p}"))
+            continue
+        explained.add(p)
+        last = runs[-1][-1] if runs else None
+        if last is None or p != last.pos + 1 or p - shifted[p] != last.pos - shifted[last.pos]:
+            runs.append([])
+        runs[-1].append(b)
+    for run in runs:
+        first = run[0]
+        offset = first.pos - shifted[first.pos]
+        span = (f"{len(run)} entr{'y' if len(run) == 1 else 'ies'} from position {first.pos} "
+                "renumbered")
+        if offset > 0:
+            where = first.pos - offset
+            explained.update(range(where, first.pos))  # inserted entries that fail too
+            findings.append(Finding(
+                Damage.INSERTED, chain, where, at[where].seq if where in at else first.before,
+                f"chain {chain}: {offset} entr{'y' if offset == 1 else 'ies'} inserted at "
+                f"position {where}; {span} to make room"))
+        else:
+            findings.append(Finding(
+                Damage.DELETED, chain, first.pos, first.seq,
+                f"chain {chain}: {-offset} entr{'y' if offset == -1 else 'ies'} deleted at "
+                f"position {first.pos}; {span} to close the gap"))
+    for p in sorted(at):
+        if p not in explained:
+            b = at[p]
+            note = "" if b.searched else " (not searched for further)"
+            findings.append(Finding(
+                Damage.MODIFIED, chain, p, b.seq,
+                f"entry {b.seq} (chain {chain}, position {p}) does not match its hash" + note))
 
 
 def verify_rows(
@@ -271,20 +394,32 @@ def verify_rows(
 
     Each row holds the values of :data:`ROW_COLUMNS` in that order, with ``ts``
     already formatted by :func:`format_ts`. Walks everything and reports every
-    finding, the most specific first.
+    finding (up to :data:`FINDINGS_LIMIT`), the most specific first.
+
+    Per entry: its hash is recomputed; it must link to the entry before it and
+    stand at the next position; it must stand in the chain its subjects' first
+    pseudonym chooses (so an entry moved to another chain and rehashed there is
+    still caught). Per chain: the last entry must be the recorded head. An entry
+    whose hash fails is searched for where it was written, to tell a moved,
+    reordered or renumbered entry from a modified one.
     """
     count = 0
     findings: list[Finding] = []
+    bad: list[_Bad] = []
     seen: set[int] = set()
     current: int | None = None
     expected_pos = 1
-    prev = GENESIS_HASH
+    prev: str | None = GENESIS_HASH  # None after a damaged entry
     last_seq = -1
+    before: int | None = None
+    offset = 0  # the last shift found in this chain: tried first on the next damaged entry
+    searches = 0
     sha256 = hashlib.sha256
     join = SEP.join
     mark = NONE_MARK
+    empty_subjects = "[]"
 
-    def close(chain: int, length: int, last_hash: str) -> None:
+    def close(chain: int, length: int, last_hash: str | None) -> None:
         head = heads.get(chain)
         if head is None:
             findings.append(Finding(Damage.UNKNOWN_CHAIN, chain, None, None,
@@ -301,7 +436,7 @@ def verify_rows(
                 Damage.INSERTED, chain, head.length + 1, None,
                 f"chain {chain} has {extra} entr{'y' if extra == 1 else 'ies'} after its "
                 "recorded head"))
-        elif head.head_hash != last_hash:
+        elif last_hash is not None and head.head_hash != last_hash:
             findings.append(Finding(Damage.HEAD_MISMATCH, chain, length, None,
                                     f"chain {chain}: the recorded head hash is not the last "
                                     "entry's hash"))
@@ -312,7 +447,8 @@ def verify_rows(
         if chain != current:
             if current is not None:
                 close(current, expected_pos - 1, prev)
-            current, expected_pos, prev, last_seq = chain, 1, GENESIS_HASH, -1
+            current, expected_pos, prev, last_seq, before, offset = (
+                chain, 1, GENESIS_HASH, -1, None, 0)
             seen.add(chain)
             if not 0 <= chain <= chains:
                 findings.append(Finding(Damage.UNKNOWN_CHAIN, chain, pos, seq,
@@ -326,39 +462,51 @@ def verify_rows(
             mark if reason is None else reason, prev_hash,
         ))
         if sha256(text.encode()).hexdigest() != own:
-            origin = _moved_from(row, chains)
-            written_at = None if origin is not None else _repositioned_from(row)
-            if origin is not None:
-                findings.append(Finding(Damage.MOVED, chain, pos, seq,
-                                        f"entry {seq} was moved from chain {origin} to chain "
-                                        f"{chain}"))
-            elif written_at is not None:
-                findings.append(Finding(Damage.REORDERED, chain, pos, seq,
-                                        f"chain {chain}: entry {seq} was written at position "
-                                        f"{written_at} and now stands at {pos}"))
+            if len(bad) < FINDINGS_LIMIT:
+                entry = _Bad(seq, chain, pos, before)
+                if offset and _hash_at(row, chain, pos - offset) == own:
+                    entry.written, entry.searched = (chain, pos - offset), True
+                elif searches < DIAGNOSE_LIMIT:
+                    searches += 1
+                    entry.written, entry.searched = _written_in(row, chains, heads), True
+                if entry.written is not None and entry.written[0] == chain:
+                    offset = pos - entry.written[1]
+                bad.append(entry)
+            prev = None
+        else:
+            # The chain its subjects choose (chain_for, inlined): pseudonyms are hex.
+            if subjects == empty_subjects:
+                home = 0
             else:
-                findings.append(Finding(Damage.MODIFIED, chain, pos, seq,
-                                        f"entry {seq} (chain {chain}, position {pos}) does not "
-                                        "match its hash"))
-            if len(findings) > 1000:
-                break
-        elif pos != expected_pos or prev_hash != prev:
-            if seq < last_seq:
-                findings.append(Finding(Damage.REORDERED, chain, pos, seq,
-                                        f"chain {chain}: entry {seq} at position {pos} was "
-                                        "written before the entry preceding it"))
-            elif pos > expected_pos:
-                findings.append(Finding(Damage.DELETED, chain, expected_pos, seq,
-                                        f"chain {chain}: position {expected_pos} is missing "
-                                        f"before entry {seq}"))
-            else:
-                findings.append(Finding(Damage.INSERTED, chain, pos, seq,
-                                        f"chain {chain}: entry {seq} at position {pos} does not "
-                                        "follow the previous entry"))
-            if len(findings) > 1000:
-                break
-        prev = own
+                try:
+                    home = 1 + int(subjects[2:10], 16) % chains
+                except ValueError:
+                    home = subject_chain(subjects, chains)  # type: ignore[assignment]
+            if home != chain and len(findings) < FINDINGS_LIMIT:
+                where = "no chain" if home is None else f"chain {home}"
+                findings.append(Finding(
+                    Damage.MOVED, chain, pos, seq,
+                    f"entry {seq} stands in chain {chain} but its subjects belong to {where}: "
+                    "it was moved there and rehashed"))
+            # After a damaged entry its successor's link is not judged: a reordered
+            # predecessor breaks it too, and the damage is already named.
+            if ((pos != expected_pos or (prev_hash != prev and prev is not None))
+                    and len(findings) < FINDINGS_LIMIT):
+                if seq < last_seq:
+                    findings.append(Finding(Damage.REORDERED, chain, pos, seq,
+                                            f"chain {chain}: entry {seq} at position {pos} was "
+                                            "written before the entry preceding it"))
+                elif pos > expected_pos:
+                    findings.append(Finding(Damage.DELETED, chain, expected_pos, seq,
+                                            f"chain {chain}: position {expected_pos} is missing "
+                                            f"before entry {seq}"))
+                else:
+                    findings.append(Finding(Damage.INSERTED, chain, pos, seq,
+                                            f"chain {chain}: entry {seq} at position {pos} does "
+                                            "not follow the previous entry"))
+            prev = own
         expected_pos = pos + 1
+        before = seq
         if seq > last_seq:
             last_seq = seq
     if current is not None:
@@ -369,5 +517,6 @@ def verify_rows(
             findings.append(Finding(Damage.DELETED, chain, 1, None,
                                     f"chain {chain} is empty, its head says {head.length} "
                                     "entries"))
+    _explain(bad, findings)
     return VerifyReport.from_findings(findings, entries=count, chains=len(seen),
                                       heads=tuple(heads[c] for c in sorted(heads)))

@@ -13,9 +13,16 @@ that every checkpoint is authentic and that the current log still contains
 each checkpointed head: a chain cut back below a checkpoint is a
 ``truncated_chain``; a chain rewritten consistently (hashes recomputed) after
 a checkpoint no longer has the checkpointed hash at that position, a
-``rewritten_after_checkpoint``. Entries appended after the newest checkpoint
-are only as trustworthy as the database until the next checkpoint: schedule
-``vault audit checkpoint`` (cron, systemd timer) as often as that gap matters.
+``rewritten_after_checkpoint``. A checkpoint whose body or signature was
+changed, or that another key signed, is a ``bad_signature``; one missing from
+the middle of the folder (each names the digest of the one before) is a
+``checkpoint_chain_broken``.
+
+Limits: entries appended after the newest checkpoint are only as trustworthy
+as the database until the next checkpoint, so schedule ``vault audit
+checkpoint`` (cron, systemd timer) as often as that gap matters; and deleting
+the newest checkpoint files goes unnoticed unless copies are kept where the
+attacker cannot reach (another host, write-once storage).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "Checkpoint",
     "canonical",
+    "has_checkpoints",
     "key_fingerprint",
     "load_checkpoints",
     "load_public_key",
@@ -120,6 +128,11 @@ def _parse(path: Path) -> Checkpoint:
     return Checkpoint(body=body, signature=signature, path=path)
 
 
+def has_checkpoints(folder: Path) -> bool:
+    """True if ``folder`` exists and holds at least one checkpoint file."""
+    return folder.is_dir() and any(folder.glob(f"{_PREFIX}*.json"))
+
+
 def load_checkpoints(folder: Path) -> tuple[list[Checkpoint], list[Finding]]:
     """Every checkpoint file in ``folder``, by sequence, and findings for unreadable ones.
 
@@ -133,7 +146,7 @@ def load_checkpoints(folder: Path) -> tuple[list[Checkpoint], list[Finding]]:
     for path in sorted(folder.glob(f"{_PREFIX}*.json")):
         try:
             found.append(_parse(path))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             problems.append(Finding(Damage.BAD_CHECKPOINT, None, None, None,
                                     f"checkpoint file {path.name} is malformed"))
     found.sort(key=lambda c: c.sequence)
@@ -150,10 +163,17 @@ def write_checkpoint(
 ) -> Path:
     """Sign the given (verified) chain heads and write the next checkpoint file.
 
+    The file is written to a temporary name, synced, then linked to its final
+    name ``checkpoint-<number>-<UTC time>.json``, which never replaces an
+    existing file.
+
     Raises:
         AuditError: the folder holds malformed checkpoints or cannot be written.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AuditError(f"cannot create the checkpoint folder {folder}: {exc.strerror}") from None
     existing, problems = load_checkpoints(folder)
     if problems:
         raise AuditError(f"the checkpoint folder is damaged: {problems[0].detail}")
@@ -187,7 +207,27 @@ def write_checkpoint(
         raise AuditError(f"cannot write checkpoint to {folder}: {exc.strerror}") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+    rivals = [p for p in folder.glob(f"{_PREFIX}{sequence:06d}-*.json") if p != target]
+    if rivals:  # another writer took the same number at the same time: keep the chain linear
+        target.unlink(missing_ok=True)
+        raise AuditError(f"another checkpoint number {sequence} was written at the same time; "
+                         "try again")
+    _sync_folder(folder)
     return target
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the new directory entry durable (POSIX; a no-op where unsupported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def verify_checkpoints(
@@ -201,21 +241,31 @@ def verify_checkpoints(
     """Check signatures, the chain of checkpoints, and that each is a prefix of the log.
 
     Args:
+        checkpoints: as returned by :func:`load_checkpoints` (by sequence).
+        public_key: the vault's published checkpoint key.
+        vault_id: the id of the vault whose log is checked (None: not compared).
         lengths: the highest position present in each chain of the current log.
         hash_at: the hash of the entry at (chain, position), or None if absent.
+
+    Returns:
+        ``bad_signature`` (forged, altered, or signed by another key),
+        ``checkpoint_chain_broken`` (a checkpoint missing, replaced or
+        reordered), ``bad_checkpoint`` (another vault or key id),
+        ``truncated_chain`` and ``rewritten_after_checkpoint`` findings.
     """
     findings: list[Finding] = []
     fingerprint = key_fingerprint(public_key)
     previous: Checkpoint | None = None
+    previous_ok = True
     for cp in checkpoints:
         name = cp.path.name
         try:
             public_key.verify(cp.signature, canonical(cp.body))
         except InvalidSignature:
-            findings.append(Finding(Damage.BAD_CHECKPOINT, None, None, None,
+            findings.append(Finding(Damage.BAD_SIGNATURE, None, None, None,
                                     f"checkpoint {name}: the signature does not verify with "
-                                    "this public key"))
-            previous = cp
+                                    "this public key (forged, altered or signed by another key)"))
+            previous, previous_ok = cp, False
             continue
         if cp.body.get("key_id") != fingerprint:
             findings.append(Finding(Damage.BAD_CHECKPOINT, None, None, None,
@@ -225,11 +275,14 @@ def verify_checkpoints(
                                     f"checkpoint {name} belongs to another vault"))
         expected_seq = previous.sequence + 1 if previous else 1
         expected_prev = previous.digest() if previous else None
-        if cp.sequence != expected_seq or cp.body.get("previous") != expected_prev:
-            findings.append(Finding(Damage.BAD_CHECKPOINT, None, None, None,
-                                    f"checkpoint {name} does not follow checkpoint "
-                                    f"{expected_seq - 1}: a checkpoint is missing or replaced"))
-        for chain, (length, head) in cp.chains.items():
+        # After a bad signature the link is not judged again: that damage is named.
+        if previous_ok and (cp.sequence != expected_seq
+                            or cp.body.get("previous") != expected_prev):
+            findings.append(Finding(Damage.CHECKPOINT_GAP, None, None, None,
+                                    f"checkpoint {name} (number {cp.sequence}) does not follow "
+                                    f"checkpoint {expected_seq - 1}: a checkpoint is missing, "
+                                    "replaced or out of order"))
+        for chain, (length, head) in sorted(cp.chains.items()):
             if length == 0:
                 continue
             present = lengths.get(chain, 0)
@@ -241,5 +294,9 @@ def verify_checkpoints(
                 findings.append(Finding(Damage.REWRITTEN, chain, length, None,
                                         f"chain {chain} no longer holds the head signed by "
                                         f"checkpoint {cp.sequence} at position {length}"))
-        previous = cp
-    return findings
+        previous, previous_ok = cp, True
+    unique: dict[tuple[Damage, int | None, int | None, str], Finding] = {}
+    for f in findings:  # every later checkpoint sees the same truncation again
+        key = (f.kind, f.chain, f.position, f.detail if f.chain is None else "")
+        unique.setdefault(key, f)
+    return list(unique.values())

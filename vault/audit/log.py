@@ -170,23 +170,39 @@ class AuditLog:
         if checkpoints is None or public_key is None:
             return report
         found, findings = load_checkpoints(checkpoints)
-        with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+        wanted: dict[int, set[int]] = defaultdict(set)
+        for cp in found:
+            for chain, (length, _head) in cp.chains.items():
+                if length > 0:
+                    wanted[chain].add(length)
+        with self._snapshot() as conn:
             lengths = {int(c): int(n) for c, n in conn.execute(
                 select(_ENTRY.c.chain, func.max(_ENTRY.c.chain_seq)).group_by(_ENTRY.c.chain))}
-
-            def hash_at(chain: int, position: int) -> str | None:
-                value = conn.execute(select(_ENTRY.c.hash).where(
-                    _ENTRY.c.chain == chain, _ENTRY.c.chain_seq == position)).scalar()
-                return None if value is None else str(value)
-
-            findings += verify_checkpoints(found, public_key, vault_id=vault_id,
-                                           lengths=lengths, hash_at=hash_at)
+            hashes: dict[tuple[int, int], str] = {}
+            for chain, positions in wanted.items():
+                ordered = sorted(positions)
+                for i in range(0, len(ordered), 500):
+                    hashes.update(((chain, int(p)), str(h)) for p, h in conn.execute(
+                        select(_ENTRY.c.chain_seq, _ENTRY.c.hash).where(
+                            _ENTRY.c.chain == chain,
+                            _ENTRY.c.chain_seq.in_(ordered[i:i + 500]))))
+        findings += verify_checkpoints(found, public_key, vault_id=vault_id, lengths=lengths,
+                                       hash_at=lambda c, p: hashes.get((c, p)))
         if not found and not findings:
             findings.append(Finding(Damage.BAD_CHECKPOINT, None, None, None,
                                     f"no checkpoints in {checkpoints}"))
         return VerifyReport.from_findings(
             [*report.findings, *findings], entries=report.entries, chains=report.chains,
             heads=report.heads, checkpoints=len(found))
+
+    def _snapshot(self) -> Connection:
+        """A read-only view of one moment: SQLite's deferred transaction on WAL, and
+        REPEATABLE READ on PostgreSQL, so that heads and entries read in two
+        statements agree even while writers append."""
+        conn = self._engine.connect()
+        if self._engine.dialect.name == "postgresql":
+            return conn.execution_options(isolation_level="REPEATABLE READ")
+        return conn.execution_options(sqlite_begin="deferred")
 
     def _verify_chains(self, progress: Callable[[int, int], None] | None) -> VerifyReport:
         """Recompute every chain from the first entry and compare it with the heads.
@@ -202,7 +218,7 @@ class AuditLog:
         sql = (f"SELECT seq, chain, chain_seq, {ts_sql}, request_id, tenant, actor, "  # noqa: S608
                "action, collection, record_ids, subjects, fields, purpose, decision, reason, "
                "prev_hash, hash FROM audit_log ORDER BY chain, chain_seq")
-        with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+        with self._snapshot() as conn:
             heads = self.heads(conn)
             total = sum(h.length for h in heads.values())
             fetch: Callable[[int], Sequence[Sequence[Any]]]

@@ -7,8 +7,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import make_url, select
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from vault.audit.chain import VerifyReport
 from vault.audit.checkpoint import load_public_key
@@ -41,6 +41,13 @@ def verify_database(
     if public_key is not None:
         source = public_key if isinstance(public_key, bytes) else Path(os.fspath(public_key))
         key = load_public_key(source)
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ConfigError("the database URL is not a valid SQLAlchemy URL") from None
+    file = url.database if url.get_backend_name() == "sqlite" else None
+    if file not in (None, "", ":memory:") and not Path(str(file)).is_file():
+        raise ConfigError("no data database at the given SQLite path")  # else one is created
     engine = make_engine(database_url)
     try:
         try:

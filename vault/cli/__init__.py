@@ -229,6 +229,23 @@ def keys_retire(version: int, home: HomeOpt = None) -> None:
     out.print(f"KEK version {version} retired")
 
 
+@keys_app.command("export-public-key")
+@_guard
+def keys_export_public_key(
+    home: HomeOpt = None,
+    out_file: Annotated[Path | None, typer.Option("--out", metavar="FILE",
+                                                  help="Write the PEM here (default: stdout).")]
+    = None,
+) -> None:
+    """Print the Ed25519 public key that verifies audit checkpoints (safe to publish)."""
+    with _open(home) as vault:
+        pem = vault.audit.export_public_key(out_file)
+    if out_file is None:
+        sys.stdout.write(pem.decode())
+    else:
+        out.print(f"public key written to {out_file}")
+
+
 # ---------------------------------------------------------------- roles
 
 
@@ -304,7 +321,8 @@ def audit_verify(
     public_key: Annotated[Path | None, typer.Option(
         "--public-key", metavar="FILE",
         help="PEM public key of the checkpoints (from `vault keys export-public-key`). "
-             "With --database-url, no key file or other secret is needed.")] = None,
+             "No key file or other secret is needed: without one, only the data "
+             "database (--database-url, or the configured one) is read.")] = None,
     database_url: Annotated[str | None, typer.Option(
         "--database-url", help="Verify this data database without opening the vault "
                                "(an auditor's read-only access is enough).")] = None,
@@ -312,6 +330,11 @@ def audit_verify(
     """Recompute every audit hash chain (and checkpoints); exit 3 naming any damage."""
     from vault.audit.offline import verify_database
 
+    if database_url is None and public_key is not None:
+        # An auditor's machine holds no key file: read the data database only.
+        settings = _settings(home)
+        if not settings.resolved_key_file.exists():
+            database_url = settings.resolved_database_url
     with progress_bar() as bar:
         task = bar.add_task("verifying audit chains", total=None)
 
@@ -409,24 +432,6 @@ def audit_report(
     else:
         out_file.write_text(text, encoding="utf-8")
         out.print(f"{fmt} report written to {out_file} ({len(rep.rows)} rows)")
-
-
-@keys_app.command("export-public-key")
-@_guard
-def keys_export_public_key(
-    home: HomeOpt = None,
-    out_file: Annotated[Path | None, typer.Option("--out", metavar="FILE",
-                                                  help="Write the PEM here (default: stdout).")]
-    = None,
-) -> None:
-    """Print the Ed25519 public key that verifies audit checkpoints (safe to publish)."""
-    with _open(home) as vault:
-        pem = vault.audit.public_key_pem()
-    if out_file is None:
-        sys.stdout.write(pem.decode())
-    else:
-        out_file.write_bytes(pem)
-        out.print(f"public key written to {out_file}")
 
 
 def main() -> None:
