@@ -438,16 +438,9 @@ def test_unreachable_key_store_is_a_key_management_error(tmp_path: Path,
         KeyStore(engine, provider).get_key("acme", "s1")
 
 
-# ---------------------------------------------------------------- known defects
+# ---------------------------------------------------------------- races
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="BUG vault/crypto/keystore.py:144-156/258 vs 270-301: get_keys() reads the row, "
-           "then unwraps and _remember()s it with no check against a destroy() that "
-           "committed in between, so a key destroyed in this very process is served from "
-           "the cache for up to cache_ttl",
-)
 def test_a_read_racing_destroy_does_not_resurrect_the_key_in_the_cache(
         store: KeyStore, provider: FlakyProvider) -> None:
     store.create_keys("acme", ["s1"])

@@ -12,14 +12,21 @@ Data keys are wrapped with AES key wrap (RFC 3394) from ``cryptography``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
 import stat
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+try:  # POSIX advisory locks serialise key-file rewrites across processes
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: single-process use only
+    fcntl = None  # type: ignore[assignment]
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -78,6 +85,37 @@ class KeyProvider(Protocol):
         ...
 
 
+def _stamp_of(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+def _read_content(target: Path) -> tuple[dict[str, Any], tuple[int, int, int]]:
+    """Read and check a key file: it must exist, be private to its owner and be a JSON object.
+
+    Raises:
+        KeyManagementError: missing, unsafe permissions, or malformed.
+    """
+    try:
+        info = target.stat()
+    except FileNotFoundError:
+        raise KeyManagementError(
+            f"no key file at {target}: run `vault init` or set VAULT_KEY_FILE"
+        ) from None
+    if os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyManagementError(
+            f"key file {target} is accessible by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):o}); run `chmod 600 {target}`"
+        )
+    try:
+        content = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise KeyManagementError(f"key file {target} cannot be read as JSON") from None
+    if not isinstance(content, dict):
+        raise KeyManagementError(f"key file {target} is not a JSON object")
+    return content, (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -102,6 +140,7 @@ class LocalKeyProvider:
     def __init__(self, path: Path, content: dict[str, Any]) -> None:
         self._path = path
         self._lock = threading.RLock()
+        self._stamp: tuple[int, int, int] | None = None
         self._parse(content)
 
     def __repr__(self) -> str:
@@ -143,24 +182,10 @@ class LocalKeyProvider:
             KeyManagementError: missing, unsafe permissions, or malformed.
         """
         target = Path(path)
-        try:
-            info = target.stat()
-        except FileNotFoundError:
-            raise KeyManagementError(
-                f"no key file at {target}: run `vault init` or set VAULT_KEY_FILE"
-            ) from None
-        if os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyManagementError(
-                f"key file {target} is accessible by group or others "
-                f"(mode {stat.S_IMODE(info.st_mode):o}); run `chmod 600 {target}`"
-            )
-        try:
-            content = json.loads(target.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise KeyManagementError(f"key file {target} cannot be read as JSON") from None
-        if not isinstance(content, dict):
-            raise KeyManagementError(f"key file {target} is not a JSON object")
-        return cls(target, content)
+        content, stamp = _read_content(target)
+        provider = cls(target, content)
+        provider._stamp = stamp
+        return provider
 
     def _parse(self, content: dict[str, Any]) -> None:
         if content.get("format") != _FORMAT:
@@ -187,6 +212,38 @@ class LocalKeyProvider:
         )
         self._content = content
 
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Hold an exclusive lock on ``<key file>.lock`` for a read-modify-write.
+
+        Another process (a server, ``vault keys rotate``) may rewrite the key
+        file; without the lock two rotations from stale snapshots would each
+        write a *different* KEK under the same version number.
+        """
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _reload(self) -> None:
+        """Re-read the key file if another process changed it. Caller holds ``_lock``."""
+        try:
+            stamp = _stamp_of(self._path)
+        except OSError:
+            return  # vanished or unreadable: keep what we have; writes will fail loudly
+        if stamp == self._stamp:
+            return
+        content, stamp = _read_content(self._path)
+        self._parse(content)
+        self._stamp = stamp
+
     def _write(self, content: dict[str, Any]) -> None:
         """Write the key file atomically (temp file, fsync, rename) with mode 0600."""
         directory = self._path.parent
@@ -210,6 +267,7 @@ class LocalKeyProvider:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+        self._stamp = _stamp_of(self._path)
 
     # ------------------------------------------------------------------ KeyProvider
 
@@ -225,6 +283,9 @@ class LocalKeyProvider:
         if len(dek) != _KEY_BYTES:
             raise KeyManagementError("data keys must be 32 bytes")
         with self._lock:
+            # A cheap stat: wrap under the KEK that is current *now*, never
+            # under one another process has since rotated away or retired.
+            self._reload()
             version = self._current
             kek = self._keks[version]
         return version, aes_key_wrap(kek, dek)
@@ -232,6 +293,9 @@ class LocalKeyProvider:
     def unwrap(self, version: int, wrapped: bytes) -> bytes:
         with self._lock:
             kek = self._keks.get(version)
+            if kek is None:  # perhaps created by another process's rotation
+                self._reload()
+                kek = self._keks.get(version)
         if kek is None:
             raise KeyManagementError(f"KEK version {version} is not available (retired?)")
         try:
@@ -240,7 +304,8 @@ class LocalKeyProvider:
             raise KeyManagementError("a wrapped data key failed its integrity check") from None
 
     def rotate(self) -> int:
-        with self._lock:
+        with self._lock, self._file_lock():
+            self._reload()
             version = max(self._keks) + 1
             content = dict(self._content)
             keks = dict(content["keks"])
@@ -252,7 +317,8 @@ class LocalKeyProvider:
             return version
 
     def retire(self, version: int) -> None:
-        with self._lock:
+        with self._lock, self._file_lock():
+            self._reload()
             if version not in self._keks:
                 raise KeyManagementError(f"KEK version {version} does not exist")
             if version == self._current:

@@ -102,6 +102,10 @@ class KeyStore:
         self._clock = clock or SystemClock()
         self._cache: OrderedDict[tuple[str, str], tuple[DataKey, dt.datetime]] = OrderedDict()
         self._lock = threading.Lock()
+        # Bumped by every destroy(): a key unwrapped from a row read before a
+        # destroy of this process committed is returned to that one caller but
+        # never cached, so the destroyed key cannot be served afterwards.
+        self._epoch = 0
 
     def __repr__(self) -> str:
         return f"KeyStore(url={self._engine.url.render_as_string(hide_password=True)!r})"
@@ -129,8 +133,14 @@ class KeyStore:
             self._cache.move_to_end((tenant, subject_id))
             return key
 
-    def _remember(self, key: DataKey) -> None:
+    def _epoch_now(self) -> int:
         with self._lock:
+            return self._epoch
+
+    def _remember(self, key: DataKey, epoch: int) -> None:
+        with self._lock:
+            if epoch != self._epoch:
+                return  # a destroy() ran since the row was read: don't cache
             self._cache[(key.tenant, key.subject_id)] = (key, self._clock.now())
             self._cache.move_to_end((key.tenant, key.subject_id))
             while len(self._cache) > self._cache_size:
@@ -141,7 +151,7 @@ class KeyStore:
         with self._lock:
             self._cache.clear()
 
-    def _unwrap(self, row: object) -> DataKey:
+    def _unwrap(self, row: object, epoch: int) -> DataKey:
         wrapped = row.wrapped  # type: ignore[attr-defined]
         if wrapped is None:
             raise KeyDestroyed("the data subject's key was destroyed (crypto-shredded)")
@@ -153,7 +163,7 @@ class KeyStore:
             kek_version=row.kek_version,  # type: ignore[attr-defined]
             aead=AESGCM(material),
         )
-        self._remember(key)
+        self._remember(key, epoch)
         return key
 
     # ------------------------------------------------------------------ keys
@@ -170,6 +180,7 @@ class KeyStore:
         if not wanted:
             return []
         now = self._clock.now()
+        epoch = self._epoch_now()
         rows = []
         material: dict[str, bytes] = {}
         for sid in wanted:
@@ -198,7 +209,7 @@ class KeyStore:
         for made in inserted:
             key = DataKey(tenant=tenant, subject_id=made.subject_id, key_id=made.id,
                           kek_version=made.kek_version, aead=AESGCM(material[made.subject_id]))
-            self._remember(key)
+            self._remember(key, epoch)
             created.append(key)
         return created
 
@@ -242,6 +253,7 @@ class KeyStore:
                 found[sid] = key
         for start in range(0, len(missing), 500):
             chunk = missing[start:start + 500]
+            epoch = self._epoch_now()
             try:
                 with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
                     rows = conn.execute(
@@ -255,7 +267,7 @@ class KeyStore:
                 row = by_subject.get(sid)
                 if row is None:
                     raise NotFound("the data subject has no data key")
-                found[sid] = self._unwrap(row)
+                found[sid] = self._unwrap(row, epoch)
         return found
 
     def is_destroyed(self, tenant: str, subject_id: str) -> bool:
@@ -273,6 +285,7 @@ class KeyStore:
         Returns True if key material was destroyed now, False if there was none.
         """
         with self._lock:
+            self._epoch += 1
             self._cache.pop((tenant, subject_id), None)
         now = self._clock.now()
         with self._engine.begin() as conn:
@@ -298,6 +311,7 @@ class KeyStore:
             with self._engine.connect().execution_options(sqlite_begin="none") as conn:
                 conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
         with self._lock:
+            self._epoch += 1
             self._cache.pop((tenant, subject_id), None)
         return destroyed
 
