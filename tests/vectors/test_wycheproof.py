@@ -1,7 +1,7 @@
 """Wycheproof vectors for the primitives under Vault's crypto package.
 
 The JSON files are read straight from ``../shared/testdata/wycheproof/`` next to
-the repository. If they are missing the tests skip with the reason, unless
+the repository (or ``VAULT_WYCHEPROOF_DIR``). If they are missing the tests skip with the reason, unless
 ``VAULT_REQUIRE_VECTORS=1`` is set, in which case they fail.
 
 Only configurations Vault actually uses are exercised where the brief narrows
@@ -29,7 +29,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-VECTOR_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "wycheproof"
+VECTOR_DIR = Path(os.environ.get(
+    "VAULT_WYCHEPROOF_DIR",
+    Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "wycheproof",
+))
 REQUIRE_VECTORS = os.environ.get("VAULT_REQUIRE_VECTORS") == "1"
 
 Group = dict[str, Any]
@@ -58,7 +61,8 @@ def _missing(name: str) -> None:
     reason = f"Wycheproof file {VECTOR_DIR / name} not found"
     if REQUIRE_VECTORS:
         pytest.fail(f"{reason}; VAULT_REQUIRE_VECTORS=1 demands it")
-    pytest.skip(f"{reason} (vectors live in ../shared/testdata/wycheproof)")
+    pytest.skip(f"{reason} (vectors live in ../shared/testdata/wycheproof; "
+                "set VAULT_WYCHEPROOF_DIR)")
 
 
 @cache
