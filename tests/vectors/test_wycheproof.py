@@ -1,8 +1,8 @@
 """Wycheproof vectors for the primitives under Vault's crypto package.
 
 The JSON files are read straight from ``../shared/testdata/wycheproof/`` next to
-the repository (or ``VAULT_WYCHEPROOF_DIR``). If they are missing the tests skip with the reason, unless
-``VAULT_REQUIRE_VECTORS=1`` is set, in which case they fail.
+the repository (or ``VAULT_WYCHEPROOF_DIR``). If they are missing the tests
+skip with the reason, unless ``VAULT_REQUIRE_VECTORS=1`` is set, in which case they fail.
 
 Only configurations Vault actually uses are exercised where the brief narrows
 them: AES-GCM with 256-bit keys, 96-bit nonces and 128-bit tags (field
