@@ -434,6 +434,11 @@ def audit_report(
         out.print(f"{fmt} report written to {out_file} ({len(rep.rows)} rows)")
 
 
+from vault.cli.consent_cli import register as _register_consent  # noqa: E402
+
+_register_consent(app)
+
+
 def main() -> None:
     """Entry point of the ``vault`` script."""
     try:
