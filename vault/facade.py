@@ -1177,9 +1177,12 @@ class Vault:
                   region=actor.region, recipient=actor.recipient)
         new = new_subjects or {}
         existing = [s for s in dict.fromkeys(subject_ids) if s not in new]
-        facts = self.consent.subject_facts(conn, actor.tenant, existing, purpose)
+        uniform = self.consent.depends_only_on_restriction(use)
+        facts = self.consent.subject_facts(conn, actor.tenant, existing, purpose,
+                                           restricted_only=uniform)
         for sid in existing:
-            facts.setdefault(sid, SubjectFacts(sid, None, False, {}))  # fail closed: default
+            # Not found: unrestricted when only restriction matters, else the default regime.
+            facts.setdefault(sid, SubjectFacts(sid, None, False, {}))
         for sid, code in new.items():
             facts[sid] = SubjectFacts(sid, code, False, {})
         verdicts = self.consent.decide_many(facts, use)

@@ -48,6 +48,7 @@ from vault.consent.notices import Notice
 from vault.consent.receipts import build_receipt, sign_receipt, verify_receipt
 from vault.consent.tables import ConsentEventRow, ConsentStateRow
 from vault.errors import InvalidData, NotFound, VaultError
+from vault.jurisdiction import ConsentModel, SeparateConsentKind
 from vault.store.models import SubjectRow
 from vault.store.retry import transaction_attempts
 from vault.types import Actor, check_identifier
@@ -386,10 +387,41 @@ class ConsentService(_Service):
 
     # ------------------------------------------------------------------ enforcement
 
+    def depends_only_on_restriction(self, use: Use) -> bool:
+        """Whether ``use`` is allowed in every regime for any unrestricted subject,
+        whatever its consents (a notice-only purpose, no sensitive field needing a
+        separate consent, no recipient, no region). Then only restricted subjects
+        need looking up: the common case of account management stays cheap."""
+        if use.region is not None or use.recipient is not None:
+            return False
+        jurisdictions = self._vault.jurisdictions
+        for regime in jurisdictions.regimes:
+            profile = jurisdictions.profile(regime)
+            basis = use.purpose.basis_in(regime)
+            if profile.consent_model(use.purpose.name, basis) is not ConsentModel.NOTICE_ONLY:
+                return False
+            if (profile.sensitive.consent != "none"
+                    and profile.separate_consent.needed(SeparateConsentKind.SENSITIVE, basis)
+                    and any(profile.is_sensitive(c, cat) for _, c, cat in use.fields)):
+                return False
+        return True
+
     def subject_facts(self, conn: Connection, tenant: str, subject_ids: Sequence[str],
-                      purpose: str) -> dict[str, SubjectFacts]:
+                      purpose: str, *, restricted_only: bool = False
+                      ) -> dict[str, SubjectFacts]:
         """Jurisdiction, restriction and consent states of many subjects for one
-        purpose: one query (per 500 subjects) joining subjects and states."""
+        purpose: one query (per 500 subjects) joining subjects and states. With
+        ``restricted_only``, only the restricted subjects (without states)."""
+        if restricted_only:
+            found: dict[str, SubjectFacts] = {}
+            for start in range(0, len(subject_ids), _CHUNK):
+                chunk = list(subject_ids[start:start + _CHUNK])
+                for sid, code in conn.execute(
+                    select(_SUBJECTS.c.subject_id, _SUBJECTS.c.jurisdiction).where(
+                        _SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id.in_(chunk),
+                        _SUBJECTS.c.restricted_at.is_not(None))):
+                    found[sid] = SubjectFacts(sid, code, True, {})
+            return found
         names = [c.name for c in _STATE.c]
         jurisdictions: dict[str, str | None] = {}
         restricted: set[str] = set()
@@ -405,7 +437,7 @@ class ConsentService(_Service):
                        _SUBJECTS.c.restricted_at, *_STATE.c)
                 .select_from(joined)
                 .where(_SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id.in_(chunk)))
-            for sid, jurisdiction, restricted_at, *state in result.tuples():
+            for sid, jurisdiction, restricted_at, *state in result:
                 jurisdictions[sid] = jurisdiction
                 if restricted_at is not None:
                     restricted.add(sid)
