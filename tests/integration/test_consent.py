@@ -571,3 +571,18 @@ def test_summary_counts_and_opt_out_rates(vault: Vault) -> None:
     assert rows[("ccpa", "marketing")]["opt_out_rate"] == 1.0
     assert "gdpr,marketing,general,3,1,0,0,4,0.25" in summary.to_csv()
     assert '"schema_version": 1' in summary.to_json()
+
+
+def test_restricted_subject_in_a_batch(vault: Vault) -> None:
+    """A purpose that needs no consent still refuses a batch holding a restricted
+    subject (get_many), and find withholds only that subject's records."""
+    ids = {sid: new_subject(vault, sid, j) for sid, j in (("a", "DE"), ("b", "CN"), ("c", None))}
+    vault.subjects.restrict("b", tenant="acme")
+    with pytest.raises(SubjectRestricted) as info:
+        vault.get_many(CRM, "customers", list(ids.values()), purpose="account_management")
+    assert info.value.subjects == 1
+    assert vault.pseudonym("acme", "b") in last_audit(vault).subjects
+    found = vault.find(CRM, "customers", purpose="account_management", email="kim0@example.com")
+    assert sorted(r.subject_id for r in found) == ["a", "c"]
+    assert len(vault.get_many(DANA, "customers", list(ids.values()),
+                              purpose="dsar_fulfilment")) == 3
