@@ -1,7 +1,9 @@
 """The :class:`Vault` facade: the one object a CRM service talks to.
 
 Every data method follows the same path (see DESIGN.md): validate against the
-collection schema, decide with the policy (default deny), touch the store,
+collection schema, decide with the policy (default deny), check consent,
+restriction and cross-border rules for every subject touched
+(:meth:`Vault._consent_gate`), touch the store,
 encrypt or decrypt with the subject's own data key, and append the audit
 entry in the same transaction. A denial is audited too, in a transaction of
 its own, before the error is raised.

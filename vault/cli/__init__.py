@@ -1,4 +1,4 @@
-"""The ``vault`` command line: init, demo, keys, roles, policy check, audit verify.
+"""The ``vault`` command line: init, demo, keys, roles, policy check, audit, consent.
 
 Only the CLI (and the gateway) read ``VAULT_*`` environment variables. Exit
 codes: 0 success; 1 a Vault error (one line on stderr saying why); 2 a usage
