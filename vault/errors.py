@@ -11,10 +11,14 @@ The tree::
     │   ├── UnknownRole
     │   └── InvalidTenant
     ├── AccessDenied           the policy refused (default deny)
+    │   ├── ConsentRequired    the purpose needs a consent the subject has not given
+    │   ├── SubjectRestricted  processing restricted (GDPR Art. 18, PIPL Art. 44)
+    │   └── TransferRefused    cross-border: no mechanism, or the data must stay local
     ├── NotFound               no such record, subject or key version
     ├── CryptoError
     │   ├── DecryptionError    any failure to open an envelope; never says why
-    │   └── KeyDestroyed       the subject's data key was crypto-shredded
+    │   ├── KeyDestroyed       the subject's data key was crypto-shredded
+    │   └── InvalidReceipt     a consent receipt's signature or content does not verify
     ├── KeyManagementError     rotation/retirement refused, key file unsafe
     ├── AuditError             the audit entry could not be written; nothing returned
     └── PolicyError            the policy engine failed (treated as deny)
@@ -30,14 +34,18 @@ __all__ = [
     "AccessDenied",
     "AuditError",
     "ConfigError",
+    "ConsentRequired",
     "CryptoError",
     "DecryptionError",
     "InvalidData",
+    "InvalidReceipt",
     "InvalidTenant",
     "KeyDestroyed",
     "KeyManagementError",
     "NotFound",
     "PolicyError",
+    "SubjectRestricted",
+    "TransferRefused",
     "UnknownCollection",
     "UnknownField",
     "UnknownPurpose",
@@ -116,6 +124,49 @@ class AccessDenied(VaultError):
     code = "access_denied"
 
 
+class _ConsentRefusal(AccessDenied):
+    """Base of the refusals of the consent layer.
+
+    Attributes:
+        reason: a stable sub-code (``consent_required``, ``reconsent_required``,
+            ``opted_out``, ``separate_consent_required``...).
+        purpose: the purpose refused.
+        scope: the consent scope missing (``general``, ``sensitive``...), if any.
+        subjects: how many subjects were refused.
+    """
+
+    def __init__(self, message: str, *, reason: str, purpose: str | None = None,
+                 scope: str | None = None, subjects: int = 1) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.purpose = purpose
+        self.scope = scope
+        self.subjects = subjects
+
+
+class ConsentRequired(_ConsentRefusal):
+    """The purpose rests on consent in the subject's regime and there is no
+    current consent covering this use (never given, withdrawn, opted out,
+    expired, given to a notice that does not cover it, or a separate consent
+    is missing)."""
+
+    code = "consent_required"
+
+
+class SubjectRestricted(_ConsentRefusal):
+    """The subject's processing is restricted; only storage, legal claims and
+    request fulfilment purposes may run (GDPR Art. 18(2), PIPL Art. 44/47)."""
+
+    code = "subject_restricted"
+
+
+class TransferRefused(_ConsentRefusal):
+    """The data would leave the subject's area without a transfer mechanism in
+    place, or the profile requires it to stay in the country."""
+
+    code = "transfer_refused"
+
+
 class NotFound(VaultError):
     """No such record, subject or key version."""
 
@@ -145,6 +196,15 @@ class KeyDestroyed(CryptoError):
     """The data subject's key was destroyed (crypto-shredded): data is gone."""
 
     code = "key_destroyed"
+
+
+class InvalidReceipt(CryptoError):
+    """A consent receipt does not verify (altered, forged, or another key)."""
+
+    code = "invalid_receipt"
+
+    def __init__(self, message: str = "the consent receipt does not verify") -> None:
+        super().__init__(message)
 
 
 class KeyManagementError(VaultError):

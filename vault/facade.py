@@ -1,7 +1,9 @@
 """The :class:`Vault` facade: the one object a CRM service talks to.
 
 Every data method follows the same path (see DESIGN.md): validate against the
-collection schema, decide with the policy (default deny), touch the store,
+collection schema, decide with the policy (default deny), check consent,
+restriction and cross-border rules for every subject touched
+(:meth:`Vault._consent_gate`), touch the store,
 encrypt or decrypt with the subject's own data key, and append the audit
 entry in the same transaction. A denial is audited too, in a transaction of
 its own, before the error is raised.
@@ -27,6 +29,9 @@ from vault.audit.chain import AuditEvent, Decision
 from vault.audit.log import AuditLog
 from vault.clock import Clock, SystemClock
 from vault.config import VaultSettings
+from vault.consent.decision import Refusal, SubjectFacts, Use, Verdict
+from vault.consent.notices import NoticeRegistry, load_notices
+from vault.consent.service import ConsentService
 from vault.crypto.blind_index import BlindIndexer
 from vault.crypto.envelope import AESGCMFieldCipher, FieldContext, RecordContext
 from vault.crypto.keys import KeyProvider, LocalKeyProvider
@@ -37,13 +42,17 @@ from vault.errors import (
     AccessDenied,
     AuditError,
     ConfigError,
+    ConsentRequired,
     DecryptionError,
     InvalidData,
     KeyDestroyed,
     NotFound,
+    SubjectRestricted,
+    TransferRefused,
     UnknownField,
     VaultError,
 )
+from vault.jurisdiction import JurisdictionRegistry, load_jurisdictions
 from vault.policy.engine import CasbinPolicyEngine
 from vault.policy.purposes import PurposeRegistry, load_purposes
 from vault.schema import CollectionSchema, FieldSpec, SchemaRegistry, load_schemas
@@ -52,6 +61,7 @@ from vault.store.codec import decode_envelopes, encode_envelopes
 from vault.store.engine import is_sqlite, make_engine
 from vault.store.models import BlindIndexRow, Meta, RecordRow, SubjectRow
 from vault.store.retry import transaction_attempts
+from vault.subjects import SubjectService
 from vault.types import Actor, Record, check_identifier
 from vault.validation import index_form, normalize_for_index, validate_record
 
@@ -67,6 +77,7 @@ _META = cast(Table, Meta.__table__)
 _JURISDICTION = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
 _IN_CHUNK = 500
 SYSTEM_ACTOR = "system"
+_CONSENT_REFUSALS = (ConsentRequired, SubjectRestricted, TransferRefused)
 
 
 def _new_id() -> str:
@@ -112,6 +123,10 @@ class Vault:
         keys: key status, rotation, retirement, crypto-shredding.
         audit: verify the audit log.
         policy: check decisions and change rules.
+        consent: the consent ledger, receipts, GPC, reports
+            (:class:`~vault.consent.service.ConsentService`).
+        subjects: a subject's jurisdiction and restriction
+            (:class:`~vault.subjects.SubjectService`).
     """
 
     def __init__(
@@ -148,6 +163,10 @@ class Vault:
         self.keys = KeyService(self)
         self.audit = AuditService(self)
         self.policy = PolicyService(self)
+        self._jurisdictions, self._notices = self._load_consent_policies(
+            settings.resolved_policies, purposes)
+        self.consent = ConsentService(self)
+        self.subjects = SubjectService(self)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -195,7 +214,7 @@ class Vault:
         # Validate policies before creating anything, so a broken file leaves no half-made vault.
         policies_dir = cfg.resolved_policies
         load_schemas(policies_dir)
-        load_purposes(policies_dir / "purposes.toml")
+        cls._load_consent_policies(policies_dir, load_purposes(policies_dir / "purposes.toml"))
         data_engine = make_engine(cfg.resolved_database_url)
         with data_engine.connect() as conn:
             if migrate.current_revision(data_engine) is not None or conn.dialect.has_table(
@@ -389,7 +408,8 @@ class Vault:
         self._audit.write([AuditEvent(
             tenant=actor.tenant, actor=actor.id, action=action, decision=decision,
             collection=collection, record_ids=tuple(record_ids), subjects=tuple(subjects),
-            fields=tuple(fields), purpose=purpose, reason=exc.code,
+            fields=tuple(fields), purpose=purpose,
+            reason=getattr(exc, "reason", None) or exc.code,
         )])
         raise exc
 
@@ -758,6 +778,8 @@ class Vault:
             conn.rollback()
         subjects = [s if s is not None else _new_id() for s in subject_ids]
         new_subjects = list(dict.fromkeys(s for s in subjects if s not in known))
+        gate_events = self._gate_write(actor, schema, purpose, subjects, written,
+                                       {s: jurisdiction for s in new_subjects})
         try:
             keys = self._subject_keys(tenant, subjects, create=self._creatable(
                 tenant, new_subjects, set(given)))
@@ -798,6 +820,7 @@ class Vault:
                     if index_rows:
                         conn.execute(insert(_BLIND), index_rows)
                     self._audit.append(conn, self._group_events(events))
+                    self._audit.append(conn, gate_events)
         except SQLAlchemyError as exc:
             self._transaction_failed(exc)
         return [row["id"] for row in record_rows]
@@ -846,6 +869,10 @@ class Vault:
                     row = self._load_rows(conn, tenant, schema.name, [rid]).get(rid)
                     if row is None:
                         raise NotFound(f"no record {rid} in {schema.name}")
+                    refused, gate_events = self._consent_gate(
+                        conn, actor, schema, purpose, [row.subject_id], sorted(values))
+                    if refused:
+                        raise self._consent_error(purpose, refused)
                     pseudonym = self.pseudonym(tenant, row.subject_id)
                     key = self._keystore.get_key(tenant, row.subject_id)
                     envelopes = decode_envelopes(row.envelopes)
@@ -872,6 +899,10 @@ class Vault:
                         collection=schema.name, record_ids=(rid,), subjects=(pseudonym,),
                         fields=tuple(sorted(values)), purpose=purpose,
                     )])
+                    self._audit.append(conn, gate_events)
+        except _CONSENT_REFUSALS as exc:
+            self._refuse(exc, actor, "update", collection=schema.name, purpose=purpose,
+                         record_ids=[rid])
         except (NotFound, KeyDestroyed, DecryptionError) as exc:
             self._refuse(exc, actor, "update", collection=schema.name, purpose=purpose,
                          record_ids=[rid], decision=Decision.ERROR)
@@ -985,6 +1016,7 @@ class Vault:
         tenant = actor.tenant
         unique_ids = list(dict.fromkeys(ids))
         rows: dict[str, Any] = {}
+        refused: dict[str, Verdict] = {}
         try:
             for attempt in transaction_attempts():
                 with attempt, self._engine.begin() as conn:
@@ -994,6 +1026,15 @@ class Vault:
                         raise NotFound(f"{len(missing)} record(s) not found in {schema.name}: "
                                        f"{', '.join(missing[:5])}")
                     subject_ids = list(dict.fromkeys(row.subject_id for row in rows.values()))
+                    refused, gate_events = self._consent_gate(
+                        conn, actor, schema, purpose, subject_ids,
+                        [f for f in requested if f in readable or f in maskable])
+                    if refused and must_exist:
+                        raise self._consent_error(purpose, refused)
+                    if refused:  # find: the refused subjects' records are withheld
+                        gate_events += self._withheld_events(actor, schema, purpose, action,
+                                                             rows, refused)
+                        subject_ids = [s for s in subject_ids if s not in refused]
                     try:
                         keys = self._keystore.get_keys(tenant, subject_ids)
                     except KeyDestroyed:
@@ -1012,6 +1053,11 @@ class Vault:
                                                   readable, maskable, requested)
                     result = [records[r] for r in ids if r in records]
                     self._commit_read(actor, schema, purpose, action, list(records.values()), conn)
+                    self._audit.append(conn, gate_events)
+        except _CONSENT_REFUSALS as exc:
+            self._refuse(exc, actor, action, collection=schema.name, purpose=purpose,
+                         record_ids=list(unique_ids[:50]),
+                         subjects=[self.pseudonym(tenant, s) for s in list(refused)[:50]])
         except (NotFound, KeyDestroyed, DecryptionError) as exc:
             subjects = []
             if isinstance(exc, KeyDestroyed | DecryptionError):
@@ -1087,6 +1133,132 @@ class Vault:
             conn.rollback()
         return self._read(actor, schema, purpose, sorted(ids or ()), None, action="search",
                           must_exist=False, verify=wanted)
+
+    # ------------------------------------------------------------------ consent
+
+    @staticmethod
+    def _load_consent_policies(
+        policies_dir: Path, purposes: PurposeRegistry,
+    ) -> tuple[JurisdictionRegistry, NoticeRegistry]:
+        """Jurisdiction profiles and notices, cross-checked against the purposes."""
+        return (load_jurisdictions(policies_dir / "jurisdictions.toml", purposes),
+                load_notices(policies_dir / "notices.toml", purposes))
+
+    @property
+    def jurisdictions(self) -> JurisdictionRegistry:
+        return self._jurisdictions
+
+    @property
+    def notices(self) -> NoticeRegistry:
+        return self._notices
+
+    def _consent_gate(
+        self, conn: Connection, actor: Actor, schema: CollectionSchema, purpose: str,
+        subject_ids: Sequence[str], fields: Sequence[str], *,
+        new_subjects: Mapping[str, str | None] | None = None,
+    ) -> tuple[dict[str, Verdict], list[AuditEvent]]:
+        """Consent, restriction and cross-border checks for every subject a call touches.
+
+        The one place the data path asks the consent layer: one batched lookup
+        of the subjects' jurisdictions, restriction flags and consent states for
+        ``purpose`` (per 500 subjects), then the pure per-subject decision of
+        :func:`vault.consent.decide` for the ``fields`` used. Subjects in
+        ``new_subjects`` (being created by this write, with their jurisdiction)
+        have no consent yet.
+
+        Returns:
+            The refused subjects with their verdicts, and audit events naming the
+            transfer mechanism relied on for allowed cross-border access (to be
+            appended in the caller's transaction).
+        """
+        specs = [schema.fields[f] for f in fields]
+        use = Use(purpose=self._purposes.get(purpose),
+                  categories=frozenset(spec.category for spec in specs),
+                  fields=tuple((spec.name, spec.classification.value, spec.category)
+                               for spec in specs),
+                  region=actor.region, recipient=actor.recipient)
+        new = new_subjects or {}
+        existing = [s for s in dict.fromkeys(subject_ids) if s not in new]
+        uniform = self.consent.depends_only_on_restriction(use)
+        facts = self.consent.subject_facts(conn, actor.tenant, existing, purpose,
+                                           restricted_only=uniform)
+        for sid in existing:
+            # Not found: unrestricted when only restriction matters, else the default regime.
+            facts.setdefault(sid, SubjectFacts(sid, None, False, {}))
+        for sid, code in new.items():
+            facts[sid] = SubjectFacts(sid, code, False, {})
+        verdicts = self.consent.decide_many(facts, use)
+        refused = {sid: v for sid, v in verdicts.items() if not v.allowed}
+        transfers = [
+            AuditEvent(tenant=actor.tenant, actor=actor.id, action="transfer",
+                       decision=Decision.ALLOW, collection=schema.name,
+                       subjects=(self.pseudonym(actor.tenant, sid),), fields=tuple(fields),
+                       purpose=purpose, reason=f"{v.mechanism}:to:{actor.region}"[:64])
+            for sid, v in verdicts.items() if v.allowed and v.mechanism is not None
+        ]
+        return refused, self._group_events(transfers)
+
+    def _gate_write(
+        self, actor: Actor, schema: CollectionSchema, purpose: str, subjects: Sequence[str],
+        fields: Sequence[str], new_subjects: Mapping[str, str | None],
+    ) -> list[AuditEvent]:
+        """:meth:`_consent_gate` before a write: refuse the whole batch (audited) if
+        any subject is refused; otherwise return the transfer audit events."""
+        with self._engine.connect() as conn:
+            refused, events = self._consent_gate(conn, actor, schema, purpose, subjects,
+                                                 fields, new_subjects=new_subjects)
+            conn.rollback()
+        if refused:
+            self._refuse(self._consent_error(purpose, refused), actor, "write",
+                         collection=schema.name, purpose=purpose, fields=fields,
+                         subjects=[self.pseudonym(actor.tenant, s) for s in list(refused)[:50]])
+        return events
+
+    def _withheld_events(
+        self, actor: Actor, schema: CollectionSchema, purpose: str, action: str,
+        rows: Mapping[str, Any], refused: Mapping[str, Verdict],
+    ) -> list[AuditEvent]:
+        """Denial entries for search hits withheld because their subject was refused."""
+        events = [
+            AuditEvent(tenant=actor.tenant, actor=actor.id, action=action,
+                       decision=Decision.DENY, collection=schema.name, record_ids=(rid,),
+                       subjects=(self.pseudonym(actor.tenant, row.subject_id),),
+                       purpose=purpose,
+                       reason=(refused[row.subject_id].refusal or Refusal.CONSENT_REQUIRED).value)
+            for rid, row in rows.items() if row.subject_id in refused
+        ]
+        return self._group_events(events)
+
+    @staticmethod
+    def _consent_error(purpose: str, refused: Mapping[str, Verdict]) -> VaultError:
+        """One error for a refused batch: the most fundamental refusal wins."""
+        order = list(Refusal)
+        verdict = min(refused.values(),
+                      key=lambda v: order.index(v.refusal) if v.refusal else len(order))
+        refusal = verdict.refusal or Refusal.CONSENT_REQUIRED
+        scope = verdict.scope.value if verdict.scope else None
+        reason = f"{refusal.value}:{scope}" if scope else refusal.value
+        count = len(refused)
+        message = (f"{purpose} refused for {count} subject(s) under {verdict.regime}: "
+                   f"{refusal.value}" + (f" ({scope} consent)" if scope else ""))
+        if refusal is Refusal.RESTRICTED:
+            return SubjectRestricted(message, reason=reason, purpose=purpose, subjects=count)
+        if refusal in (Refusal.TRANSFER_REFUSED, Refusal.LOCALISATION):
+            return TransferRefused(message, reason=reason, purpose=purpose, subjects=count)
+        return ConsentRequired(message, reason=reason, purpose=purpose, scope=scope,
+                               subjects=count)
+
+    def _on_consent_withdrawn(self, tenant: str, subject_id: str, purpose: str,
+                              at: dt.datetime) -> None:
+        """Called after a withdrawal of consent to ``purpose`` is committed, when the
+        subject's profile sets ``erase_on_withdrawal`` (PIPL Art. 47(1)(3)).
+
+        It must queue proactive deletion of the subject's data held only on that
+        consent (the retention sweeper decides what that is and when). Today a
+        no-op: the retention module wires it. It runs outside the consent
+        transaction, so it must be idempotent and must not raise for a subject
+        that has nothing left to delete.
+        """
 
     # ------------------------------------------------------------------ subjects
 

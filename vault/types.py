@@ -17,6 +17,7 @@ RecordId = NewType("RecordId", str)
 
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}")
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_REGION = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
 
 
 def check_identifier(value: object, what: str) -> str:
@@ -38,15 +39,36 @@ class Actor:
         id: the actor's id (a user name or service account, not personal data
             of a customer).
         tenant: the tenant (domain) the actor works in.
+        region: where the actor processes the data it reads or writes (ISO
+            3166-1 country code, or a region code such as ``US-CA``). When it
+            lies outside a subject's area, the access is a cross-border
+            transfer and the subject's jurisdiction profile decides (transfer
+            mechanism, separate consent, localisation). None means "where the
+            data is": no transfer.
+        recipient: the id of another handler (a third party, not a processor
+            acting for you) that this actor provides the data to, or None.
+            Under PIPL Art. 23 that needs the subject's separate consent.
+
+    Misuse: ``region`` and ``recipient`` are declared by the caller; a gateway
+    must set them from its own knowledge of the client (service account,
+    deployment region), never from a request header the client controls.
     """
 
     id: str
     tenant: str = "default"
+    region: str | None = None
+    recipient: str | None = None
 
     def __post_init__(self) -> None:
         check_identifier(self.id, "actor")
         if not isinstance(self.tenant, str) or not _TENANT.fullmatch(self.tenant):
             raise InvalidTenant("tenant is not a valid identifier", field="tenant")
+        if self.region is not None and (
+            not isinstance(self.region, str) or not _REGION.fullmatch(self.region)
+        ):
+            raise InvalidData("region must look like DE, US or US-CA", field="region")
+        if self.recipient is not None:
+            check_identifier(self.recipient, "recipient")
 
 
 @dataclass(frozen=True, slots=True, repr=False)

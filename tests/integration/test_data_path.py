@@ -88,7 +88,11 @@ def test_support_agent_sees_masked_phone_and_no_identity(vault: Vault) -> None:
 
 def test_purpose_limits_access(vault: Vault) -> None:
     """marketing may read for marketing, and gets nothing for another purpose."""
-    rid = vault.put(CRM, "customers", customer(), purpose="account_management")
+    rid = vault.put(CRM, "customers", customer(), purpose="account_management",
+                    subject_id="cust-1")
+    # marketing rests on consent (opt-in) for a subject of the default regime.
+    vault.consent.grant("cust-1", "marketing", tenant="acme", notice_id="marketing",
+                        notice_version=1)
     rec = vault.get(MAYA, "customers", rid, purpose="marketing")
     assert set(rec.data) == {"full_name", "email", "marketing_segment"}
     before = audit_count(vault)

@@ -37,6 +37,8 @@ PURPOSES = (
     "customer_support",
     "sales_outreach",
     "marketing",
+    "sale",
+    "sharing",
     "analytics",
     "legal_obligation",
     "dsar_fulfilment",
@@ -94,7 +96,7 @@ EXPECTED_ADMIN: dict[str, set[tuple[str, str]]] = {
     "analyst": set(),
     "dpo": {("dsar", "dsar.process"), ("consent", "consent.manage")},
     "compliance_officer": {("audit", "audit.read")},
-    "crm_service": set(),
+    "crm_service": {("consent", "consent.manage")},
 }
 ADMIN_PAIRS = (
     ("audit", "audit.read"),

@@ -17,6 +17,8 @@ SHIPPED_NAMES = {
     "customer_support",
     "sales_outreach",
     "marketing",
+    "sale",
+    "sharing",
     "analytics",
     "legal_obligation",
     "dsar_fulfilment",
@@ -30,7 +32,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_shipped_file_declares_the_eight_purposes() -> None:
+def test_shipped_file_declares_the_documented_purposes() -> None:
     """The shipped purposes.toml loads and declares exactly the documented purposes."""
     registry = load_purposes(SHIPPED)
     assert registry.names == SHIPPED_NAMES

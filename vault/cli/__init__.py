@@ -1,4 +1,4 @@
-"""The ``vault`` command line: init, demo, keys, roles, policy check, audit verify.
+"""The ``vault`` command line: init, demo, keys, roles, policy check, audit, consent.
 
 Only the CLI (and the gateway) read ``VAULT_*`` environment variables. Exit
 codes: 0 success; 1 a Vault error (one line on stderr saying why); 2 a usage
@@ -432,6 +432,11 @@ def audit_report(
     else:
         out_file.write_text(text, encoding="utf-8")
         out.print(f"{fmt} report written to {out_file} ({len(rep.rows)} rows)")
+
+
+from vault.cli.consent_cli import register as _register_consent  # noqa: E402
+
+_register_consent(app)
 
 
 def main() -> None:

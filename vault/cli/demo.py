@@ -8,6 +8,7 @@ country (checked by phonenumbers, as Vault itself checks them).
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -135,23 +136,34 @@ def run_demo(
         crm = Actor("crm-backend", TENANT)
         people = make_customers(customers, seed=seed)
         first_id = ""
+        run_tag = uuid.uuid4().hex[:8]  # fresh subject ids when the demo runs again
+        subjects: list[tuple[str, str]] = []  # (subject id, jurisdiction)
         with progress_factory() as bar:
             task = bar.add_task("encrypting and storing customers", total=len(people))
             batch = 200
             for start in range(0, len(people), batch):
                 chunk = people[start : start + batch]
-                by_jurisdiction: dict[str, list[dict[str, Any]]] = {}
-                for jurisdiction, record in chunk:
-                    by_jurisdiction.setdefault(jurisdiction, []).append(record)
-                for jurisdiction, records in by_jurisdiction.items():
-                    ids = vault.put_many(crm, "customers", records, purpose="account_management",
+                by_jurisdiction: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+                for n, (jurisdiction, record) in enumerate(chunk, start):
+                    by_jurisdiction.setdefault(jurisdiction, []).append(
+                        (f"demo-{run_tag}-{n}", record))
+                for jurisdiction, pairs in by_jurisdiction.items():
+                    ids = vault.put_many(crm, "customers", [r for _, r in pairs],
+                                         purpose="account_management",
+                                         subject_ids=[sid for sid, _ in pairs],
                                          jurisdiction=jurisdiction)
+                    subjects.extend((sid, jurisdiction) for sid, _ in pairs)
                     if not first_id and jurisdiction == "CN":
                         first_id = ids[0]
+                        shown = (pairs[0][0], jurisdiction)  # it consents, below
+                        subjects.remove(shown)
+                        subjects.insert(0, shown)
                 bar.update(task, advance=len(chunk))
         if not first_id:
             first_id = vault.put(crm, "customers", people[0][1], purpose="account_management",
-                                 jurisdiction=people[0][0])
+                                 subject_id=f"demo-{run_tag}-0", jurisdiction=people[0][0])
+            subjects.insert(0, (f"demo-{run_tag}-0", people[0][0]))
+        _record_consents(vault, subjects, out, progress_factory)
         _show_views(vault, first_id, out)
         found = vault.find(Actor("sam", TENANT), "customers", purpose="customer_support",
                            email=people[4][1]["email"].upper())
@@ -162,6 +174,33 @@ def run_demo(
         out.print(f"[{colour}]audit log {'verified' if report.ok else 'DAMAGED'}[/]: "
                   f"{report.entries} entries in {report.chains} chains")
         return report.ok
+
+
+def _record_consents(vault: Vault, subjects: list[tuple[str, str]], out: Console,
+                     progress_factory: Callable[[], Progress]) -> None:
+    """Every second customer consents to marketing through the sign-up form; every
+    tenth Californian sends a Global Privacy Control signal."""
+    crm = Actor("crm-backend", TENANT)
+    consenting = subjects[::2]
+    gpc = [sid for sid, j in subjects if j == "US-CA"][::10]
+    with progress_factory() as bar:
+        task = bar.add_task("recording consents", total=len(consenting) + len(gpc))
+        for sid, _ in consenting:
+            vault.consent.grant(sid, "marketing", tenant=TENANT, notice_id="marketing",
+                                notice_version=1, method="web_form", source="demo-signup",
+                                actor=crm)
+            bar.update(task, advance=1)
+        for sid in gpc:
+            vault.consent.apply_gpc(sid, source="demo-gateway", tenant=TENANT, actor=crm)
+            bar.update(task, advance=1)
+    rows = {(r["regime"], r["purpose"]): r for r in
+            vault.consent.summary(tenant=TENANT, actor=crm).rows}
+    described = ", ".join(
+        f"{regime} {rows[(regime, 'marketing')]['granted']}"
+        for regime in ("gdpr", "ccpa", "pipl") if (regime, "marketing") in rows)
+    out.print(f"marketing consents recorded ({described}): opt-in under GDPR and PIPL, so "
+              f"the marketing role sees only those customers there; {len(gpc)} GPC "
+              "opt-out(s) of sale and sharing from Californians")
 
 
 def _show_views(vault: Vault, record_id: str, out: Console) -> None:

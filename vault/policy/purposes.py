@@ -5,13 +5,17 @@ Purposes are data, kept in ``policies/purposes.toml``::
     [purposes.account_management]
     description = "Run the customer's account."
 
-A purpose id is not personal data, so errors may name it.
+Each purpose names its lawful basis per regime (``lawful_basis``, with a
+``default`` for regimes not named) and whether it may run while a subject's
+processing is restricted (``restricted_use``). A purpose id is not personal
+data, so errors may name it.
 """
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated
@@ -20,9 +24,22 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from vault.errors import ConfigError, UnknownPurpose
 
-__all__ = ["Purpose", "PurposeRegistry", "load_purposes"]
+__all__ = ["LawfulBasis", "Purpose", "PurposeRegistry", "load_purposes"]
 
 PurposeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+RegimeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+class LawfulBasis(StrEnum):
+    """The legal ground a purpose rests on in one regime."""
+
+    CONSENT = "consent"
+    CONTRACT = "contract"
+    LEGAL_OBLIGATION = "legal_obligation"
+    VITAL_INTERESTS = "vital_interests"
+    PUBLIC_TASK = "public_task"
+    LEGITIMATE_INTERESTS = "legitimate_interests"
+    NOTICE = "notice"
 
 
 class Purpose(BaseModel):
@@ -31,12 +48,23 @@ class Purpose(BaseModel):
     Attributes:
         name: the id callers pass as ``purpose=`` (lower-case snake case).
         description: what the data is used for, in plain words.
+        lawful_basis: regime name (or ``default``) -> basis.
+        restricted_use: whether the purpose may run while a subject's
+            processing is restricted (storage, legal claims, requests).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: PurposeName
     description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+    lawful_basis: Mapping[RegimeName, LawfulBasis] = Field(default_factory=dict)
+    restricted_use: bool = False
+
+    def basis_in(self, regime: str) -> LawfulBasis:
+        """The lawful basis in ``regime``: its own entry, else ``default``, else
+        consent (fail closed: an undeclared basis needs the subject's consent)."""
+        basis = self.lawful_basis.get(regime) or self.lawful_basis.get("default")
+        return basis if basis is not None else LawfulBasis.CONSENT
 
 
 class _PurposeEntry(BaseModel):
@@ -45,6 +73,8 @@ class _PurposeEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+    lawful_basis: dict[RegimeName, LawfulBasis] = Field(default_factory=dict)
+    restricted_use: bool = False
 
 
 class _PurposesFile(BaseModel):
@@ -133,7 +163,8 @@ def load_purposes(path: Path) -> PurposeRegistry:
         raise ConfigError(f"{path}: invalid purposes: {problems}") from None
     return PurposeRegistry(
         [
-            Purpose(name=name, description=entry.description)
+            Purpose(name=name, description=entry.description,
+                    lawful_basis=entry.lawful_basis, restricted_use=entry.restricted_use)
             for name, entry in parsed.purposes.items()
         ]
     )

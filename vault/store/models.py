@@ -36,6 +36,9 @@ class SubjectRow(Base):
     pseudonym: Mapped[str64] = mapped_column(index=True)
     jurisdiction: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[dt.datetime]
+    # Set while processing is restricted (GDPR Art. 18, PIPL Art. 44); see vault.subjects.
+    restricted_at: Mapped[dt.datetime | None]
+    restriction_reason: Mapped[str | None] = mapped_column(String(64))
 
 
 class RecordRow(Base):

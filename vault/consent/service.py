@@ -1,0 +1,635 @@
+"""``v.consent``: the consent ledger, receipts, GPC and the batched consent lookup.
+
+Every event (grant, withdraw, refuse, expire) is appended to the
+``consent_events`` ledger, its signed receipt stored with it, the derived
+state of its (subject, purpose, scope) updated and the audit entry appended,
+all in one transaction; the subject's row is locked meanwhile, so two events
+of one subject never interleave. Withdrawal takes one call, like granting
+(GDPR Art. 7(3)); under regimes that ask for it (PIPL Art. 47) a withdrawal
+also calls the vault's withdrawal hook, which queues deletion of the data held
+only on that consent.
+
+When ``actor`` is given, the policy decides whether it may manage consent
+(``consent.manage`` on ``consent``); when omitted, the caller is the local
+operator, recorded as ``system``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import io
+import json
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
+from typing import Any, cast
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Connection, Table, and_, func, insert, select, update
+
+from vault.admin import _Service
+from vault.audit.chain import AuditEvent, Decision
+from vault.audit.checkpoint import load_public_key
+from vault.consent.decision import SubjectFacts, Use, Verdict, decide
+from vault.consent.model import (
+    ConsentEvent,
+    ConsentMethod,
+    ConsentScope,
+    ConsentState,
+    ConsentStatus,
+    EventKind,
+    apply,
+)
+from vault.consent.notices import Notice
+from vault.consent.receipts import build_receipt, sign_receipt, verify_receipt
+from vault.consent.tables import ConsentEventRow, ConsentStateRow
+from vault.errors import InvalidData, NotFound, VaultError
+from vault.jurisdiction import ConsentModel, SeparateConsentKind
+from vault.store.models import SubjectRow
+from vault.store.retry import transaction_attempts
+from vault.types import Actor, check_identifier
+
+__all__ = ["ConsentService", "ConsentSummary", "GPCResult"]
+
+_EVENTS = cast(Table, ConsentEventRow.__table__)
+_STATE = cast(Table, ConsentStateRow.__table__)
+_SUBJECTS = cast(Table, SubjectRow.__table__)
+_CHUNK = 500
+GPC_CONFLICT = "gpc_overrides_opt_in"
+
+
+@dataclass(frozen=True, slots=True)
+class GPCResult:
+    """What a Global Privacy Control signal changed.
+
+    Attributes:
+        events: the opt-out events recorded (one per GPC purpose).
+        conflicts: purposes where the signal overrode an earlier opt-in
+            (CCPA regs §7025(c)(3): the opt-out applies; the business may ask
+            the consumer to confirm the opt-in).
+        honoured: False if the subject's profile ignores GPC (nothing recorded).
+    """
+
+    events: tuple[ConsentEvent, ...]
+    conflicts: tuple[str, ...]
+    honoured: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentSummary:
+    """Counts per purpose and regime (from the derived states) and per event kind.
+
+    Attributes:
+        rows: one per (regime, purpose, scope): granted, withdrawn, refused,
+            expired, total, opt_out_rate (withdrawn + refused over total).
+        events: counts of ledger events per (kind, method).
+        gpc_signals: GPC opt-out events; gpc_conflicts: those that overrode an opt-in.
+    """
+
+    tenant: str | None
+    generated_at: dt.datetime
+    rows: tuple[dict[str, Any], ...]
+    events: tuple[dict[str, Any], ...]
+    gpc_signals: int
+    gpc_conflicts: int
+    columns: tuple[str, ...] = field(default=(
+        "regime", "purpose", "scope", "granted", "withdrawn", "refused", "expired", "total",
+        "opt_out_rate"))
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "schema_version": 1, "tenant": self.tenant,
+            "generated_at": self.generated_at.isoformat(), "rows": list(self.rows),
+            "events": list(self.events), "gpc_signals": self.gpc_signals,
+            "gpc_conflicts": self.gpc_conflicts,
+        }, indent=2, ensure_ascii=False) + "\n"
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(self.columns), lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow(row)
+        return buffer.getvalue()
+
+
+def _tenant(tenant: object) -> str:
+    if not isinstance(tenant, str):
+        raise InvalidData("tenant must be a string", field="tenant")
+    return Actor("system", tenant).tenant
+
+
+def _event_from(row: Any) -> ConsentEvent:
+    return ConsentEvent(
+        event_id=row.event_id, seq=int(row.seq), tenant=row.tenant, subject_id=row.subject_id,
+        purpose=row.purpose, scope=ConsentScope(row.scope), kind=EventKind(row.kind),
+        regime=row.regime, jurisdiction=row.jurisdiction, method=ConsentMethod(row.method),
+        notice_id=row.notice_id,
+        notice_version=None if row.notice_version is None else int(row.notice_version),
+        notice_hash=row.notice_hash, occurred_at=row.occurred_at, expires_at=row.expires_at,
+        source=row.source, evidence=row.evidence, conflict=row.conflict, actor=row.actor)
+
+
+def _state_from(row: Any) -> ConsentState:
+    return ConsentState(
+        tenant=row.tenant, subject_id=row.subject_id, purpose=row.purpose,
+        scope=ConsentScope(row.scope), status=ConsentStatus(row.status), regime=row.regime,
+        notice_id=row.notice_id,
+        notice_version=None if row.notice_version is None else int(row.notice_version),
+        expires_at=row.expires_at, event_id=row.event_id, event_seq=int(row.event_seq),
+        updated_at=row.updated_at)
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    purpose: str
+    scope: ConsentScope
+    kind: EventKind
+    method: ConsentMethod
+    source: str
+    evidence: str | None
+    notice: Notice | None = None
+    expires_at: dt.datetime | None = None
+    gpc: bool = False
+
+
+class ConsentService(_Service):
+    """Consent ledger: grant, withdraw, refuse, expire, GPC, state, history, receipts."""
+
+    # ------------------------------------------------------------------ events
+
+    def grant(
+        self, subject_id: str, purpose: str, *, tenant: str, notice_id: str,
+        notice_version: int, notice_hash: str | None = None,
+        scope: ConsentScope | str = ConsentScope.GENERAL,
+        method: ConsentMethod | str = ConsentMethod.API, source: str = "api",
+        evidence: str | None = None, expires_at: dt.datetime | None = None,
+        actor: Actor | None = None,
+    ) -> ConsentEvent:
+        """Record that the subject consents to ``purpose`` (in ``scope``).
+
+        Args:
+            subject_id: an existing data subject of ``tenant``.
+            purpose: a registered purpose the notice asks consent for.
+            notice_id, notice_version: the notice shown (``policies/notices.toml``).
+            notice_hash: SHA-256 hex of the text shown; must equal the
+                registered one if given (proves which text the subject saw).
+            scope: ``general``, or a separate consent: ``sensitive``,
+                ``provide_to_third_party``, ``cross_border``.
+            method: web_form, api, import, gpc or agent.
+            source: the system the decision came from.
+            evidence: a reference to evidence kept elsewhere (an id, not PII).
+            expires_at: end of validity (aware datetime in the future), if any.
+
+        Returns:
+            The recorded event; ``receipt(event.event_id)`` gives its receipt.
+
+        Raises:
+            InvalidData: unknown purpose, notice or scope, a notice that does
+                not cover the purpose/scope, a hash mismatch, a bad expiry.
+            NotFound: no such subject. AccessDenied: ``actor`` may not manage consent.
+        """
+        tenant = _tenant(tenant)
+        self._authorise(actor, "consent", "consent.manage", tenant=tenant)
+        try:
+            spec = self._spec(purpose, scope, EventKind.GRANT, method, source, evidence)
+            notice = self._vault.notices.get(notice_id, notice_version)
+            if not notice.covers(spec.purpose, spec.scope, ()):
+                raise InvalidData("the notice does not ask consent for this purpose and scope",
+                                  field="notice")
+            if notice_hash is not None and notice_hash.lower() != notice.text_sha256:
+                raise InvalidData("notice_hash does not match the registered notice text",
+                                  field="notice_hash")
+            if expires_at is not None and (expires_at.tzinfo is None
+                                           or expires_at <= self._vault.clock.now()):
+                raise InvalidData("expires_at must be an aware time in the future",
+                                  field="expires_at")
+        except InvalidData as exc:
+            self._deny("consent.grant", exc, tenant, actor, subject_id)
+        spec = _Spec(spec.purpose, spec.scope, spec.kind, spec.method, spec.source,
+                     spec.evidence, notice=notice, expires_at=expires_at)
+        return self._record(tenant, subject_id, [spec], actor)[0]
+
+    def withdraw(self, subject_id: str, purpose: str, *, tenant: str,
+                 scope: ConsentScope | str = ConsentScope.GENERAL,
+                 method: ConsentMethod | str = ConsentMethod.API, source: str = "api",
+                 evidence: str | None = None, actor: Actor | None = None) -> ConsentEvent:
+        """Record a withdrawal (an opt-out under an opt-out model). One call, no
+        notice needed: withdrawing is as easy as granting (GDPR Art. 7(3)).
+
+        Under a regime with ``erase_on_withdrawal`` (PIPL Art. 47) the vault's
+        withdrawal hook queues deletion of the data held only on this consent.
+        """
+        return self._simple(EventKind.WITHDRAW, subject_id, purpose, tenant=tenant,
+                            scope=scope, method=method, source=source, evidence=evidence,
+                            actor=actor)
+
+    def refuse(self, subject_id: str, purpose: str, *, tenant: str,
+               scope: ConsentScope | str = ConsentScope.GENERAL,
+               method: ConsentMethod | str = ConsentMethod.API, source: str = "api",
+               evidence: str | None = None, actor: Actor | None = None) -> ConsentEvent:
+        """Record that the subject was asked and said no."""
+        return self._simple(EventKind.REFUSE, subject_id, purpose, tenant=tenant, scope=scope,
+                            method=method, source=source, evidence=evidence, actor=actor)
+
+    def expire(self, subject_id: str, purpose: str, *, tenant: str,
+               scope: ConsentScope | str = ConsentScope.GENERAL, source: str = "vault",
+               actor: Actor | None = None) -> ConsentEvent:
+        """Record that a grant lapsed (its validity ended, or a policy ends it)."""
+        return self._simple(EventKind.EXPIRE, subject_id, purpose, tenant=tenant, scope=scope,
+                            method=ConsentMethod.API, source=source, evidence=None, actor=actor)
+
+    def apply_gpc(self, subject_id: str, *, source: str, tenant: str = "default",
+                  actor: Actor | None = None) -> GPCResult:
+        """Record a Global Privacy Control signal (``Sec-GPC: 1``) for a known subject.
+
+        Every purpose the subject's profile lists under ``gpc.purposes`` (sale
+        and sharing) gets an opt-out event with method ``gpc``. An earlier
+        opt-in does not win: the opt-out applies and the event records the
+        conflict (CCPA regs §7025(c)(3)). The absence of the signal is never
+        read as consent.
+
+        Raises:
+            NotFound: no such subject. AccessDenied: ``actor`` may not manage consent.
+        """
+        tenant = _tenant(tenant)
+        self._authorise(actor, "consent", "consent.manage", tenant=tenant)
+        try:
+            check_identifier(subject_id, "subject_id")
+            jurisdiction = self._jurisdiction(tenant, subject_id)
+        except (InvalidData, NotFound) as exc:
+            self._deny("consent.gpc", exc, tenant, actor, subject_id)
+        profile = self._vault.jurisdictions.profile_for(jurisdiction)
+        if not profile.gpc.honour:
+            self._vault._audit_admin("consent.gpc", actor=actor, tenant=tenant,
+                                     subjects=(self._vault.pseudonym(tenant, subject_id),),
+                                     reason=f"ignored:{profile.name}")
+            return GPCResult((), (), honoured=False)
+        specs = [_Spec(p, ConsentScope.GENERAL, EventKind.WITHDRAW, ConsentMethod.GPC,
+                       _text(source, "source"), None, gpc=True)
+                 for p in profile.gpc.purposes]
+        events = self._record(tenant, subject_id, specs, actor)
+        conflicts = tuple(e.purpose for e in events if e.conflict == GPC_CONFLICT)
+        return GPCResult(tuple(events), conflicts)
+
+    # ------------------------------------------------------------------ reads
+
+    def state(self, subject_id: str, *, tenant: str, actor: Actor | None = None
+              ) -> list[ConsentState]:
+        """The current state of every (purpose, scope) the subject has events for."""
+        tenant, subject_id = self._read_access("consent.state", subject_id, tenant, actor)
+        with self._vault.engine.connect() as conn:
+            rows = conn.execute(select(_STATE).where(
+                _STATE.c.tenant == tenant, _STATE.c.subject_id == subject_id
+            ).order_by(_STATE.c.purpose, _STATE.c.scope)).all()
+        return [_state_from(r) for r in rows]
+
+    def history(self, subject_id: str, *, tenant: str, actor: Actor | None = None
+                ) -> list[ConsentEvent]:
+        """Every ledger event of the subject, oldest first."""
+        tenant, subject_id = self._read_access("consent.history", subject_id, tenant, actor)
+        with self._vault.engine.connect() as conn:
+            rows = conn.execute(select(_EVENTS).where(
+                _EVENTS.c.tenant == tenant, _EVENTS.c.subject_id == subject_id
+            ).order_by(_EVENTS.c.seq)).all()
+        return [_event_from(r) for r in rows]
+
+    def receipt(self, event_id: str, *, tenant: str, actor: Actor | None = None
+                ) -> dict[str, Any]:
+        """The signed receipt of a ledger event, as issued when it was recorded.
+
+        Raises:
+            NotFound: no such event in the tenant.
+        """
+        tenant = _tenant(tenant)
+        self._authorise(actor, "consent", "consent.manage", tenant=tenant)
+        check_identifier(event_id, "event_id")
+        with self._vault.engine.connect() as conn:
+            row = conn.execute(select(
+                _EVENTS.c.subject_id, _EVENTS.c.receipt, _EVENTS.c.signature
+            ).where(_EVENTS.c.tenant == tenant, _EVENTS.c.event_id == event_id)).one_or_none()
+        if row is None:
+            raise NotFound(f"no consent event {event_id}")
+        self._vault._audit_admin("consent.receipt", actor=actor, tenant=tenant,
+                                 subjects=(self._vault.pseudonym(tenant, row.subject_id),))
+        public = self._vault._provider.signing_key().public_key()
+        from vault.audit.checkpoint import key_fingerprint
+
+        return {"receipt": json.loads(row.receipt), "alg": "Ed25519",
+                "keyId": key_fingerprint(public), "signature": row.signature}
+
+    def verify_receipt(self, receipt: Mapping[str, Any],
+                       public_key: bytes | Ed25519PublicKey | None = None) -> Mapping[str, Any]:
+        """Check a receipt's signature (with this vault's key, or a published PEM).
+
+        Returns:
+            The receipt body.
+
+        Raises:
+            InvalidReceipt: altered, forged or signed by another key.
+        """
+        if public_key is None:
+            key = self._vault._provider.signing_key().public_key()
+        elif isinstance(public_key, bytes):
+            key = load_public_key(public_key)
+        else:
+            key = public_key
+        return verify_receipt(receipt, key)
+
+    def summary(self, *, tenant: str | None = None, actor: Actor | None = None
+                ) -> ConsentSummary:
+        """Consent counts per regime, purpose and scope, opt-out rates, event counts."""
+        if tenant is not None:
+            tenant = _tenant(tenant)
+        self._authorise(actor, "consent", "consent.manage", tenant=tenant or "*")
+        state_q = select(_STATE.c.regime, _STATE.c.purpose, _STATE.c.scope, _STATE.c.status,
+                         func.count()).group_by(_STATE.c.regime, _STATE.c.purpose,
+                                                _STATE.c.scope, _STATE.c.status)
+        event_q = select(_EVENTS.c.kind, _EVENTS.c.method, _EVENTS.c.conflict,
+                         func.count()).group_by(_EVENTS.c.kind, _EVENTS.c.method,
+                                                _EVENTS.c.conflict)
+        if tenant is not None:
+            state_q = state_q.where(_STATE.c.tenant == tenant)
+            event_q = event_q.where(_EVENTS.c.tenant == tenant)
+        with self._vault.engine.connect() as conn:
+            states = conn.execute(state_q).all()
+            events = conn.execute(event_q).all()
+        table: dict[tuple[str, str, str], Counter[str]] = {}
+        for regime, purpose, scope, status, count in states:
+            table.setdefault((regime, purpose, scope), Counter())[status] += int(count)
+        rows = []
+        for (regime, purpose, scope), counts in sorted(table.items()):
+            total = sum(counts.values())
+            out = counts["withdrawn"] + counts["refused"]
+            rows.append({"regime": regime, "purpose": purpose, "scope": scope,
+                         "granted": counts["granted"], "withdrawn": counts["withdrawn"],
+                         "refused": counts["refused"], "expired": counts["expired"],
+                         "total": total, "opt_out_rate": round(out / total, 4) if total else 0.0})
+        by_kind: Counter[tuple[str, str]] = Counter()
+        gpc = conflicts = 0
+        for kind, method, conflict, count in events:
+            by_kind[(kind, method)] += int(count)
+            if method == ConsentMethod.GPC.value:
+                gpc += int(count)
+                if conflict == GPC_CONFLICT:
+                    conflicts += int(count)
+        self._vault._audit_admin("consent.report", actor=actor, tenant=tenant or "*",
+                                 reason="summary")
+        return ConsentSummary(
+            tenant=tenant, generated_at=self._vault.clock.now(), rows=tuple(rows),
+            events=tuple({"kind": k, "method": m, "count": n}
+                         for (k, m), n in sorted(by_kind.items())),
+            gpc_signals=gpc, gpc_conflicts=conflicts)
+
+    # ------------------------------------------------------------------ enforcement
+
+    def depends_only_on_restriction(self, use: Use) -> bool:
+        """Whether ``use`` is allowed in every regime for any unrestricted subject,
+        whatever its consents (a notice-only purpose, no sensitive field needing a
+        separate consent, no recipient, no region). Then only restricted subjects
+        need looking up: the common case of account management stays cheap."""
+        if use.region is not None or use.recipient is not None:
+            return False
+        jurisdictions = self._vault.jurisdictions
+        for regime in jurisdictions.regimes:
+            profile = jurisdictions.profile(regime)
+            basis = use.purpose.basis_in(regime)
+            if profile.consent_model(use.purpose.name, basis) is not ConsentModel.NOTICE_ONLY:
+                return False
+            if (profile.sensitive.consent != "none"
+                    and profile.separate_consent.needed(SeparateConsentKind.SENSITIVE, basis)
+                    and any(profile.is_sensitive(c, cat) for _, c, cat in use.fields)):
+                return False
+        return True
+
+    def subject_facts(self, conn: Connection, tenant: str, subject_ids: Sequence[str],
+                      purpose: str, *, restricted_only: bool = False
+                      ) -> dict[str, SubjectFacts]:
+        """Jurisdiction, restriction and consent states of many subjects for one
+        purpose: one query (per 500 subjects) joining subjects and states. With
+        ``restricted_only``, only the restricted subjects (without states)."""
+        if restricted_only:
+            found: dict[str, SubjectFacts] = {}
+            for start in range(0, len(subject_ids), _CHUNK):
+                chunk = list(subject_ids[start:start + _CHUNK])
+                for sid, code in conn.execute(
+                    select(_SUBJECTS.c.subject_id, _SUBJECTS.c.jurisdiction).where(
+                        _SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id.in_(chunk),
+                        _SUBJECTS.c.restricted_at.is_not(None))):
+                    found[sid] = SubjectFacts(sid, code, True, {})
+            return found
+        names = [c.name for c in _STATE.c]
+        jurisdictions: dict[str, str | None] = {}
+        restricted: set[str] = set()
+        states: dict[str, dict[ConsentScope, ConsentState]] = {}
+        for start in range(0, len(subject_ids), _CHUNK):
+            chunk = list(subject_ids[start:start + _CHUNK])
+            joined = _SUBJECTS.outerjoin(_STATE, and_(
+                _STATE.c.tenant == _SUBJECTS.c.tenant,
+                _STATE.c.subject_id == _SUBJECTS.c.subject_id,
+                _STATE.c.purpose == purpose))
+            result = conn.execute(
+                select(_SUBJECTS.c.subject_id, _SUBJECTS.c.jurisdiction,
+                       _SUBJECTS.c.restricted_at, *_STATE.c)
+                .select_from(joined)
+                .where(_SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id.in_(chunk)))
+            for sid, jurisdiction, restricted_at, *state in result:
+                jurisdictions[sid] = jurisdiction
+                if restricted_at is not None:
+                    restricted.add(sid)
+                if state[0] is not None:
+                    row = _state_from(SimpleNamespace(**dict(zip(names, state, strict=True))))
+                    states.setdefault(sid, {})[row.scope] = row
+        return {sid: SubjectFacts(sid, code, sid in restricted, states.get(sid, {}))
+                for sid, code in jurisdictions.items()}
+
+    def decide_many(self, facts: Mapping[str, SubjectFacts], use: Use) -> dict[str, Verdict]:
+        """A verdict per subject (pure, given the facts). Subjects with no consent
+        state share one decision per (jurisdiction, restriction): a batch of
+        10,000 customers costs a handful of decisions, not 10,000."""
+        now = self._vault.clock.now()
+        jurisdictions, notices = self._vault.jurisdictions, self._vault.notices
+        shared: dict[tuple[str | None, bool], Verdict] = {}
+        verdicts: dict[str, Verdict] = {}
+        for sid, f in facts.items():
+            if f.states:
+                verdicts[sid] = decide(f, use, jurisdictions=jurisdictions, notices=notices,
+                                       now=now)
+                continue
+            key = (f.jurisdiction, f.restricted)
+            verdict = shared.get(key)
+            if verdict is None:
+                verdict = shared[key] = decide(f, use, jurisdictions=jurisdictions,
+                                               notices=notices, now=now)
+            verdicts[sid] = verdict
+        return verdicts
+
+    # ------------------------------------------------------------------ internals
+
+    def _simple(self, kind: EventKind, subject_id: str, purpose: str, *, tenant: str,
+                scope: ConsentScope | str, method: ConsentMethod | str, source: str,
+                evidence: str | None, actor: Actor | None) -> ConsentEvent:
+        tenant = _tenant(tenant)
+        self._authorise(actor, "consent", "consent.manage", tenant=tenant)
+        try:
+            spec = self._spec(purpose, scope, kind, method, source, evidence)
+        except InvalidData as exc:
+            self._deny(f"consent.{kind.value}", exc, tenant, actor, subject_id)
+        return self._record(tenant, subject_id, [spec], actor)[0]
+
+    def _spec(self, purpose: str, scope: ConsentScope | str, kind: EventKind,
+              method: ConsentMethod | str, source: str, evidence: str | None) -> _Spec:
+        self._vault.purposes.get(purpose)
+        try:
+            scope = ConsentScope(scope)
+        except ValueError:
+            raise InvalidData("unknown consent scope", field="scope") from None
+        try:
+            method = ConsentMethod(method)
+        except ValueError:
+            raise InvalidData("unknown consent method", field="method") from None
+        if evidence is not None:
+            evidence = _text(evidence, "evidence", 255)
+        return _Spec(purpose, scope, kind, method, _text(source, "source"), evidence)
+
+    def _deny(self, action: str, exc: VaultError, tenant: str, actor: Actor | None,
+              subject_id: object) -> Any:
+        subjects: tuple[str, ...] = ()
+        if isinstance(subject_id, str):
+            with contextlib.suppress(InvalidData):
+                subjects = (self._vault.pseudonym(tenant, check_identifier(subject_id,
+                                                                           "subject_id")),)
+        self._vault._audit_admin(action, actor=actor, tenant=tenant, decision=Decision.DENY,
+                                 reason=exc.code, subjects=subjects)
+        raise exc
+
+    def _read_access(self, action: str, subject_id: str, tenant: str, actor: Actor | None
+                     ) -> tuple[str, str]:
+        tenant = _tenant(tenant)
+        self._authorise(actor, "consent", "consent.manage", tenant=tenant)
+        check_identifier(subject_id, "subject_id")
+        self._vault._audit_admin(action, actor=actor, tenant=tenant,
+                                 subjects=(self._vault.pseudonym(tenant, subject_id),))
+        return tenant, subject_id
+
+    def _jurisdiction(self, tenant: str, subject_id: str, conn: Connection | None = None,
+                      *, lock: bool = False) -> str | None:
+        query = select(_SUBJECTS.c.jurisdiction).where(
+            _SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id == subject_id)
+        if lock:
+            query = query.with_for_update()
+        if conn is None:
+            with self._vault.engine.connect() as own:
+                row = own.execute(query).one_or_none()
+        else:
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            raise NotFound(f"no data subject {subject_id} in tenant {tenant}")
+        return cast(str | None, row.jurisdiction)
+
+    def _record(self, tenant: str, subject_id: str, specs: Sequence[_Spec],
+                actor: Actor | None) -> list[ConsentEvent]:
+        """Append events, update states, sign receipts and audit: one transaction."""
+        vault = self._vault
+        action = f"consent.{'gpc' if specs and specs[0].gpc else specs[0].kind.value}"
+        try:
+            check_identifier(subject_id, "subject_id")
+        except InvalidData as exc:
+            self._deny(action, exc, tenant, actor, None)
+        pseudonym = vault.pseudonym(tenant, subject_id)
+        signing_key = vault._provider.signing_key()
+        actor_id = actor.id if actor is not None else "system"
+        recorded: list[ConsentEvent] = []
+        try:
+            for attempt in transaction_attempts():
+                with attempt, vault.engine.begin() as conn:
+                    recorded = []
+                    jurisdiction = self._jurisdiction(tenant, subject_id, conn, lock=True)
+                    regime = vault.jurisdictions.regime_for(jurisdiction)
+                    now = vault.clock.now()
+                    audit: list[AuditEvent] = []
+                    for spec in specs:
+                        previous_row = conn.execute(select(_STATE).where(
+                            _STATE.c.tenant == tenant, _STATE.c.subject_id == subject_id,
+                            _STATE.c.purpose == spec.purpose, _STATE.c.scope == spec.scope.value
+                        )).one_or_none()
+                        previous = None if previous_row is None else _state_from(previous_row)
+                        conflict = None
+                        if (spec.gpc and previous is not None
+                                and previous.status_at(now) is ConsentStatus.GRANTED):
+                            conflict = GPC_CONFLICT
+                        notice = spec.notice
+                        event = ConsentEvent(
+                            event_id=uuid.uuid4().hex, seq=0, tenant=tenant,
+                            subject_id=subject_id, purpose=spec.purpose, scope=spec.scope,
+                            kind=spec.kind, regime=regime, jurisdiction=jurisdiction,
+                            method=spec.method,
+                            notice_id=notice.id if notice else None,
+                            notice_version=notice.version if notice else None,
+                            notice_hash=notice.text_sha256 if notice else None,
+                            occurred_at=now, expires_at=spec.expires_at, source=spec.source,
+                            evidence=spec.evidence, conflict=conflict, actor=actor_id)
+                        body = build_receipt(event, vault_id=vault.vault_id, notice=notice,
+                                             public_key=signing_key.public_key())
+                        result = conn.execute(insert(_EVENTS).values(
+                            event_id=event.event_id, tenant=tenant, subject_id=subject_id,
+                            purpose=event.purpose, scope=event.scope.value,
+                            kind=event.kind.value, regime=regime, jurisdiction=jurisdiction,
+                            method=event.method.value, notice_id=event.notice_id,
+                            notice_version=event.notice_version, notice_hash=event.notice_hash,
+                            occurred_at=now, expires_at=event.expires_at, source=event.source,
+                            evidence=event.evidence, conflict=conflict, actor=actor_id,
+                            receipt=json.dumps(body, sort_keys=True, ensure_ascii=False),
+                            signature=sign_receipt(body, signing_key)))
+                        seq = int(cast(Any, result.inserted_primary_key)[0])
+                        event = _with_seq(event, seq)
+                        state = apply(previous, event)
+                        values = {
+                            "status": state.status.value, "regime": state.regime,
+                            "notice_id": state.notice_id, "notice_version": state.notice_version,
+                            "expires_at": state.expires_at, "event_id": state.event_id,
+                            "event_seq": state.event_seq, "updated_at": state.updated_at}
+                        if previous is None:
+                            conn.execute(insert(_STATE).values(
+                                tenant=tenant, subject_id=subject_id, purpose=state.purpose,
+                                scope=state.scope.value, **values))
+                        else:
+                            conn.execute(update(_STATE).where(
+                                _STATE.c.tenant == tenant, _STATE.c.subject_id == subject_id,
+                                _STATE.c.purpose == state.purpose,
+                                _STATE.c.scope == state.scope.value).values(**values))
+                        reason = f"{event.scope.value}:{event.method.value}"
+                        if conflict:
+                            reason += f":{conflict}"
+                        audit.append(AuditEvent(
+                            tenant=tenant, actor=actor_id, action=action,
+                            decision=Decision.ALLOW, subjects=(pseudonym,),
+                            purpose=event.purpose, reason=reason[:64],
+                            record_ids=(event.event_id,)))
+                        recorded.append(event)
+                    vault.audit_log.append(conn, audit)
+        except NotFound as exc:
+            self._deny(action, exc, tenant, actor, subject_id)
+        profile = vault.jurisdictions.profile(recorded[0].regime) if recorded else None
+        if profile is not None and profile.erase_on_withdrawal:
+            for event in recorded:
+                if event.kind is EventKind.WITHDRAW and event.scope is ConsentScope.GENERAL:
+                    vault._on_consent_withdrawn(tenant, subject_id, event.purpose,
+                                                event.occurred_at)
+        return recorded
+
+
+def _with_seq(event: ConsentEvent, seq: int) -> ConsentEvent:
+    return replace(event, seq=seq)
+
+
+def _text(value: object, what: str, limit: int = 128) -> str:
+    """A short free-text id (source system, evidence reference): printable, bounded."""
+    if not isinstance(value, str) or not value.strip() or len(value) > limit or not (
+            value.isprintable()):
+        raise InvalidData(f"{what} must be a short printable reference", field=what)
+    return value.strip()

@@ -1,0 +1,322 @@
+"""Jurisdiction profiles: which regime governs a data subject, and what it asks.
+
+Profiles are data, in ``policies/jurisdictions.toml`` (one ``[regimes.<name>]``
+table per regime: ``gdpr``, ``ccpa``, ``pipl`` and a conservative
+``default``), validated with pydantic when a vault opens. A subject's
+jurisdiction code (``EU``, ``DE``, ``US-CA``, ``CN``...) is mapped to a regime
+by :meth:`JurisdictionRegistry.regime_for`; a code no profile claims (or no
+code at all) gets ``default``.
+
+Everything here is pure: no database, no clock.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from vault.errors import ConfigError
+from vault.policy.purposes import LawfulBasis, PurposeRegistry
+
+__all__ = [
+    "DEFAULT_REGIME",
+    "ConsentModel",
+    "CrossBorderRule",
+    "JurisdictionProfile",
+    "JurisdictionRegistry",
+    "SeparateConsentKind",
+    "TransferDecision",
+    "load_jurisdictions",
+]
+
+DEFAULT_REGIME = "default"
+
+Code = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,3}(-[A-Z0-9]{1,3})?$")]
+RegimeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+class ConsentModel(StrEnum):
+    """How consent works for a consent-based purpose in one regime."""
+
+    OPT_IN = "opt_in"      # nothing until the subject grants
+    OPT_OUT = "opt_out"    # allowed until the subject opts out (CCPA sale/sharing)
+    NOTICE_ONLY = "notice_only"  # the purpose does not rest on consent here
+
+
+class CrossBorderRule(StrEnum):
+    FREE = "free"            # no transfer rule (CCPA)
+    MECHANISM = "mechanism"  # a recognised mechanism must be in place (GDPR Ch. V, PIPL Art. 38)
+    LOCALISE = "localise"    # data stays in the country (PIPL Art. 40 for CIIOs)
+
+
+class SeparateConsentKind(StrEnum):
+    """Kinds of processing that may need a consent of their own (PIPL's 单独同意)."""
+
+    SENSITIVE = "sensitive"
+    PROVIDE_TO_THIRD_PARTY = "provide_to_third_party"
+    CROSS_BORDER = "cross_border"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Deadline(_Strict):
+    """A request clock: ``value`` ``unit``s, optionally extendable."""
+
+    value: int = Field(ge=1)
+    unit: Literal["calendar_day", "business_day", "working_day", "calendar_month"]
+    extension: int | None = Field(default=None, ge=1)
+    notify_by: int | None = Field(default=None, ge=1)
+
+
+class Period(_Strict):
+    value: int = Field(ge=1)
+    unit: Literal["months", "years"]
+
+    @property
+    def months(self) -> int:
+        return self.value * (12 if self.unit == "years" else 1)
+
+
+class SensitiveRule(_Strict):
+    classifications: tuple[Name, ...] = ("sensitive",)
+    categories: tuple[Name, ...] = ()
+    consent: Literal["none", "explicit", "separate"] = "separate"
+
+
+class SeparateConsentRule(_Strict):
+    sensitive: tuple[LawfulBasis, ...] = ()
+    provide_to_third_party: tuple[LawfulBasis, ...] = ()
+    cross_border: tuple[LawfulBasis, ...] = ()
+
+    def needed(self, kind: SeparateConsentKind, basis: LawfulBasis) -> bool:
+        bases: tuple[LawfulBasis, ...] = getattr(self, kind.value)
+        return basis in bases
+
+
+class Arrangement(_Strict):
+    """A transfer mechanism this deployment has in place for some destinations."""
+
+    destinations: tuple[Code | Literal["*"], ...] = Field(min_length=1)
+    mechanism: Name
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class CrossBorder(_Strict):
+    rule: CrossBorderRule
+    mechanisms: tuple[Name, ...] = ()
+    adequate: tuple[Code, ...] = ()
+    arrangements: tuple[Arrangement, ...] = ()
+
+
+class GPCRule(_Strict):
+    honour: bool = True
+    purposes: tuple[Name, ...] = ("sale", "sharing")
+
+
+class JurisdictionProfile(_Strict):
+    """One regime's profile, as validated from ``jurisdictions.toml``."""
+
+    name: RegimeName
+    title: Annotated[str, StringConstraints(min_length=1)]
+    jurisdictions: tuple[Code, ...] = ()
+    rights: tuple[Name, ...] = Field(min_length=1)
+    acknowledge: Deadline | None = None
+    respond: Deadline
+    request_log_retention: Period | None = None
+    default_consent_model: Literal[ConsentModel.OPT_IN, ConsentModel.OPT_OUT]
+    consent_models: dict[Name, Literal[ConsentModel.OPT_IN, ConsentModel.OPT_OUT]] = Field(
+        default_factory=dict)
+    reask_after_months: int = Field(default=0, ge=0)
+    sensitive: SensitiveRule
+    separate_consent: SeparateConsentRule
+    cross_border: CrossBorder
+    gpc: GPCRule = GPCRule()
+    erase_on_withdrawal: bool = False
+
+    def consent_model(self, purpose: str, basis: LawfulBasis) -> ConsentModel:
+        """The consent model of ``purpose`` whose lawful basis here is ``basis``."""
+        if basis is not LawfulBasis.CONSENT:
+            return ConsentModel.NOTICE_ONLY
+        return ConsentModel(self.consent_models.get(purpose, self.default_consent_model))
+
+    def is_sensitive(self, classification: str, category: str) -> bool:
+        return (classification in self.sensitive.classifications
+                or category in self.sensitive.categories)
+
+
+@dataclass(frozen=True, slots=True)
+class TransferDecision:
+    """Whether data of a subject resident in one place may go to ``destination``.
+
+    Attributes:
+        cross_border: False when both places are in the same area (no transfer).
+        allowed: whether a mechanism covers it.
+        mechanism: the mechanism relied on (``adequacy``, ``scc``...), or None.
+        reference: the arrangement's reference (contract id...), or None.
+        reason: a stable code for the audit log when refused.
+    """
+
+    cross_border: bool
+    allowed: bool
+    mechanism: str | None = None
+    reference: str | None = None
+    reason: str | None = None
+
+
+class _File(_Strict):
+    regimes: dict[RegimeName, dict[str, object]] = Field(min_length=1)
+
+
+class JurisdictionRegistry:
+    """The profiles by regime name and the code -> regime map. Immutable."""
+
+    __slots__ = ("_by_code", "_profiles")
+
+    def __init__(self, profiles: Iterable[JurisdictionProfile]) -> None:
+        by_name: dict[str, JurisdictionProfile] = {}
+        by_code: dict[str, str] = {}
+        for profile in profiles:
+            if profile.name in by_name:
+                raise ConfigError(f"regime {profile.name!r} is defined twice")
+            by_name[profile.name] = profile
+            for code in profile.jurisdictions:
+                if code in by_code:
+                    raise ConfigError(f"jurisdiction {code} is claimed by {by_code[code]!r} "
+                                      f"and {profile.name!r}")
+                by_code[code] = profile.name
+        if DEFAULT_REGIME not in by_name:
+            raise ConfigError("jurisdictions: a 'default' regime is required")
+        self._profiles: Mapping[str, JurisdictionProfile] = by_name
+        self._by_code: Mapping[str, str] = by_code
+
+    @property
+    def regimes(self) -> tuple[str, ...]:
+        return tuple(sorted(self._profiles))
+
+    def regime_for(self, code: str | None) -> str:
+        """The regime governing a subject of jurisdiction ``code``.
+
+        ``EU``, ``EEA`` and EU/EEA country codes -> ``gdpr``; ``US-CA`` ->
+        ``ccpa``; ``CN`` -> ``pipl``; anything else, or None -> ``default``.
+        """
+        if code is None:
+            return DEFAULT_REGIME
+        return self._by_code.get(code, DEFAULT_REGIME)
+
+    def profile(self, regime: str) -> JurisdictionProfile:
+        """The profile of ``regime``.
+
+        Raises:
+            ConfigError: no such regime.
+        """
+        try:
+            return self._profiles[regime]
+        except KeyError:
+            raise ConfigError(f"no jurisdiction profile {regime!r}") from None
+
+    def profile_for(self, code: str | None) -> JurisdictionProfile:
+        return self._profiles[self.regime_for(code)]
+
+    def same_area(self, residency: str | None, region: str) -> bool:
+        """Whether ``region`` is inside the area of a subject resident in ``residency``.
+
+        Regions of the same regime are one area (an EU subject's data in FR and
+        DE does not cross a border in law); the default regime has no area, so
+        only an identical code is the same place. ``US`` counts as inside
+        ``US-CA`` (a US-wide service processing a Californian's data).
+        """
+        if residency is None:
+            return False
+        if region == residency or residency.split("-")[0] == region:
+            return True
+        regime = self.regime_for(residency)
+        return regime != DEFAULT_REGIME and self.regime_for(region) == regime
+
+    def transfer(self, residency: str | None, destination: str) -> TransferDecision:
+        """Decide a transfer of a subject's data from ``residency`` to ``destination``.
+
+        Pure: uses only the profile of the subject's regime.
+        """
+        if self.same_area(residency, destination):
+            return TransferDecision(cross_border=False, allowed=True)
+        rule = self.profile_for(residency).cross_border
+        if rule.rule is CrossBorderRule.FREE:
+            return TransferDecision(cross_border=True, allowed=True, mechanism="none")
+        if rule.rule is CrossBorderRule.LOCALISE:
+            return TransferDecision(cross_border=True, allowed=False, reason="localisation")
+        if destination in rule.adequate and "adequacy" in rule.mechanisms:
+            return TransferDecision(cross_border=True, allowed=True, mechanism="adequacy")
+        for arrangement in rule.arrangements:
+            if destination in arrangement.destinations or "*" in arrangement.destinations:
+                return TransferDecision(cross_border=True, allowed=True,
+                                        mechanism=arrangement.mechanism,
+                                        reference=arrangement.reference)
+        return TransferDecision(cross_border=True, allowed=False, reason="no_transfer_mechanism")
+
+    def __repr__(self) -> str:
+        return f"JurisdictionRegistry({sorted(self._profiles)!r})"
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+        for err in exc.errors(include_url=False, include_input=False)[:5]
+    )
+
+
+def load_jurisdictions(path: Path, purposes: PurposeRegistry | None = None
+                       ) -> JurisdictionRegistry:
+    """Read and validate the jurisdiction profiles.
+
+    Args:
+        path: usually ``policies/jurisdictions.toml``.
+        purposes: when given, cross-checked: every purpose named by a profile
+            (consent models, GPC) must be registered, every regime a purpose
+            names a basis for must exist, and an arrangement's mechanism must be
+            one the profile allows.
+
+    Raises:
+        ConfigError: naming the file and the bad key, never a value.
+    """
+    try:
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the jurisdictions file "
+                          f"({type(exc).__name__})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        parsed = _File.model_validate(raw)
+        profiles = [JurisdictionProfile.model_validate({"name": name, **table})
+                    for name, table in parsed.regimes.items()]
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid jurisdictions: {_problems(exc)}") from None
+    registry = JurisdictionRegistry(profiles)
+    for profile in profiles:
+        for arrangement in profile.cross_border.arrangements:
+            if arrangement.mechanism not in profile.cross_border.mechanisms:
+                raise ConfigError(f"{path}: regimes.{profile.name}.cross_border: mechanism "
+                                  f"{arrangement.mechanism!r} is not among its mechanisms")
+    if purposes is not None:
+        for profile in profiles:
+            named = [*profile.consent_models, *profile.gpc.purposes]
+            for purpose in named:
+                if purpose not in purposes:
+                    raise ConfigError(f"{path}: regimes.{profile.name} names purpose "
+                                      f"{purpose!r}, which purposes.toml does not declare")
+        for declared in purposes:
+            for regime in declared.lawful_basis:
+                if regime != "default" and regime not in registry.regimes:
+                    raise ConfigError(f"purposes.toml: purposes.{declared.name}.lawful_basis "
+                                      f"names unknown regime {regime!r}")
+    return registry

@@ -1,0 +1,130 @@
+"""``v.subjects``: a data subject's jurisdiction and restriction, changed only by
+audited calls.
+
+A subject's jurisdiction is set when it is created (``put(...,
+jurisdiction=...)``) and decides which profile governs it; changing it later
+(the customer moved) is :meth:`SubjectService.set_jurisdiction`. Restricting
+processing (GDPR Art. 18, PIPL Art. 44) makes every read and write refuse the
+subject for any purpose that is not ``restricted_use`` in ``purposes.toml``
+(storage, legal claims, fulfilling the subject's requests) until lifted.
+
+Each change is written with its audit entry (on the subject's chain) in one
+transaction. When ``actor`` is given, the policy decides: ``consent.manage``
+for the jurisdiction, ``dsar.process`` for restriction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import cast
+
+from sqlalchemy import Table, select, update
+
+from vault.admin import _Service
+from vault.audit.chain import AuditEvent, Decision
+from vault.errors import InvalidData, NotFound
+from vault.store.models import SubjectRow
+from vault.types import Actor, check_identifier
+
+__all__ = ["SubjectInfo", "SubjectService"]
+
+_SUBJECTS = cast(Table, SubjectRow.__table__)
+_JURISDICTION = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
+_REASON = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectInfo:
+    subject_id: str
+    tenant: str
+    jurisdiction: str | None
+    regime: str
+    restricted_at: dt.datetime | None
+    restriction_reason: str | None
+
+    @property
+    def restricted(self) -> bool:
+        return self.restricted_at is not None
+
+
+class SubjectService(_Service):
+    """Jurisdiction and restriction of data subjects."""
+
+    def get(self, subject_id: str, *, tenant: str, actor: Actor | None = None) -> SubjectInfo:
+        """A subject's jurisdiction, regime and restriction (ids only).
+
+        Raises:
+            NotFound: no such subject.
+        """
+        tenant = Actor("system", tenant).tenant
+        check_identifier(subject_id, "subject_id")
+        self._authorise(actor, "consent", "consent.manage", tenant=tenant)
+        with self._vault.engine.connect() as conn:
+            row = conn.execute(select(_SUBJECTS).where(
+                _SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id == subject_id)
+            ).one_or_none()
+        if row is None:
+            raise NotFound(f"no data subject {subject_id} in tenant {tenant}")
+        return SubjectInfo(subject_id, tenant, row.jurisdiction,
+                           self._vault.jurisdictions.regime_for(row.jurisdiction),
+                           row.restricted_at, row.restriction_reason)
+
+    def set_jurisdiction(self, subject_id: str, jurisdiction: str | None, *, tenant: str,
+                         actor: Actor | None = None) -> SubjectInfo:
+        """Change the subject's jurisdiction (e.g. the customer moved); audited with
+        the old and new regime. Consents already given keep the regime they were
+        given under in the ledger; decisions use the new profile from now on.
+
+        Raises:
+            InvalidData: a malformed code. NotFound: no such subject.
+        """
+        if jurisdiction is not None and (not isinstance(jurisdiction, str)
+                                         or not _JURISDICTION.fullmatch(jurisdiction)):
+            raise InvalidData("jurisdiction must look like EU, US-CA or CN",
+                              field="jurisdiction")
+        before = self.get(subject_id, tenant=tenant, actor=actor)
+        regime = self._vault.jurisdictions.regime_for(jurisdiction)
+        self._change(before, "subjects.jurisdiction", actor,
+                     {"jurisdiction": jurisdiction}, f"{before.regime}>{regime}")
+        return self.get(subject_id, tenant=tenant)
+
+    def restrict(self, subject_id: str, *, tenant: str, reason: str = "subject_request",
+                 actor: Actor | None = None) -> SubjectInfo:
+        """Restrict processing of the subject (GDPR Art. 18(1), PIPL Art. 44).
+
+        Args:
+            reason: a code kept with the flag and in the audit entry, e.g.
+                ``gdpr_18_1_a`` (accuracy contested) or ``subject_request``.
+        """
+        if not isinstance(reason, str) or not _REASON.fullmatch(reason):
+            raise InvalidData("reason must be a short code", field="reason")
+        self._authorise(actor, "dsar", "dsar.process", tenant=tenant)
+        before = self.get(subject_id, tenant=tenant)
+        self._change(before, "subjects.restrict", actor,
+                     {"restricted_at": self._vault.clock.now(), "restriction_reason": reason},
+                     reason)
+        return self.get(subject_id, tenant=tenant)
+
+    def lift_restriction(self, subject_id: str, *, tenant: str,
+                         actor: Actor | None = None) -> SubjectInfo:
+        """Lift a restriction (GDPR Art. 18(3): inform the subject before lifting)."""
+        self._authorise(actor, "dsar", "dsar.process", tenant=tenant)
+        before = self.get(subject_id, tenant=tenant)
+        self._change(before, "subjects.lift_restriction", actor,
+                     {"restricted_at": None, "restriction_reason": None},
+                     before.restriction_reason or "not_restricted")
+        return self.get(subject_id, tenant=tenant)
+
+    def _change(self, before: SubjectInfo, action: str, actor: Actor | None,
+                values: dict[str, object], reason: str) -> None:
+        vault = self._vault
+        with vault.engine.begin() as conn:
+            conn.execute(update(_SUBJECTS).where(
+                _SUBJECTS.c.tenant == before.tenant,
+                _SUBJECTS.c.subject_id == before.subject_id).values(**values))
+            vault.audit_log.append(conn, [AuditEvent(
+                tenant=before.tenant, actor=actor.id if actor else "system", action=action,
+                decision=Decision.ALLOW, reason=reason[:64],
+                subjects=(vault.pseudonym(before.tenant, before.subject_id),))])
