@@ -129,6 +129,26 @@ class KeyStore:
             self._cache.move_to_end((tenant, subject_id))
             return key
 
+    def _cached_many(self, tenant: str,
+                     subject_ids: Sequence[str]) -> tuple[dict[str, DataKey], list[str]]:
+        """Cached keys of several subjects (one lock, one clock read), and the rest."""
+        found: dict[str, DataKey] = {}
+        missing: list[str] = []
+        cache = self._cache
+        with self._lock:
+            oldest = self._clock.now() - self._cache_ttl
+            for sid in dict.fromkeys(subject_ids):
+                hit = cache.get((tenant, sid))
+                if hit is None:
+                    missing.append(sid)
+                elif hit[1] < oldest:
+                    del cache[(tenant, sid)]
+                    missing.append(sid)
+                else:
+                    cache.move_to_end((tenant, sid))
+                    found[sid] = hit[0]
+        return found, missing
+
     def _remember(self, key: DataKey) -> None:
         with self._lock:
             self._cache[(key.tenant, key.subject_id)] = (key, self._clock.now())
@@ -232,14 +252,7 @@ class KeyStore:
             NotFound: a subject has no key.
             KeyDestroyed: a subject's key was destroyed.
         """
-        found: dict[str, DataKey] = {}
-        missing: list[str] = []
-        for sid in dict.fromkeys(subject_ids):
-            key = self._cached(tenant, sid)
-            if key is None:
-                missing.append(sid)
-            else:
-                found[sid] = key
+        found, missing = self._cached_many(tenant, subject_ids)
         for start in range(0, len(missing), 500):
             chunk = missing[start:start + 500]
             try:
