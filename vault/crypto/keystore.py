@@ -156,6 +156,16 @@ class KeyStore:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 
+    def _remember_many(self, keys: Sequence[DataKey]) -> None:
+        with self._lock:
+            now = self._clock.now()
+            cache = self._cache
+            for key in keys:
+                cache[(key.tenant, key.subject_id)] = (key, now)
+                cache.move_to_end((key.tenant, key.subject_id))
+            while len(cache) > self._cache_size:
+                cache.popitem(last=False)
+
     def clear_cache(self) -> None:
         """Forget every unwrapped data key held in memory."""
         with self._lock:
@@ -200,8 +210,8 @@ class KeyStore:
         try:
             with self._engine.begin() as conn:
                 inserted = conn.execute(
-                    insert(_T).returning(_T.c.id, _T.c.subject_id, _T.c.kek_version,
-                                         sort_by_parameter_order=True),
+                    # Rows are matched back by subject id: no need to ask for them in order.
+                    insert(_T).returning(_T.c.id, _T.c.subject_id, _T.c.kek_version),
                     rows,
                 ).all()
         except IntegrityError:
@@ -214,12 +224,13 @@ class KeyStore:
                     continue
             keys = self.get_keys(tenant, wanted)
             return [keys[sid] for sid in wanted]
-        created = []
+        by_subject = {}
         for made in inserted:
-            key = DataKey(tenant=tenant, subject_id=made.subject_id, key_id=made.id,
-                          kek_version=made.kek_version, aead=AESGCM(material[made.subject_id]))
-            self._remember(key)
-            created.append(key)
+            by_subject[made.subject_id] = DataKey(
+                tenant=tenant, subject_id=made.subject_id, key_id=made.id,
+                kek_version=made.kek_version, aead=AESGCM(material[made.subject_id]))
+        created = [by_subject[sid] for sid in wanted]
+        self._remember_many(created)
         return created
 
     def existing(self, tenant: str, subject_ids: Sequence[str]) -> dict[str, bool]:

@@ -22,13 +22,23 @@ _ENV = struct.Struct(">I")
 
 def encode_envelopes(envelopes: Mapping[str, bytes]) -> bytes:
     parts: list[bytes] = []
+    heads = _HEADS
+    pack = _ENV.pack
     for name, env in envelopes.items():
-        raw = name.encode("utf-8")
-        parts.append(_NAME.pack(len(raw)))
-        parts.append(raw)
-        parts.append(_ENV.pack(len(env)))
+        head = heads.get(name)
+        if head is None:
+            raw = name.encode("utf-8")
+            head = _NAME.pack(len(raw)) + raw
+            if len(heads) < _NAMES_MAX:
+                heads[name] = head
+        parts.append(head)
+        parts.append(pack(len(env)))
         parts.append(env)
     return b"".join(parts)
+
+
+# The framed name of each field (u16 length | UTF-8), built once per name.
+_HEADS: dict[str, bytes] = {}
 
 
 def decode_envelopes(blob: bytes) -> dict[str, bytes]:
