@@ -380,6 +380,23 @@ class Vault:
             purpose=purpose,
         )])
 
+    def _admin_event(
+        self,
+        action: str,
+        *,
+        actor: Actor | None = None,
+        tenant: str = "*",
+        subjects: tuple[str, ...] = (),
+        purpose: str | None = None,
+    ) -> AuditEvent:
+        """The allowed administrative event :meth:`_audit_admin` would write, for a
+        caller that appends it inside its own transaction."""
+        return AuditEvent(
+            tenant=actor.tenant if actor else tenant,
+            actor=actor.id if actor else SYSTEM_ACTOR,
+            action=action, decision=Decision.ALLOW, subjects=subjects, purpose=purpose,
+        )
+
     def _refuse(
         self,
         exc: VaultError,
@@ -1127,12 +1144,16 @@ class Vault:
                 .order_by(_RECORDS.c.created_at)
             ).scalars())
 
-    def _forget_index(self, tenant: str, subject_id: str) -> None:
-        """Remove the blind-index entries of a subject (they are linkable tokens)."""
+    def _forget_index(self, tenant: str, subject_id: str, *,
+                      audit: AuditEvent | None = None) -> None:
+        """Remove the blind-index entries of a subject (they are linkable tokens),
+        and append ``audit`` in the same transaction (one commit, not two)."""
         with self._engine.begin() as conn:
             ids = select(_RECORDS.c.id).where(_RECORDS.c.tenant == tenant,
                                               _RECORDS.c.subject_id == subject_id)
             conn.execute(delete(_BLIND).where(_BLIND.c.record_id.in_(ids)))
+            if audit is not None:
+                self._audit.append(conn, [audit])
 
     @property
     def engine(self) -> Engine:
