@@ -193,9 +193,9 @@ class KeyService(_Service):
         self._authorise(actor, "keys", "keys.destroy", tenant=tenant)
         pseudonym = self._vault.pseudonym(tenant, subject_id)
         self._vault.keystore.destroy(tenant, subject_id)
-        self._vault._forget_index(tenant, subject_id)
-        self._vault._audit_admin("keys.destroy", actor=actor, tenant=tenant,
-                                 subjects=(pseudonym,), purpose=purpose)
+        # The index entries go, and the audit entry is written, in one transaction.
+        self._vault._forget_index(tenant, subject_id, audit=self._vault._admin_event(
+            "keys.destroy", actor=actor, tenant=tenant, subjects=(pseudonym,), purpose=purpose))
 
 
 class AuditService(_Service):

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Engine, Table, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.audit.chain import (
@@ -44,6 +44,20 @@ log = structlog.get_logger(__name__)
 
 _ENTRY = cast(Table, AuditEntryRow.__table__)
 _HEAD = cast(Table, AuditHead.__table__)
+
+# Built once: every audited call runs these three, and building a statement
+# costs more than executing it from SQLAlchemy's compiled cache.
+_LOCK_HEAD = (
+    select(_HEAD.c.length, _HEAD.c.head_hash)
+    .where(_HEAD.c.chain == bindparam("lock_chain"))
+    .with_for_update()
+)
+_INSERT_ENTRIES = insert(_ENTRY)
+_MOVE_HEAD = (
+    update(_HEAD)
+    .where(_HEAD.c.chain == bindparam("head_chain"))
+    .values(length=bindparam("new_length"), head_hash=bindparam("new_hash"))
+)
 
 
 class AuditLog:
@@ -87,11 +101,7 @@ class AuditLog:
         try:
             # Lock heads in chain order so two writers never deadlock.
             for chain in sorted(by_chain):
-                head = conn.execute(
-                    select(_HEAD.c.length, _HEAD.c.head_hash)
-                    .where(_HEAD.c.chain == chain)
-                    .with_for_update()
-                ).one_or_none()
+                head = conn.execute(_LOCK_HEAD, {"lock_chain": chain}).one_or_none()
                 if head is None:
                     raise AuditError(f"audit chain {chain} has no head; was the vault initialised?")
                 length, prev = int(head.length), str(head.head_hash)
@@ -118,12 +128,9 @@ class AuditLog:
                     row["hash"] = prev = entry_hash(ts=ts, **row)  # type: ignore[arg-type]
                     row["ts"] = now
                     rows.append(row)
-                conn.execute(insert(_ENTRY), rows)
-                conn.execute(
-                    update(_HEAD)
-                    .where(_HEAD.c.chain == chain)
-                    .values(length=length, head_hash=prev)
-                )
+                conn.execute(_INSERT_ENTRIES, rows)
+                conn.execute(_MOVE_HEAD,
+                             {"head_chain": chain, "new_length": length, "new_hash": prev})
         except AuditError:
             raise
         except SQLAlchemyError as exc:

@@ -50,6 +50,9 @@ class BlindIndexer:
     def field_key(self, tenant: str, collection: str, field: str) -> bytes:
         """The HMAC key of one field, derived with HKDF-SHA256."""
         ident = (tenant, collection, field)
+        key = self._keys.get(ident)
+        if key is not None:
+            return key
         with self._lock:
             key = self._keys.get(ident)
             if key is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,7 +89,11 @@ class RecordContext:
         self._suffix = _lp(subject_id)
 
     def field(self, name: str) -> BoundContext:
-        return BoundContext(self._prefix + _lp_name(name) + self._suffix)
+        return BoundContext(self.tail(name))
+
+    def tail(self, name: str) -> bytes:
+        """The associated data of field ``name`` after the envelope header."""
+        return self._prefix + _lp_name(name) + self._suffix
 
 
 class AssociatedData(Protocol):
@@ -118,6 +123,60 @@ class AESGCMFieldCipher:
         nonce = os.urandom(NONCE_BYTES)
         header = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id) + nonce
         return header + key.aead.encrypt(nonce, plaintext, context.associated_data(header))
+
+    def encrypt_fields(self, key: DataKey, plaintexts: Mapping[str, bytes],
+                       record: RecordContext) -> dict[str, bytes]:
+        """Encrypt several fields of one record, each under its own fresh random nonce.
+
+        Equal to calling :meth:`encrypt` once per field with
+        ``record.field(name)``; the nonces of the record are drawn from the OS
+        CSPRNG in one call and sliced apart, which saves a system call per field.
+        """
+        count = len(plaintexts)
+        if not count:
+            return {}
+        nonces = os.urandom(NONCE_BYTES * count)
+        prefix = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
+        encrypt = key.aead.encrypt
+        tail = record.tail
+        out: dict[str, bytes] = {}
+        at = 0
+        for name, plaintext in plaintexts.items():
+            nonce = nonces[at:at + NONCE_BYTES]
+            at += NONCE_BYTES
+            header = prefix + nonce
+            out[name] = header + encrypt(nonce, plaintext, header + tail(name))
+        return out
+
+    def decrypt_fields(self, key: DataKey, envelopes: Mapping[str, bytes],
+                       record: RecordContext, names: Iterable[str]) -> dict[str, bytes]:
+        """Decrypt the fields ``names`` of one record that have an envelope.
+
+        Same checks as :meth:`decrypt` for each field.
+
+        Raises:
+            DecryptionError: for every failure, with no detail.
+        """
+        out: dict[str, bytes] = {}
+        decrypt = key.aead.decrypt
+        key_id = key.key_id
+        tail = record.tail
+        unpack = _HEADER.unpack_from
+        for name in names:
+            envelope = envelopes.get(name)
+            if envelope is None:
+                continue
+            if len(envelope) < HEADER_BYTES + TAG_BYTES:
+                raise DecryptionError()
+            fmt, alg, kid = unpack(envelope)
+            if fmt != FORMAT_VERSION or alg != ALG_AES256_GCM or kid != key_id:
+                raise DecryptionError()
+            try:
+                out[name] = decrypt(envelope[_HEADER.size:HEADER_BYTES], envelope[HEADER_BYTES:],
+                                    envelope[:HEADER_BYTES] + tail(name))
+            except InvalidTag:
+                raise DecryptionError() from None
+        return out
 
     def decrypt(self, key: DataKey, envelope: bytes, context: AssociatedData) -> bytes:
         """Decrypt one value.

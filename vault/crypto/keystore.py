@@ -133,6 +133,26 @@ class KeyStore:
             self._cache.move_to_end((tenant, subject_id))
             return key
 
+    def _cached_many(self, tenant: str,
+                     subject_ids: Sequence[str]) -> tuple[dict[str, DataKey], list[str]]:
+        """Cached keys of several subjects (one lock, one clock read), and the rest."""
+        found: dict[str, DataKey] = {}
+        missing: list[str] = []
+        cache = self._cache
+        with self._lock:
+            oldest = self._clock.now() - self._cache_ttl
+            for sid in dict.fromkeys(subject_ids):
+                hit = cache.get((tenant, sid))
+                if hit is None:
+                    missing.append(sid)
+                elif hit[1] < oldest:
+                    del cache[(tenant, sid)]
+                    missing.append(sid)
+                else:
+                    cache.move_to_end((tenant, sid))
+                    found[sid] = hit[0]
+        return found, missing
+
     def _epoch_now(self) -> int:
         with self._lock:
             return self._epoch
@@ -145,6 +165,18 @@ class KeyStore:
             self._cache.move_to_end((key.tenant, key.subject_id))
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+
+    def _remember_many(self, keys: Sequence[DataKey], epoch: int) -> None:
+        with self._lock:
+            if epoch != self._epoch:
+                return  # a destroy() ran since these keys were read or made: don't cache
+            now = self._clock.now()
+            cache = self._cache
+            for key in keys:
+                cache[(key.tenant, key.subject_id)] = (key, now)
+                cache.move_to_end((key.tenant, key.subject_id))
+            while len(cache) > self._cache_size:
+                cache.popitem(last=False)
 
     def clear_cache(self) -> None:
         """Forget every unwrapped data key held in memory."""
@@ -191,8 +223,8 @@ class KeyStore:
         try:
             with self._engine.begin() as conn:
                 inserted = conn.execute(
-                    insert(_T).returning(_T.c.id, _T.c.subject_id, _T.c.kek_version,
-                                         sort_by_parameter_order=True),
+                    # Rows are matched back by subject id: no need to ask for them in order.
+                    insert(_T).returning(_T.c.id, _T.c.subject_id, _T.c.kek_version),
                     rows,
                 ).all()
         except IntegrityError:
@@ -205,12 +237,13 @@ class KeyStore:
                     continue
             keys = self.get_keys(tenant, wanted)
             return [keys[sid] for sid in wanted]
-        created = []
+        by_subject = {}
         for made in inserted:
-            key = DataKey(tenant=tenant, subject_id=made.subject_id, key_id=made.id,
-                          kek_version=made.kek_version, aead=AESGCM(material[made.subject_id]))
-            self._remember(key, epoch)
-            created.append(key)
+            by_subject[made.subject_id] = DataKey(
+                tenant=tenant, subject_id=made.subject_id, key_id=made.id,
+                kek_version=made.kek_version, aead=AESGCM(material[made.subject_id]))
+        created = [by_subject[sid] for sid in wanted]
+        self._remember_many(created, epoch)
         return created
 
     def existing(self, tenant: str, subject_ids: Sequence[str]) -> dict[str, bool]:
@@ -243,14 +276,7 @@ class KeyStore:
             NotFound: a subject has no key.
             KeyDestroyed: a subject's key was destroyed.
         """
-        found: dict[str, DataKey] = {}
-        missing: list[str] = []
-        for sid in dict.fromkeys(subject_ids):
-            key = self._cached(tenant, sid)
-            if key is None:
-                missing.append(sid)
-            else:
-                found[sid] = key
+        found, missing = self._cached_many(tenant, subject_ids)
         for start in range(0, len(missing), 500):
             chunk = missing[start:start + 500]
             epoch = self._epoch_now()

@@ -16,6 +16,7 @@ from vault.errors import ConfigError
 __all__ = ["Pseudonymizer"]
 
 _LABEL = b"vault/pseudonym/v1"
+_CACHE_SIZE = 100_000
 
 
 class Pseudonymizer:
@@ -25,11 +26,21 @@ class Pseudonymizer:
         if len(key) < 32:
             raise ConfigError("the pseudonym key must be at least 32 bytes")
         self._key = key
+        # Pseudonyms are deterministic: batched reads and writes ask for the
+        # same subjects again and again. Bounded, and cleared when full.
+        self._cache: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:
         return "Pseudonymizer(key=[secret])"
 
     def pseudonym(self, tenant: str, subject_id: str) -> str:
+        cached = self._cache.get((tenant, subject_id))
+        if cached is not None:
+            return cached
         mac = hmac.HMAC(self._key, hashes.SHA256())
         mac.update(length_prefixed(_LABEL, tenant, subject_id))
-        return mac.finalize()[:16].hex()
+        value = mac.finalize()[:16].hex()
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache = {}
+        self._cache[(tenant, subject_id)] = value
+        return value

@@ -18,15 +18,23 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
+    # The last conversion: a batch insert binds the same timestamp object to
+    # every row, and datetimes are immutable, so the identity check is exact.
+    _last: tuple[object, str, Any] = (None, "", None)
+
     def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
+        last = self._last
+        if last[0] is value and last[1] == dialect.name:
+            return last[2]
         if value.tzinfo is None:
             raise ValueError("naive datetime refused; use an aware UTC datetime")
-        value = value.astimezone(dt.UTC)
+        converted = value if value.tzinfo is dt.UTC else value.astimezone(dt.UTC)
         if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
+            converted = converted.replace(tzinfo=None)
+        self._last = (value, dialect.name, converted)
+        return converted
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:

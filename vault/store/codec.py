@@ -22,31 +22,55 @@ _ENV = struct.Struct(">I")
 
 def encode_envelopes(envelopes: Mapping[str, bytes]) -> bytes:
     parts: list[bytes] = []
+    heads = _HEADS
+    pack = _ENV.pack
     for name, env in envelopes.items():
-        raw = name.encode("utf-8")
-        parts.append(_NAME.pack(len(raw)))
-        parts.append(raw)
-        parts.append(_ENV.pack(len(env)))
+        head = heads.get(name)
+        if head is None:
+            raw = name.encode("utf-8")
+            head = _NAME.pack(len(raw)) + raw
+            if len(heads) < _NAMES_MAX:
+                heads[name] = head
+        parts.append(head)
+        parts.append(pack(len(env)))
         parts.append(env)
     return b"".join(parts)
 
 
+# The framed name of each field (u16 length | UTF-8), built once per name.
+_HEADS: dict[str, bytes] = {}
+
+
 def decode_envelopes(blob: bytes) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
-    view = memoryview(blob)
+    if type(blob) is not bytes:
+        blob = bytes(blob)
+    names = _NAMES
+    name_at = _NAME.unpack_from
+    env_at = _ENV.unpack_from
     pos, end = 0, len(blob)
     try:
         while pos < end:
-            (n,) = _NAME.unpack_from(view, pos)
+            (n,) = name_at(blob, pos)
             pos += 2
-            name = bytes(view[pos : pos + n]).decode("utf-8")
+            raw = blob[pos : pos + n]
+            name = names.get(raw)
+            if name is None:
+                name = raw.decode("utf-8")
+                if len(names) < _NAMES_MAX:
+                    names[raw] = name
             pos += n
-            (m,) = _ENV.unpack_from(view, pos)
+            (m,) = env_at(blob, pos)
             pos += 4
             if pos + m > end or name in out:
                 raise ValueError
-            out[name] = bytes(view[pos : pos + m])
+            out[name] = blob[pos : pos + m]
             pos += m
     except (struct.error, UnicodeDecodeError, ValueError):
         raise DecryptionError() from None
     return out
+
+
+# Field names are few: decoding each once is enough.
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 4096
