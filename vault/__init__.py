@@ -22,6 +22,7 @@ from vault.errors import (
     DecryptionError,
     InvalidData,
     KeyDestroyed,
+    LegalHoldActive,
     NotFound,
     VaultError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidData",
     "KeyDestroyed",
     "KeyStatus",
+    "LegalHoldActive",
     "NotFound",
     "Record",
     "RoleAssignment",

@@ -40,12 +40,16 @@ from vault.errors import (
     DecryptionError,
     InvalidData,
     KeyDestroyed,
+    LegalHoldActive,
     NotFound,
     UnknownField,
     VaultError,
 )
 from vault.policy.engine import CasbinPolicyEngine
 from vault.policy.purposes import PurposeRegistry, load_purposes
+from vault.retention.holds import HoldService, ensure_not_held
+from vault.retention.schedule import load_schedule
+from vault.retention.service import RetentionService
 from vault.schema import CollectionSchema, FieldSpec, SchemaRegistry, load_schemas
 from vault.store import migrate
 from vault.store.codec import decode_envelopes, encode_envelopes
@@ -112,6 +116,8 @@ class Vault:
         keys: key status, rotation, retirement, crypto-shredding.
         audit: verify the audit log.
         policy: check decisions and change rules.
+        retention: retention schedule, expiry events, plans, sweeps, reports.
+        holds: legal holds (place, lift, list).
     """
 
     def __init__(
@@ -148,6 +154,8 @@ class Vault:
         self.keys = KeyService(self)
         self.audit = AuditService(self)
         self.policy = PolicyService(self)
+        self.retention = RetentionService(self)
+        self.holds = HoldService(self)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -196,6 +204,7 @@ class Vault:
         policies_dir = cfg.resolved_policies
         load_schemas(policies_dir)
         load_purposes(policies_dir / "purposes.toml")
+        load_schedule(policies_dir / "retention.toml", load_schemas(policies_dir))
         data_engine = make_engine(cfg.resolved_database_url)
         with data_engine.connect() as conn:
             if migrate.current_revision(data_engine) is not None or conn.dialect.has_table(
@@ -795,6 +804,8 @@ class Vault:
                             for s in new_subjects
                         ])
                     conn.execute(insert(_RECORDS), record_rows)
+                    self.retention._on_insert(conn, tenant, schema, record_rows, values,
+                                              new_subjects, jurisdiction)
                     if index_rows:
                         conn.execute(insert(_BLIND), index_rows)
                     self._audit.append(conn, self._group_events(events))
@@ -859,6 +870,7 @@ class Vault:
                             envelopes=encode_envelopes(envelopes), updated_at=self._clock.now(),
                             version=_RECORDS.c.version + 1)
                     )
+                    self.retention._on_update(conn, tenant, [rid])
                     touched = [n for n in values if n in schema.searchable_fields]
                     if touched:
                         conn.execute(delete(_BLIND).where(_BLIND.c.record_id == rid,
@@ -893,6 +905,7 @@ class Vault:
                     row = self._load_rows(conn, tenant, schema.name, [rid]).get(rid)
                     if row is None:
                         raise NotFound(f"no record {rid} in {schema.name}")
+                    ensure_not_held(conn, tenant, row.subject_id, self._clock.now())
                     conn.execute(delete(_BLIND).where(_BLIND.c.record_id == rid))
                     conn.execute(delete(_RECORDS).where(_RECORDS.c.id == rid))
                     self._audit.append(conn, [AuditEvent(
@@ -901,7 +914,7 @@ class Vault:
                         subjects=(self.pseudonym(tenant, row.subject_id),),
                         fields=tuple(sorted(decode_envelopes(row.envelopes))), purpose=purpose,
                     )])
-        except NotFound as exc:
+        except (NotFound, LegalHoldActive) as exc:
             self._refuse(exc, actor, "delete", collection=schema.name, purpose=purpose,
                          record_ids=[rid], decision=Decision.ERROR)
         except SQLAlchemyError as exc:
