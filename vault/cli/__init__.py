@@ -434,6 +434,11 @@ def audit_report(
         out.print(f"{fmt} report written to {out_file} ({len(rep.rows)} rows)")
 
 
+from vault.cli import retention_cli  # noqa: E402  (needs the helpers above)
+
+retention_cli.register(app)
+
+
 def main() -> None:
     """Entry point of the ``vault`` script."""
     try:
