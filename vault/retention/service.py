@@ -353,31 +353,38 @@ class RetentionService(_Service):
             raise NotFound(f"no retention run {run_id}")
         return found[0]
 
-    def report(self, *, runs: int = 10, actor: Actor | None = None) -> RetentionReport:
-        """The retention summary (upcoming deletions by window, backlog, holds, last runs).
+    def report(self, *, runs: int = 10, tenant: str | None = None,
+               actor: Actor | None = None) -> RetentionReport:
+        """The retention summary (upcoming deletions by window, backlog, holds, last runs),
+        of one tenant or (``tenant`` None, operators only) of all.
 
         Raises:
-            AccessDenied: ``actor`` may not read retention (audited).
+            AccessDenied: ``actor`` may not read retention in the tenant (audited).
         """
-        self._authorise(actor, "retention", "retention.read", tenant="*")
+        self._authorise(actor, "retention", "retention.read", tenant=tenant or "*")
         now = self._vault.clock.now()
-        sweeper = Sweeper(self._vault, batch_size=1, actor="system")
+        sweeper = Sweeper(self._vault, batch_size=1, actor="system", tenant=tenant)
+        scope = [] if tenant is None else [_RET.c.tenant == tenant]
         upcoming: dict[int, dict[tuple[str, str], int]] = {}
         with self._vault.engine.connect() as conn:
             free, held = sweeper.count(conn, now)
             waiting = int(conn.execute(select(func.count()).select_from(_RET)
-                                       .where(_RET.c.expires_at.is_(None))).scalar_one())
+                                       .where(_RET.c.expires_at.is_(None), *scope))
+                          .scalar_one())
             for days in REPORT_WINDOWS:
                 rows = conn.execute(
                     select(_RET.c.category, _RET.c.action, func.count())
                     .where(_RET.c.expires_at > now,
-                           _RET.c.expires_at <= now + dt.timedelta(days=days))
+                           _RET.c.expires_at <= now + dt.timedelta(days=days), *scope)
                     .group_by(_RET.c.category, _RET.c.action)).all()
                 upcoming[days] = {(str(c), str(a)): int(n) for c, a, n in rows}
-            holds = int(conn.execute(select(func.count()).select_from(_HOLDS)
-                                     .where(active_hold_clause(now))).scalar_one())
+            holds = int(conn.execute(
+                select(func.count()).select_from(_HOLDS).where(
+                    active_hold_clause(now),
+                    *([] if tenant is None else [_HOLDS.c.tenant == tenant]))).scalar_one())
             conn.rollback()
-        self._vault._audit_admin("retention.report", actor=actor, reason="summary")
+        self._vault._audit_admin("retention.report", actor=actor, tenant=tenant or "*",
+                                 reason="summary")
         return RetentionReport(generated_at=now, expired_unheld=free, expired_held=held,
                                waiting=waiting, upcoming=upcoming, active_holds=holds,
                                runs=tuple(self.runs(limit=runs)))
