@@ -279,9 +279,14 @@ class Sweeper:
 
     def _select(self, conn: Connection, cutoff: dt.datetime, *, after: tuple[Any, str] | None,
                 for_update: bool) -> list[Any]:
+        # Due-ness is computed by the database: no timestamp conversion per row.
+        columns = [_RET.c.record_id, _RET.c.tenant, _RET.c.subject_id, _RET.c.collection,
+                   (_RET.c.purge_at <= cutoff).label("purge_due"),
+                   (_RET.c.shred_at <= cutoff).label("shred_due")]
+        if not for_update:
+            columns.append(_RET.c.expires_at)     # the dry run pages by (expires_at, id)
         query = (
-            select(_RET.c.record_id, _RET.c.tenant, _RET.c.subject_id, _RET.c.collection,
-                   _RET.c.expires_at, _RET.c.purge_at, _RET.c.shred_at)
+            select(*columns)
             .where(self._expired(cutoff), _unheld(cutoff))
             .order_by(_RET.c.expires_at, _RET.c.record_id)
             .limit(self._batch_size))
@@ -313,14 +318,13 @@ class Sweeper:
                   cutoff: dt.datetime) -> tuple[list[tuple[Any, Outcome]], dict[tuple[str, str],
                                                                               SubjectInfo]]:
         """Decide each record's fate. A record whose every category has expired and
-        none anonymises (``purge_at``) is deleted without being read; the others are
+        none anonymises (``purge_at`` passed) is deleted without being read; the others are
         read and decided category by category."""
         out: list[tuple[Any, Outcome]] = []
         slow: list[str] = []
         for r in rows:
-            if r.purge_at is not None and r.purge_at <= cutoff:
-                shred = r.shred_at is not None and r.shred_at <= cutoff
-                out.append((r, Outcome("delete", _WHOLE, frozenset(), None, shred)))
+            if r.purge_due:
+                out.append((r, Outcome("delete", _WHOLE, frozenset(), None, bool(r.shred_due))))
             else:
                 slow.append(r.record_id)
         info: dict[tuple[str, str], SubjectInfo] = {}
@@ -406,8 +410,8 @@ class Sweeper:
                     "purge": cols.get("purge_at"), "shred": cols.get("shred_at")})
         for i in range(0, len(deleted), _CHUNK):
             chunk = deleted[i:i + _CHUNK]
-            conn.execute(_DEL_BLIND, {"ids": chunk})
-            conn.execute(_DEL_RET, {"ids": chunk})
+            # Their blind-index tokens and expiry rows go with them (ON DELETE CASCADE;
+            # make_engine turns SQLite's foreign keys on).
             conn.execute(_DEL_RECORDS, {"ids": chunk})
         if pruned:
             conn.execute(update(_RECORDS).where(_RECORDS.c.id == bindparam("rid")).values(

@@ -43,7 +43,7 @@ class RetentionRow(Base):
     shred_at: Mapped[dt.datetime | None]
 
     __table_args__ = (
-        Index("ix_retention_expires_at", "expires_at"),
+        Index("ix_retention_expires_at", "expires_at", "record_id"),
         Index("ix_retention_tenant_subject", "tenant", "subject_id"),
     )
 

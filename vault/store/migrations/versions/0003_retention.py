@@ -38,7 +38,7 @@ def upgrade() -> None:
         sa.Column("purge_at", UTCDateTime()),
         sa.Column("shred_at", UTCDateTime()),
     )
-    op.create_index("ix_retention_expires_at", "retention", ["expires_at"])
+    op.create_index("ix_retention_expires_at", "retention", ["expires_at", "record_id"])
     op.create_index("ix_retention_tenant_subject", "retention", ["tenant", "subject_id"])
     op.create_table(
         "retention_subjects",
