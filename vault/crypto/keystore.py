@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    bindparam,
     func,
     insert,
     select,
@@ -65,6 +66,13 @@ class DataKeyRow(KeyStoreBase):
 
 
 _T = cast(Table, DataKeyRow.__table__)
+# Batched destruction, built once (expanding IN: cached compilation).
+_DESTROY_MANY = (update(_T).where(_T.c.tenant == bindparam("t"),
+                                  _T.c.subject_id.in_(bindparam("ids", expanding=True)),
+                                  _T.c.wrapped.is_not(None))
+                 .values(wrapped=None, destroyed_at=bindparam("now")))
+_PRESENT = select(_T.c.subject_id).where(_T.c.tenant == bindparam("t"),
+                                         _T.c.subject_id.in_(bindparam("ids", expanding=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,17 +329,11 @@ class KeyStore:
         now = self._clock.now()
         destroyed = 0
         with self._engine.begin() as conn:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start:start + 500]
-                destroyed += conn.execute(
-                    update(_T)
-                    .where(_T.c.tenant == tenant, _T.c.subject_id.in_(chunk),
-                           _T.c.wrapped.is_not(None))
-                    .values(wrapped=None, destroyed_at=now)
-                ).rowcount
-                present = set(conn.execute(
-                    select(_T.c.subject_id).where(_T.c.tenant == tenant,
-                                                  _T.c.subject_id.in_(chunk))).scalars())
+            for start in range(0, len(wanted), 2000):
+                chunk = wanted[start:start + 2000]
+                destroyed += conn.execute(_DESTROY_MANY, {"t": tenant, "ids": chunk,
+                                                          "now": now}).rowcount
+                present = set(conn.execute(_PRESENT, {"t": tenant, "ids": chunk}).scalars())
                 absent = [sid for sid in chunk if sid not in present]
                 if absent:
                     conn.execute(insert(_T), [{

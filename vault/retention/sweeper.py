@@ -80,6 +80,7 @@ _SUBJECTS = cast(Table, SubjectRow.__table__)
 
 Progress = Callable[[int, int], None]
 _CHUNK = 2000
+_CHECKPOINT_EVERY = 50_000
 # Statements of the hot path, built once: expanding IN parameters keep them in
 # SQLAlchemy's compiled cache (no per-id coercion).
 _IDS: Any = bindparam("ids", expanding=True)
@@ -164,11 +165,20 @@ class Sweeper:
         self._tenant = tenant
         self._schedule = vault.retention.schedule
         self._conn: Connection | None = None
+        self._pseudonyms: dict[tuple[str, str], str] = {}
+
+    def _pseudonym(self, tenant: str, subject_id: str) -> str:
+        """Pseudonyms of this run's subjects, computed once (batch and shred entries)."""
+        key = (tenant, subject_id)
+        found = self._pseudonyms.get(key)
+        if found is None:
+            found = self._pseudonyms[key] = self._vault.pseudonym(tenant, subject_id)
+        return found
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        """A write transaction: on SQLite on the run's own connection (its WAL is
-        checkpointed once, at the end of the run, instead of at every commit)."""
+        """A write transaction: on SQLite on the run's own connection, which does
+        not checkpoint the WAL at every commit (see :meth:`_checkpoint`)."""
         if self._conn is None:
             with self._engine.begin() as conn:
                 yield conn
@@ -195,8 +205,14 @@ class Sweeper:
                 self._conn = None
             # Deleted rows were zeroed in the WAL (secure_delete); copy those pages
             # into the database file and empty the WAL, so no old bytes remain.
+            self._checkpoint("TRUNCATE")
+
+    def _checkpoint(self, mode: str) -> None:
+        """SQLite: checkpoint the WAL (every ``_CHECKPOINT_EVERY`` records during a run,
+        so the WAL stays bounded, and ``TRUNCATE`` at its end)."""
+        if self._engine.dialect.name == "sqlite":
             with self._engine.connect().execution_options(sqlite_begin="none") as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
 
     # ------------------------------------------------------------------ queries
 
@@ -247,12 +263,16 @@ class Sweeper:
         else:
             with self._session():
                 self._flush_shred_queue(report, run_id=None)
-                done = 0
+                done = since_checkpoint = 0
                 while True:
                     n = self._batch(report)
                     if n == 0:
                         break
                     done += n
+                    since_checkpoint += n
+                    if since_checkpoint >= _CHECKPOINT_EVERY:
+                        self._checkpoint("PASSIVE")
+                        since_checkpoint = 0
                     self._flush_shred_queue(report, run_id=report.run_id)
                     if progress is not None:
                         progress(min(done, max(free, done)), max(free, done))
@@ -437,7 +457,7 @@ class Sweeper:
                 tenant=tenant, actor=self._actor, action="retention.sweep",
                 decision=Decision.ALLOW, collection=None,
                 record_ids=tuple(t["ids"]),
-                subjects=tuple(sorted(self._vault.pseudonym(tenant, s) for s in t["subjects"]
+                subjects=tuple(sorted(self._pseudonym(tenant, s) for s in t["subjects"]
                                       if s != ANONYMOUS_SUBJECT)),
                 fields=tuple(sorted(t["fields"])),
                 reason=f"run:{report.run_id}:batch:{report.batches + 1}"))
@@ -583,11 +603,12 @@ class Sweeper:
                 self._vault.audit_log.append(conn, [AuditEvent(
                     tenant=tenant, actor=self._actor, action="retention.shred",
                     decision=Decision.ALLOW,
-                    subjects=tuple(sorted(self._vault.pseudonym(tenant, s) for s in free)),
+                    subjects=tuple(sorted(self._pseudonym(tenant, s) for s in free)),
                     reason=f"run:{report.run_id}:subjects:{len(free)}")])
                 conn.execute(update(_RUNS).where(_RUNS.c.id == report.run_id).values(
                     subjects_shredded=_RUNS.c.subjects_shredded + len(free)))
             report.subjects_shredded += len(free)
+        self._pseudonyms.clear()
 
     # ------------------------------------------------------------------ dry run
 
