@@ -10,9 +10,11 @@ its own, before the error is raised.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import re
+import secrets
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -73,8 +75,17 @@ _IN_CHUNK = 500
 SYSTEM_ACTOR = "system"
 
 
+# Ids: a random per-process prefix, a per-process sequence, then random bits (32 hex
+# digits, unguessable). Ids made together sort together, so the rows written by one
+# batch sit on neighbouring pages of the id-keyed b-trees instead of one page each:
+# batched writes and retention sweeps touch (and, with secure_delete, rewrite) far
+# fewer pages. They carry no time.
+_ID_PREFIX = secrets.token_hex(4)
+_ID_SEQUENCE = itertools.count(secrets.randbelow(1 << 32))
+
+
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_SEQUENCE) & 0xFFFFFFFFFFFF:012x}{secrets.token_hex(6)}"
 
 
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
