@@ -208,7 +208,6 @@ class KeyService(_Service):
         self._vault._audit_admin("keys.destroy", actor=actor, tenant=tenant,
                                  subjects=(pseudonym,), purpose=purpose)
 
-
     def _destroy_unless_held(self, tenant: str, subject_id: str, *, actor: Actor | None,
                              purpose: str) -> None:
         """Destroy the key inside a data-database transaction that checked (and, on

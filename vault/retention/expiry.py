@@ -160,6 +160,10 @@ def recompute(conn: Connection, schedule: RetentionSchedule, schemas: SchemaRegi
     """
     query = select(_RECORDS.c.id, _RECORDS.c.subject_id, _RECORDS.c.collection,
                    _RECORDS.c.envelopes, _RECORDS.c.created_at).where(_RECORDS.c.tenant == tenant)
+    if conn.dialect.name == "postgresql":
+        # Lock the records first: a sweep deleting one of them finishes before we
+        # read it (and we then skip it) instead of our expiry row outliving it.
+        query = query.with_for_update(of=_RECORDS)
     if subject_id is not None:
         batches = [conn.execute(query.where(_RECORDS.c.subject_id == subject_id)).all()]
     else:

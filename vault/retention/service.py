@@ -31,6 +31,7 @@ from vault.retention.tables import (
 from vault.schema import CollectionSchema
 from vault.store.codec import decode_envelopes
 from vault.store.models import RecordRow, SubjectRow
+from vault.store.retry import transaction_attempts
 from vault.types import Actor, check_identifier
 
 if TYPE_CHECKING:
@@ -203,30 +204,37 @@ class RetentionService(_Service):
     def _set_event(self, tenant: str, subject_id: str, kind: Event, when: dt.datetime | None,
                    actor: Actor | None, action: str) -> int:
         vault = self._vault
+        for attempt in transaction_attempts():
+            with attempt, vault.engine.begin() as conn:
+                count = self._apply_event(conn, tenant, subject_id, kind, when, actor, action)
+        return count
+
+    def _apply_event(self, conn: Connection, tenant: str, subject_id: str, kind: Event,
+                     when: dt.datetime | None, actor: Actor | None, action: str) -> int:
+        vault = self._vault
         column = kind.value
-        with vault.engine.begin() as conn:
-            known = conn.execute(select(_SUBJECTS.c.subject_id).where(
-                _SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id == subject_id)).first()
-            if known is None:
-                raise NotFound(f"no subject {subject_id} in tenant {tenant}")
-            row = conn.execute(select(_EVENTS).where(
-                _EVENTS.c.tenant == tenant, _EVENTS.c.subject_id == subject_id)).first()
-            if row is None:
-                conn.execute(insert(_EVENTS), [{"tenant": tenant, "subject_id": subject_id,
-                                                column: when, "shred_due": False}])
-            else:
-                current = getattr(row, column)
-                if kind is Event.LAST_INTERACTION and when is not None and current is not None:
-                    when = max(when, current)
-                conn.execute(update(_EVENTS).where(
-                    _EVENTS.c.tenant == tenant, _EVENTS.c.subject_id == subject_id)
-                    .values({column: when}))
-            count = _expiry.recompute(conn, self._schedule, vault.schemas, tenant,
-                                      subject_id=subject_id)
-            vault.audit_log.append(conn, [AuditEvent(
-                tenant=tenant, actor=actor.id if actor else "system", action=action,
-                decision=Decision.ALLOW, subjects=(vault.pseudonym(tenant, subject_id),),
-                reason=f"{column}:records:{count}")])
+        known = conn.execute(select(_SUBJECTS.c.subject_id).where(
+            _SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id == subject_id)).first()
+        if known is None:
+            raise NotFound(f"no subject {subject_id} in tenant {tenant}")
+        row = conn.execute(select(_EVENTS).where(
+            _EVENTS.c.tenant == tenant, _EVENTS.c.subject_id == subject_id)).first()
+        if row is None:
+            conn.execute(insert(_EVENTS), [{"tenant": tenant, "subject_id": subject_id,
+                                            column: when, "shred_due": False}])
+        else:
+            current = getattr(row, column)
+            if kind is Event.LAST_INTERACTION and when is not None and current is not None:
+                when = max(when, current)
+            conn.execute(update(_EVENTS).where(
+                _EVENTS.c.tenant == tenant, _EVENTS.c.subject_id == subject_id)
+                .values({column: when}))
+        count = _expiry.recompute(conn, self._schedule, vault.schemas, tenant,
+                                  subject_id=subject_id)
+        vault.audit_log.append(conn, [AuditEvent(
+            tenant=tenant, actor=actor.id if actor else "system", action=action,
+            decision=Decision.ALLOW, subjects=(vault.pseudonym(tenant, subject_id),),
+            reason=f"{column}:records:{count}")])
         return count
 
     # ------------------------------------------------------------------ plan
