@@ -104,6 +104,10 @@ _FORGET_EVENTS = delete(_EVENTS).where(_EVENTS.c.tenant == bindparam("t"),
 _WHOLE = frozenset({"*"})
 
 
+_PURGE = Outcome("delete", _WHOLE, frozenset(), None, False)
+_PURGE_SHRED = Outcome("delete", _WHOLE, frozenset(), None, True)
+
+
 class RunStatus:
     RUNNING = "running"
     COMPLETED = "completed"
@@ -344,7 +348,7 @@ class Sweeper:
         slow: list[str] = []
         for r in rows:
             if r.purge_due:
-                out.append((r, Outcome("delete", _WHOLE, frozenset(), None, bool(r.shred_due))))
+                out.append((r, _PURGE_SHRED if r.shred_due else _PURGE))
             else:
                 slow.append(r.record_id)
         info: dict[tuple[str, str], SubjectInfo] = {}
@@ -405,6 +409,16 @@ class Sweeper:
         touched: dict[str, dict[str, Any]] = defaultdict(lambda: {
             "ids": [], "subjects": set(), "fields": set()})
         for row, out in outcomes:
+            if out is _PURGE or out is _PURGE_SHRED:
+                # The common case, kept short: the whole record goes unread.
+                t = touched[row.tenant]
+                t["ids"].append(row.record_id)
+                t["subjects"].add(row.subject_id)
+                t["fields"].add("*")
+                deleted.append(row.record_id)
+                if out is _PURGE_SHRED:
+                    shred_flags.add((row.tenant, row.subject_id))
+                continue
             counts[out.kind] += 1
             if out.shred:
                 shred_flags.add((row.tenant, row.subject_id))
@@ -428,6 +442,8 @@ class Sweeper:
                     "rid": row.record_id, "exp": cols.get("expires_at"),
                     "cat": cols.get("category"), "act": cols.get("action"),
                     "purge": cols.get("purge_at"), "shred": cols.get("shred_at")})
+        purged = sum(1 for _, out in outcomes if out is _PURGE or out is _PURGE_SHRED)
+        counts["delete"] += purged
         for i in range(0, len(deleted), _CHUNK):
             chunk = deleted[i:i + _CHUNK]
             # Their blind-index tokens and expiry rows go with them (ON DELETE CASCADE;
