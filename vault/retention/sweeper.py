@@ -18,6 +18,8 @@ The cut-off time is read from the clock once, when the run starts.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -28,8 +30,10 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 from sqlalchemy import (
     Connection,
+    String,
     Table,
     and_,
+    any_,
     bindparam,
     delete,
     exists,
@@ -38,6 +42,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from vault.audit.chain import AuditEvent, Decision
 from vault.crypto.envelope import RecordContext
@@ -81,24 +86,49 @@ _SUBJECTS = cast(Table, SubjectRow.__table__)
 Progress = Callable[[int, int], None]
 _CHUNK = 2000
 _CHECKPOINT_EVERY = 50_000
-# Statements of the hot path, built once: expanding IN parameters keep them in
-# SQLAlchemy's compiled cache (no per-id coercion).
-_IDS: Any = bindparam("ids", expanding=True)
-_DEL_BLIND = delete(_BLIND).where(_BLIND.c.record_id.in_(_IDS))
-_DEL_BLIND_FIELDS = delete(_BLIND).where(_BLIND.c.record_id.in_(_IDS),
-                                         _BLIND.c.field.in_(bindparam("fields", expanding=True)))
-_DEL_RET = delete(_RET).where(_RET.c.record_id.in_(_IDS))
-_DEL_RECORDS = delete(_RECORDS).where(_RECORDS.c.id.in_(_IDS))
-_LOAD = select(_RECORDS.c.id.label("record_id"), _RECORDS.c.tenant, _RECORDS.c.subject_id,
-               _RECORDS.c.collection, _RECORDS.c.envelopes, _RECORDS.c.created_at
-               ).where(_RECORDS.c.id.in_(_IDS))
-_REMAINING = select(_RECORDS.c.subject_id).where(
-    _RECORDS.c.tenant == bindparam("t"), _RECORDS.c.subject_id.in_(_IDS)).distinct()
-_QUEUED = select(_QUEUE.c.subject_id).where(_QUEUE.c.tenant == bindparam("t"),
-                                            _QUEUE.c.subject_id.in_(_IDS))
-_DEQUEUE = delete(_QUEUE).where(_QUEUE.c.tenant == bindparam("t"), _QUEUE.c.subject_id.in_(_IDS))
-_FORGET_EVENTS = delete(_EVENTS).where(_EVENTS.c.tenant == bindparam("t"),
-                                       _EVENTS.c.subject_id.in_(_IDS))
+class _Statements:
+    """The hot statements for one dialect, built once, each list parameter bound as a
+    single value: a JSON array read with ``json_each`` on SQLite, an array compared
+    with ``= ANY`` on PostgreSQL. No per-id placeholder is rendered or processed."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        inn = self._in
+        self.del_blind = delete(_BLIND).where(inn(_BLIND.c.record_id, "ids"))
+        self.del_blind_fields = delete(_BLIND).where(inn(_BLIND.c.record_id, "ids"),
+                                                     inn(_BLIND.c.field, "fields"))
+        self.del_ret = delete(_RET).where(inn(_RET.c.record_id, "ids"))
+        self.del_records = delete(_RECORDS).where(inn(_RECORDS.c.id, "ids"))
+        self.load = select(
+            _RECORDS.c.id.label("record_id"), _RECORDS.c.tenant, _RECORDS.c.subject_id,
+            _RECORDS.c.collection, _RECORDS.c.envelopes, _RECORDS.c.created_at,
+        ).where(inn(_RECORDS.c.id, "ids"))
+        self.remaining = select(_RECORDS.c.subject_id).where(
+            _RECORDS.c.tenant == bindparam("t"), inn(_RECORDS.c.subject_id, "ids")).distinct()
+        self.queued = select(_QUEUE.c.subject_id).where(_QUEUE.c.tenant == bindparam("t"),
+                                                        inn(_QUEUE.c.subject_id, "ids"))
+        self.dequeue = delete(_QUEUE).where(_QUEUE.c.tenant == bindparam("t"),
+                                            inn(_QUEUE.c.subject_id, "ids"))
+        self.forget_events = delete(_EVENTS).where(_EVENTS.c.tenant == bindparam("t"),
+                                                   inn(_EVENTS.c.subject_id, "ids"))
+
+    def _in(self, column: Any, name: str) -> Any:
+        if self.dialect == "postgresql":
+            return column == any_(bindparam(name, type_=ARRAY(String)))
+        if self.dialect == "sqlite":
+            values = func.json_each(bindparam(name, type_=String)).table_valued("value")
+            return column.in_(select(values.c.value))
+        return column.in_(bindparam(name, expanding=True))
+
+    def ids(self, items: Sequence[str]) -> Any:
+        """The bound value of a list parameter."""
+        return json.dumps(list(items)) if self.dialect == "sqlite" else list(items)
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    return _Statements(dialect)
+
 
 #: In an audit entry's fields: the whole record was deleted.
 _WHOLE = frozenset({"*"})
@@ -170,6 +200,7 @@ class Sweeper:
         self._schedule = vault.retention.schedule
         self._conn: Connection | None = None
         self._pseudonyms: dict[tuple[str, str], str] = {}
+        self._st = _statements(self._engine.dialect.name)
 
     def _pseudonym(self, tenant: str, subject_id: str) -> str:
         """Pseudonyms of this run's subjects, computed once (batch and shred entries)."""
@@ -362,7 +393,8 @@ class Sweeper:
             return out, info
         records: list[Any] = []
         for i in range(0, len(slow), _CHUNK):
-            records.extend(conn.execute(_LOAD, {"ids": slow[i:i + _CHUNK]}).all())
+            records.extend(conn.execute(self._st.load,
+                                        {"ids": self._st.ids(slow[i:i + _CHUNK])}).all())
         by_tenant: dict[str, list[str]] = defaultdict(list)
         for r in records:
             by_tenant[r.tenant].append(r.subject_id)
@@ -454,15 +486,15 @@ class Sweeper:
             chunk = deleted[i:i + _CHUNK]
             # Their blind-index tokens and expiry rows go with them (ON DELETE CASCADE;
             # make_engine turns SQLite's foreign keys on).
-            conn.execute(_DEL_RECORDS, {"ids": chunk})
+            conn.execute(self._st.del_records, {"ids": self._st.ids(chunk)})
         if pruned:
             conn.execute(update(_RECORDS).where(_RECORDS.c.id == bindparam("rid")).values(
                 envelopes=bindparam("env"), updated_at=bindparam("ts"),
                 version=_RECORDS.c.version + 1), pruned)
         for fields, ids in blind_gone.items():
             for i in range(0, len(ids), _CHUNK):
-                conn.execute(_DEL_BLIND_FIELDS, {"ids": ids[i:i + _CHUNK],
-                                                 "fields": sorted(fields)})
+                conn.execute(self._st.del_blind_fields, {"ids": self._st.ids(ids[i:i + _CHUNK]),
+                                                         "fields": self._st.ids(sorted(fields))})
         if rescheduled:
             conn.execute(update(_RET).where(_RET.c.record_id == bindparam("rid")).values(
                 expires_at=bindparam("exp"), category=bindparam("cat"),
@@ -516,19 +548,19 @@ class Sweeper:
                     blind.append(row.record_id)
             ids = [u["rid"] for u in updates] + gone
             for i in range(0, len(ids), _CHUNK):
-                conn.execute(_DEL_RET, {"ids": ids[i:i + _CHUNK]})
+                conn.execute(self._st.del_ret, {"ids": self._st.ids(ids[i:i + _CHUNK])})
             for i in range(0, len(blind), _CHUNK):
                 # Kept fields are not identifying; only the removed fields' tokens go.
                 removed = sorted({f for r, o in group for f in o.removed})
-                conn.execute(_DEL_BLIND_FIELDS, {"ids": blind[i:i + _CHUNK],
-                                                 "fields": removed})
+                conn.execute(self._st.del_blind_fields, {"ids": self._st.ids(blind[i:i + _CHUNK]),
+                                                         "fields": self._st.ids(removed)})
             if updates:
                 conn.execute(update(_RECORDS).where(_RECORDS.c.id == bindparam("rid")).values(
                     envelopes=bindparam("env"), updated_at=bindparam("ts"),
                     subject_id=bindparam("sid"), version=_RECORDS.c.version + 1), updates)
             for i in range(0, len(gone), _CHUNK):
-                conn.execute(_DEL_BLIND, {"ids": gone[i:i + _CHUNK]})
-                conn.execute(_DEL_RECORDS, {"ids": gone[i:i + _CHUNK]})
+                conn.execute(self._st.del_blind, {"ids": self._st.ids(gone[i:i + _CHUNK])})
+                conn.execute(self._st.del_records, {"ids": self._st.ids(gone[i:i + _CHUNK])})
             dropped += len(gone)
         return dropped
 
@@ -564,8 +596,10 @@ class Sweeper:
             queued: set[str] = set()
             for i in range(0, len(candidates), _CHUNK):
                 chunk = candidates[i:i + _CHUNK]
-                remaining.update(conn.execute(_REMAINING, {"t": tenant, "ids": chunk}).scalars())
-                queued.update(conn.execute(_QUEUED, {"t": tenant, "ids": chunk}).scalars())
+                ids = self._st.ids(chunk)
+                remaining.update(conn.execute(self._st.remaining,
+                                              {"t": tenant, "ids": ids}).scalars())
+                queued.update(conn.execute(self._st.queued, {"t": tenant, "ids": ids}).scalars())
             due = [s for s in candidates if s not in remaining and s not in queued]
             if due:
                 conn.execute(insert(_QUEUE), [{"tenant": tenant, "subject_id": s,
@@ -620,8 +654,9 @@ class Sweeper:
                 self._vault.keystore.destroy_many(tenant, free, checkpoint=False)
                 for i in range(0, len(free), _CHUNK):
                     chunk = free[i:i + _CHUNK]
-                    conn.execute(_DEQUEUE, {"t": tenant, "ids": chunk})
-                    conn.execute(_FORGET_EVENTS, {"t": tenant, "ids": chunk})
+                    ids = self._st.ids(chunk)
+                    conn.execute(self._st.dequeue, {"t": tenant, "ids": ids})
+                    conn.execute(self._st.forget_events, {"t": tenant, "ids": ids})
                 self._vault.audit_log.append(conn, [AuditEvent(
                     tenant=tenant, actor=self._actor, action="retention.shred",
                     decision=Decision.ALLOW,
