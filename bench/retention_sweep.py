@@ -1,6 +1,7 @@
 """How fast the retention sweeper removes expired records on SQLite.
 
     python -m bench.retention_sweep [--records 100000] [--per-subject 1] [--batch 1000]
+                                    [--no-shred] [--anonymise] [--profile tottime]
 
 Builds a vault in a temporary folder with the default schedule
 (``policies/retention.toml``), writes ``--records`` customers through the
@@ -11,7 +12,8 @@ each one is deleted (ciphertexts and blind indexes, in batches, one audit
 entry per batch) and every subject is crypto-shredded (``identity`` is a
 ``shred`` category). Then it checks that nothing is left and that the audit
 log verifies. ``--anonymise`` adds ``preferred_language`` (an ``anonymise``
-category), so every record is re-encrypted and unlinked instead.
+category), so every record is re-encrypted and unlinked instead. ``--no-shred``
+runs the same schedule with ``shred`` replaced by ``delete`` (no key store work).
 Goal (retention issue): at least 20,000 expired records per second.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -61,15 +64,23 @@ def main() -> None:
     parser.add_argument("--per-subject", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--anonymise", action="store_true")
-    parser.add_argument("--policies", type=Path, default=POLICIES,
-                        help="policies folder (e.g. a schedule without shredding)")
+    parser.add_argument("--policies", type=Path, default=POLICIES, help="policies folder")
+    parser.add_argument("--no-shred", action="store_true",
+                        help="the schedule with every shred action turned into delete")
     parser.add_argument("--profile", choices=("cumulative", "tottime"),
                         help="cProfile the sweep, sorted so")
     args = parser.parse_args()
     now = dt.datetime.now(dt.UTC)
     clock = FixedClock(now - dt.timedelta(days=3660))
     with tempfile.TemporaryDirectory() as tmp:
-        settings = VaultSettings.build(home=Path(tmp), policies=args.policies)
+        policies = args.policies
+        if args.no_shred:
+            policies = Path(tmp) / "policies"
+            shutil.copytree(args.policies, policies)
+            schedule = policies / "retention.toml"
+            schedule.write_text(schedule.read_text(encoding="utf-8").replace(
+                'action = "shred"', 'action = "delete"'), encoding="utf-8")
+        settings = VaultSettings.build(home=Path(tmp) / "vault", policies=policies)
         with Vault.init(settings=settings, clock=clock) as vault:
             start = time.perf_counter()
             build(vault, clock, args.records, args.per_subject, args.anonymise)
