@@ -30,7 +30,14 @@ from vault.audit.report import (
     ReportView,
 )
 from vault.audit.report import report as build_report
-from vault.errors import AccessDenied, AuditError, ConfigError, InvalidData, VaultError
+from vault.errors import (
+    AccessDenied,
+    AuditError,
+    ConfigError,
+    InvalidData,
+    LegalHoldActive,
+    VaultError,
+)
 from vault.types import Actor, check_identifier
 
 if TYPE_CHECKING:
@@ -186,16 +193,37 @@ class KeyService(_Service):
         database) no longer holds the key. Blind-index entries of the subject
         are removed too. Reads afterwards raise :class:`~vault.errors.KeyDestroyed`.
 
+        Raises:
+            LegalHoldActive: a legal hold applies to the subject or its tenant
+                (audited; nothing is destroyed).
+
         Misuse: this cannot be undone. Keep the key store's own backups short-lived,
         or a restored key store would bring the key back.
         """
         check_identifier(subject_id, "subject_id")
         self._authorise(actor, "keys", "keys.destroy", tenant=tenant)
         pseudonym = self._vault.pseudonym(tenant, subject_id)
-        self._vault.keystore.destroy(tenant, subject_id)
+        self._destroy_unless_held(tenant, subject_id, actor=actor, purpose=purpose)
         # The index entries go, and the audit entry is written, in one transaction.
         self._vault._forget_index(tenant, subject_id, audit=self._vault._admin_event(
             "keys.destroy", actor=actor, tenant=tenant, subjects=(pseudonym,), purpose=purpose))
+
+    def _destroy_unless_held(self, tenant: str, subject_id: str, *, actor: Actor | None,
+                             purpose: str) -> None:
+        """Destroy the key inside a data-database transaction that checked (and, on
+        PostgreSQL, locked) the legal holds, so a hold placed meanwhile waits."""
+        from vault.retention.holds import ensure_not_held
+
+        try:
+            with self._vault.engine.begin() as conn:
+                ensure_not_held(conn, tenant, subject_id, self._vault.clock.now())
+                self._vault.keystore.destroy(tenant, subject_id)
+        except LegalHoldActive as exc:
+            self._vault._audit_admin("keys.destroy", actor=actor, tenant=tenant,
+                                     decision=Decision.DENY, reason=exc.code,
+                                     subjects=(self._vault.pseudonym(tenant, subject_id),),
+                                     purpose=purpose)
+            raise
 
 
 class AuditService(_Service):

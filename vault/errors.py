@@ -21,7 +21,8 @@ The tree::
     │   └── InvalidReceipt     a consent receipt's signature or content does not verify
     ├── KeyManagementError     rotation/retirement refused, key file unsafe
     ├── AuditError             the audit entry could not be written; nothing returned
-    └── PolicyError            the policy engine failed (treated as deny)
+    ├── PolicyError            the policy engine failed (treated as deny)
+    └── LegalHoldActive        a legal hold forbids deleting or shredding this data
 
 Messages carry ids and field names, never values, keys or ciphertext: an error
 can end up in a log, an HTTP body or a traceback shown to somebody who must
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidTenant",
     "KeyDestroyed",
     "KeyManagementError",
+    "LegalHoldActive",
     "NotFound",
     "PolicyError",
     "SubjectRestricted",
@@ -223,3 +225,21 @@ class PolicyError(VaultError):
     """The policy engine failed; Vault treats this as a denial."""
 
     code = "policy_error"
+
+
+class LegalHoldActive(VaultError):
+    """A legal hold applies to the subject or tenant: its data must not be deleted.
+
+    Raised by deletions, crypto-shredding and erasure while a hold is active;
+    the retention sweeper skips held data instead. The message names hold ids,
+    never the hold's reason.
+
+    Attributes:
+        hold_ids: ids of the active holds that apply.
+    """
+
+    code = "legal_hold_active"
+
+    def __init__(self, message: str, *, hold_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.hold_ids = hold_ids

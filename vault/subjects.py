@@ -124,6 +124,9 @@ class SubjectService(_Service):
             conn.execute(update(_SUBJECTS).where(
                 _SUBJECTS.c.tenant == before.tenant,
                 _SUBJECTS.c.subject_id == before.subject_id).values(**values))
+            if "jurisdiction" in values:
+                # Another regime may keep the data for another period.
+                vault.retention._on_subject_changed(conn, before.tenant, before.subject_id)
             vault.audit_log.append(conn, [AuditEvent(
                 tenant=before.tenant, actor=actor.id if actor else "system", action=action,
                 decision=Decision.ALLOW, reason=reason[:64],

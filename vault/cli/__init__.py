@@ -438,6 +438,10 @@ from vault.cli.consent_cli import register as _register_consent  # noqa: E402
 
 _register_consent(app)
 
+from vault.cli import retention_cli  # noqa: E402  (needs the helpers above)
+
+retention_cli.register(app)
+
 
 def main() -> None:
     """Entry point of the ``vault`` script."""

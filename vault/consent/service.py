@@ -620,6 +620,8 @@ class ConsentService(_Service):
                 if event.kind is EventKind.WITHDRAW and event.scope is ConsentScope.GENERAL:
                     vault._on_consent_withdrawn(tenant, subject_id, event.purpose,
                                                 event.occurred_at)
+                elif event.kind is EventKind.GRANT and event.scope is ConsentScope.GENERAL:
+                    vault._on_consent_granted(tenant, subject_id, event.purpose)
         return recorded
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    bindparam,
     func,
     insert,
     select,
@@ -65,6 +66,13 @@ class DataKeyRow(KeyStoreBase):
 
 
 _T = cast(Table, DataKeyRow.__table__)
+# Batched destruction, built once (expanding IN: cached compilation).
+_DESTROY_MANY = (update(_T).where(_T.c.tenant == bindparam("t"),
+                                  _T.c.subject_id.in_(bindparam("ids", expanding=True)),
+                                  _T.c.wrapped.is_not(None))
+                 .values(wrapped=None, destroyed_at=bindparam("now")))
+_PRESENT = select(_T.c.subject_id).where(_T.c.tenant == bindparam("t"),
+                                         _T.c.subject_id.in_(bindparam("ids", expanding=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +348,52 @@ class KeyStore:
             self._epoch += 1
             self._cache.pop((tenant, subject_id), None)
         return destroyed
+
+    def destroy_many(self, tenant: str, subject_ids: Sequence[str], *,
+                     checkpoint: bool = True) -> int:
+        """Destroy several subjects' data keys in one transaction (and one WAL
+        checkpoint on SQLite); subjects without a key row get a tombstone. Idempotent.
+
+        ``checkpoint=False`` leaves the WAL checkpoint to a later :meth:`checkpoint`
+        (a caller destroying keys in many batches calls it once at the end).
+
+        Returns:
+            How many keys held material that is now destroyed.
+        """
+        wanted = list(dict.fromkeys(subject_ids))
+        if not wanted:
+            return 0
+        with self._lock:
+            for sid in wanted:
+                self._cache.pop((tenant, sid), None)
+        now = self._clock.now()
+        destroyed = 0
+        with self._engine.begin() as conn:
+            for start in range(0, len(wanted), 2000):
+                chunk = wanted[start:start + 2000]
+                destroyed += conn.execute(_DESTROY_MANY, {"t": tenant, "ids": chunk,
+                                                          "now": now}).rowcount
+                present = set(conn.execute(_PRESENT, {"t": tenant, "ids": chunk}).scalars())
+                absent = [sid for sid in chunk if sid not in present]
+                if absent:
+                    conn.execute(insert(_T), [{
+                        "tenant": tenant, "subject_id": sid,
+                        "kek_version": self._provider.current_kek_version(),
+                        "wrapped": None, "created_at": now, "destroyed_at": now,
+                    } for sid in absent])
+        if checkpoint:
+            self.checkpoint()
+        with self._lock:
+            for sid in wanted:
+                self._cache.pop((tenant, sid), None)
+        return destroyed
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the WAL into the key file and empty the WAL, so destroyed key
+        material no longer lingers there (no-op on other databases)."""
+        if self._engine.dialect.name == "sqlite":
+            with self._engine.connect().execution_options(sqlite_begin="none") as conn:
+                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
     # ------------------------------------------------------------------ rotation
 

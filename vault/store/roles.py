@@ -13,8 +13,11 @@ consent_events SELECT, INSERT (the consent ledger is append-only too)
 audit_heads    SELECT, UPDATE: the row lock (``SELECT ... FOR UPDATE`` needs
                UPDATE) and the chain cursor; a forged head is caught by
                ``verify`` because it must equal the recomputed chain
-records, subjects, blind_index, casbin_rule, policy_state, consent_state
+records, subjects, blind_index, casbin_rule, policy_state, consent_state,
+retention, retention_subjects, retention_shred_queue
                SELECT, INSERT, UPDATE, DELETE
+legal_holds, retention_runs
+               SELECT, INSERT, UPDATE (holds are lifted, never deleted)
 vault_meta, alembic_version
                SELECT
 data_keys      SELECT, INSERT, UPDATE (destruction overwrites the key), in
@@ -44,6 +47,11 @@ _DATA_GRANTS = (
     ("SELECT, INSERT, UPDATE, DELETE", "blind_index"),
     ("SELECT, INSERT, UPDATE, DELETE", "casbin_rule"),
     ("SELECT, INSERT, UPDATE, DELETE", "policy_state"),
+    ("SELECT, INSERT, UPDATE, DELETE", "retention"),
+    ("SELECT, INSERT, UPDATE, DELETE", "retention_subjects"),
+    ("SELECT, INSERT, UPDATE, DELETE", "retention_shred_queue"),
+    ("SELECT, INSERT, UPDATE", "retention_runs"),
+    ("SELECT, INSERT, UPDATE", "legal_holds"),
     ("SELECT", "vault_meta"),
     ("SELECT", "alembic_version"),
 )

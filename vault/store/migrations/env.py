@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import vault.consent.tables  # registers the consent tables on Base.metadata
+import vault.retention.tables  # registers the retention tables on Base.metadata
 import vault.store.models  # noqa: F401  (registers the tables on Base.metadata)
 from vault.store.base import Base
 

@@ -1,0 +1,696 @@
+"""The retention sweeper: removes what has expired, in batches, crash-safely.
+
+Each batch is one transaction that (1) selects up to ``batch_size`` expired,
+unheld expiry rows, (2) deletes, prunes or anonymises their records, (3)
+writes one audit entry per tenant in the batch naming every record id, and
+(4) adds the batch's counts to the run's row. Either all of that commits or
+none of it does, so after a crash (even SIGKILL) the next run finds exactly
+the records still expired: nothing is removed twice and nothing is missed.
+
+Crypto-shredding destroys keys in the key store, another database: the
+subject is queued in the batch's transaction and dequeued, with its audit
+entry, after the key is destroyed (destruction is idempotent), so a crash in
+between is finished by the next run.
+
+The cut-off time is read from the clock once, when the run starts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import structlog
+from sqlalchemy import (
+    Connection,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from vault.audit.chain import AuditEvent, Decision
+from vault.crypto.envelope import RecordContext
+from vault.errors import CryptoError, NotFound
+from vault.retention.expiry import (
+    ANONYMOUS_SUBJECT,
+    Outcome,
+    SubjectInfo,
+    decide,
+    subject_info,
+)
+from vault.retention.holds import active_hold_clause, lock_tenants
+from vault.retention.schedule import record_expiries
+from vault.retention.tables import (
+    LegalHoldRow,
+    RetentionRow,
+    RetentionRunRow,
+    RetentionSubjectRow,
+    ShredQueueRow,
+)
+from vault.store.codec import decode_envelopes, encode_envelopes
+from vault.store.models import BlindIndexRow, RecordRow, SubjectRow
+from vault.store.retry import transaction_attempts
+
+if TYPE_CHECKING:
+    from vault.facade import Vault
+
+__all__ = ["RunStatus", "SweepReport", "Sweeper"]
+
+log = structlog.get_logger(__name__)
+
+_RET = cast(Table, RetentionRow.__table__)
+_RUNS = cast(Table, RetentionRunRow.__table__)
+_HOLDS = cast(Table, LegalHoldRow.__table__)
+_EVENTS = cast(Table, RetentionSubjectRow.__table__)
+_QUEUE = cast(Table, ShredQueueRow.__table__)
+_RECORDS = cast(Table, RecordRow.__table__)
+_BLIND = cast(Table, BlindIndexRow.__table__)
+_SUBJECTS = cast(Table, SubjectRow.__table__)
+
+Progress = Callable[[int, int], None]
+_CHUNK = 2000
+_CHECKPOINT_EVERY = 50_000
+class _Statements:
+    """The hot statements for one dialect, built once, each list parameter bound as a
+    single value: a JSON array read with ``json_each`` on SQLite, an array compared
+    with ``= ANY`` on PostgreSQL. No per-id placeholder is rendered or processed."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        inn = self._in
+        self.del_blind = delete(_BLIND).where(inn(_BLIND.c.record_id, "ids"))
+        self.del_blind_fields = delete(_BLIND).where(inn(_BLIND.c.record_id, "ids"),
+                                                     inn(_BLIND.c.field, "fields"))
+        self.del_ret = delete(_RET).where(inn(_RET.c.record_id, "ids"))
+        self.del_records = delete(_RECORDS).where(inn(_RECORDS.c.id, "ids"))
+        self.load = select(
+            _RECORDS.c.id.label("record_id"), _RECORDS.c.tenant, _RECORDS.c.subject_id,
+            _RECORDS.c.collection, _RECORDS.c.envelopes, _RECORDS.c.created_at,
+        ).where(inn(_RECORDS.c.id, "ids"))
+        self.remaining = select(_RECORDS.c.subject_id).where(
+            _RECORDS.c.tenant == bindparam("t"), inn(_RECORDS.c.subject_id, "ids")).distinct()
+        self.queued = select(_QUEUE.c.subject_id).where(_QUEUE.c.tenant == bindparam("t"),
+                                                        inn(_QUEUE.c.subject_id, "ids"))
+        self.dequeue = delete(_QUEUE).where(_QUEUE.c.tenant == bindparam("t"),
+                                            inn(_QUEUE.c.subject_id, "ids"))
+        self.forget_events = delete(_EVENTS).where(_EVENTS.c.tenant == bindparam("t"),
+                                                   inn(_EVENTS.c.subject_id, "ids"))
+
+    def _in(self, column: Any, name: str) -> Any:
+        if self.dialect == "postgresql":
+            return column == any_(bindparam(name, type_=ARRAY(String)))
+        if self.dialect == "sqlite":
+            values = func.json_each(bindparam(name, type_=String)).table_valued("value")
+            return column.in_(select(values.c.value))
+        return column.in_(bindparam(name, expanding=True))
+
+    def ids(self, items: Sequence[str]) -> Any:
+        """The bound value of a list parameter."""
+        return json.dumps(list(items)) if self.dialect == "sqlite" else list(items)
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    return _Statements(dialect)
+
+
+#: In an audit entry's fields: the whole record was deleted.
+_WHOLE = frozenset({"*"})
+
+
+_PURGE = Outcome("delete", _WHOLE, frozenset(), None, False)
+_PURGE_SHRED = Outcome("delete", _WHOLE, frozenset(), None, True)
+
+
+class RunStatus:
+    RUNNING = "running"
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    DRY_RUN = "dry_run"
+
+
+@dataclass(slots=True)
+class SweepReport:
+    """What one sweep did (or, for a dry run, would do).
+
+    Attributes:
+        records_deleted: records removed entirely.
+        records_pruned: records that lost the fields of expired categories.
+        records_anonymised: records unlinked from their subject.
+        subjects_shredded: subjects whose data key was destroyed.
+        held: expired records skipped because a legal hold applies.
+        interrupted_runs: earlier runs found unfinished (their work is finished now).
+    """
+
+    run_id: str
+    dry_run: bool
+    status: str
+    started_at: dt.datetime
+    cutoff: dt.datetime
+    finished_at: dt.datetime | None = None
+    batches: int = 0
+    records_deleted: int = 0
+    records_pruned: int = 0
+    records_anonymised: int = 0
+    subjects_shredded: int = 0
+    held: int = 0
+    rescheduled: int = 0
+    interrupted_runs: list[str] = field(default_factory=list)
+
+    @property
+    def records_processed(self) -> int:
+        return self.records_deleted + self.records_pruned + self.records_anonymised
+
+
+def _unheld(now: dt.datetime) -> Any:
+    """Expiry rows no active hold covers (neither a tenant hold nor a subject hold)."""
+    return ~exists().where(
+        _HOLDS.c.tenant == _RET.c.tenant,
+        (_HOLDS.c.subject_id.is_(None)) | (_HOLDS.c.subject_id == _RET.c.subject_id),
+        active_hold_clause(now))
+
+
+class Sweeper:
+    """One sweep over the expired records of a vault (use :meth:`run`)."""
+
+    def __init__(self, vault: Vault, *, batch_size: int, actor: str,
+                 tenant: str | None = None) -> None:
+        self._vault = vault
+        self._engine = vault.engine
+        self._batch_size = batch_size
+        self._actor = actor
+        self._tenant = tenant
+        self._schedule = vault.retention.schedule
+        self._conn: Connection | None = None
+        self._pseudonyms: dict[tuple[str, str], str] = {}
+        self._st = _statements(self._engine.dialect.name)
+
+    def _pseudonym(self, tenant: str, subject_id: str) -> str:
+        """Pseudonyms of this run's subjects, computed once (batch and shred entries)."""
+        key = (tenant, subject_id)
+        found = self._pseudonyms.get(key)
+        if found is None:
+            found = self._pseudonyms[key] = self._vault.pseudonym(tenant, subject_id)
+        return found
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """A write transaction: on SQLite on the run's own connection, which does
+        not checkpoint the WAL at every commit (see :meth:`_checkpoint`)."""
+        if self._conn is None:
+            with self._engine.begin() as conn:
+                yield conn
+            return
+        with self._conn.begin():
+            yield self._conn
+
+    @contextmanager
+    def _session(self) -> Iterator[None]:
+        if self._engine.dialect.name != "sqlite":
+            yield
+            return
+        self._conn = self._engine.connect()
+        try:
+            with self._conn.begin():
+                self._conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+            yield
+        finally:
+            try:
+                with self._conn.begin():
+                    self._conn.exec_driver_sql("PRAGMA wal_autocheckpoint=1000")
+            finally:
+                self._conn.close()
+                self._conn = None
+            # Deleted rows were zeroed in the WAL (secure_delete); copy those pages
+            # into the database file and empty the WAL, so no old bytes remain.
+            self._checkpoint("TRUNCATE")
+
+    def _checkpoint(self, mode: str) -> None:
+        """SQLite: checkpoint the WAL (every ``_CHECKPOINT_EVERY`` records during a run,
+        so the WAL stays bounded, and ``TRUNCATE`` at its end)."""
+        if self._engine.dialect.name == "sqlite":
+            with self._engine.connect().execution_options(sqlite_begin="none") as conn:
+                conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+
+    # ------------------------------------------------------------------ queries
+
+    def _expired(self, cutoff: dt.datetime) -> Any:
+        cond = and_(_RET.c.expires_at.is_not(None), _RET.c.expires_at <= cutoff)
+        if self._tenant is not None:
+            cond = and_(cond, _RET.c.tenant == self._tenant)
+        return cond
+
+    def count(self, conn: Connection, cutoff: dt.datetime) -> tuple[int, int]:
+        """(expired and unheld, expired but held) record counts."""
+        base = select(func.count()).select_from(_RET).where(self._expired(cutoff))
+        total = int(conn.execute(base).scalar_one())
+        free = int(conn.execute(base.where(_unheld(cutoff))).scalar_one())
+        return free, total - free
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, *, dry_run: bool, progress: Progress | None = None) -> SweepReport:
+        now = self._vault.clock.now()
+        report = SweepReport(run_id=uuid.uuid4().hex[:16], dry_run=dry_run,
+                             status=RunStatus.RUNNING, started_at=now, cutoff=now)
+        with self._engine.begin() as conn:
+            if not dry_run:
+                report.interrupted_runs = list(conn.execute(
+                    select(_RUNS.c.id).where(_RUNS.c.status == RunStatus.RUNNING,
+                                             _RUNS.c.dry_run.is_(False))).scalars())
+                if report.interrupted_runs:
+                    conn.execute(update(_RUNS).where(_RUNS.c.id.in_(report.interrupted_runs))
+                                 .values(status=RunStatus.INTERRUPTED))
+            free, held = self.count(conn, now)
+            report.held = held
+            conn.execute(insert(_RUNS), [{
+                "id": report.run_id, "started_at": now, "finished_at": None,
+                "status": RunStatus.DRY_RUN if dry_run else RunStatus.RUNNING,
+                "dry_run": dry_run, "actor": self._actor, "batches": 0, "records_deleted": 0,
+                "records_pruned": 0, "records_anonymised": 0, "subjects_shredded": 0,
+                "held": held}])
+            self._vault.audit_log.append(conn, [AuditEvent(
+                tenant=self._tenant or "*", actor=self._actor, action="retention.sweep_start",
+                decision=Decision.ALLOW,
+                reason=(f"run:{report.run_id}:expired:{free}:held:{held}"
+                        + (":dry" if dry_run else ""))[:64])])
+        if progress is not None:
+            progress(0, free)
+        if dry_run:
+            self._simulate(report, free, progress)
+        else:
+            with self._session():
+                self._flush_shred_queue(report, run_id=None)
+                done = since_checkpoint = 0
+                while True:
+                    n = self._batch(report)
+                    if n == 0:
+                        break
+                    done += n
+                    since_checkpoint += n
+                    if since_checkpoint >= _CHECKPOINT_EVERY:
+                        self._checkpoint("PASSIVE")
+                        since_checkpoint = 0
+                    self._flush_shred_queue(report, run_id=report.run_id)
+                    if progress is not None:
+                        progress(min(done, max(free, done)), max(free, done))
+            if report.subjects_shredded:
+                self._vault.keystore.checkpoint()
+        report.finished_at = self._vault.clock.now()
+        report.status = RunStatus.DRY_RUN if dry_run else RunStatus.COMPLETED
+        with self._engine.begin() as conn:
+            conn.execute(update(_RUNS).where(_RUNS.c.id == report.run_id).values(
+                finished_at=report.finished_at, status=report.status,
+                subjects_shredded=report.subjects_shredded, **(
+                    {"batches": report.batches, "records_deleted": report.records_deleted,
+                     "records_pruned": report.records_pruned,
+                     "records_anonymised": report.records_anonymised} if dry_run else {})))
+            self._vault.audit_log.append(conn, [AuditEvent(
+                tenant=self._tenant or "*", actor=self._actor, action="retention.sweep_end",
+                decision=Decision.ALLOW,
+                reason=(f"run:{report.run_id}:d{report.records_deleted}"
+                        f":p{report.records_pruned}:a{report.records_anonymised}"
+                        f":s{report.subjects_shredded}:h{report.held}")[:64])])
+        return report
+
+    # ------------------------------------------------------------------ one batch
+
+    def _select(self, conn: Connection, cutoff: dt.datetime, *, after: tuple[Any, str] | None,
+                for_update: bool) -> list[Any]:
+        # Due-ness is computed by the database: no timestamp conversion per row.
+        # The stored pseudonym comes along (an index probe is cheaper than an HMAC).
+        columns = [_RET.c.record_id, _RET.c.tenant, _RET.c.subject_id, _RET.c.collection,
+                   (_RET.c.purge_at <= cutoff).label("purge_due"),
+                   (_RET.c.shred_at <= cutoff).label("shred_due"), _SUBJECTS.c.pseudonym]
+        if not for_update:
+            columns.append(_RET.c.expires_at)     # the dry run pages by (expires_at, id)
+        query = (
+            select(*columns)
+            .select_from(_RET.outerjoin(_SUBJECTS, (_SUBJECTS.c.tenant == _RET.c.tenant)
+                                        & (_SUBJECTS.c.subject_id == _RET.c.subject_id)))
+            .where(self._expired(cutoff), _unheld(cutoff))
+            .order_by(_RET.c.expires_at, _RET.c.record_id)
+            .limit(self._batch_size))
+        if after is not None:
+            query = query.where((_RET.c.expires_at > after[0])
+                                | ((_RET.c.expires_at == after[0])
+                                   & (_RET.c.record_id > after[1])))
+        if for_update and conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=_RET)
+        return list(conn.execute(query).all())
+
+    def _recheck_holds(self, conn: Connection, rows: list[Any], cutoff: dt.datetime) -> list[Any]:
+        """PostgreSQL: take the tenants' shared hold locks, then drop rows a hold
+        committed since the select now covers."""
+        if conn.dialect.name != "postgresql" or not rows:
+            return rows
+        tenants = sorted({r.tenant for r in rows})
+        lock_tenants(conn, tenants)
+        held = conn.execute(select(_HOLDS.c.tenant, _HOLDS.c.subject_id).where(
+            _HOLDS.c.tenant.in_(tenants), active_hold_clause(cutoff))).all()
+        if not held:
+            return rows
+        whole = {h.tenant for h in held if h.subject_id is None}
+        subjects = {(h.tenant, h.subject_id) for h in held}
+        return [r for r in rows if r.tenant not in whole and (r.tenant, r.subject_id)
+                not in subjects]
+
+    def _outcomes(self, conn: Connection, rows: Sequence[Any],
+                  cutoff: dt.datetime) -> tuple[list[tuple[Any, Outcome]], dict[tuple[str, str],
+                                                                              SubjectInfo]]:
+        """Decide each record's fate. A record whose every category has expired and
+        none anonymises (``purge_at`` passed) is deleted without being read; the others are
+        read and decided category by category."""
+        out: list[tuple[Any, Outcome]] = []
+        slow: list[str] = []
+        known = self._pseudonyms
+        for r in rows:
+            if r.pseudonym is not None:
+                known[(r.tenant, r.subject_id)] = r.pseudonym
+            if r.purge_due:
+                out.append((r, _PURGE_SHRED if r.shred_due else _PURGE))
+            else:
+                slow.append(r.record_id)
+        info: dict[tuple[str, str], SubjectInfo] = {}
+        if not slow:
+            return out, info
+        records: list[Any] = []
+        for i in range(0, len(slow), _CHUNK):
+            records.extend(conn.execute(self._st.load,
+                                        {"ids": self._st.ids(slow[i:i + _CHUNK])}).all())
+        by_tenant: dict[str, list[str]] = defaultdict(list)
+        for r in records:
+            by_tenant[r.tenant].append(r.subject_id)
+        for tenant, sids in by_tenant.items():
+            for sid, si in subject_info(conn, tenant, sids,
+                                        regime_for=self._vault.jurisdictions.regime_for).items():
+                info[(tenant, sid)] = si
+        schemas = self._vault.schemas
+        default = SubjectInfo(regime="default")
+        for r in records:
+            schema = schemas.get(r.collection)
+            si = info.get((r.tenant, r.subject_id), default)
+            fields = decode_envelopes(r.envelopes)
+            exps = record_expiries(self._schedule, schema, fields, si.regime,
+                                   si.events(r.created_at))
+            out.append((r, decide(schema, fields, exps, cutoff)))
+        return out, info
+
+    def _batch(self, report: SweepReport) -> int:
+        cutoff = report.cutoff
+        for attempt in transaction_attempts():
+            with attempt, self._tx() as conn:
+                rows = self._select(conn, cutoff, after=None, for_update=True)
+                if not rows:
+                    return 0
+                rows = self._recheck_holds(conn, rows, cutoff)
+                outcomes, info = self._outcomes(conn, rows, cutoff)
+                counts = self._apply(conn, outcomes, info, report)
+                conn.execute(update(_RUNS).where(_RUNS.c.id == report.run_id).values(
+                    batches=_RUNS.c.batches + 1,
+                    records_deleted=_RUNS.c.records_deleted + counts["delete"],
+                    records_pruned=_RUNS.c.records_pruned + counts["prune"],
+                    records_anonymised=_RUNS.c.records_anonymised + counts["anonymise"]))
+        report.batches += 1
+        report.records_deleted += counts["delete"]
+        report.records_pruned += counts["prune"]
+        report.records_anonymised += counts["anonymise"]
+        report.rescheduled += counts["reschedule"]
+        return max(len(rows), 1)
+
+    def _apply(self, conn: Connection, outcomes: list[tuple[Any, Outcome]],
+               info: dict[tuple[str, str], SubjectInfo], report: SweepReport) -> dict[str, int]:
+        counts = {"delete": 0, "prune": 0, "anonymise": 0, "reschedule": 0}
+        now = self._vault.clock.now()
+        deleted: list[str] = []
+        pruned: list[dict[str, Any]] = []
+        blind_gone: dict[frozenset[str], list[str]] = defaultdict(list)
+        rescheduled: list[dict[str, Any]] = []
+        anonymise: list[tuple[Any, Outcome]] = []
+        shred_flags: set[tuple[str, str]] = set()
+        touched: dict[str, dict[str, Any]] = defaultdict(lambda: {
+            "ids": [], "subjects": set(), "fields": set()})
+        for row, out in outcomes:
+            if out is _PURGE or out is _PURGE_SHRED:
+                # The common case, kept short: the whole record goes unread.
+                t = touched[row.tenant]
+                t["ids"].append(row.record_id)
+                t["subjects"].add(row.subject_id)
+                t["fields"].add("*")
+                deleted.append(row.record_id)
+                if out is _PURGE_SHRED:
+                    shred_flags.add((row.tenant, row.subject_id))
+                continue
+            counts[out.kind] += 1
+            if out.shred:
+                shred_flags.add((row.tenant, row.subject_id))
+            if out.kind != "reschedule":
+                t = touched[row.tenant]
+                t["ids"].append(row.record_id)
+                t["subjects"].add(row.subject_id)
+                t["fields"].update(out.removed)
+            if out.kind == "delete":
+                deleted.append(row.record_id)
+            elif out.kind == "anonymise":
+                anonymise.append((row, out))
+            else:
+                if out.kind == "prune":
+                    envs = decode_envelopes(row.envelopes)
+                    pruned.append({"rid": row.record_id, "env": encode_envelopes(
+                        {n: e for n, e in envs.items() if n in out.kept}), "ts": now})
+                    blind_gone[out.removed].append(row.record_id)
+                cols = out.columns or {}
+                rescheduled.append({
+                    "rid": row.record_id, "exp": cols.get("expires_at"),
+                    "cat": cols.get("category"), "act": cols.get("action"),
+                    "purge": cols.get("purge_at"), "shred": cols.get("shred_at")})
+        purged = sum(1 for _, out in outcomes if out is _PURGE or out is _PURGE_SHRED)
+        counts["delete"] += purged
+        for i in range(0, len(deleted), _CHUNK):
+            chunk = deleted[i:i + _CHUNK]
+            # Their blind-index tokens and expiry rows go with them (ON DELETE CASCADE;
+            # make_engine turns SQLite's foreign keys on).
+            conn.execute(self._st.del_records, {"ids": self._st.ids(chunk)})
+        if pruned:
+            conn.execute(update(_RECORDS).where(_RECORDS.c.id == bindparam("rid")).values(
+                envelopes=bindparam("env"), updated_at=bindparam("ts"),
+                version=_RECORDS.c.version + 1), pruned)
+        for fields, ids in blind_gone.items():
+            for i in range(0, len(ids), _CHUNK):
+                conn.execute(self._st.del_blind_fields, {"ids": self._st.ids(ids[i:i + _CHUNK]),
+                                                         "fields": self._st.ids(sorted(fields))})
+        if rescheduled:
+            conn.execute(update(_RET).where(_RET.c.record_id == bindparam("rid")).values(
+                expires_at=bindparam("exp"), category=bindparam("cat"),
+                action=bindparam("act"), purge_at=bindparam("purge"),
+                shred_at=bindparam("shred")), rescheduled)
+        if anonymise:
+            dropped = self._anonymise(conn, anonymise, now)
+            counts["delete"] += dropped
+            counts["anonymise"] -= dropped
+        self._queue_shreds(conn, shred_flags, touched, info, report, now)
+        events = []
+        for tenant, t in sorted(touched.items()):
+            events.append(AuditEvent(
+                tenant=tenant, actor=self._actor, action="retention.sweep",
+                decision=Decision.ALLOW, collection=None,
+                record_ids=tuple(t["ids"]),
+                subjects=tuple(sorted(self._pseudonym(tenant, s) for s in t["subjects"]
+                                      if s != ANONYMOUS_SUBJECT)),
+                fields=tuple(sorted(t["fields"])),
+                reason=f"run:{report.run_id}:batch:{report.batches + 1}"))
+        self._vault.audit_log.append(conn, events)
+        return counts
+
+    def _anonymise(self, conn: Connection, items: list[tuple[Any, Outcome]],
+                   now: dt.datetime) -> int:
+        """Re-encrypt the kept fields under the tenant's anonymous key; returns how
+        many records had to be deleted instead (their subject's key was gone)."""
+        vault = self._vault
+        by_tenant: dict[str, list[tuple[Any, Outcome]]] = defaultdict(list)
+        for row, out in items:
+            by_tenant[row.tenant].append((row, out))
+        dropped = 0
+        for tenant, group in by_tenant.items():
+            anon = self._anonymous_key(conn, tenant, now)
+            updates, gone, blind = [], [], []
+            for row, out in group:
+                try:
+                    key = vault.keystore.get_key(tenant, row.subject_id)
+                    envs = decode_envelopes(row.envelopes)
+                    old = RecordContext(tenant, row.collection, row.record_id, row.subject_id)
+                    new = RecordContext(tenant, row.collection, row.record_id, ANONYMOUS_SUBJECT)
+                    fresh = {n: vault._cipher.encrypt(
+                        anon, vault._cipher.decrypt(key, envs[n], old.field(n)), new.field(n))
+                        for n in sorted(out.kept)}
+                except (CryptoError, NotFound):
+                    gone.append(row.record_id)
+                    continue
+                updates.append({"rid": row.record_id, "env": encode_envelopes(fresh),
+                                "ts": now, "sid": ANONYMOUS_SUBJECT})
+                if out.removed:
+                    blind.append(row.record_id)
+            ids = [u["rid"] for u in updates] + gone
+            for i in range(0, len(ids), _CHUNK):
+                conn.execute(self._st.del_ret, {"ids": self._st.ids(ids[i:i + _CHUNK])})
+            for i in range(0, len(blind), _CHUNK):
+                # Kept fields are not identifying; only the removed fields' tokens go.
+                removed = sorted({f for r, o in group for f in o.removed})
+                conn.execute(self._st.del_blind_fields, {"ids": self._st.ids(blind[i:i + _CHUNK]),
+                                                         "fields": self._st.ids(removed)})
+            if updates:
+                conn.execute(update(_RECORDS).where(_RECORDS.c.id == bindparam("rid")).values(
+                    envelopes=bindparam("env"), updated_at=bindparam("ts"),
+                    subject_id=bindparam("sid"), version=_RECORDS.c.version + 1), updates)
+            for i in range(0, len(gone), _CHUNK):
+                conn.execute(self._st.del_blind, {"ids": self._st.ids(gone[i:i + _CHUNK])})
+                conn.execute(self._st.del_records, {"ids": self._st.ids(gone[i:i + _CHUNK])})
+            dropped += len(gone)
+        return dropped
+
+    def _anonymous_key(self, conn: Connection, tenant: str, now: dt.datetime) -> Any:
+        vault = self._vault
+        exists_row = conn.execute(select(_SUBJECTS.c.subject_id).where(
+            _SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id == ANONYMOUS_SUBJECT)).first()
+        if exists_row is None:
+            conn.execute(insert(_SUBJECTS), [{
+                "tenant": tenant, "subject_id": ANONYMOUS_SUBJECT,
+                "pseudonym": vault.pseudonym(tenant, ANONYMOUS_SUBJECT),
+                "jurisdiction": None, "created_at": now}])
+        if vault.keystore.existing(tenant, [ANONYMOUS_SUBJECT]):
+            return vault.keystore.get_key(tenant, ANONYMOUS_SUBJECT)
+        return vault.keystore.create_keys(tenant, [ANONYMOUS_SUBJECT])[0]
+
+    # ------------------------------------------------------------------ shredding
+
+    def _queue_shreds(self, conn: Connection, flags: set[tuple[str, str]],
+                      touched: dict[str, dict[str, Any]],
+                      info: dict[tuple[str, str], SubjectInfo], report: SweepReport,
+                      now: dt.datetime) -> None:
+        """Queue for shredding the subjects due for it that have no record left; mark
+        the others due (``shred_due``) so that their last record's removal queues them."""
+        none = SubjectInfo("default")
+        for tenant, t in touched.items():
+            flagged = {s for s in t["subjects"] if (tenant, s) in flags}
+            candidates = sorted(s for s in t["subjects"]
+                                if s in flagged or info.get((tenant, s), none).shred_due)
+            if not candidates:
+                continue
+            remaining: set[str] = set()
+            queued: set[str] = set()
+            for i in range(0, len(candidates), _CHUNK):
+                chunk = candidates[i:i + _CHUNK]
+                ids = self._st.ids(chunk)
+                remaining.update(conn.execute(self._st.remaining,
+                                              {"t": tenant, "ids": ids}).scalars())
+                queued.update(conn.execute(self._st.queued, {"t": tenant, "ids": ids}).scalars())
+            due = [s for s in candidates if s not in remaining and s not in queued]
+            if due:
+                conn.execute(insert(_QUEUE), [{"tenant": tenant, "subject_id": s,
+                                               "queued_at": now, "run_id": report.run_id}
+                                              for s in due])
+            mark = sorted(s for s in flagged & remaining
+                          if not info.get((tenant, s), none).shred_due)
+            self._mark_shred_due(conn, tenant, mark)
+
+    @staticmethod
+    def _mark_shred_due(conn: Connection, tenant: str, subjects: Sequence[str]) -> None:
+        if not subjects:
+            return
+        have: set[str] = set()
+        for i in range(0, len(subjects), _CHUNK):
+            have.update(conn.execute(select(_EVENTS.c.subject_id).where(
+                _EVENTS.c.tenant == tenant,
+                _EVENTS.c.subject_id.in_(list(subjects[i:i + _CHUNK])))).scalars())
+        if have:
+            conn.execute(update(_EVENTS).where(
+                _EVENTS.c.tenant == bindparam("t"), _EVENTS.c.subject_id == bindparam("s"))
+                .values(shred_due=True), [{"t": tenant, "s": s} for s in sorted(have)])
+        missing = [s for s in subjects if s not in have]
+        if missing:
+            conn.execute(insert(_EVENTS), [{"tenant": tenant, "subject_id": s,
+                                            "shred_due": True} for s in missing])
+
+    def _flush_shred_queue(self, report: SweepReport, *, run_id: str | None) -> None:
+        """Destroy the data keys of queued subjects (all of them when ``run_id`` is None)."""
+        query = select(_QUEUE.c.tenant, _QUEUE.c.subject_id)
+        if run_id is not None:
+            query = query.where(_QUEUE.c.run_id == run_id)
+        if self._tenant is not None:
+            query = query.where(_QUEUE.c.tenant == self._tenant)
+        with self._tx() as conn:
+            queued = conn.execute(query).all()
+        by_tenant: dict[str, list[str]] = defaultdict(list)
+        for row in queued:
+            by_tenant[row.tenant].append(row.subject_id)
+        for tenant, subjects in sorted(by_tenant.items()):
+            now = self._vault.clock.now()
+            with self._tx() as conn:
+                lock_tenants(conn, [tenant])
+                held_rows = conn.execute(select(_HOLDS.c.subject_id).where(
+                    _HOLDS.c.tenant == tenant, active_hold_clause(now))).all()
+                if any(h.subject_id is None for h in held_rows):
+                    continue
+                held = {h.subject_id for h in held_rows}
+                free = [s for s in subjects if s not in held]
+                if not free:
+                    continue
+                self._vault.keystore.destroy_many(tenant, free, checkpoint=False)
+                for i in range(0, len(free), _CHUNK):
+                    chunk = free[i:i + _CHUNK]
+                    ids = self._st.ids(chunk)
+                    conn.execute(self._st.dequeue, {"t": tenant, "ids": ids})
+                    conn.execute(self._st.forget_events, {"t": tenant, "ids": ids})
+                self._vault.audit_log.append(conn, [AuditEvent(
+                    tenant=tenant, actor=self._actor, action="retention.shred",
+                    decision=Decision.ALLOW,
+                    subjects=tuple(sorted(self._pseudonym(tenant, s) for s in free)),
+                    reason=f"run:{report.run_id}:subjects:{len(free)}")])
+                conn.execute(update(_RUNS).where(_RUNS.c.id == report.run_id).values(
+                    subjects_shredded=_RUNS.c.subjects_shredded + len(free)))
+            report.subjects_shredded += len(free)
+        self._pseudonyms.clear()
+
+    # ------------------------------------------------------------------ dry run
+
+    def _simulate(self, report: SweepReport, total: int, progress: Progress | None) -> None:
+        after: tuple[Any, str] | None = None
+        done = 0
+        while True:
+            with self._engine.connect() as conn:
+                rows = self._select(conn, report.cutoff, after=after, for_update=False)
+                if not rows:
+                    conn.rollback()
+                    break
+                outcomes, _ = self._outcomes(conn, rows, report.cutoff)
+                conn.rollback()
+            for _, out in outcomes:
+                if out.kind == "delete":
+                    report.records_deleted += 1
+                elif out.kind == "prune":
+                    report.records_pruned += 1
+                elif out.kind == "anonymise":
+                    report.records_anonymised += 1
+            report.batches += 1
+            last = rows[-1]
+            after = (last.expires_at, last.record_id)
+            done += len(rows)
+            if progress is not None:
+                progress(min(done, total), max(total, done))
