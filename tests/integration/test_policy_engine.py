@@ -563,3 +563,35 @@ def test_concurrent_decisions_and_changes(policy: CasbinPolicyEngine) -> None:
     assert seen
     assert seen <= valid
     assert support_read(policy) == SUPPORT_READ
+
+
+# -- several engines in one process -------------------------------------------------
+
+
+def test_engines_deciding_in_parallel_threads_never_fail_closed_by_accident(
+        make_policy: MakePolicy) -> None:
+    """Eight engines (one per open Vault) decide uncached requests at once; every answer
+    is the policy's, none a spurious deny (pycasbin re-parses its matcher with
+    ast.parse, which CPython 3.11 cannot run from two threads at once)."""
+    engines = [make_policy(setup=n == 0) for n in range(8)]
+    engines[0].assign_role("sam", "support_agent", tenant="acme")
+    for engine in engines:
+        engine.refresh(force=True)
+    barrier = threading.Barrier(len(engines))
+    wrong: list[tuple[int, int]] = []
+
+    def run(n: int, engine: CasbinPolicyEngine) -> None:
+        barrier.wait()
+        for i in range(120):  # a new purpose spelling each time: always a cache miss
+            purpose = "customer_support" if i % 2 == 0 else "marketing"
+            got = engine.allowed_fields("sam", "acme", "customers", "read", purpose,
+                                        (*FIELDS, f"extra_{n}_{i}"))
+            if got != (SUPPORT_READ if purpose == "customer_support" else frozenset()):
+                wrong.append((n, i))
+
+    threads = [threading.Thread(target=run, args=(n, e)) for n, e in enumerate(engines)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert wrong == []

@@ -103,6 +103,23 @@ _EXPECTED_TOKENS: Final = {
     ("p", "p"): ["p_sub", "p_dom", "p_obj", "p_act", "p_purp", "p_eft"],
 }
 _MAX_CACHE: Final = 65_536
+
+# pycasbin parses its matcher with ``ast.parse`` on every ``enforce``, and
+# CPython 3.11's AST construction is not thread-safe (python/cpython#106905:
+# "SystemError: AST constructor recursion depth mismatch"). Every enforcer of
+# the process (one per open Vault) takes this lock around ``enforce``. It is
+# only reached on a decision-cache miss, so it costs nothing in steady state.
+_ENFORCE_LOCK = threading.Lock()
+
+
+def _enforce(enforcer: Any, *request: str) -> bool:
+    """One raw Casbin decision, serialised across the process; a SystemError
+    raised by a parse racing with code outside Vault is retried once."""
+    with _ENFORCE_LOCK:
+        try:
+            return bool(enforcer.enforce(*request))
+        except SystemError:
+            return bool(enforcer.enforce(*request))
 _NOTHING: Final[frozenset[str]] = frozenset()
 
 _FieldKey = tuple[str, str, str, str, str, tuple[str, ...]]
@@ -456,11 +473,12 @@ class CasbinPolicyEngine:
                 if (subject, tenant) not in self._memberships():
                     allowed = _NOTHING
                 else:
-                    enforce = self._enforcer.enforce
+                    enforcer = self._enforcer
                     allowed = frozenset(
                         name
                         for name in fields
-                        if enforce(subject, tenant, f"{collection}.{name}", action, purpose)
+                        if _enforce(enforcer, subject, tenant, f"{collection}.{name}",
+                                    action, purpose)
                     )
             except Exception as exc:
                 log.warning("policy_engine_error", error_type=type(exc).__name__)
@@ -483,9 +501,8 @@ class CasbinPolicyEngine:
             if hit is not None:
                 return hit
             try:
-                allowed = (subject, tenant) in self._memberships() and bool(
-                    self._enforcer.enforce(subject, tenant, obj, action, purpose)
-                )
+                allowed = (subject, tenant) in self._memberships() and _enforce(
+                    self._enforcer, subject, tenant, obj, action, purpose)
             except Exception as exc:
                 log.warning("policy_engine_error", error_type=type(exc).__name__)
                 return False
