@@ -10,6 +10,8 @@ destruction made by another process is honoured within ``cache_ttl`` seconds.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 import secrets
 import threading
 from collections import OrderedDict
@@ -26,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    any_,
     bindparam,
     func,
     insert,
@@ -33,6 +36,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -66,13 +70,34 @@ class DataKeyRow(KeyStoreBase):
 
 
 _T = cast(Table, DataKeyRow.__table__)
-# Batched destruction, built once (expanding IN: cached compilation).
-_DESTROY_MANY = (update(_T).where(_T.c.tenant == bindparam("t"),
-                                  _T.c.subject_id.in_(bindparam("ids", expanding=True)),
-                                  _T.c.wrapped.is_not(None))
-                 .values(wrapped=None, destroyed_at=bindparam("now")))
-_PRESENT = select(_T.c.subject_id).where(_T.c.tenant == bindparam("t"),
-                                         _T.c.subject_id.in_(bindparam("ids", expanding=True)))
+
+
+class _Batch:
+    """Batched destruction for one dialect, built once. The id list is bound as one
+    value (a JSON array read with ``json_each`` on SQLite, an array compared with
+    ``= ANY`` on PostgreSQL), so no per-id placeholder is rendered or processed."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        if dialect == "postgresql":
+            ids = _T.c.subject_id == any_(bindparam("ids", type_=ARRAY(String)))
+        elif dialect == "sqlite":
+            each = func.json_each(bindparam("ids", type_=String)).table_valued("value")
+            ids = _T.c.subject_id.in_(select(each.c.value))
+        else:
+            ids = _T.c.subject_id.in_(bindparam("ids", expanding=True))
+        self.destroy = (update(_T).where(_T.c.tenant == bindparam("t"), ids,
+                                         _T.c.wrapped.is_not(None))
+                        .values(wrapped=None, destroyed_at=bindparam("now")))
+        self.present = select(_T.c.subject_id).where(_T.c.tenant == bindparam("t"), ids)
+
+    def ids(self, items: list[str]) -> object:
+        return json.dumps(items) if self.dialect == "sqlite" else items
+
+
+@functools.cache
+def _batch(dialect: str) -> _Batch:
+    return _Batch(dialect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,12 +393,17 @@ class KeyStore:
                 self._cache.pop((tenant, sid), None)
         now = self._clock.now()
         destroyed = 0
+        batch = _batch(self._engine.dialect.name)
         with self._engine.begin() as conn:
             for start in range(0, len(wanted), 2000):
                 chunk = wanted[start:start + 2000]
-                destroyed += conn.execute(_DESTROY_MANY, {"t": tenant, "ids": chunk,
-                                                          "now": now}).rowcount
-                present = set(conn.execute(_PRESENT, {"t": tenant, "ids": chunk}).scalars())
+                ids = batch.ids(chunk)
+                done = conn.execute(batch.destroy, {"t": tenant, "ids": ids,
+                                                    "now": now}).rowcount
+                destroyed += done
+                if done == len(chunk):
+                    continue  # every subject had a live key: all are tombstones now
+                present = set(conn.execute(batch.present, {"t": tenant, "ids": ids}).scalars())
                 absent = [sid for sid in chunk if sid not in present]
                 if absent:
                     conn.execute(insert(_T), [{

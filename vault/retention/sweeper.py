@@ -108,9 +108,25 @@ class _Statements:
         self.queued = select(_QUEUE.c.subject_id).where(_QUEUE.c.tenant == bindparam("t"),
                                                         inn(_QUEUE.c.subject_id, "ids"))
         self.dequeue = delete(_QUEUE).where(_QUEUE.c.tenant == bindparam("t"),
-                                            inn(_QUEUE.c.subject_id, "ids"))
+                                            inn(_QUEUE.c.subject_id, "ids")
+                                            ).returning(_QUEUE.c.subject_id)
+        # One row per id of the bound list, with the tenant, time and run bound once
+        # (no per-subject parameter set, no per-subject datetime conversion).
+        self.enqueue = insert(_QUEUE).from_select(
+            ["tenant", "subject_id", "queued_at", "run_id"],
+            select(bindparam("t", type_=String), self._each("ids"),
+                   bindparam("now", type_=_QUEUE.c.queued_at.type),
+                   bindparam("run", type_=String)))
         self.forget_events = delete(_EVENTS).where(_EVENTS.c.tenant == bindparam("t"),
                                                    inn(_EVENTS.c.subject_id, "ids"))
+
+    def _each(self, name: str) -> Any:
+        """The values of a bound list, as a column to select from."""
+        if self.dialect == "postgresql":
+            return func.unnest(bindparam(name, type_=ARRAY(String)))
+        if self.dialect == "sqlite":
+            return func.json_each(bindparam(name, type_=String)).table_valued("value").c.value
+        raise NotImplementedError(self.dialect)
 
     def _in(self, column: Any, name: str) -> Any:
         if self.dialect == "postgresql":
@@ -201,6 +217,11 @@ class Sweeper:
         self._conn: Connection | None = None
         self._pseudonyms: dict[tuple[str, str], str] = {}
         self._st = _statements(self._engine.dialect.name)
+        # Subjects this run queued for shredding and has not yet shredded (a held one
+        # stays until its hold is lifted or the run ends; the next run finishes it).
+        self._pending: dict[str, dict[str, None]] = defaultdict(dict)
+        # Queued by the current batch transaction: moved to _pending once it commits.
+        self._queued_now: dict[str, list[str]] = {}
 
     def _pseudonym(self, tenant: str, subject_id: str) -> str:
         """Pseudonyms of this run's subjects, computed once (batch and shred entries)."""
@@ -417,6 +438,7 @@ class Sweeper:
         cutoff = report.cutoff
         for attempt in transaction_attempts():
             with attempt, self._tx() as conn:
+                self._queued_now = {}
                 rows = self._select(conn, cutoff, after=None, for_update=True)
                 if not rows:
                     return 0
@@ -428,6 +450,9 @@ class Sweeper:
                     records_deleted=_RUNS.c.records_deleted + counts["delete"],
                     records_pruned=_RUNS.c.records_pruned + counts["prune"],
                     records_anonymised=_RUNS.c.records_anonymised + counts["anonymise"]))
+        for tenant, subjects in self._queued_now.items():
+            self._pending[tenant].update(dict.fromkeys(subjects))
+        self._queued_now = {}
         report.batches += 1
         report.records_deleted += counts["delete"]
         report.records_pruned += counts["prune"]
@@ -602,10 +627,11 @@ class Sweeper:
                                               {"t": tenant, "ids": ids}).scalars())
                 queued.update(conn.execute(self._st.queued, {"t": tenant, "ids": ids}).scalars())
             due = [s for s in candidates if s not in remaining and s not in queued]
+            for i in range(0, len(due), _CHUNK):
+                conn.execute(self._st.enqueue, {"t": tenant, "ids": self._st.ids(
+                    due[i:i + _CHUNK]), "now": now, "run": report.run_id})
             if due:
-                conn.execute(insert(_QUEUE), [{"tenant": tenant, "subject_id": s,
-                                               "queued_at": now, "run_id": report.run_id}
-                                              for s in due])
+                self._queued_now[tenant] = due
             mark = sorted(s for s in flagged & remaining
                           if not info.get((tenant, s), none).shred_due)
             self._mark_shred_due(conn, tenant, mark)
@@ -629,44 +655,64 @@ class Sweeper:
                                             "shred_due": True} for s in missing])
 
     def _flush_shred_queue(self, report: SweepReport, *, run_id: str | None) -> None:
-        """Destroy the data keys of queued subjects (all of them when ``run_id`` is None)."""
-        query = select(_QUEUE.c.tenant, _QUEUE.c.subject_id)
-        if run_id is not None:
-            query = query.where(_QUEUE.c.run_id == run_id)
-        if self._tenant is not None:
-            query = query.where(_QUEUE.c.tenant == self._tenant)
-        with self._tx() as conn:
-            queued = conn.execute(query).all()
-        by_tenant: dict[str, list[str]] = defaultdict(list)
-        for row in queued:
-            by_tenant[row.tenant].append(row.subject_id)
-        for tenant, subjects in sorted(by_tenant.items()):
-            now = self._vault.clock.now()
+        """Destroy the data keys of queued subjects: all of them when ``run_id`` is
+        None (what earlier runs left), else those this run queued (kept in memory).
+
+        Per tenant, one transaction takes the subjects off the queue (``RETURNING``:
+        only those still there, so a concurrent sweeper never shreds or audits a
+        subject twice), destroys their keys in the key store (committed first), and
+        audits the destruction; a crash before it commits leaves them queued, and
+        destruction is idempotent.
+        """
+        if run_id is None:
+            query = select(_QUEUE.c.tenant, _QUEUE.c.subject_id)
+            if self._tenant is not None:
+                query = query.where(_QUEUE.c.tenant == self._tenant)
             with self._tx() as conn:
-                lock_tenants(conn, [tenant])
-                held_rows = conn.execute(select(_HOLDS.c.subject_id).where(
-                    _HOLDS.c.tenant == tenant, active_hold_clause(now))).all()
-                if any(h.subject_id is None for h in held_rows):
-                    continue
-                held = {h.subject_id for h in held_rows}
-                free = [s for s in subjects if s not in held]
-                if not free:
-                    continue
-                self._vault.keystore.destroy_many(tenant, free, checkpoint=False)
-                for i in range(0, len(free), _CHUNK):
-                    chunk = free[i:i + _CHUNK]
-                    ids = self._st.ids(chunk)
-                    conn.execute(self._st.dequeue, {"t": tenant, "ids": ids})
-                    conn.execute(self._st.forget_events, {"t": tenant, "ids": ids})
+                queued = conn.execute(query).all()
+            by_tenant: dict[str, list[str]] = defaultdict(list)
+            for row in queued:
+                by_tenant[row.tenant].append(row.subject_id)
+        else:
+            by_tenant = {t: list(s) for t, s in self._pending.items() if s}
+        for tenant, subjects in sorted(by_tenant.items()):
+            shredded = self._shred(report, tenant, subjects)
+            pending = self._pending.get(tenant)
+            if pending:
+                for sid in shredded:
+                    pending.pop(sid, None)
+        self._pseudonyms.clear()
+
+    def _shred(self, report: SweepReport, tenant: str, subjects: list[str]) -> list[str]:
+        """Shred these queued subjects of one tenant unless held; returns the subjects
+        taken off the queue (shredded now, or by a concurrent sweeper)."""
+        now = self._vault.clock.now()
+        with self._tx() as conn:
+            lock_tenants(conn, [tenant])
+            held_rows = conn.execute(select(_HOLDS.c.subject_id).where(
+                _HOLDS.c.tenant == tenant, active_hold_clause(now))).all()
+            if any(h.subject_id is None for h in held_rows):
+                return []
+            held = {h.subject_id for h in held_rows}
+            free = [s for s in subjects if s not in held]
+            taken: list[str] = []
+            for i in range(0, len(free), _CHUNK):
+                taken.extend(conn.execute(self._st.dequeue, {
+                    "t": tenant, "ids": self._st.ids(free[i:i + _CHUNK])}).scalars())
+            if taken:
+                self._vault.keystore.destroy_many(tenant, taken, checkpoint=False)
+                for i in range(0, len(taken), _CHUNK):
+                    conn.execute(self._st.forget_events, {
+                        "t": tenant, "ids": self._st.ids(taken[i:i + _CHUNK])})
                 self._vault.audit_log.append(conn, [AuditEvent(
                     tenant=tenant, actor=self._actor, action="retention.shred",
                     decision=Decision.ALLOW,
-                    subjects=tuple(sorted(self._pseudonym(tenant, s) for s in free)),
-                    reason=f"run:{report.run_id}:subjects:{len(free)}")])
+                    subjects=tuple(sorted(self._pseudonym(tenant, s) for s in taken)),
+                    reason=f"run:{report.run_id}:subjects:{len(taken)}")])
                 conn.execute(update(_RUNS).where(_RUNS.c.id == report.run_id).values(
-                    subjects_shredded=_RUNS.c.subjects_shredded + len(free)))
-            report.subjects_shredded += len(free)
-        self._pseudonyms.clear()
+                    subjects_shredded=_RUNS.c.subjects_shredded + len(taken)))
+        report.subjects_shredded += len(taken)
+        return free
 
     # ------------------------------------------------------------------ dry run
 
