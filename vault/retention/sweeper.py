@@ -86,6 +86,9 @@ _SUBJECTS = cast(Table, SubjectRow.__table__)
 Progress = Callable[[int, int], None]
 _CHUNK = 2000
 _CHECKPOINT_EVERY = 50_000
+#: Queued subjects are shredded once this many are pending (and at the end of a run):
+#: one key store transaction and one audit entry for several batches' subjects.
+_SHRED_EVERY = 10_000
 class _Statements:
     """The hot statements for one dialect, built once, each list parameter bound as a
     single value: a JSON array read with ``json_each`` on SQLite, an array compared
@@ -105,28 +108,28 @@ class _Statements:
         ).where(inn(_RECORDS.c.id, "ids"))
         self.remaining = select(_RECORDS.c.subject_id).where(
             _RECORDS.c.tenant == bindparam("t"), inn(_RECORDS.c.subject_id, "ids")).distinct()
-        self.queued = select(_QUEUE.c.subject_id).where(_QUEUE.c.tenant == bindparam("t"),
-                                                        inn(_QUEUE.c.subject_id, "ids"))
         self.dequeue = delete(_QUEUE).where(_QUEUE.c.tenant == bindparam("t"),
                                             inn(_QUEUE.c.subject_id, "ids")
                                             ).returning(_QUEUE.c.subject_id)
-        # One row per id of the bound list, with the tenant, time and run bound once
-        # (no per-subject parameter set, no per-subject datetime conversion).
+        # One row per id of the bound list not queued yet, with the tenant, time and
+        # run bound once (no per-subject parameter set, no per-subject datetime bind).
+        each = self._each("ids")
         self.enqueue = insert(_QUEUE).from_select(
             ["tenant", "subject_id", "queued_at", "run_id"],
-            select(bindparam("t", type_=String), self._each("ids"),
+            select(bindparam("t", type_=String), each.c.value,
                    bindparam("now", type_=_QUEUE.c.queued_at.type),
-                   bindparam("run", type_=String)))
+                   bindparam("run", type_=String)).select_from(each).where(
+                ~exists().where(_QUEUE.c.tenant == bindparam("t"),
+                                _QUEUE.c.subject_id == each.c.value)))
         self.forget_events = delete(_EVENTS).where(_EVENTS.c.tenant == bindparam("t"),
                                                    inn(_EVENTS.c.subject_id, "ids"))
 
     def _each(self, name: str) -> Any:
-        """The values of a bound list, as a column to select from."""
+        """The values of a bound list, as a table with one column, ``value``."""
         if self.dialect == "postgresql":
-            return func.unnest(bindparam(name, type_=ARRAY(String)))
-        if self.dialect == "sqlite":
-            return func.json_each(bindparam(name, type_=String)).table_valued("value").c.value
-        raise NotImplementedError(self.dialect)
+            return func.unnest(bindparam(name, type_=ARRAY(String))).table_valued(
+                "value").render_derived()
+        return func.json_each(bindparam(name, type_=String)).table_valued("value")
 
     def _in(self, column: Any, name: str) -> Any:
         if self.dialect == "postgresql":
@@ -329,9 +332,11 @@ class Sweeper:
                     if since_checkpoint >= _CHECKPOINT_EVERY:
                         self._checkpoint("PASSIVE")
                         since_checkpoint = 0
-                    self._flush_shred_queue(report, run_id=report.run_id)
+                    if sum(map(len, self._pending.values())) >= _SHRED_EVERY:
+                        self._flush_shred_queue(report, run_id=report.run_id)
                     if progress is not None:
                         progress(min(done, max(free, done)), max(free, done))
+                self._flush_shred_queue(report, run_id=report.run_id)
             if report.subjects_shredded:
                 self._vault.keystore.checkpoint()
         report.finished_at = self._vault.clock.now()
@@ -619,14 +624,12 @@ class Sweeper:
             if not candidates:
                 continue
             remaining: set[str] = set()
-            queued: set[str] = set()
             for i in range(0, len(candidates), _CHUNK):
-                chunk = candidates[i:i + _CHUNK]
-                ids = self._st.ids(chunk)
-                remaining.update(conn.execute(self._st.remaining,
-                                              {"t": tenant, "ids": ids}).scalars())
-                queued.update(conn.execute(self._st.queued, {"t": tenant, "ids": ids}).scalars())
-            due = [s for s in candidates if s not in remaining and s not in queued]
+                remaining.update(conn.execute(self._st.remaining, {
+                    "t": tenant, "ids": self._st.ids(candidates[i:i + _CHUNK])}).scalars())
+            # Subjects already queued (by an earlier run) are not queued twice, but this
+            # run shreds them too: they are due.
+            due = [s for s in candidates if s not in remaining]
             for i in range(0, len(due), _CHUNK):
                 conn.execute(self._st.enqueue, {"t": tenant, "ids": self._st.ids(
                     due[i:i + _CHUNK]), "now": now, "run": report.run_id})
