@@ -715,7 +715,7 @@ class Sweeper:
             taken: list[str] = []
             for i in range(0, len(free), _CHUNK):
                 taken.extend(conn.execute(self._st.dequeue, {
-                    "t": tenant, "ids": self._st.ids(free[i:i + _CHUNK])}).scalars())
+                    "t": tenant, "ids": self._st.ids(free[i:i + _CHUNK])}).scalars().all())
             if taken:
                 self._vault.keystore.destroy_many(tenant, taken, checkpoint=False)
                 for i in range(0, len(taken), _CHUNK):
