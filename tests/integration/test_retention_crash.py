@@ -140,7 +140,7 @@ def test_concurrent_sweeps_never_remove_a_record_twice(settings: VaultSettings) 
     SQLite) and the audit chain verifies."""
     import threading
 
-    expired, fresh, _ = _populate(settings)
+    expired, fresh, old_subjects = _populate(settings)
     reports = []
     errors: list[BaseException] = []
 
@@ -158,10 +158,19 @@ def test_concurrent_sweeps_never_remove_a_record_twice(settings: VaultSettings) 
         t.join(timeout=120)
     assert not errors, errors
     assert sum(r.records_deleted for r in reports) == EXPIRED
+    # Each subject is taken off the shred queue by exactly one sweeper: shredded,
+    # counted and audited once.
+    assert sum(r.subjects_shredded for r in reports) == EXPIRED
     with Vault.open(settings=settings) as v:
         with v.engine.connect() as conn:
             left = set(conn.execute(select(RecordRow.__table__.c.id)).scalars())
+            t = AuditEntryRow.__table__
+            shredded = Counter(p for (subjects,) in conn.execute(
+                select(t.c.subjects).where(t.c.action == "retention.shred"))
+                for p in json.loads(subjects))
         assert left == fresh
         named = Counter(rid for e in _sweep_entries(v) for rid in json.loads(e.record_ids))
         assert set(named) == expired and set(named.values()) == {1}
+        assert len(shredded) == EXPIRED and set(shredded.values()) == {1}
+        assert all(v.keystore.is_destroyed("acme", s) for s in old_subjects)
         assert v.audit.verify().ok
