@@ -9,8 +9,9 @@ the records still expired: nothing is removed twice and nothing is missed.
 
 Crypto-shredding destroys keys in the key store, another database: the
 subject is queued in the batch's transaction and dequeued, with its audit
-entry, after the key is destroyed (destruction is idempotent), so a crash in
-between is finished by the next run.
+entry, in a transaction that commits after the key store's (destruction is
+idempotent), so a crash in between is finished by the next run. Queued
+subjects are shredded every ``_SHRED_EVERY`` of them and at the end of the run.
 
 The cut-off time is read from the clock once, when the run starts.
 """
