@@ -296,6 +296,57 @@ class Vault:
         return vault
 
     @classmethod
+    def upgrade(
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        database_url: str | None = None,
+        keystore_url: str | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+        policies: str | os.PathLike[str] | None = None,
+        settings: VaultSettings | None = None,
+        clock: Clock | None = None,
+    ) -> Vault:
+        """Migrate an initialised vault's data database to the newest schema, give
+        records written before retention existed their expiry, and open it.
+
+        Idempotent: on a vault already at the newest schema it only opens it. The
+        upgrade is audited (``vault.upgrade``, with the revisions and the count).
+
+        Raises:
+            ConfigError: the vault was never initialised or cannot be reached.
+            KeyManagementError: the key file is missing or unsafe.
+        """
+        cfg = cls._settings(
+            home, settings, database_url=database_url, keystore_url=keystore_url,
+            key_file=Path(key_file) if key_file else None,
+            policies=Path(policies) if policies else None,
+        )
+        cls._check_separation(cfg)
+        LocalKeyProvider.load(cfg.resolved_key_file)  # refuse before touching anything
+        data_engine = make_engine(cfg.resolved_database_url)
+        try:
+            before = migrate.current_revision(data_engine)
+            if before is None:
+                raise ConfigError("this vault is not initialised: run `vault init` first")
+            if before != migrate.head_revision():
+                migrate.upgrade(data_engine)
+        except SQLAlchemyError:
+            raise ConfigError("the data database cannot be migrated or reached") from None
+        finally:
+            data_engine.dispose()
+        vault = cls.open(settings=cfg, clock=clock)
+        try:
+            added = vault.retention._backfill()
+            if before != migrate.head_revision() or added:
+                vault._audit_admin("vault.upgrade",
+                                   reason=f"{before}>{migrate.head_revision()}:expiry:{added}")
+        except BaseException:
+            vault.close()
+            raise
+        return vault
+
+    @classmethod
     def open(
         cls,
         home: str | os.PathLike[str] | None = None,
@@ -331,7 +382,7 @@ class Vault:
             raise ConfigError("this vault is not initialised: run `vault init` first")
         if revision != migrate.head_revision():
             data_engine.dispose()
-            raise ConfigError("the data database needs migrating: run `vault init --upgrade`")
+            raise ConfigError("the data database needs migrating: run `vault upgrade`")
         clk = clock or SystemClock()
         policies_dir = cfg.resolved_policies
         policy = CasbinPolicyEngine(
