@@ -855,7 +855,7 @@ class Vault:
         given = sorted({s for s in subject_ids if s is not None})
         known: set[str] = set()
         if given:
-            with self._engine.connect() as conn:
+            with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
                 for chunk in _chunks(given):
                     known.update(conn.execute(
                         select(_SUBJECTS.c.subject_id)
@@ -1243,7 +1243,7 @@ class Vault:
         return self._notices
 
     def _consent_gate(
-        self, conn: Connection, actor: Actor, schema: CollectionSchema, purpose: str,
+        self, conn: Connection | None, actor: Actor, schema: CollectionSchema, purpose: str,
         subject_ids: Sequence[str], fields: Sequence[str], *,
         new_subjects: Mapping[str, str | None] | None = None,
     ) -> tuple[dict[str, Verdict], list[AuditEvent]]:
@@ -1270,8 +1270,12 @@ class Vault:
         new = new_subjects or {}
         existing = [s for s in dict.fromkeys(subject_ids) if s not in new]
         uniform = self.consent.depends_only_on_restriction(use)
-        facts = self.consent.subject_facts(conn, actor.tenant, existing, purpose,
-                                           restricted_only=uniform)
+        facts: dict[str, SubjectFacts] = {}
+        if existing:
+            if conn is None:  # fail closed: stored subjects are never judged unread
+                raise AssertionError("the consent gate needs a connection for stored subjects")
+            facts = self.consent.subject_facts(conn, actor.tenant, existing, purpose,
+                                               restricted_only=uniform)
         for sid in existing:
             # Not found: unrestricted when only restriction matters, else the default regime.
             facts.setdefault(sid, SubjectFacts(sid, None, False, {}))
@@ -1294,10 +1298,15 @@ class Vault:
     ) -> list[AuditEvent]:
         """:meth:`_consent_gate` before a write: refuse the whole batch (audited) if
         any subject is refused; otherwise return the transfer audit events."""
-        with self._engine.connect() as conn:
-            refused, events = self._consent_gate(conn, actor, schema, purpose, subjects,
+        if all(s in new_subjects for s in subjects):
+            # Only subjects this write creates: nothing stored to look up.
+            refused, events = self._consent_gate(None, actor, schema, purpose, subjects,
                                                  fields, new_subjects=new_subjects)
-            conn.rollback()
+        else:
+            with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+                refused, events = self._consent_gate(conn, actor, schema, purpose, subjects,
+                                                     fields, new_subjects=new_subjects)
+                conn.rollback()
         if refused:
             self._refuse(self._consent_error(purpose, refused), actor, "write",
                          collection=schema.name, purpose=purpose, fields=fields,
