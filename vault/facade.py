@@ -25,7 +25,17 @@ from pathlib import Path
 from typing import Any, NoReturn, Self, cast
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.admin import AuditService, KeyService, PolicyService, RoleService
@@ -93,7 +103,12 @@ _IN_CHUNK = 500
 _SELECT_ROWS = select(
     _RECORDS.c.id, _RECORDS.c.subject_id, _RECORDS.c.envelopes, _RECORDS.c.tenant,
     _RECORDS.c.collection,
-).where(_RECORDS.c.id.in_(bindparam("in_ids", expanding=True)))
+    # The subject's restriction flag and jurisdiction come with its records, so
+    # the consent gate of a read needs no statement of its own in the common case.
+    _SUBJECTS.c.restricted_at, _SUBJECTS.c.jurisdiction,
+).select_from(_RECORDS.outerjoin(_SUBJECTS, and_(
+    _SUBJECTS.c.tenant == _RECORDS.c.tenant, _SUBJECTS.c.subject_id == _RECORDS.c.subject_id,
+))).where(_RECORDS.c.id.in_(bindparam("in_ids", expanding=True)))
 _INSERT_SUBJECTS = insert(_SUBJECTS)
 _INSERT_RECORDS = insert(_RECORDS)
 _INSERT_BLIND = insert(_BLIND)
@@ -1118,7 +1133,8 @@ class Vault:
                     subject_ids = list(dict.fromkeys(row.subject_id for row in rows.values()))
                     refused, gate_events = self._consent_gate(
                         conn, actor, schema, purpose, subject_ids,
-                        [f for f in requested if f in readable or f in maskable])
+                        [f for f in requested if f in readable or f in maskable],
+                        loaded=rows)
                     if refused and must_exist:
                         raise self._consent_error(purpose, refused)
                     if refused:  # find: the refused subjects' records are withheld
@@ -1246,6 +1262,7 @@ class Vault:
         self, conn: Connection | None, actor: Actor, schema: CollectionSchema, purpose: str,
         subject_ids: Sequence[str], fields: Sequence[str], *,
         new_subjects: Mapping[str, str | None] | None = None,
+        loaded: Mapping[str, Any] | None = None,
     ) -> tuple[dict[str, Verdict], list[AuditEvent]]:
         """Consent, restriction and cross-border checks for every subject a call touches.
 
@@ -1254,7 +1271,9 @@ class Vault:
         ``purpose`` (per 500 subjects), then the pure per-subject decision of
         :func:`vault.consent.decide` for the ``fields`` used. Subjects in
         ``new_subjects`` (being created by this write, with their jurisdiction)
-        have no consent yet.
+        have no consent yet. ``loaded``: the record rows read in ``conn`` (with
+        their subjects' ``restricted_at`` and ``jurisdiction``) of every subject
+        in ``subject_ids``, so that a use decided by restriction alone reads nothing more.
 
         Returns:
             The refused subjects with their verdicts, and audit events naming the
@@ -1272,10 +1291,13 @@ class Vault:
         uniform = self.consent.depends_only_on_restriction(use)
         facts: dict[str, SubjectFacts] = {}
         if existing:
-            if conn is None:  # fail closed: stored subjects are never judged unread
+            if uniform and loaded is not None:
+                facts = self._restricted_of(loaded, existing)
+            elif conn is None:  # fail closed: stored subjects are never judged unread
                 raise AssertionError("the consent gate needs a connection for stored subjects")
-            facts = self.consent.subject_facts(conn, actor.tenant, existing, purpose,
-                                               restricted_only=uniform)
+            else:
+                facts = self.consent.subject_facts(conn, actor.tenant, existing, purpose,
+                                                   restricted_only=uniform)
         for sid in existing:
             # Not found: unrestricted when only restriction matters, else the default regime.
             facts.setdefault(sid, SubjectFacts(sid, None, False, {}))
@@ -1291,6 +1313,21 @@ class Vault:
             for sid, v in verdicts.items() if v.allowed and v.mechanism is not None
         ]
         return refused, self._group_events(transfers)
+
+    @staticmethod
+    def _restricted_of(loaded: Mapping[str, Any],
+                       subject_ids: Sequence[str]) -> dict[str, SubjectFacts]:
+        """The restricted subjects among the loaded rows' (what
+        ``subject_facts(..., restricted_only=True)`` would read)."""
+        wanted = set(subject_ids)
+        facts: dict[str, SubjectFacts] = {}
+        for row in loaded.values():
+            if row.restricted_at is not None and row.subject_id in wanted:
+                facts[row.subject_id] = SubjectFacts(row.subject_id, row.jurisdiction, True, {})
+        missing = wanted.difference(row.subject_id for row in loaded.values())
+        if missing:  # fail closed: every subject judged must have come with its rows
+            raise AssertionError("the consent gate was given rows missing some subjects")
+        return facts
 
     def _gate_write(
         self, actor: Actor, schema: CollectionSchema, purpose: str, subjects: Sequence[str],
