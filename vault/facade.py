@@ -275,7 +275,8 @@ class Vault:
         load_schemas(policies_dir)
         cls._load_consent_policies(policies_dir, load_purposes(policies_dir / "purposes.toml"))
         load_schedule(policies_dir / "retention.toml", load_schemas(policies_dir))
-        data_engine = make_engine(cfg.resolved_database_url)
+        data_engine = make_engine(cfg.resolved_database_url,
+                                  sqlite_synchronous=cfg.sqlite_synchronous)
         with data_engine.connect() as conn:
             if migrate.current_revision(data_engine) is not None or conn.dialect.has_table(
                 conn, "vault_meta"
@@ -284,7 +285,8 @@ class Vault:
                 raise ConfigError("the data database is already initialised")
         provider = LocalKeyProvider.create(key_path)
         migrate.upgrade(data_engine)
-        keystore_engine = make_engine(cfg.resolved_keystore_url)
+        keystore_engine = make_engine(cfg.resolved_keystore_url,
+                                      sqlite_synchronous=cfg.sqlite_synchronous)
         keystore = KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clock)
         keystore.create_schema()
         clk = clock or SystemClock()
@@ -335,7 +337,8 @@ class Vault:
         )
         cls._check_separation(cfg)
         provider = LocalKeyProvider.load(cfg.resolved_key_file)
-        data_engine = make_engine(cfg.resolved_database_url)
+        data_engine = make_engine(cfg.resolved_database_url,
+                                  sqlite_synchronous=cfg.sqlite_synchronous)
         try:
             revision = migrate.current_revision(data_engine)
         except SQLAlchemyError:
@@ -353,7 +356,8 @@ class Vault:
             data_engine, policies_dir / "model.conf", clock=clk,
             refresh_interval=cfg.policy_refresh_seconds,
         )
-        keystore_engine = make_engine(cfg.resolved_keystore_url)
+        keystore_engine = make_engine(cfg.resolved_keystore_url,
+                                      sqlite_synchronous=cfg.sqlite_synchronous)
         return cls._assemble(cfg, data_engine, keystore_engine, provider, policy, clk)
 
     @classmethod
