@@ -9,8 +9,9 @@
   application-wide key, no per-customer keys, no row binding, no search, no
   audit, no access control.
 
-Both use Vault's own engine factory, so SQLite gets the same WAL, synchronous
-and locking settings as Vault's data database.
+Both use Vault's own engine factory, so SQLite gets the same WAL and locking
+settings as Vault's data database, and the run gives them Vault's
+``sqlite_synchronous`` (``--sqlite-synchronous``).
 """
 
 from __future__ import annotations

@@ -97,10 +97,11 @@ class Backend:
     """Where one run keeps its databases: a temporary folder, and on PostgreSQL
     fresh schemas (dropped at the end)."""
 
-    def __init__(self, name: str, tmp: Path, pg_url: str) -> None:
+    def __init__(self, name: str, tmp: Path, pg_url: str, synchronous: str = "FULL") -> None:
         self.name = name
         self.tmp = tmp
         self.pg_url = pg_url
+        self.synchronous = synchronous  # SQLite, for Vault's databases and the peers' alike
         self.tag = uuid.uuid4().hex[:8]
         self.schemas: list[str] = []
         self._admin: Engine | None = None
@@ -128,7 +129,8 @@ class Backend:
 
     def settings(self, label: str, policies: Path) -> dict[str, Any]:
         """Keyword arguments of VaultSettings.build for a new vault named ``label``."""
-        values: dict[str, Any] = {"home": str(self.tmp / label), "policies": str(policies)}
+        values: dict[str, Any] = {"home": str(self.tmp / label), "policies": str(policies),
+                                  "sqlite_synchronous": self.synchronous}
         if self.name == "postgres":
             values["database_url"] = self._schema_url(f"{label}_data")
             values["keystore_url"] = self._schema_url(f"{label}_keys")
@@ -137,7 +139,8 @@ class Backend:
     def peer_engine(self) -> Engine:
         if self.name == "postgres":
             return make_engine(self._schema_url("peers"))
-        return make_engine(f"sqlite:///{self.tmp / 'peers.db'}")
+        return make_engine(f"sqlite:///{self.tmp / 'peers.db'}",
+                           sqlite_synchronous=self.synchronous)
 
 
 def open_vault(backend: Backend, label: str, policies: Path) -> tuple[Vault, dict[str, Any]]:
@@ -476,7 +479,7 @@ def run_backend(name: str, args: argparse.Namespace, people: list[dict[str, str]
                 policies: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vault-bench-") as tmp, \
-            Backend(name, Path(tmp), args.pg_url) as backend:
+            Backend(name, Path(tmp), args.pg_url, args.sqlite_synchronous) as backend:
         peer_engine = backend.peer_engine()
         vault, values = open_vault(backend, "main", policies)
         with vault, contextlib.closing(_Disposer(peer_engine)):
@@ -526,6 +529,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None,
                         help="where to write the results (default bench/results/<time>.json)")
     parser.add_argument("--pg-url", default=os.environ.get("VAULT_BENCH_POSTGRES_URL", DEFAULT_PG))
+    parser.add_argument("--sqlite-synchronous", choices=("FULL", "NORMAL"), default="FULL",
+                        help="SQLite synchronous for Vault and the peers alike (default FULL, "
+                             "Vault's default)")
     args = parser.parse_args(argv)
     args.only = set(args.only.split(","))
     # Vault logs through structlog; the benchmark's output is the table.
@@ -545,6 +551,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
         "records": args.records, "repeat": args.repeat, "fields": list(FIELDS),
+        "sqlite_synchronous": args.sqlite_synchronous,
         "backends": {},
     }
     with tempfile.TemporaryDirectory(prefix="vault-bench-policies-") as ptmp:

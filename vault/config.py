@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +51,11 @@ class VaultSettings(BaseSettings):
         dek_cache_size: unwrapped data keys kept in memory.
         policy_refresh_seconds: how often a process checks for policy changes
             made by another process.
+        sqlite_synchronous: ``FULL`` (default): every SQLite commit (data,
+            audit entry, key store) is synced to disk before the call returns.
+            ``NORMAL``: faster commits that survive an application crash but
+            not an OS crash or power loss (the last commits can be lost). No
+            effect on PostgreSQL.
         report_usual_share: in audit reports, a purpose below this share of an
             actor's allowed accesses is "unusual" for that actor.
         report_usual_min_accesses: actors with fewer accesses are not judged.
@@ -69,6 +74,7 @@ class VaultSettings(BaseSettings):
     blind_index_bytes: int = Field(default=32, ge=8, le=32)
     dek_cache_size: int = Field(default=10_000, ge=1)
     policy_refresh_seconds: float = Field(default=0.5, gt=0, le=60)
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     report_usual_share: float = Field(default=0.05, gt=0, lt=1)
     report_usual_min_accesses: int = Field(default=20, ge=1)
     report_burst_reads: int = Field(default=100, ge=1)

@@ -25,7 +25,17 @@ from pathlib import Path
 from typing import Any, NoReturn, Self, cast
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.admin import AuditService, KeyService, PolicyService, RoleService
@@ -93,7 +103,12 @@ _IN_CHUNK = 500
 _SELECT_ROWS = select(
     _RECORDS.c.id, _RECORDS.c.subject_id, _RECORDS.c.envelopes, _RECORDS.c.tenant,
     _RECORDS.c.collection,
-).where(_RECORDS.c.id.in_(bindparam("in_ids", expanding=True)))
+    # The subject's restriction flag and jurisdiction come with its records, so
+    # the consent gate of a read needs no statement of its own in the common case.
+    _SUBJECTS.c.restricted_at, _SUBJECTS.c.jurisdiction,
+).select_from(_RECORDS.outerjoin(_SUBJECTS, and_(
+    _SUBJECTS.c.tenant == _RECORDS.c.tenant, _SUBJECTS.c.subject_id == _RECORDS.c.subject_id,
+))).where(_RECORDS.c.id.in_(bindparam("in_ids", expanding=True)))
 _INSERT_SUBJECTS = insert(_SUBJECTS)
 _INSERT_RECORDS = insert(_RECORDS)
 _INSERT_BLIND = insert(_BLIND)
@@ -260,7 +275,8 @@ class Vault:
         load_schemas(policies_dir)
         cls._load_consent_policies(policies_dir, load_purposes(policies_dir / "purposes.toml"))
         load_schedule(policies_dir / "retention.toml", load_schemas(policies_dir))
-        data_engine = make_engine(cfg.resolved_database_url)
+        data_engine = make_engine(cfg.resolved_database_url,
+                                  sqlite_synchronous=cfg.sqlite_synchronous)
         with data_engine.connect() as conn:
             if migrate.current_revision(data_engine) is not None or conn.dialect.has_table(
                 conn, "vault_meta"
@@ -269,7 +285,8 @@ class Vault:
                 raise ConfigError("the data database is already initialised")
         provider = LocalKeyProvider.create(key_path)
         migrate.upgrade(data_engine)
-        keystore_engine = make_engine(cfg.resolved_keystore_url)
+        keystore_engine = make_engine(cfg.resolved_keystore_url,
+                                      sqlite_synchronous=cfg.sqlite_synchronous)
         keystore = KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clock)
         keystore.create_schema()
         clk = clock or SystemClock()
@@ -293,6 +310,57 @@ class Vault:
         vault = cls._assemble(cfg, data_engine, keystore_engine, provider, policy, clk,
                               keystore=keystore)
         vault._audit_admin("vault.init", reason=f"rules:{loaded}")
+        return vault
+
+    @classmethod
+    def upgrade(
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        database_url: str | None = None,
+        keystore_url: str | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+        policies: str | os.PathLike[str] | None = None,
+        settings: VaultSettings | None = None,
+        clock: Clock | None = None,
+    ) -> Vault:
+        """Migrate an initialised vault's data database to the newest schema, give
+        records written before retention existed their expiry, and open it.
+
+        Idempotent: on a vault already at the newest schema it only opens it. The
+        upgrade is audited (``vault.upgrade``, with the revisions and the count).
+
+        Raises:
+            ConfigError: the vault was never initialised or cannot be reached.
+            KeyManagementError: the key file is missing or unsafe.
+        """
+        cfg = cls._settings(
+            home, settings, database_url=database_url, keystore_url=keystore_url,
+            key_file=Path(key_file) if key_file else None,
+            policies=Path(policies) if policies else None,
+        )
+        cls._check_separation(cfg)
+        LocalKeyProvider.load(cfg.resolved_key_file)  # refuse before touching anything
+        data_engine = make_engine(cfg.resolved_database_url)
+        try:
+            before = migrate.current_revision(data_engine)
+            if before is None:
+                raise ConfigError("this vault is not initialised: run `vault init` first")
+            if before != migrate.head_revision():
+                migrate.upgrade(data_engine)
+        except SQLAlchemyError:
+            raise ConfigError("the data database cannot be migrated or reached") from None
+        finally:
+            data_engine.dispose()
+        vault = cls.open(settings=cfg, clock=clock)
+        try:
+            added = vault.retention._backfill()
+            if before != migrate.head_revision() or added:
+                vault._audit_admin("vault.upgrade",
+                                   reason=f"{before}>{migrate.head_revision()}:expiry:{added}")
+        except BaseException:
+            vault.close()
+            raise
         return vault
 
     @classmethod
@@ -320,7 +388,8 @@ class Vault:
         )
         cls._check_separation(cfg)
         provider = LocalKeyProvider.load(cfg.resolved_key_file)
-        data_engine = make_engine(cfg.resolved_database_url)
+        data_engine = make_engine(cfg.resolved_database_url,
+                                  sqlite_synchronous=cfg.sqlite_synchronous)
         try:
             revision = migrate.current_revision(data_engine)
         except SQLAlchemyError:
@@ -331,14 +400,15 @@ class Vault:
             raise ConfigError("this vault is not initialised: run `vault init` first")
         if revision != migrate.head_revision():
             data_engine.dispose()
-            raise ConfigError("the data database needs migrating: run `vault init --upgrade`")
+            raise ConfigError("the data database needs migrating: run `vault upgrade`")
         clk = clock or SystemClock()
         policies_dir = cfg.resolved_policies
         policy = CasbinPolicyEngine(
             data_engine, policies_dir / "model.conf", clock=clk,
             refresh_interval=cfg.policy_refresh_seconds,
         )
-        keystore_engine = make_engine(cfg.resolved_keystore_url)
+        keystore_engine = make_engine(cfg.resolved_keystore_url,
+                                      sqlite_synchronous=cfg.sqlite_synchronous)
         return cls._assemble(cfg, data_engine, keystore_engine, provider, policy, clk)
 
     @classmethod
@@ -855,7 +925,7 @@ class Vault:
         given = sorted({s for s in subject_ids if s is not None})
         known: set[str] = set()
         if given:
-            with self._engine.connect() as conn:
+            with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
                 for chunk in _chunks(given):
                     known.update(conn.execute(
                         select(_SUBJECTS.c.subject_id)
@@ -1118,7 +1188,8 @@ class Vault:
                     subject_ids = list(dict.fromkeys(row.subject_id for row in rows.values()))
                     refused, gate_events = self._consent_gate(
                         conn, actor, schema, purpose, subject_ids,
-                        [f for f in requested if f in readable or f in maskable])
+                        [f for f in requested if f in readable or f in maskable],
+                        loaded=rows)
                     if refused and must_exist:
                         raise self._consent_error(purpose, refused)
                     if refused:  # find: the refused subjects' records are withheld
@@ -1243,9 +1314,10 @@ class Vault:
         return self._notices
 
     def _consent_gate(
-        self, conn: Connection, actor: Actor, schema: CollectionSchema, purpose: str,
+        self, conn: Connection | None, actor: Actor, schema: CollectionSchema, purpose: str,
         subject_ids: Sequence[str], fields: Sequence[str], *,
         new_subjects: Mapping[str, str | None] | None = None,
+        loaded: Mapping[str, Any] | None = None,
     ) -> tuple[dict[str, Verdict], list[AuditEvent]]:
         """Consent, restriction and cross-border checks for every subject a call touches.
 
@@ -1254,7 +1326,9 @@ class Vault:
         ``purpose`` (per 500 subjects), then the pure per-subject decision of
         :func:`vault.consent.decide` for the ``fields`` used. Subjects in
         ``new_subjects`` (being created by this write, with their jurisdiction)
-        have no consent yet.
+        have no consent yet. ``loaded``: the record rows read in ``conn`` (with
+        their subjects' ``restricted_at`` and ``jurisdiction``) of every subject
+        in ``subject_ids``, so that a use decided by restriction alone reads nothing more.
 
         Returns:
             The refused subjects with their verdicts, and audit events naming the
@@ -1270,8 +1344,15 @@ class Vault:
         new = new_subjects or {}
         existing = [s for s in dict.fromkeys(subject_ids) if s not in new]
         uniform = self.consent.depends_only_on_restriction(use)
-        facts = self.consent.subject_facts(conn, actor.tenant, existing, purpose,
-                                           restricted_only=uniform)
+        facts: dict[str, SubjectFacts] = {}
+        if existing:
+            if uniform and loaded is not None:
+                facts = self._restricted_of(loaded, existing)
+            elif conn is None:  # fail closed: stored subjects are never judged unread
+                raise AssertionError("the consent gate needs a connection for stored subjects")
+            else:
+                facts = self.consent.subject_facts(conn, actor.tenant, existing, purpose,
+                                                   restricted_only=uniform)
         for sid in existing:
             # Not found: unrestricted when only restriction matters, else the default regime.
             facts.setdefault(sid, SubjectFacts(sid, None, False, {}))
@@ -1288,16 +1369,36 @@ class Vault:
         ]
         return refused, self._group_events(transfers)
 
+    @staticmethod
+    def _restricted_of(loaded: Mapping[str, Any],
+                       subject_ids: Sequence[str]) -> dict[str, SubjectFacts]:
+        """The restricted subjects among the loaded rows' (what
+        ``subject_facts(..., restricted_only=True)`` would read)."""
+        wanted = set(subject_ids)
+        facts: dict[str, SubjectFacts] = {}
+        for row in loaded.values():
+            if row.restricted_at is not None and row.subject_id in wanted:
+                facts[row.subject_id] = SubjectFacts(row.subject_id, row.jurisdiction, True, {})
+        missing = wanted.difference(row.subject_id for row in loaded.values())
+        if missing:  # fail closed: every subject judged must have come with its rows
+            raise AssertionError("the consent gate was given rows missing some subjects")
+        return facts
+
     def _gate_write(
         self, actor: Actor, schema: CollectionSchema, purpose: str, subjects: Sequence[str],
         fields: Sequence[str], new_subjects: Mapping[str, str | None],
     ) -> list[AuditEvent]:
         """:meth:`_consent_gate` before a write: refuse the whole batch (audited) if
         any subject is refused; otherwise return the transfer audit events."""
-        with self._engine.connect() as conn:
-            refused, events = self._consent_gate(conn, actor, schema, purpose, subjects,
+        if all(s in new_subjects for s in subjects):
+            # Only subjects this write creates: nothing stored to look up.
+            refused, events = self._consent_gate(None, actor, schema, purpose, subjects,
                                                  fields, new_subjects=new_subjects)
-            conn.rollback()
+        else:
+            with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+                refused, events = self._consent_gate(conn, actor, schema, purpose, subjects,
+                                                     fields, new_subjects=new_subjects)
+                conn.rollback()
         if refused:
             self._refuse(self._consent_error(purpose, refused), actor, "write",
                          collection=schema.name, purpose=purpose, fields=fields,

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import event, func, select, text
 
 from vault import Actor, AuditError, Vault, VaultSettings
+from vault.audit.chain import AuditEvent, Decision
 from vault.store.models import AuditEntryRow, RecordRow
 
 from ..conftest import POLICIES, ROLE_USERS
@@ -152,3 +153,28 @@ def test_audit_insert_failing_at_the_driver_refuses_everything(vault: Vault) -> 
     with vault.engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM records")).scalar_one() == 3
     assert vault.get(CRM, "customers", ids[1], purpose=PURPOSE).data["country"] == "CN"
+
+
+def test_remembered_heads_survive_other_writers_and_rollbacks(vault: Vault,
+                                                              settings: VaultSettings) -> None:
+    """Each audit log remembers the heads it last wrote and moves them conditionally:
+    another vault writing in between, and an append rolled back with its transaction,
+    must leave every chain whole and every entry counted once."""
+    rid = vault.put(CRM, "customers", customer(1), purpose=PURPOSE)
+    subject = vault.get(CRM, "customers", rid, purpose=PURPOSE).subject_id
+    start = vault.audit_log.count()
+    with Vault.open(settings=settings) as other:
+        for _ in range(3):
+            other.get(CRM, "customers", rid, purpose=PURPOSE)
+            vault.get(CRM, "customers", rid, purpose=PURPOSE)
+    assert vault.audit_log.count() == start + 6
+    with vault.engine.connect() as conn, conn.begin() as tx:
+        vault.audit_log.append(conn, [AuditEvent(
+            tenant="acme", actor="crm", action="read", decision=Decision.ALLOW,
+            collection="customers", record_ids=(rid,),
+            subjects=(vault.pseudonym("acme", subject),), fields=("email",), purpose=PURPOSE)])
+        tx.rollback()
+    vault.get(CRM, "customers", rid, purpose=PURPOSE)
+    assert vault.audit_log.count() == start + 7
+    report = vault.audit_log.verify()
+    assert report.ok, report

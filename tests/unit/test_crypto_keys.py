@@ -183,6 +183,20 @@ def test_wrap_refuses_data_keys_that_are_not_32_bytes(provider: LocalKeyProvider
         provider.wrap(os.urandom(size))
 
 
+def test_wrap_many_wraps_each_key_under_the_kek_current_now(key_path: Path,
+                                                             provider: LocalKeyProvider) -> None:
+    deks = [os.urandom(32) for _ in range(3)]
+    assert provider.wrap_many(deks) == [provider.wrap(dek) for dek in deks]
+    # Another process rotates: the next batch is wrapped under the new KEK.
+    other = LocalKeyProvider.load(key_path)
+    assert other.rotate() == 2
+    wrapped = provider.wrap_many(deks)
+    assert [v for v, _ in wrapped] == [2, 2, 2]
+    assert [provider.unwrap(v, w) for v, w in wrapped] == deks
+    with pytest.raises(KeyManagementError, match="32 bytes"):
+        provider.wrap_many([deks[0], os.urandom(31)])
+
+
 def test_unwrap_of_tampered_wrapped_key_fails(provider: LocalKeyProvider) -> None:
     _, wrapped = provider.wrap(os.urandom(32))
     for position in range(len(wrapped)):

@@ -3,7 +3,11 @@
 Appending locks each touched chain's head row (``SELECT ... FOR UPDATE`` on
 PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serialises writers), so two
 writers can never fork a chain; the unique constraint on (chain, prev_hash)
-is the backstop.
+is the backstop. A process remembers the heads it last wrote and first tries
+to move a head with ``UPDATE ... WHERE length = remembered AND head_hash =
+remembered`` (which locks the row as well): if another writer moved it since,
+nothing matches and the head is read and locked as above. The common case
+costs two statements per chain instead of three.
 """
 
 from __future__ import annotations
@@ -58,6 +62,41 @@ _MOVE_HEAD = (
     .where(_HEAD.c.chain == bindparam("head_chain"))
     .values(length=bindparam("new_length"), head_hash=bindparam("new_hash"))
 )
+_MOVE_KNOWN_HEAD = (
+    update(_HEAD)
+    .where(_HEAD.c.chain == bindparam("head_chain"), _HEAD.c.length == bindparam("old_length"),
+           _HEAD.c.head_hash == bindparam("old_hash"))
+    .values(length=bindparam("new_length"), head_hash=bindparam("new_hash"))
+)
+
+
+def _entries(chain: int, events: Sequence[AuditEvent], length: int, prev: str, ts: str,
+             now: Any, request_id: str | None) -> tuple[list[dict[str, Any]], int, str]:
+    """The rows of ``events`` appended after (``length``, ``prev``): rows, new length, new head."""
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        length += 1
+        row = {
+            "chain": chain,
+            "chain_seq": length,
+            "request_id": request_id,
+            "tenant": event.tenant,
+            "actor": event.actor,
+            "action": clean_text(event.action),
+            "collection": None if event.collection is None
+            else clean_text(event.collection),
+            "record_ids": encode_list(event.record_ids),
+            "subjects": encode_list(event.subjects),
+            "fields": encode_list(event.fields),
+            "purpose": None if event.purpose is None else clean_text(event.purpose),
+            "decision": event.decision.value,
+            "reason": None if event.reason is None else clean_text(event.reason),
+            "prev_hash": prev,
+        }
+        row["hash"] = prev = entry_hash(ts=ts, **row)  # type: ignore[arg-type]
+        row["ts"] = now
+        rows.append(row)
+    return rows, length, prev
 
 
 class AuditLog:
@@ -67,6 +106,10 @@ class AuditLog:
         self._engine = engine
         self._chains = chains
         self._clock = clock
+        # chain -> (length, head hash) this process last wrote: a guess, checked
+        # by the conditional head update (a rolled-back or foreign write only
+        # costs the usual read).
+        self._known: dict[int, tuple[int, str]] = {}
 
     @property
     def chains(self) -> int:
@@ -101,36 +144,27 @@ class AuditLog:
         try:
             # Lock heads in chain order so two writers never deadlock.
             for chain in sorted(by_chain):
-                head = conn.execute(_LOCK_HEAD, {"lock_chain": chain}).one_or_none()
-                if head is None:
-                    raise AuditError(f"audit chain {chain} has no head; was the vault initialised?")
-                length, prev = int(head.length), str(head.head_hash)
-                rows: list[dict[str, Any]] = []
-                for event in by_chain[chain]:
-                    length += 1
-                    row = {
-                        "chain": chain,
-                        "chain_seq": length,
-                        "request_id": request_id,
-                        "tenant": event.tenant,
-                        "actor": event.actor,
-                        "action": clean_text(event.action),
-                        "collection": None if event.collection is None
-                        else clean_text(event.collection),
-                        "record_ids": encode_list(event.record_ids),
-                        "subjects": encode_list(event.subjects),
-                        "fields": encode_list(event.fields),
-                        "purpose": None if event.purpose is None else clean_text(event.purpose),
-                        "decision": event.decision.value,
-                        "reason": None if event.reason is None else clean_text(event.reason),
-                        "prev_hash": prev,
-                    }
-                    row["hash"] = prev = entry_hash(ts=ts, **row)  # type: ignore[arg-type]
-                    row["ts"] = now
-                    rows.append(row)
+                events_of = by_chain[chain]
+                rows: list[dict[str, Any]] | None = None
+                known = self._known.get(chain)
+                if known is not None:
+                    rows, length, last = _entries(chain, events_of, *known, ts, now, request_id)
+                    moved = conn.execute(_MOVE_KNOWN_HEAD, {
+                        "head_chain": chain, "old_length": known[0], "old_hash": known[1],
+                        "new_length": length, "new_hash": last}).rowcount
+                    if moved != 1:
+                        rows = None
+                if rows is None:
+                    head = conn.execute(_LOCK_HEAD, {"lock_chain": chain}).one_or_none()
+                    if head is None:
+                        raise AuditError(
+                            f"audit chain {chain} has no head; was the vault initialised?")
+                    rows, length, last = _entries(chain, events_of, int(head.length),
+                                                  str(head.head_hash), ts, now, request_id)
+                    conn.execute(_MOVE_HEAD,
+                                 {"head_chain": chain, "new_length": length, "new_hash": last})
                 conn.execute(_INSERT_ENTRIES, rows)
-                conn.execute(_MOVE_HEAD,
-                             {"head_chain": chain, "new_length": length, "new_hash": prev})
+                self._known[chain] = (length, last)
         except AuditError:
             raise
         except SQLAlchemyError as exc:

@@ -169,6 +169,14 @@ def init(
 
 @app.command()
 @_guard
+def upgrade(home: HomeOpt = None) -> None:
+    """Migrate an existing vault to this version's schema (idempotent; audited)."""
+    with Vault.upgrade(settings=_settings(home)) as vault:
+        out.print(f"[green]up to date[/] vault in {vault.settings.home}")
+
+
+@app.command()
+@_guard
 def demo(
     home: HomeOpt = None,
     customers: Annotated[int, typer.Option(help="How many demo customers.")] = 1000,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from vault.errors import InvalidData
@@ -54,6 +55,10 @@ def _when(value: str | None) -> dt.datetime | None:
     if when.tzinfo is None:
         raise InvalidData("--expires needs a time zone (e.g. Z)", field="expires")
     return when
+
+
+_SHORT = {"granted": "grant", "withdrawn": "withdr", "refused": "refuse", "expired": "expire",
+          "opt_out_rate": "out%"}
 
 
 def register(app: typer.Typer) -> None:
@@ -205,10 +210,14 @@ def register(app: typer.Typer) -> None:
         with _open(home) as vault:
             summary = vault.consent.summary(tenant=tenant)
         if fmt == "table":
-            table = Table(title=f"Consent summary{' — ' + tenant if tenant else ''}")
+            table = Table(title=f"Consent summary{' — ' + tenant if tenant else ''}",
+                          box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
             for column in summary.columns:
-                table.add_column(column, justify="right" if column not in (
-                    "regime", "purpose", "scope") else "left")
+                text_column = column in ("regime", "purpose", "scope")
+                # Short headers, never-squashed names: fits an 80-column terminal.
+                header = _SHORT.get(column, column)
+                table.add_column(header, justify="left" if text_column else "right",
+                                 no_wrap=True, min_width=len(header))
             for row in summary.rows:
                 table.add_row(*[f"{row[c]:.1%}" if c == "opt_out_rate" else str(row[c])
                                 for c in summary.columns])

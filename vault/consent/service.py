@@ -29,7 +29,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Table, and_, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, func, insert, select, update
 
 from vault.admin import _Service
 from vault.audit.chain import AuditEvent, Decision
@@ -59,6 +59,11 @@ _EVENTS = cast(Table, ConsentEventRow.__table__)
 _STATE = cast(Table, ConsentStateRow.__table__)
 _SUBJECTS = cast(Table, SubjectRow.__table__)
 _CHUNK = 500
+# Built once: every data call on existing subjects runs it.
+_RESTRICTED_SUBJECTS = select(_SUBJECTS.c.subject_id, _SUBJECTS.c.jurisdiction).where(
+    _SUBJECTS.c.tenant == bindparam("r_tenant"),
+    _SUBJECTS.c.subject_id.in_(bindparam("r_ids", expanding=True)),
+    _SUBJECTS.c.restricted_at.is_not(None))
 GPC_CONFLICT = "gpc_overrides_opt_in"
 
 
@@ -159,6 +164,10 @@ class _Spec:
 
 class ConsentService(_Service):
     """Consent ledger: grant, withdraw, refuse, expire, GPC, state, history, receipts."""
+
+    # (jurisdiction registry, purpose registry, (purpose, fields) -> uniform?)
+    _uniform_memo: tuple[object, object, dict[tuple[str, tuple[tuple[str, str, str], ...]],
+                                              bool]] | None = None
 
     # ------------------------------------------------------------------ events
 
@@ -391,9 +400,24 @@ class ConsentService(_Service):
         """Whether ``use`` is allowed in every regime for any unrestricted subject,
         whatever its consents (a notice-only purpose, no sensitive field needing a
         separate consent, no recipient, no region). Then only restricted subjects
-        need looking up: the common case of account management stays cheap."""
+        need looking up: the common case of account management stays cheap.
+
+        Memoised per (purpose, fields) for the vault's jurisdiction profiles and
+        purposes, which are loaded once: every data call asks it."""
         if use.region is not None or use.recipient is not None:
             return False
+        memo_of = self._uniform_memo
+        jurisdictions, purposes = self._vault.jurisdictions, self._vault.purposes
+        if memo_of is None or memo_of[0] is not jurisdictions or memo_of[1] is not purposes:
+            memo_of = self._uniform_memo = (jurisdictions, purposes, {})
+        memo = memo_of[2]
+        key = (use.purpose.name, use.fields)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = self._uniform(use)
+        return found
+
+    def _uniform(self, use: Use) -> bool:
         jurisdictions = self._vault.jurisdictions
         for regime in jurisdictions.regimes:
             profile = jurisdictions.profile(regime)
@@ -416,10 +440,8 @@ class ConsentService(_Service):
             found: dict[str, SubjectFacts] = {}
             for start in range(0, len(subject_ids), _CHUNK):
                 chunk = list(subject_ids[start:start + _CHUNK])
-                for sid, code in conn.execute(
-                    select(_SUBJECTS.c.subject_id, _SUBJECTS.c.jurisdiction).where(
-                        _SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id.in_(chunk),
-                        _SUBJECTS.c.restricted_at.is_not(None))):
+                for sid, code in conn.execute(_RESTRICTED_SUBJECTS,
+                                              {"r_tenant": tenant, "r_ids": chunk}):
                     found[sid] = SubjectFacts(sid, code, True, {})
             return found
         names = [c.name for c in _STATE.c]

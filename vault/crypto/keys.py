@@ -19,7 +19,7 @@ import secrets
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -289,6 +289,17 @@ class LocalKeyProvider:
             version = self._current
             kek = self._keks[version]
         return version, aes_key_wrap(kek, dek)
+
+    def wrap_many(self, deks: Sequence[bytes]) -> list[tuple[int, bytes]]:
+        """:meth:`wrap` for a batch: one look at the key file for all of them, so
+        every key of the batch is wrapped under the KEK that is current now."""
+        if any(len(dek) != _KEY_BYTES for dek in deks):
+            raise KeyManagementError("data keys must be 32 bytes")
+        with self._lock:
+            self._reload()
+            version = self._current
+            kek = self._keks[version]
+        return [(version, aes_key_wrap(kek, dek)) for dek in deks]
 
     def unwrap(self, version: int, wrapped: bytes) -> bytes:
         with self._lock:

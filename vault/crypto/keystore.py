@@ -70,6 +70,8 @@ class DataKeyRow(KeyStoreBase):
 
 
 _T = cast(Table, DataKeyRow.__table__)
+# Built once: every new subject runs it.
+_INSERT_RETURNING = insert(_T).returning(_T.c.id, _T.c.subject_id, _T.c.kek_version)
 
 
 class _Batch:
@@ -250,14 +252,18 @@ class KeyStore:
         material: dict[str, bytes] = {}
         for sid in wanted:
             material[sid] = secrets.token_bytes(32)
-            version, wrapped = self._provider.wrap(material[sid])
+        wrap_many = getattr(self._provider, "wrap_many", None)
+        deks = list(material.values())
+        wrapped_all = (wrap_many(deks) if wrap_many is not None
+                       else [self._provider.wrap(dek) for dek in deks])
+        for sid, (version, wrapped) in zip(wanted, wrapped_all, strict=True):
             rows.append({"tenant": tenant, "subject_id": sid, "kek_version": version,
                          "wrapped": wrapped, "created_at": now})
         try:
             with self._engine.begin() as conn:
                 inserted = conn.execute(
                     # Rows are matched back by subject id: no need to ask for them in order.
-                    insert(_T).returning(_T.c.id, _T.c.subject_id, _T.c.kek_version),
+                    _INSERT_RETURNING,
                     rows,
                 ).all()
         except IntegrityError:

@@ -33,6 +33,7 @@ __all__ = ["ANONYMOUS_SUBJECT", "Outcome", "SubjectInfo", "decide", "recompute",
            "rows_for_insert", "subject_info", "summarise"]
 
 _RET = cast(Table, RetentionRow.__table__)
+_INSERT_RET = insert(_RET)  # built once: every put_many runs it
 _EVENTS = cast(Table, RetentionSubjectRow.__table__)
 _SUBJECTS = cast(Table, SubjectRow.__table__)
 _RECORDS = cast(Table, RecordRow.__table__)
@@ -148,7 +149,7 @@ def rows_for_insert(
             cache[key] = summarise(record_expiries(schedule, schema, names, info.regime,
                                                    info.events(created)))
         rows.append(_row(record_id, tenant, subject_id, schema.name, cache[key]))
-    conn.execute(insert(_RET), rows)
+    conn.execute(_INSERT_RET, rows)
 
 
 def recompute(conn: Connection, schedule: RetentionSchedule, schemas: SchemaRegistry,

@@ -406,3 +406,31 @@ class RetentionService(_Service):
         return RetentionReport(generated_at=now, expired_unheld=free, expired_held=held,
                                waiting=waiting, upcoming=upcoming, active_holds=holds,
                                runs=tuple(self.runs(limit=runs)))
+
+    def _backfill(self) -> int:
+        """Give every record that has no expiry row one (records written before the
+        retention schema existed, i.e. by a vault upgraded past migration 0003).
+
+        Runs in batches, each in its own transaction; returns how many were added.
+        """
+        vault = self._vault
+        ret = _expiry._RET
+        records = _expiry._RECORDS
+        missing = (select(records.c.tenant, records.c.id)
+                   .where(records.c.subject_id != _expiry.ANONYMOUS_SUBJECT,
+                          ~select(ret.c.record_id).where(ret.c.record_id == records.c.id)
+                          .exists())
+                   .order_by(records.c.id).limit(_expiry._CHUNK))
+        added = 0
+        while True:
+            with vault.engine.begin() as conn:
+                rows = conn.execute(missing).all()
+                if not rows:
+                    return added
+                by_tenant: dict[str, list[str]] = {}
+                for row in rows:
+                    by_tenant.setdefault(row.tenant, []).append(row.id)
+                for tenant, ids in by_tenant.items():
+                    added += _expiry.recompute(conn, self._schedule, vault.schemas, tenant,
+                                               record_ids=ids,
+                                               regime_for=vault.jurisdictions.regime_for)

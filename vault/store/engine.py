@@ -1,7 +1,10 @@
 """Engine construction for SQLite (embedded default) and PostgreSQL.
 
 SQLite engines get WAL, a busy timeout, ``secure_delete`` (so deleted pages are
-zeroed, which matters for crypto-shredding) and foreign keys, and take the
+zeroed, which matters for crypto-shredding), foreign keys and
+``synchronous=FULL`` (each commit is on disk before it returns, so an audit
+entry survives a power loss; ``NORMAL`` is an opt-in, see :func:`make_engine`),
+and take the
 write lock at ``BEGIN`` (``BEGIN IMMEDIATE``) so that read-modify-write
 transactions cannot deadlock on lock upgrades. Every engine hides bound
 parameters from error messages, so SQL errors never print customer values.
@@ -18,6 +21,7 @@ from sqlalchemy.pool import NullPool
 __all__ = ["is_postgres", "is_sqlite", "make_engine"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -28,16 +32,28 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL") -> Engine:
     """Create an engine for ``url`` with Vault's safety settings.
 
     Args:
         url: an SQLAlchemy URL; ``postgresql://`` is mapped to psycopg 3.
         pool_size: connection pool size for PostgreSQL.
+        sqlite_synchronous: SQLite's ``synchronous`` in WAL mode. ``FULL`` (the
+            default) syncs the WAL at every commit: a committed write and its
+            audit entry survive an application crash, an OS crash and a power
+            loss. ``NORMAL`` syncs only at checkpoints: commits are cheaper and
+            still survive an application crash, but the last transactions
+            before an OS crash or power loss can be lost (the database stays
+            consistent; the audit chain stays whole, only shorter).
+
+    Raises:
+        ValueError: ``sqlite_synchronous`` is neither FULL nor NORMAL.
 
     Returns:
         A configured engine. No connection is opened yet.
     """
+    if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+        raise ValueError("sqlite_synchronous must be FULL or NORMAL")
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"hide_parameters": True, "future": True}
     if parsed.get_backend_name() == "sqlite":
@@ -45,7 +61,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         if parsed.database in (None, "", ":memory:"):
             kwargs["poolclass"] = NullPool
         engine = create_engine(parsed, **kwargs)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_synchronous)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -54,7 +70,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     return create_engine(parsed, **kwargs)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -63,7 +79,7 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA secure_delete=ON")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
         finally:
             cursor.close()
 
