@@ -12,7 +12,6 @@ Everything here is pure: no database, no clock.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,6 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from vault._toml import read_toml
 from vault.errors import ConfigError
 from vault.policy.purposes import LawfulBasis, PurposeRegistry
 
@@ -287,14 +287,7 @@ def load_jurisdictions(path: Path, purposes: PurposeRegistry | None = None
     Raises:
         ConfigError: naming the file and the bad key, never a value.
     """
-    try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the jurisdictions file "
-                          f"({type(exc).__name__})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, "the jurisdictions file")
     try:
         parsed = _File.model_validate(raw)
         profiles = [JurisdictionProfile.model_validate({"name": name, **table})

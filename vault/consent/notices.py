@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from vault._toml import read_toml
 from vault.consent.model import ConsentScope
 from vault.errors import ConfigError, InvalidData
 from vault.policy.purposes import PurposeRegistry
@@ -131,14 +131,7 @@ def load_notices(path: Path, purposes: PurposeRegistry | None = None) -> NoticeR
         ConfigError: unreadable, invalid, a hash that disagrees with the text,
             a version without hash or text, or a purpose that is not registered.
     """
-    try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the notices file ({type(exc).__name__})"
-                          ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, "the notices file")
     try:
         parsed = _File.model_validate(raw)
     except ValidationError as exc:

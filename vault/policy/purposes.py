@@ -13,7 +13,6 @@ data, so errors may name it.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from vault._toml import read_toml
 from vault.errors import ConfigError, UnknownPurpose
 
 __all__ = ["LawfulBasis", "Purpose", "PurposeRegistry", "load_purposes"]
@@ -145,14 +145,7 @@ def load_purposes(path: Path) -> PurposeRegistry:
         ConfigError: the file is missing, is not TOML, or a table is malformed;
             the message names the file and the offending key, never a value.
     """
-    try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the purposes file ({type(exc).__name__})") from None
-    except tomllib.TOMLDecodeError as exc:
-        # The decoder's message gives line and column, not the offending text.
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, "the purposes file")
     try:
         parsed = _PurposesFile.model_validate(raw)
     except ValidationError as exc:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -41,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from vault._toml import read_toml
 from vault.errors import ConfigError
 from vault.retention._regime import DEFAULT_REGIME, REGIMES
 from vault.schema import NAME_PATTERN, Classification, CollectionSchema, SchemaRegistry
@@ -293,14 +293,7 @@ def load_schedule(path: Path, schemas: SchemaRegistry | None = None) -> Retentio
         ConfigError: the file is missing, not TOML, or invalid; the message
             names the file and the offending setting, never a value.
     """
-    try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the retention schedule "
-                          f"({type(exc).__name__})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, "the retention schedule")
     try:
         parsed = _ScheduleFile.model_validate(raw)
     except ValidationError as exc:
