@@ -18,7 +18,6 @@ Examples::
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from vault.cli._time import parse_when
 from vault.errors import InvalidData
 
 __all__ = ["register"]
@@ -45,16 +45,6 @@ Evidence = Annotated[str | None, typer.Option(
     "--evidence", help="Reference to evidence kept elsewhere (an id, not personal data).")]
 
 
-def _when(value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidData("--expires is not an ISO 8601 time", field="expires") from None
-    if when.tzinfo is None:
-        raise InvalidData("--expires needs a time zone (e.g. Z)", field="expires")
-    return when
 
 
 _SHORT = {"granted": "grant", "withdrawn": "withdr", "refused": "refuse", "expired": "expire",
@@ -88,7 +78,8 @@ def register(app: typer.Typer) -> None:
             event = vault.consent.grant(
                 subject, purpose, tenant=tenant, notice_id=notice,
                 notice_version=notice_version, notice_hash=notice_hash, scope=scope,
-                method=method, source=source, evidence=evidence, expires_at=_when(expires))
+                method=method, source=source, evidence=evidence,
+                expires_at=parse_when(expires, "--expires"))
         out.print(f"[green]granted[/] {purpose} ({event.scope.value}) under {event.regime}; "
                   f"receipt {event.event_id}")
 

@@ -15,7 +15,6 @@ Examples::
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import sys
 from dataclasses import replace
@@ -24,6 +23,7 @@ from typing import Annotated
 
 import typer
 
+from vault.cli._time import parse_when
 from vault.errors import ConfigError, InvalidData
 
 __all__ = ["register"]
@@ -31,24 +31,6 @@ __all__ = ["register"]
 _FORMATS = ("table", "csv", "json", "html")
 
 
-def _when(value: str | None, option: str, *, end_of_day: bool) -> dt.datetime | None:
-    """ISO 8601 with a zone, or a bare date (UTC; the whole day for ``--to``)."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text)
-            start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-            return start + dt.timedelta(days=1, microseconds=-1) if end_of_day else start
-        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise InvalidData(f"{option} is not an ISO 8601 date or time "
-                          "(e.g. 2026-11-01 or 2026-11-01T09:00:00Z)", field=option) from None
-    if stamp.tzinfo is None:
-        raise InvalidData(f"{option} needs a time zone (e.g. 2026-11-01T09:00:00Z)",
-                          field=option)
-    return stamp
 
 
 def audit_report(
@@ -125,8 +107,8 @@ def audit_report(
         raise InvalidData("--view must be one of "
                           + ", ".join(v.value for v in ReportView), field="view") from None
     filters = ReportFilters(
-        since=_when(since, "--from", end_of_day=False),
-        until=_when(until, "--to", end_of_day=True),
+        since=parse_when(since, "--from", end_of_day=False),
+        until=parse_when(until, "--to", end_of_day=True),
         tenant=tenant, actor=actor, subject=subject, action=action, decision=decision,
         purpose=purpose, collection=collection)
     with _open(home) as vault:

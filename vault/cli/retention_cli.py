@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from vault.cli._time import parse_when
 from vault.errors import ConfigError, InvalidData
 from vault.retention.holds import LegalHold
 from vault.retention.service import REPORT_WINDOWS, RetentionPlan, RetentionReport
@@ -48,23 +49,6 @@ OutOpt = Annotated[Path | None, typer.Option(
     "--out", metavar="FILE", help="Write to FILE instead of stdout (csv, json).")]
 
 
-def _when(value: str | None, option: str, *, end_of_day: bool = False) -> dt.datetime | None:
-    """ISO 8601 with a zone, or a bare date (UTC; its end with ``end_of_day``)."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        if len(text) == 10:
-            day = dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), tzinfo=dt.UTC)
-            return day + dt.timedelta(days=1, microseconds=-1) if end_of_day else day
-        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidData(f"{option} is not an ISO 8601 date or time "
-                          "(e.g. 2026-12-31 or 2026-12-31T09:00:00Z)", field=option) from None
-    if stamp.tzinfo is None:
-        raise InvalidData(f"{option} needs a time zone (e.g. 2026-12-31T09:00:00Z)",
-                          field=option)
-    return stamp
 
 
 def _iso(value: dt.datetime | None) -> str:
@@ -137,7 +121,7 @@ def plan(
 
     _check_format(fmt)
     with _open(home) as vault:
-        result = vault.retention.plan(until=_when(until, "--until", end_of_day=True),
+        result = vault.retention.plan(until=parse_when(until, "--until", end_of_day=True),
                                       tenant=tenant, limit=limit)
     if fmt != "table":
         _emit(render_plan(result, fmt), out_file, f"{fmt} plan")
@@ -247,7 +231,7 @@ def holds_place(
 
     with _open(home) as vault:
         hold = vault.holds.place(tenant, subject, reason=reason,
-                                 until=_when(until, "--until", end_of_day=True))
+                                 until=parse_when(until, "--until", end_of_day=True))
     scope = f"subject {hold.subject_id}" if hold.subject_id else "the whole tenant"
     out.print(f"hold {hold.id} placed on {scope} in {hold.tenant}", highlight=False)
 
@@ -284,7 +268,7 @@ def event(
         if clear:
             count = vault.retention.clear_event(tenant, subject, kind)
         else:
-            count = vault.retention.record_event(tenant, subject, kind, _when(at, "--at"))
+            count = vault.retention.record_event(tenant, subject, kind, parse_when(at, "--at"))
     out.print(f"{kind} {'cleared' if clear else 'recorded'}; expiry of {count} record(s) "
               "recomputed", highlight=False)
 
