@@ -236,9 +236,13 @@ class AuditService(_Service):
         progress: Progress | None = None,
         checkpoints: str | os.PathLike[str] | None = None,
         public_key: bytes | str | os.PathLike[str] | None = None,
+        workers: int | None = None,
     ) -> VerifyReport:
         """Recompute every chain and compare it with the recorded heads and,
         with ``checkpoints`` (a folder), with every signed checkpoint in it.
+
+        ``workers``: processes that walk the chains at once (1: this process;
+        None: one per core for a large log, see :mod:`vault.audit.parallel`).
 
         ``public_key`` (PEM bytes, a PEM file, or PEM text) defaults to this
         vault's own key; an auditor passes the published one. Reading the log
@@ -257,7 +261,7 @@ class AuditService(_Service):
                else self._vault._provider.signing_key().public_key())
         report = self._vault.audit_log.verify(
             progress=progress, checkpoints=Path(checkpoints) if checkpoints else None,
-            public_key=key, vault_id=self._vault.vault_id)
+            public_key=key, vault_id=self._vault.vault_id, workers=workers)
         self._vault._audit_admin(
             "audit.verify", actor=actor, decision=Decision.ALLOW,
             reason=(f"ok:checkpoints:{report.checkpoints}" if report.ok

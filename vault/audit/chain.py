@@ -389,8 +389,13 @@ def verify_rows(
     heads: Mapping[int, ChainHead],
     *,
     chains: int,
+    all_heads: Mapping[int, ChainHead] | None = None,
 ) -> VerifyReport:
     """Verify rows ordered by (chain, chain_seq) against the recorded chain heads.
+
+    ``heads`` are the heads of the chains the rows cover (a part of the log when
+    it is walked in parts); ``all_heads``, every chain's, help to find where a
+    damaged entry was written (default: ``heads``).
 
     Each row holds the values of :data:`ROW_COLUMNS` in that order, with ``ts``
     already formatted by :func:`format_ts`. Walks everything and reports every
@@ -404,6 +409,7 @@ def verify_rows(
     reordered or renumbered entry from a modified one.
     """
     count = 0
+    everywhere = heads if all_heads is None else all_heads
     findings: list[Finding] = []
     bad: list[_Bad] = []
     seen: set[int] = set()
@@ -468,7 +474,7 @@ def verify_rows(
                     entry.written, entry.searched = (chain, pos - offset), True
                 elif searches < DIAGNOSE_LIMIT:
                     searches += 1
-                    entry.written, entry.searched = _written_in(row, chains, heads), True
+                    entry.written, entry.searched = _written_in(row, chains, everywhere), True
                 if entry.written is not None and entry.written[0] == chain:
                     offset = pos - entry.written[1]
                 bad.append(entry)

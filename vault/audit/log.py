@@ -12,8 +12,10 @@ costs two statements per chain instead of three.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,8 +40,10 @@ from vault.audit.chain import (
 )
 from vault.audit.checkpoint import load_checkpoints, verify_checkpoints
 from vault.audit.context import current_request_id
+from vault.audit.parallel import Bounds, plan, run_parts, workers_for
 from vault.clock import Clock
 from vault.errors import AuditError, ConfigError
+from vault.store.engine import is_postgres, make_engine
 from vault.store.models import AuditEntryRow, AuditHead
 
 __all__ = ["AuditLog"]
@@ -68,6 +72,21 @@ _MOVE_KNOWN_HEAD = (
            _HEAD.c.head_hash == bindparam("old_hash"))
     .values(length=bindparam("new_length"), head_hash=bindparam("new_hash"))
 )
+
+
+_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f-]{1,64}")
+
+
+def _progress_of(progress: Callable[[int, int], None] | None, total: int
+                 ) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    report = progress
+
+    def step(done: int) -> None:
+        report(done, total)
+
+    return step
 
 
 def _entries(chain: int, events: Sequence[AuditEvent], length: int, prev: str, ts: str,
@@ -198,16 +217,23 @@ class AuditLog:
         checkpoints: Path | None = None,
         public_key: Ed25519PublicKey | None = None,
         vault_id: str | None = None,
+        workers: int | None = None,
     ) -> VerifyReport:
         """Recompute every chain, compare it with the heads and, if given, with
         signed checkpoints (``checkpoints`` folder and the ``public_key``).
 
+        ``workers``: processes that walk the chains (see
+        :func:`vault.audit.parallel.workers_for`); None picks one per core for a
+        large log in a single-threaded process, 1 walks in this process.
+
         Raises:
             ConfigError: checkpoints without a public key, or a missing folder.
+            AuditError: a verification worker failed.
+            ValueError: ``workers`` below 1.
         """
         if checkpoints is not None and public_key is None:
             raise ConfigError("checking checkpoints needs the vault's public key")
-        report = self._verify_chains(progress)
+        report = self._verify_chains(progress, workers)
         if checkpoints is None or public_key is None:
             return report
         found, findings = load_checkpoints(checkpoints)
@@ -245,44 +271,88 @@ class AuditLog:
             return conn.execution_options(isolation_level="REPEATABLE READ")
         return conn.execution_options(sqlite_begin="deferred")
 
-    def _verify_chains(self, progress: Callable[[int, int], None] | None) -> VerifyReport:
-        """Recompute every chain from the first entry and compare it with the heads.
+    def _verify_chains(self, progress: Callable[[int, int], None] | None,
+                       workers: int | None = None) -> VerifyReport:
+        """Recompute every chain from the first entry and compare it with the heads,
+        in one process or, for a large log, in one process per core (see
+        :mod:`vault.audit.parallel`)."""
+        with self._snapshot() as conn:
+            heads = self.heads(conn)
+            total = sum(h.length for h in heads.values())
+            count = workers_for(workers, total)
+            if self._engine.url.database in (None, "", ":memory:") and not is_postgres(
+                    self._engine):
+                count = 1  # a private in-memory database: no other process can read it
+            parts = plan(heads, count) if count > 1 else [(None, None)]
+            if len(parts) == 1:
+                return self._scan(conn, (None, None), _progress_of(progress, total))
+            if self._engine.dialect.name != "postgresql":
+                return run_parts(self._part, parts, total=total, progress=progress)
+            # Every worker reads in this transaction's snapshot.
+            snapshot = str(conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one())
+            return run_parts(partial(self._part, snapshot=snapshot), parts, total=total,
+                             progress=progress)
+
+    def _part(self, bounds: Bounds, progress: Callable[[int], None], *,
+              snapshot: str | None = None) -> VerifyReport:
+        """Walk one range of chains: runs in a forked worker, on its own engine."""
+        engine = make_engine(self._engine.url.render_as_string(hide_password=False))
+        try:
+            mine = AuditLog(engine, chains=self._chains, clock=self._clock)
+            with mine._snapshot() as conn:
+                if snapshot is not None:
+                    if not _SNAPSHOT_ID.fullmatch(snapshot):
+                        raise AuditError("unexpected snapshot id")
+                    conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                return mine._scan(conn, bounds, progress)
+        finally:
+            engine.dispose()
+
+    def _scan(self, conn: Connection, bounds: Bounds,
+              progress: Callable[[int], None] | None) -> VerifyReport:
+        """Walk the chains within ``bounds`` (inclusive; None is open), reading their
+        heads and entries in ``conn``'s transaction.
 
         Rows stream straight from the driver with timestamps formatted by the
         database (see :func:`~vault.audit.chain.format_ts`): this is the hot
         loop of ``vault audit verify``.
         """
+        low, high = bounds
         if self._engine.dialect.name == "sqlite":
             ts_sql = "replace(ts, ' ', 'T') || 'Z'"  # stored as "YYYY-MM-DD HH:MM:SS.ffffff"
         else:
             ts_sql = "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        where = " AND ".join(
+            ([f"chain >= {int(low)}"] if low is not None else [])
+            + ([f"chain <= {int(high)}"] if high is not None else []))
         sql = (f"SELECT seq, chain, chain_seq, {ts_sql}, request_id, tenant, actor, "  # noqa: S608
                "action, collection, record_ids, subjects, fields, purpose, decision, reason, "
-               "prev_hash, hash FROM audit_log ORDER BY chain, chain_seq")
-        with self._snapshot() as conn:
-            heads = self.heads(conn)
-            total = sum(h.length for h in heads.values())
-            fetch: Callable[[int], Sequence[Sequence[Any]]]
-            if self._engine.dialect.name == "sqlite":
-                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                cursor.execute(sql)
-                fetch, close = cursor.fetchmany, cursor.close
-            else:
-                result = conn.execution_options(stream_results=True, yield_per=10_000
-                                                ).exec_driver_sql(sql)
-                fetch, close = result.fetchmany, result.close
+               f"prev_hash, hash FROM audit_log {'WHERE ' + where if where else ''} "
+               "ORDER BY chain, chain_seq")
+        everywhere = self.heads(conn)
+        heads = {chain: head for chain, head in everywhere.items()
+                 if (low is None or chain >= low) and (high is None or chain <= high)}
+        fetch: Callable[[int], Sequence[Sequence[Any]]]
+        if self._engine.dialect.name == "sqlite":
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute(sql)
+            fetch, close = cursor.fetchmany, cursor.close
+        else:
+            result = conn.execution_options(stream_results=True, yield_per=10_000
+                                            ).exec_driver_sql(sql)
+            fetch, close = result.fetchmany, result.close
 
-            def rows() -> Iterator[Sequence[Any]]:
-                done = 0
-                while batch := fetch(10_000):
-                    yield from batch
-                    done += len(batch)
-                    if progress is not None:
-                        progress(done, total)
+        def rows() -> Iterator[Sequence[Any]]:
+            done = 0
+            while batch := fetch(10_000):
+                yield from batch
+                done += len(batch)
                 if progress is not None:
-                    progress(done, total)
+                    progress(done)
+            if progress is not None:
+                progress(done)
 
-            try:
-                return verify_rows(rows(), heads, chains=self._chains)
-            finally:
-                close()
+        try:
+            return verify_rows(rows(), heads, chains=self._chains, all_heads=everywhere)
+        finally:
+            close()

@@ -27,10 +27,12 @@ def verify_database(
     checkpoints: str | os.PathLike[str] | None = None,
     public_key: bytes | str | os.PathLike[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> VerifyReport:
     """Verify a vault's audit log (and signed checkpoints) with no key file.
 
     Nothing is written: an auditor may use a read-only database role.
+    ``workers`` as for :meth:`vault.audit.log.AuditLog.verify`.
 
     Raises:
         ConfigError: the database is not a vault, or checkpoints come without a key.
@@ -61,6 +63,7 @@ def verify_database(
         return log.verify(progress=progress,
                           checkpoints=Path(checkpoints) if checkpoints is not None else None,
                           public_key=key,
-                          vault_id=meta.get("vault_id") or meta.get("created_at"))
+                          vault_id=meta.get("vault_id") or meta.get("created_at"),
+                          workers=workers)
     finally:
         engine.dispose()

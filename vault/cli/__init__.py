@@ -119,7 +119,9 @@ def _guard(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def progress_bar() -> Progress:
+def progress_bar(*, auto_refresh: bool = True) -> Progress:
+    """A progress bar on stderr; ``auto_refresh=False`` draws only on ``refresh()``
+    (no drawing thread)."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -127,6 +129,7 @@ def progress_bar() -> Progress:
         TimeRemainingColumn(),
         console=err,
         transient=False,
+        auto_refresh=auto_refresh,
     )
 
 
@@ -334,6 +337,10 @@ def audit_verify(
     database_url: Annotated[str | None, typer.Option(
         "--database-url", help="Verify this data database without opening the vault "
                                "(an auditor's read-only access is enough).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Processes that walk the chains at once (default: one per "
+                                 "core for a log of 100,000 entries or more; 1: none "
+                                 "besides this one).")] = None,
 ) -> None:
     """Recompute every audit hash chain (and checkpoints); exit 3 naming any damage."""
     from vault.audit.offline import verify_database
@@ -343,19 +350,21 @@ def audit_verify(
         settings = _settings(home)
         if not settings.resolved_key_file.exists():
             database_url = settings.resolved_database_url
-    with progress_bar() as bar:
+    # Drawn from this thread: workers=None only forks from a single-threaded process.
+    with progress_bar(auto_refresh=False) as bar:
         task = bar.add_task("verifying audit chains", total=None)
 
         def step(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
+            bar.refresh()
 
         if database_url is not None:
             report = verify_database(database_url, checkpoints=checkpoints,
-                                     public_key=public_key, progress=step)
+                                     public_key=public_key, progress=step, workers=workers)
         else:
             with _open(home) as vault:
                 report = vault.audit.verify(progress=step, checkpoints=checkpoints,
-                                            public_key=public_key)
+                                            public_key=public_key, workers=workers)
     if report.ok:
         extra = f", {report.checkpoints} signed checkpoints hold" if checkpoints else ""
         out.print(f"[green]audit log verified[/]: {report.entries} entries in "
