@@ -193,6 +193,35 @@ def test_modified_entry(busy: tuple[Vault, Path]) -> None:
         ("modified_entry", chain, 2)]
 
 
+@pytest.mark.parametrize("column", ["collection", "purpose", "reason"])
+def test_absent_value_swapped_for_its_mark(busy: tuple[Vault, Path], column: str) -> None:
+    """NULL and the text U+001E (the hash's mark for an absent value) are told apart."""
+    vault, _ = busy
+    target = rows(vault.engine, f"SELECT seq, chain, chain_seq FROM audit_log "
+                                f"WHERE {column} IS NULL ORDER BY seq LIMIT 1")
+    assert target, f"no entry with {column} absent"
+    disable_triggers(vault.engine)
+    execute(vault.engine, f"UPDATE audit_log SET {column} = :m WHERE seq = :s",
+            m="\x1e", s=target[0]["seq"])
+    report = check(vault)
+    assert [(f.kind.value, f.seq) for f in report.findings] == [
+        ("modified_entry", target[0]["seq"])]
+
+
+def test_separator_moved_between_columns(busy: tuple[Vault, Path]) -> None:
+    """Values that keep the joined text but move a field boundary are caught."""
+    vault, _ = busy
+    chain, _n = chains_by_length(vault.engine)[0]
+    target = entry(vault.engine, chain, 2)
+    disable_triggers(vault.engine)
+    execute(vault.engine, "UPDATE audit_log SET tenant = :t, actor = :a WHERE seq = :s",
+            t=target["tenant"] + "\x1f" + target["actor"][:1], a=target["actor"][1:],
+            s=target["seq"])
+    report = check(vault)
+    assert [(f.kind.value, f.seq) for f in report.findings] == [
+        ("modified_entry", target["seq"])]
+
+
 @pytest.mark.parametrize("where", ["first", "middle", "tail"])
 def test_deleted_entry(busy: tuple[Vault, Path], where: str) -> None:
     vault, _ = busy

@@ -26,13 +26,16 @@ __all__ = [
     "Damage",
     "Finding",
     "ROW_COLUMNS",
+    "TEXT_COLUMNS",
     "VerifyReport",
     "chain_for",
     "encode_list",
     "entry_hash",
     "format_ts",
     "payload",
+    "hash_text",
     "verify_rows",
+    "verify_texts",
 ]
 
 GENESIS_HASH = "0" * 64
@@ -48,6 +51,14 @@ ROW_COLUMNS = (
     "record_ids", "subjects", "fields", "purpose", "decision", "reason", "prev_hash", "hash",
 )
 """The order of the values of each row given to :func:`verify_rows`."""
+
+TEXT_COLUMNS = ("seq", "chain", "chain_seq", "text", "subjects", "prev_hash", "hash")
+"""The order of the values of each row given to :func:`verify_texts`: ``text`` is
+the entry's hash input as UTF-8 bytes (see :func:`hash_text`), assembled by the
+database so that the driver hands over one value instead of fifteen."""
+
+_SEP_B = SEP.encode()
+_PREFIX_B = HASH_FORMAT.encode()
 
 FINDINGS_LIMIT = 1000
 """Findings kept by one verification; the walk goes on to the end regardless."""
@@ -258,30 +269,53 @@ def subject_chain(subjects: str, chains: int) -> int | None:
         return None
 
 
-def _hash_at(row: Sequence[Any], chain: int, position: int) -> str:
-    body = payload(*row[3:16])
-    return hashlib.sha256(SEP.join((HASH_FORMAT, str(chain), str(position), body)).encode()
-                          ).hexdigest()
+def hash_text(chain: int, chain_seq: int, ts: str, request_id: str, tenant: str, actor: str,
+              action: str, collection: str | None, record_ids: str, subjects: str,
+              fields: str, purpose: str | None, decision: str, reason: str | None,
+              prev_hash: str) -> bytes:
+    """An entry's hash input (what :func:`entry_hash` hashes) as verification
+    rebuilds it from stored values: a stored ``NONE_MARK`` in a nullable column
+    is not taken for an absent value (it becomes U+FFFD, which fails the hash), so
+    NULL cannot be swapped for that text unnoticed. The SQL of
+    :meth:`vault.audit.log.AuditLog.verify` builds the same bytes."""
+    def present(value: str | None) -> str:
+        return NONE_MARK if value is None else value.replace(NONE_MARK, "\ufffd")
+
+    return SEP.join((
+        HASH_FORMAT, str(chain), str(chain_seq), ts, request_id, tenant, actor, action,
+        present(collection), record_ids, subjects, fields, present(purpose), decision,
+        present(reason), prev_hash)).encode("utf-8")
+
+
+def _hash_at(text: bytes, chain: int, position: int) -> str:
+    """The hash the entry of ``text`` would have at (``chain``, ``position``)."""
+    body = text.split(_SEP_B, 3)[3]
+    return hashlib.sha256(_SEP_B.join((_PREFIX_B, str(chain).encode(), str(position).encode(),
+                                       body))).hexdigest()
 
 
 def _written_in(row: Sequence[Any], chains: int, heads: Mapping[int, ChainHead]
                 ) -> tuple[int, int] | None:
     """Where (chain, position) an entry whose hash fails was written, if it can be found.
 
-    Tries, in order: the chain its subjects name and every other chain at its
-    present position (a moved entry keeps its position), the chain its subjects
-    name at any position (a moved entry renumbered to fit its new chain), and
-    positions near its present one in its own chain (reordering, renumbering).
+    ``row`` holds :data:`TEXT_COLUMNS`. Tries, in order: the chain its subjects
+    name and every other chain at its present position (a moved entry keeps its
+    position), the chain its subjects name at any position (a moved entry
+    renumbered to fit its new chain), and positions near its present one in its
+    own chain (reordering, renumbering).
     """
-    body = payload(*row[3:16])
-    own, chain, pos = str(row[16]), int(row[1]), int(row[2])
+    text = bytes(row[3])
+    if text.count(_SEP_B) != 15:
+        return None  # not an entry's text at all
+    body = text.split(_SEP_B, 3)[3]
+    own, chain, pos = str(row[6]), int(row[1]), int(row[2])
     sha256 = hashlib.sha256
 
     def matches(c: int, p: int) -> bool:
-        text = SEP.join((HASH_FORMAT, str(c), str(p), body))
-        return sha256(text.encode()).hexdigest() == own
+        return sha256(_SEP_B.join((_PREFIX_B, str(c).encode(), str(p).encode(), body))
+                      ).hexdigest() == own
 
-    expected = subject_chain(row[10], chains)
+    expected = subject_chain(row[4], chains)
     order = [expected] if expected is not None else []
     order += [c for c in range(chains + 1) if c != expected]
     for candidate in order:
@@ -391,22 +425,42 @@ def verify_rows(
     chains: int,
     all_heads: Mapping[int, ChainHead] | None = None,
 ) -> VerifyReport:
-    """Verify rows ordered by (chain, chain_seq) against the recorded chain heads.
+    """:func:`verify_texts` for rows of :data:`ROW_COLUMNS` (``ts`` already
+    formatted by :func:`format_ts`): each entry's hash input is built here."""
+    return verify_texts(
+        ((row[0], row[1], row[2], hash_text(*row[1:16]), row[10], row[15], row[16])
+         for row in rows),
+        heads, chains=chains, all_heads=all_heads)
+
+
+def verify_texts(
+    rows: Iterable[Sequence[Any]],
+    heads: Mapping[int, ChainHead],
+    *,
+    chains: int,
+    all_heads: Mapping[int, ChainHead] | None = None,
+) -> VerifyReport:
+    """Verify rows of :data:`TEXT_COLUMNS` ordered by (chain, chain_seq) against the
+    recorded chain heads. Walks everything and reports every finding (up to
+    :data:`FINDINGS_LIMIT`), the most specific first.
 
     ``heads`` are the heads of the chains the rows cover (a part of the log when
     it is walked in parts); ``all_heads``, every chain's, help to find where a
     damaged entry was written (default: ``heads``).
 
-    Each row holds the values of :data:`ROW_COLUMNS` in that order, with ``ts``
-    already formatted by :func:`format_ts`. Walks everything and reports every
-    finding (up to :data:`FINDINGS_LIMIT`), the most specific first.
+    Per entry: the hash of its text (which holds the chain and position it stands
+    at) must be its hash; it must link to the entry before it and stand at the next
+    position; it must stand in the chain its subjects' first pseudonym chooses
+    (so an entry moved to another chain and rehashed there is still caught). Per
+    chain: the last entry must be the recorded head. An entry whose hash fails is
+    searched for where it was written, to tell a moved, reordered or renumbered
+    entry from a modified one.
 
-    Per entry: its hash is recomputed; it must link to the entry before it and
-    stand at the next position; it must stand in the chain its subjects' first
-    pseudonym chooses (so an entry moved to another chain and rehashed there is
-    still caught). Per chain: the last entry must be the recorded head. An entry
-    whose hash fails is searched for where it was written, to tell a moved,
-    reordered or renumbered entry from a modified one.
+    Why the text needs no further parsing: a stored entry's hash input holds
+    exactly 15 separators, because no value may contain one (:func:`clean_text`);
+    with its 15 columns joined by 15 separators, a tampered row that hashes the
+    same cannot hide a separator in a value, so every column renders exactly as
+    written (an absent value too: see :func:`hash_text`).
     """
     count = 0
     everywhere = heads if all_heads is None else all_heads
@@ -421,8 +475,6 @@ def verify_rows(
     offset = 0  # the last shift found in this chain: tried first on the next damaged entry
     searches = 0
     sha256 = hashlib.sha256
-    join = SEP.join
-    mark = NONE_MARK
     empty_subjects = "[]"
 
     def close(chain: int, length: int, last_hash: str | None) -> None:
@@ -448,8 +500,7 @@ def verify_rows(
                                     "entry's hash"))
 
     for row in rows:
-        (seq, chain, pos, ts, request_id, tenant, actor, action, collection, record_ids,
-         subjects, fields, purpose, decision, reason, prev_hash, own) = row
+        seq, chain, pos, text, subjects, prev_hash, own = row
         if chain != current:
             if current is not None:
                 close(current, expected_pos - 1, prev)
@@ -460,17 +511,10 @@ def verify_rows(
                 findings.append(Finding(Damage.UNKNOWN_CHAIN, chain, pos, seq,
                                         f"entry {seq} is in chain {chain}, which does not exist"))
         count += 1
-        # The hash: the encoding of entry_hash, inlined because this loop is hot.
-        text = join((
-            HASH_FORMAT, str(chain), str(pos), ts, request_id, tenant, actor, action,
-            mark if collection is None else collection, record_ids, subjects, fields,
-            mark if purpose is None else purpose, decision,
-            mark if reason is None else reason, prev_hash,
-        ))
-        if sha256(text.encode()).hexdigest() != own:
+        if sha256(text).hexdigest() != own:
             if len(bad) < FINDINGS_LIMIT:
                 entry = _Bad(seq, chain, pos, before)
-                if offset and _hash_at(row, chain, pos - offset) == own:
+                if offset and _hash_at(text, chain, pos - offset) == own:
                     entry.written, entry.searched = (chain, pos - offset), True
                 elif searches < DIAGNOSE_LIMIT:
                     searches += 1
