@@ -261,6 +261,45 @@ def test_holds_stop_sweeps_deletes_and_shredding(rv: Vault, clock: FixedClock) -
     assert all("LIT" not in (r or "") for _, _, r in actions)
 
 
+def test_hold_placed_between_a_batch_and_its_shred_keeps_the_key(rv: Vault,
+                                                                  clock: FixedClock) -> None:
+    """A subject whose last record a batch removed, then a hold placed before the run
+    destroys the queued keys: that key survives (the subject waits in the queue), the
+    others' keys go; once the hold is lifted the next sweep shreds it, and every
+    subject is named by exactly one shred entry."""
+    put(rv, {"full_name": "Held later"}, subject="s-late")
+    put(rv, {"full_name": "Free"}, subject="s-free")
+    put(rv, {"full_name": "Free too"}, subject="s-free2")
+    clock.set(at(6, 1))
+    placed = []
+
+    def hold_after_first_batch(done: int, total: int) -> None:
+        if done and not placed:   # the batch has committed; keys are destroyed later
+            placed.append(rv.holds.place("acme", "s-late", reason="LIT-9", actor=DPO))
+
+    report = rv.retention.sweep(batch_size=10, progress=hold_after_first_batch)
+    assert placed and (report.records_deleted, report.subjects_shredded) == (3, 2)
+    assert not rv.keystore.is_destroyed("acme", "s-late")
+    assert rv.keystore.is_destroyed("acme", "s-free") and rv.keystore.is_destroyed(
+        "acme", "s-free2")
+    assert rv.retention.sweep().subjects_shredded == 0          # still held
+    assert not rv.keystore.is_destroyed("acme", "s-late")
+    rv.holds.lift(placed[0].id, actor=DPO)
+    assert rv.retention.sweep().subjects_shredded == 1
+    assert rv.keystore.is_destroyed("acme", "s-late")
+    assert rv.retention.sweep().subjects_shredded == 0
+    t = AuditEntryRow.__table__
+    with rv.engine.connect() as conn:
+        named = [p for (subjects,) in conn.execute(
+            select(t.c.subjects).where(t.c.action == "retention.shred"))
+            for p in json.loads(subjects)]
+    assert sorted(named) == sorted(rv.pseudonym("acme", s)
+                                   for s in ("s-late", "s-free", "s-free2"))
+    with rv.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM retention_shred_queue")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM retention_shred_batches")).scalar() == 0
+
+
 def test_tenant_hold_and_hold_end_date(rv: Vault, clock: FixedClock) -> None:
     """A tenant-wide hold covers every subject; a hold with an end date stops by itself."""
     rid = put(rv, {"full_name": "T", "email": "t@example.com"}, subject="s-t")
@@ -310,12 +349,30 @@ def test_report_counts_backlog_upcoming_and_runs(rv: Vault, clock: FixedClock) -
     rep = rv.retention.report()
     assert rep.upcoming[30] == {("technical", "delete"): 2} and rep.upcoming[7] == {}
     clock.set(at(1, 40))
-    rv.retention.sweep()
+    rv.retention.sweep(tenant="acme")      # a tenant's report lists its tenant's sweeps
     rep = rv.retention.report(actor=Actor("colin", "acme"), tenant="acme")
     assert (rep.expired_unheld, rep.expired_held, rep.active_holds) == (0, 1, 1)
     assert rep.runs[0].records_pruned == 1 and rep.runs[0].held == 1
     with pytest.raises(AccessDenied):
         rv.retention.report(actor=Actor("sam", "acme"), tenant="acme")
+
+
+def test_report_of_a_tenant_lists_only_that_tenants_runs(rv: Vault, clock: FixedClock) -> None:
+    """A tenant's report lists the sweeps limited to that tenant, not those of another
+    tenant nor those of every tenant (their counts include other tenants' records);
+    the report of every tenant lists them all."""
+    put(rv, {"full_name": "A"}, subject="t1")
+    clock.set(at(6, 1))
+    everyone = rv.retention.sweep()
+    acme = rv.retention.sweep(tenant="acme")
+    other = rv.retention.sweep(tenant="other")
+    assert rv.retention.run(acme.run_id).tenant == "acme"
+    assert rv.retention.run(everyone.run_id).tenant is None
+    rep = rv.retention.report(actor=Actor("colin", "acme"), tenant="acme")
+    assert [r.id for r in rep.runs] == [acme.run_id]
+    assert {r.id for r in rv.retention.report().runs} == {everyone.run_id, acme.run_id,
+                                                          other.run_id}
+    assert [r.id for r in rv.retention.runs(tenant="other")] == [other.run_id]
 
 
 @pytest.mark.parametrize("settings", ["sqlite"], indirect=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from vault import Actor, ConfigError, Vault, VaultSettings
+from vault import Actor, ConfigError, FixedClock, Vault, VaultSettings
 from vault.errors import KeyManagementError
 from vault.retention.tables import RetentionRow
 from vault.store import migrate
@@ -56,6 +57,43 @@ def test_an_old_vault_is_refused_then_upgraded_with_its_records_intact(
     with Vault.upgrade(settings=settings) as v:  # idempotent: nothing to do, nothing audited
         assert _expiry_rows(v) == len(ids)
         assert len(_upgrades(v)) == 1
+
+
+def test_upgrade_from_0003_keeps_queued_shreds_and_old_runs(settings: VaultSettings) -> None:
+    """A vault at 0003 whose last sweep died after removing a subject's last record,
+    the subject still in the per-subject shred queue: after the upgrade to 0004
+    (batch shred queue, runs record their tenant) the next sweep shreds it, once;
+    the run from before the upgrade is listed with no tenant."""
+    clock = FixedClock(dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    with Vault.init(settings=settings, clock=clock) as v:
+        v.roles.assign("crm", "crm_service", tenant="acme")
+        v.put(CRM, "customers", {"full_name": "Old"}, purpose="account_management",
+              subject_id="s-old", jurisdiction="DE")
+        clock.set(dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
+        old_run = v.retention.sweep().run_id           # an ordinary run before 0004
+        v.put(CRM, "customers", {"full_name": "Left"}, purpose="account_management",
+              subject_id="s-left", jurisdiction="DE")
+        migrate.downgrade(v.engine, "0003")
+        with v.engine.begin() as conn:                  # what a killed 0003 run left
+            conn.execute(text("DELETE FROM records WHERE subject_id = 's-left'"))
+            conn.execute(text("INSERT INTO retention_shred_queue (tenant, subject_id, "
+                              "queued_at, run_id) VALUES ('acme', 's-left', :t, 'r0')"),
+                         {"t": dt.datetime(2027, 1, 1)})
+    with pytest.raises(ConfigError, match="vault upgrade"):
+        Vault.open(settings=settings)
+    with Vault.upgrade(settings=settings, clock=clock) as v:
+        assert migrate.current_revision(v.engine) == migrate.head_revision() == "0004"
+        assert v.retention.run(old_run).tenant is None
+        assert v.keystore.is_destroyed("acme", "s-old")
+        assert not v.keystore.is_destroyed("acme", "s-left")
+        report = v.retention.sweep(tenant="acme")
+        assert report.subjects_shredded == 1 and v.keystore.is_destroyed("acme", "s-left")
+        assert v.retention.run(report.run_id).tenant == "acme"
+        assert v.retention.sweep().subjects_shredded == 0
+        with v.engine.connect() as conn:
+            for table in ("retention_shred_queue", "retention_shred_batches"):
+                assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
+        assert v.audit_log.verify().ok
 
 
 def test_upgrade_of_a_vault_that_was_never_initialised_is_refused(

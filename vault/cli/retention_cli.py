@@ -313,21 +313,24 @@ def render_report(rep: RetentionReport, fmt: str) -> str:
                      for days in REPORT_WINDOWS},
         "runs": [{"id": r.id, "started_at": _iso(r.started_at),
                   "finished_at": _iso(r.finished_at), "status": r.status, "dry_run": r.dry_run,
-                  "actor": r.actor, "batches": r.batches, "deleted": r.records_deleted,
-                  "pruned": r.records_pruned, "anonymised": r.records_anonymised,
+                  "actor": r.actor, "tenant": r.tenant, "batches": r.batches,
+                  "deleted": r.records_deleted, "pruned": r.records_pruned,
+                  "anonymised": r.records_anonymised,
                   "shredded": r.subjects_shredded, "held": r.held} for r in rep.runs],
     }, indent=2) + "\n"
 
 
 def report(fmt: FormatOpt = "table", out_file: OutOpt = None,
            runs: Annotated[int, typer.Option("--runs", help="How many last runs.")] = 10,
+           tenant: Annotated[str | None, typer.Option(
+               "--tenant", help="Only this tenant (and only the sweeps limited to it).")] = None,
            home: HomeOpt = None) -> None:
     """Retention summary: backlog, upcoming deletions (7/30/90/365 days), holds, last runs."""
     from vault.cli import _open, out
 
     _check_format(fmt)
     with _open(home) as vault:
-        rep = vault.retention.report(runs=runs)
+        rep = vault.retention.report(runs=runs, tenant=tenant)
     if fmt != "table":
         _emit(render_report(rep, fmt), out_file, f"{fmt} report")
         return

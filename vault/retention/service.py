@@ -93,6 +93,8 @@ class RunSummary:
     records_anonymised: int
     subjects_shredded: int
     held: int
+    #: The tenant the run was limited to; None: every tenant (or a run from before 0004).
+    tenant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,11 +346,16 @@ class RetentionService(_Service):
 
     # ------------------------------------------------------------------ history and report
 
-    def runs(self, *, limit: int = 20, run_id: str | None = None) -> list[RunSummary]:
-        """The latest sweeps, newest first (or the one with ``run_id``)."""
+    def runs(self, *, limit: int = 20, run_id: str | None = None,
+             tenant: str | None = None) -> list[RunSummary]:
+        """The latest sweeps, newest first (or the one with ``run_id``); with ``tenant``,
+        only the sweeps limited to that tenant (a sweep of every tenant counts the
+        other tenants' records too, so it is not listed there)."""
         query = select(_RUNS).order_by(_RUNS.c.started_at.desc(), _RUNS.c.id).limit(limit)
         if run_id is not None:
             query = query.where(_RUNS.c.id == run_id)
+        if tenant is not None:
+            query = query.where(_RUNS.c.tenant == tenant)
         with self._vault.engine.connect() as conn:
             rows = conn.execute(query).all()
             conn.rollback()
@@ -357,7 +364,8 @@ class RetentionService(_Service):
                            batches=int(r.batches), records_deleted=int(r.records_deleted),
                            records_pruned=int(r.records_pruned),
                            records_anonymised=int(r.records_anonymised),
-                           subjects_shredded=int(r.subjects_shredded), held=int(r.held))
+                           subjects_shredded=int(r.subjects_shredded), held=int(r.held),
+                           tenant=r.tenant)
                 for r in rows]
 
     def run(self, run_id: str) -> RunSummary:
@@ -405,7 +413,7 @@ class RetentionService(_Service):
                                  reason="summary")
         return RetentionReport(generated_at=now, expired_unheld=free, expired_held=held,
                                waiting=waiting, upcoming=upcoming, active_holds=holds,
-                               runs=tuple(self.runs(limit=runs)))
+                               runs=tuple(self.runs(limit=runs, tenant=tenant)))
 
     def _backfill(self) -> int:
         """Give every record that has no expiry row one (records written before the

@@ -1,4 +1,4 @@
-"""Tables of retention and legal holds, in the data database (migration 0003).
+"""Tables of retention and legal holds, in the data database (migrations 0003, 0004).
 
 None holds personal data: ids, categories, times, counts. A hold's reason is
 meant to be a case reference (the CLI and the library say so).
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, String
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vault.store.base import Base, str64, str128
+from vault.store.base import Base, bigint_pk, str64, str128
 
 __all__ = ["LegalHoldRow", "RetentionRow", "RetentionRunRow", "RetentionSubjectRow",
-           "ShredQueueRow"]
+           "ShredBatchRow", "ShredQueueRow"]
 
 
 class RetentionRow(Base):
@@ -93,6 +93,8 @@ class RetentionRunRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
     actor: Mapped[str128]
+    #: The tenant the run was limited to; NULL: every tenant (and runs before 0004).
+    tenant: Mapped[str | None] = mapped_column(String(128))
     batches: Mapped[int] = mapped_column(default=0)
     records_deleted: Mapped[int] = mapped_column(default=0)
     records_pruned: Mapped[int] = mapped_column(default=0)
@@ -100,14 +102,16 @@ class RetentionRunRow(Base):
     subjects_shredded: Mapped[int] = mapped_column(default=0)
     held: Mapped[int] = mapped_column(default=0)
 
-    __table_args__ = (Index("ix_retention_runs_started_at", "started_at"),)
+    __table_args__ = (Index("ix_retention_runs_started_at", "started_at"),
+                      Index("ix_retention_runs_tenant_started_at", "tenant", "started_at"))
 
 
 class ShredQueueRow(Base):
-    """A subject whose data key must be destroyed (the key store is another database).
+    """A subject whose data key must be destroyed (the key store is another database)
+    and that waits on its own: a subject of a queued batch (:class:`ShredBatchRow`)
+    that a legal hold covered when its batch was shredded, or one queued before 0004.
 
-    Queued in the batch transaction that removed the subject's last record;
-    dequeued in the transaction that audits the destruction, so a crash in
+    Dequeued in the transaction that audits the destruction, so a crash in
     between is finished by the next run (destruction is idempotent).
     """
 
@@ -117,3 +121,22 @@ class ShredQueueRow(Base):
     subject_id: Mapped[str64] = mapped_column(primary_key=True)
     queued_at: Mapped[dt.datetime]
     run_id: Mapped[str64]
+
+
+class ShredBatchRow(Base):
+    """The subjects one sweep batch queued for crypto-shredding (a JSON list of ids).
+
+    Written in the batch transaction that removed the subjects' last records (one
+    row, not one per subject); deleted in the transaction that audits their keys'
+    destruction, which commits after the key store's, so a crash in between is
+    finished by the next run. Subjects a hold covers then move to
+    :class:`ShredQueueRow` in that same transaction.
+    """
+
+    __tablename__ = "retention_shred_batches"
+
+    id: Mapped[bigint_pk]
+    tenant: Mapped[str128]
+    run_id: Mapped[str64]
+    queued_at: Mapped[dt.datetime]
+    subjects: Mapped[str] = mapped_column(Text)

@@ -14,7 +14,7 @@ audit_heads    SELECT, UPDATE: the row lock (``SELECT ... FOR UPDATE`` needs
                UPDATE) and the chain cursor; a forged head is caught by
                ``verify`` because it must equal the recomputed chain
 records, subjects, blind_index, casbin_rule, policy_state, consent_state,
-retention, retention_subjects, retention_shred_queue
+retention, retention_subjects, retention_shred_queue, retention_shred_batches
                SELECT, INSERT, UPDATE, DELETE
 legal_holds, retention_runs
                SELECT, INSERT, UPDATE (holds are lifted, never deleted)
@@ -50,6 +50,7 @@ _DATA_GRANTS = (
     ("SELECT, INSERT, UPDATE, DELETE", "retention"),
     ("SELECT, INSERT, UPDATE, DELETE", "retention_subjects"),
     ("SELECT, INSERT, UPDATE, DELETE", "retention_shred_queue"),
+    ("SELECT, INSERT, UPDATE, DELETE", "retention_shred_batches"),
     ("SELECT, INSERT, UPDATE", "retention_runs"),
     ("SELECT, INSERT, UPDATE", "legal_holds"),
     ("SELECT", "vault_meta"),

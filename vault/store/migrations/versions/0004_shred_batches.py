@@ -1,0 +1,47 @@
+"""Retention: the shred queue takes one row per sweep batch; runs record their tenant.
+
+``retention_shred_batches`` holds, per batch that removed subjects' last
+records, the list of those subjects (one row written with the batch instead of
+one per subject). ``retention_runs.tenant`` is the tenant a run was limited to
+(NULL: every tenant, and every run made before this revision).
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from vault.store.base import UTCDateTime
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "retention_shred_batches",
+        sa.Column("id", BIGINT, primary_key=True, autoincrement=True),
+        sa.Column("tenant", sa.String(128), nullable=False),
+        sa.Column("run_id", sa.String(64), nullable=False),
+        sa.Column("queued_at", UTCDateTime(), nullable=False),
+        sa.Column("subjects", sa.Text(), nullable=False),
+    )
+    with op.batch_alter_table("retention_runs") as batch:
+        batch.add_column(sa.Column("tenant", sa.String(128)))
+    op.create_index("ix_retention_runs_tenant_started_at", "retention_runs",
+                    ["tenant", "started_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_retention_runs_tenant_started_at", "retention_runs")
+    with op.batch_alter_table("retention_runs") as batch:
+        batch.drop_column("tenant")
+    op.drop_table("retention_shred_batches")
