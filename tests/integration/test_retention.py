@@ -300,6 +300,32 @@ def test_hold_placed_between_a_batch_and_its_shred_keeps_the_key(rv: Vault,
         assert conn.execute(text("SELECT count(*) FROM retention_shred_batches")).scalar() == 0
 
 
+def test_queued_subject_with_a_new_record_keeps_its_key(rv: Vault, clock: FixedClock) -> None:
+    """A subject queued for shredding while held, who then gets a new record: lifting
+    the hold must not shred the key that the new record is encrypted under."""
+    put(rv, {"full_name": "Returning"}, subject="s-back")
+    clock.set(at(6, 1))
+    placed = []
+
+    def hold_after_first_batch(done: int, total: int) -> None:
+        if done and not placed:
+            placed.append(rv.holds.place("acme", "s-back", reason="LIT-10", actor=DPO))
+
+    rv.retention.sweep(batch_size=10, progress=hold_after_first_batch)
+    assert placed and not rv.keystore.is_destroyed("acme", "s-back")  # queued, held
+    again = put(rv, {"full_name": "Returning", "email": "back@example.com"}, subject="s-back")
+    rv.holds.lift(placed[0].id, actor=DPO)
+    assert rv.retention.sweep().subjects_shredded == 0
+    assert not rv.keystore.is_destroyed("acme", "s-back")
+    assert rv.get(CRM, "customers", again, purpose="account_management").data["email"] == (
+        "back@example.com")
+    with rv.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM retention_shred_queue")).scalar() == 0
+    clock.set(at(12, 2))  # the new record expires in turn: now the subject goes
+    assert rv.retention.sweep().subjects_shredded == 1
+    assert rv.keystore.is_destroyed("acme", "s-back")
+
+
 def test_tenant_hold_and_hold_end_date(rv: Vault, clock: FixedClock) -> None:
     """A tenant-wide hold covers every subject; a hold with an end date stops by itself."""
     rid = put(rv, {"full_name": "T", "email": "t@example.com"}, subject="s-t")

@@ -803,7 +803,14 @@ class Sweeper:
             for i in range(0, len(stay), _CHUNK):
                 conn.execute(self._st.enqueue, {"t": tenant, "ids": self._st.ids(
                     stay[i:i + _CHUNK]), "now": now, "run": report.run_id})
-            shredded = list(taken)
+            # A subject that got a new record while it waited (held) lives again:
+            # it leaves the queue, and its new record's expiry brings it back.
+            alive: set[str] = set()
+            candidates = list(taken)
+            for i in range(0, len(candidates), _CHUNK):
+                alive.update(conn.execute(self._st.remaining, {
+                    "t": tenant, "ids": self._st.ids(candidates[i:i + _CHUNK])}).scalars())
+            shredded = [s for s in taken if s not in alive]
             if shredded:
                 self._vault.keystore.destroy_many(tenant, shredded, checkpoint=False)
                 for i in range(0, len(shredded), _CHUNK):
