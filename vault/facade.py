@@ -651,7 +651,8 @@ class Vault:
     ) -> dict[str, bytes]:
         record = RecordContext(tenant, schema.name, record_id, subject_id)
         return self._cipher.encrypt_fields(key, {
-            name: _encode_value(value) for name, value in values.items() if value is not None
+            name: b"s" + value.encode("utf-8") if type(value) is str else _encode_value(value)
+            for name, value in values.items() if value is not None
         }, record)
 
     def _index_rows(
@@ -705,24 +706,29 @@ class Vault:
         readable: frozenset[str],
         maskable: frozenset[str],
         requested: Sequence[str],
+        visible: tuple[tuple[str, ...], frozenset[str]] | None = None,
     ) -> Record:
-        envelopes = decode_envelopes(row.envelopes)
-        data: dict[str, Any] = {}
-        masked: set[str] = set()
-        withheld: set[str] = set()
+        """The record as the actor sees it. ``visible``: :func:`_visible` of the
+        request and the same as a set, when the caller computed them once for many rows."""
+        if visible is None:
+            shown = _visible(tuple(requested), readable, maskable)
+            visible = (shown, frozenset(shown))
         record = RecordContext(tenant, schema.name, row.id, row.subject_id)
-        visible = _visible(tuple(requested), readable, maskable)
-        plain = self._cipher.decrypt_fields(key, envelopes, record, visible)
-        if len(plain) == len(envelopes) and not maskable:
-            # Every stored field is requested and readable: the common case.
+        plain, stored = self._cipher.decrypt_framed(key, row.envelopes, record, visible[1])
+        if len(plain) == stored and not maskable:
+            # Every stored field is requested and readable: the common case (in the
+            # order requested, as below).
             try:
-                for name, raw in plain.items():
-                    data[name] = (raw[1:].decode("utf-8") if raw[:1] == b"s"
-                                  else _decode_value(raw))
+                data = {name: raw[1:].decode("utf-8") if raw[:1] == b"s" else _decode_value(raw)
+                        for name in visible[0] if (raw := plain.get(name)) is not None}
             except ValueError:
                 raise DecryptionError() from None
             return Record(id=row.id, subject_id=row.subject_id, collection=schema.name,
                           data=data, masked=_NO_NAMES, withheld=_NO_NAMES)
+        envelopes = decode_envelopes(row.envelopes)
+        data = {}
+        masked: set[str] = set()
+        withheld: set[str] = set()
         for name in requested:
             if name not in envelopes:
                 continue
@@ -1231,6 +1237,8 @@ class Vault:
                             raise
                         keys = self._live_keys(tenant, subject_ids)
                     records: dict[str, Record] = {}
+                    shown = _visible(tuple(requested), readable, maskable)
+                    visible = (shown, frozenset(shown))
                     for rid in unique_ids:
                         row = rows.get(rid)
                         if row is None or row.subject_id not in keys:
@@ -1239,7 +1247,7 @@ class Vault:
                                                         verify):
                             continue
                         records[rid] = self._view(keys[row.subject_id], tenant, schema, row,
-                                                  readable, maskable, requested)
+                                                  readable, maskable, requested, visible)
                     result = [records[r] for r in ids if r in records]
                     self._commit_read(actor, schema, purpose, action, list(records.values()), conn)
                     self._audit.append(conn, gate_events)
