@@ -310,3 +310,24 @@ def test_decrypt_framed_refuses_another_subjects_key(store: KeyStore, key: DataK
     moved = RecordContext("acme", "customers", "rec-2", "subj-1")
     with pytest.raises(DecryptionError):
         CIPHER.decrypt_framed(key, _framed(key), moved, frozenset({"email"}))
+
+
+def test_encrypt_framed_is_encode_envelopes_of_encrypt_fields(key: DataKey) -> None:
+    """Same framing, same envelopes (each opens with decrypt under its field's
+    context, in the documented construction), and fresh nonces per field and call."""
+    framed = CIPHER.encrypt_framed(key, FIELDS, RECORD)
+    envelopes = decode_envelopes(framed)
+    assert list(envelopes) == list(FIELDS)
+    assert encode_envelopes(envelopes) == framed
+    for name, envelope in envelopes.items():
+        assert CIPHER.decrypt(key, envelope, RECORD.field(name)) == FIELDS[name]
+        ctx = FieldContext("acme", "customers", "rec-1", name, "subj-1")
+        header = envelope[:HEADER_BYTES]
+        assert envelope[:10] == struct.pack(">BBQ", 1, 1, key.key_id)
+        assert _documented_ad(header, ctx) == header + RECORD.tail(name)
+    again = decode_envelopes(CIPHER.encrypt_framed(key, FIELDS, RECORD))
+    nonces = [e[10:HEADER_BYTES] for e in [*envelopes.values(), *again.values()]]
+    assert len(set(nonces)) == len(nonces)
+    assert CIPHER.encrypt_framed(key, {}, RECORD) == b""
+    with pytest.raises(DecryptionError):
+        CIPHER.decrypt(key, envelopes["email"], RECORD.field("phone"))

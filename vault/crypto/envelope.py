@@ -119,6 +119,8 @@ _LP_NAMES_MAX = 4096
 # Field names as framed by vault.store.codec (u16 length | UTF-8 name): the name and
 # its associated-data encoding, made once.
 _FRAMED_NAMES: dict[bytes, tuple[str, bytes]] = {}
+# The other way: a field name's framing and its associated-data encoding.
+_NAMES_OUT: dict[str, tuple[bytes, bytes]] = {}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -164,6 +166,40 @@ class AESGCMFieldCipher:
                     names_lp[name] = lp_name
             out[name] = header + encrypt(nonce, plaintext, header + prefix + lp_name + suffix)
         return out
+
+    def encrypt_framed(self, key: DataKey, plaintexts: Mapping[str, bytes],
+                       record: RecordContext) -> bytes:
+        """:meth:`encrypt_fields`, framed as :func:`vault.store.codec.encode_envelopes`
+        frames it, in one pass: ``encode_envelopes(encrypt_fields(key, plaintexts,
+        record))``, each field under its own fresh random nonce."""
+        count = len(plaintexts)
+        if not count:
+            return b""
+        nonces = os.urandom(NONCE_BYTES * count)
+        fixed = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
+        encrypt = key.aead.encrypt
+        prefix, suffix = record.prefix, record.suffix
+        names = _NAMES_OUT
+        length = _FRAME_LENGTH.pack
+        parts: list[bytes] = []
+        append = parts.append
+        at = 0
+        for name, plaintext in plaintexts.items():
+            nonce = nonces[at:at + NONCE_BYTES]
+            at += NONCE_BYTES
+            known = names.get(name)
+            if known is None:
+                raw = name.encode("utf-8")
+                known = (_FRAME_NAME.pack(len(raw)) + raw, _lp_name(name))
+                if len(names) < _LP_NAMES_MAX:
+                    names[name] = known
+            header = fixed + nonce
+            sealed = encrypt(nonce, plaintext, header + prefix + known[1] + suffix)
+            append(known[0])
+            append(length(len(sealed) + len(header)))
+            append(header)
+            append(sealed)
+        return b"".join(parts)
 
     def decrypt_fields(self, key: DataKey, envelopes: Mapping[str, bytes],
                        record: RecordContext, names: Iterable[str]) -> dict[str, bytes]:
