@@ -251,7 +251,7 @@ class AESGCMFieldCipher:
         if type(framed) is not bytes:
             framed = bytes(framed)
         out: dict[str, bytes] = {}
-        seen: set[str] = set()
+        skipped: set[str] = set()
         decrypt = key.aead.decrypt
         expected = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
         prefix, suffix = record.prefix, record.suffix
@@ -275,19 +275,23 @@ class AESGCMFieldCipher:
                 (m,) = length_at(framed, pos)
                 pos += 4
                 stop = pos + m
-                if stop > end or name in seen:
+                if stop > end:
                     raise DecryptionError()
-                seen.add(name)
+                # A name framed twice is refused (wanted ones are in ``out`` once decrypted).
                 if name in names:
-                    if m < shortest or framed[pos:pos + fixed] != expected:
+                    if name in out or m < shortest or framed[pos:pos + fixed] != expected:
                         raise DecryptionError()
                     head = pos + header_bytes
                     out[name] = decrypt(framed[pos + fixed:head], framed[head:stop],
                                         framed[pos:head] + prefix + lp_name + suffix)
+                else:
+                    if name in skipped:
+                        raise DecryptionError()
+                    skipped.add(name)
                 pos = stop
         except (struct.error, UnicodeDecodeError, InvalidTag):
             raise DecryptionError() from None
-        return out, len(seen)
+        return out, len(out) + len(skipped)
 
     def decrypt(self, key: DataKey, envelope: bytes, context: AssociatedData) -> bytes:
         """Decrypt one value.
