@@ -1406,9 +1406,11 @@ class Vault:
         for sid, code in new.items():
             if firsts.setdefault(code, sid) == sid:
                 facts[sid] = SubjectFacts(sid, code, False, {})
-        verdicts = self.consent.decide_many(facts, use)
+        decided = self.consent.decide_many(facts, use)
+        # In the order of one fact per subject: the stored subjects, then the new ones.
+        verdicts = {sid: v for sid, v in decided.items() if sid not in new}
         for sid, code in new.items():
-            verdicts[sid] = verdicts[firsts[code]]
+            verdicts[sid] = decided[firsts[code]]
         refused = {sid: v for sid, v in verdicts.items() if not v.allowed}
         transfers = [
             AuditEvent(tenant=actor.tenant, actor=actor.id, action="transfer",
