@@ -75,6 +75,7 @@ from vault.retention.schedule import load_schedule
 from vault.retention.service import RetentionService
 from vault.schema import CollectionSchema, FieldSpec, SchemaRegistry, load_schemas
 from vault.store import migrate
+from vault.store.bulk import BulkInsert
 from vault.store.codec import decode_envelopes, encode_envelopes
 from vault.store.engine import is_sqlite, make_engine
 from vault.store.models import BlindIndexRow, Meta, RecordRow, SubjectRow
@@ -109,9 +110,12 @@ _SELECT_ROWS = select(
 ).select_from(_RECORDS.outerjoin(_SUBJECTS, and_(
     _SUBJECTS.c.tenant == _RECORDS.c.tenant, _SUBJECTS.c.subject_id == _RECORDS.c.subject_id,
 ))).where(_RECORDS.c.id.in_(bindparam("in_ids", expanding=True)))
-_INSERT_SUBJECTS = insert(_SUBJECTS)
-_INSERT_RECORDS = insert(_RECORDS)
-_INSERT_BLIND = insert(_BLIND)
+# The rows of a batch write, as tuples in one executemany each (vault.store.bulk).
+_BULK_SUBJECTS = BulkInsert(_SUBJECTS, ("tenant", "subject_id", "pseudonym", "jurisdiction",
+                                        "created_at"))
+_BULK_RECORDS = BulkInsert(_RECORDS, ("id", "tenant", "collection", "subject_id", "envelopes",
+                                      "created_at", "updated_at", "version"))
+_BULK_BLIND = BulkInsert(_BLIND, ("tenant", "collection", "field", "digest", "record_id"))
 SYSTEM_ACTOR = "system"
 _CONSENT_REFUSALS = (ConsentRequired, SubjectRestricted, TransferRefused)
 
@@ -647,7 +651,8 @@ class Vault:
     ) -> dict[str, bytes]:
         record = RecordContext(tenant, schema.name, record_id, subject_id)
         return self._cipher.encrypt_fields(key, {
-            name: _encode_value(value) for name, value in values.items() if value is not None
+            name: b"s" + value.encode("utf-8") if type(value) is str else _encode_value(value)
+            for name, value in values.items() if value is not None
         }, record)
 
     def _index_rows(
@@ -666,6 +671,19 @@ class Vault:
                 "record_id": record_id,
             })
         return rows
+
+    def _index_tuples(
+        self, out: list[tuple[Any, ...]], tenant: str, schema: CollectionSchema, record_id: str,
+        values: Mapping[str, Any],
+    ) -> None:
+        """The rows :meth:`_index_rows` makes, as ``_BULK_BLIND`` tuples appended to ``out``."""
+        for name in schema.searchable_fields:
+            value = values.get(name)
+            if value is None:
+                continue
+            digest = self._indexer.digest(tenant, schema.name, name,
+                                          index_form(schema.fields[name], value))
+            out.append((tenant, schema.name, name, digest, record_id))
 
     def _subject_keys(
         self, tenant: str, subject_ids: Sequence[str], *, create: Sequence[str] = ()
@@ -688,24 +706,29 @@ class Vault:
         readable: frozenset[str],
         maskable: frozenset[str],
         requested: Sequence[str],
+        visible: tuple[tuple[str, ...], frozenset[str]] | None = None,
     ) -> Record:
-        envelopes = decode_envelopes(row.envelopes)
-        data: dict[str, Any] = {}
-        masked: set[str] = set()
-        withheld: set[str] = set()
+        """The record as the actor sees it. ``visible``: :func:`_visible` of the
+        request and the same as a set, when the caller computed them once for many rows."""
+        if visible is None:
+            shown = _visible(tuple(requested), readable, maskable)
+            visible = (shown, frozenset(shown))
         record = RecordContext(tenant, schema.name, row.id, row.subject_id)
-        visible = _visible(tuple(requested), readable, maskable)
-        plain = self._cipher.decrypt_fields(key, envelopes, record, visible)
-        if len(plain) == len(envelopes) and not maskable:
-            # Every stored field is requested and readable: the common case.
+        plain, stored = self._cipher.decrypt_framed(key, row.envelopes, record, visible[1])
+        if len(plain) == stored and not maskable:
+            # Every stored field is requested and readable: the common case (in the
+            # order requested, as below).
             try:
-                for name, raw in plain.items():
-                    data[name] = (raw[1:].decode("utf-8") if raw[:1] == b"s"
-                                  else _decode_value(raw))
+                data = {name: raw[1:].decode("utf-8") if raw[:1] == b"s" else _decode_value(raw)
+                        for name in visible[0] if (raw := plain.get(name)) is not None}
             except ValueError:
                 raise DecryptionError() from None
             return Record(id=row.id, subject_id=row.subject_id, collection=schema.name,
                           data=data, masked=_NO_NAMES, withheld=_NO_NAMES)
+        envelopes = decode_envelopes(row.envelopes)
+        data = {}
+        masked: set[str] = set()
+        withheld: set[str] = set()
         for name in requested:
             if name not in envelopes:
                 continue
@@ -788,6 +811,9 @@ class Vault:
             subjects.append(pseudonym)
             for record in recs:
                 ids.append(record.id)
+                if not record.masked:  # what _disclosed gives: the names read
+                    fields.update(record.data)
+                    continue
                 shape = (tuple(record.data), record.masked)
                 names = shown.get(shape)
                 if names is None:
@@ -944,40 +970,56 @@ class Vault:
                          fields=written)
 
         record_rows: list[dict[str, Any]] = []
-        index_rows: list[dict[str, Any]] = []
-        events: list[AuditEvent] = []
+        index_rows: list[tuple[Any, ...]] = []
+        # One pseudonym per subject, used by the subject rows and the audit entries.
+        pseudonyms = {s: self.pseudonym(tenant, s) for s in dict.fromkeys(subjects)}
+        # The audit entries, grouped by chain as _group_events would merge one event
+        # per record, without building those 10,000 events first.
+        chains = self._audit.chains
+        groups: dict[int, tuple[list[str], list[str], set[str]]] = {}
         for subject, value in zip(subjects, values, strict=True):
             record_id = _new_id()
-            envelopes = self._encrypt_fields(keys[subject], tenant, schema, record_id,
-                                             subject, value)
+            plaintexts = {
+                name: b"s" + x.encode("utf-8") if type(x) is str else _encode_value(x)
+                for name, x in value.items() if x is not None
+            }
             record_rows.append({
                 "id": record_id, "tenant": tenant, "collection": schema.name,
-                "subject_id": subject, "envelopes": encode_envelopes(envelopes),
+                "subject_id": subject,
+                "envelopes": self._cipher.encrypt_framed(
+                    keys[subject], plaintexts,
+                    RecordContext(tenant, schema.name, record_id, subject)),
                 "created_at": now, "updated_at": now, "version": 1,
             })
-            index_rows.extend(self._index_rows(tenant, schema, record_id, value))
-            events.append(AuditEvent(
-                tenant=tenant, actor=actor.id, action="write", decision=Decision.ALLOW,
-                collection=schema.name, record_ids=(record_id,),
-                subjects=(self.pseudonym(tenant, subject),),
-                fields=tuple(sorted(envelopes)), purpose=purpose,
-            ))
+            self._index_tuples(index_rows, tenant, schema, record_id, value)
+            pseudonym = pseudonyms[subject]
+            ids, named, fields = groups.setdefault(chain_for((pseudonym,), chains),
+                                                   ([], [], set()))
+            ids.append(record_id)
+            named.append(pseudonym)
+            fields.update(plaintexts)
+        events = [
+            AuditEvent(tenant=tenant, actor=actor.id, action="write", decision=Decision.ALLOW,
+                       collection=schema.name, record_ids=tuple(ids),
+                       subjects=tuple(dict.fromkeys(named)), fields=tuple(sorted(fields)),
+                       purpose=purpose)
+            for ids, named, fields in groups.values()
+        ]
         try:
             for attempt in transaction_attempts():
                 with attempt, self._engine.begin() as conn:
                     if new_subjects:
-                        conn.execute(_INSERT_SUBJECTS, [
-                            {"tenant": tenant, "subject_id": s,
-                             "pseudonym": self.pseudonym(tenant, s),
-                             "jurisdiction": jurisdiction, "created_at": now}
-                            for s in new_subjects
+                        _BULK_SUBJECTS.execute(conn, [
+                            (tenant, s, pseudonyms[s], jurisdiction, now) for s in new_subjects
                         ])
-                    conn.execute(_INSERT_RECORDS, record_rows)
+                    _BULK_RECORDS.execute(conn, [
+                        (r["id"], tenant, schema.name, r["subject_id"], r["envelopes"], now, now, 1)
+                        for r in record_rows
+                    ])
                     self.retention._on_insert(conn, tenant, schema, record_rows, values,
                                               new_subjects, jurisdiction)
-                    if index_rows:
-                        conn.execute(_INSERT_BLIND, index_rows)
-                    self._audit.append(conn, self._group_events(events))
+                    _BULK_BLIND.execute(conn, index_rows)
+                    self._audit.append(conn, events)
                     self._audit.append(conn, gate_events)
         except SQLAlchemyError as exc:
             self._transaction_failed(exc)
@@ -1203,6 +1245,8 @@ class Vault:
                             raise
                         keys = self._live_keys(tenant, subject_ids)
                     records: dict[str, Record] = {}
+                    shown = _visible(tuple(requested), readable, maskable)
+                    visible = (shown, frozenset(shown))
                     for rid in unique_ids:
                         row = rows.get(rid)
                         if row is None or row.subject_id not in keys:
@@ -1211,7 +1255,7 @@ class Vault:
                                                         verify):
                             continue
                         records[rid] = self._view(keys[row.subject_id], tenant, schema, row,
-                                                  readable, maskable, requested)
+                                                  readable, maskable, requested, visible)
                     result = [records[r] for r in ids if r in records]
                     self._commit_read(actor, schema, purpose, action, list(records.values()), conn)
                     self._audit.append(conn, gate_events)
@@ -1356,9 +1400,17 @@ class Vault:
         for sid in existing:
             # Not found: unrestricted when only restriction matters, else the default regime.
             facts.setdefault(sid, SubjectFacts(sid, None, False, {}))
+        # New subjects have no consent state and no restriction: decide_many gives
+        # them one shared verdict per jurisdiction, so one of each is enough.
+        firsts: dict[str | None, str] = {}
         for sid, code in new.items():
-            facts[sid] = SubjectFacts(sid, code, False, {})
-        verdicts = self.consent.decide_many(facts, use)
+            if firsts.setdefault(code, sid) == sid:
+                facts[sid] = SubjectFacts(sid, code, False, {})
+        decided = self.consent.decide_many(facts, use)
+        # In the order of one fact per subject: the stored subjects, then the new ones.
+        verdicts = {sid: v for sid, v in decided.items() if sid not in new}
+        for sid, code in new.items():
+            verdicts[sid] = decided[firsts[code]]
         refused = {sid: v for sid, v in verdicts.items() if not v.allowed}
         transfers = [
             AuditEvent(tenant=actor.tenant, actor=actor.id, action="transfer",

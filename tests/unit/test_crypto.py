@@ -231,6 +231,26 @@ def test_pseudonyms_are_stable_keyed_and_per_tenant() -> None:
     assert first != Pseudonymizer(bytes([1]) * 32).pseudonym("acme", "subject-1")
 
 
+def test_pseudonym_and_blind_index_are_the_documented_hmacs_on_every_call() -> None:
+    """Computed on copies of one keyed HMAC: each call is a fresh MAC of its input."""
+    key = bytes(range(32))
+    p = Pseudonymizer(key)
+
+    def lp(part: str) -> bytes:
+        return len(part.encode()).to_bytes(4, "big") + part.encode()
+
+    for n in range(3):
+        mac = hmac.HMAC(key, hashes.SHA256())
+        mac.update(lp("vault/pseudonym/v1") + lp("acme") + lp(f"subject-{n}"))
+        assert p.pseudonym("acme", f"subject-{n}") == mac.finalize()[:16].hex()
+    indexer = BlindIndexer(key, truncate_to=16)
+    field_key = indexer.field_key("acme", "customers", "email")
+    for value in ("a@example.com", "b@example.com", "a@example.com"):
+        mac = hmac.HMAC(field_key, hashes.SHA256())
+        mac.update(value.encode())
+        assert indexer.digest("acme", "customers", "email", value) == mac.finalize()[:16]
+
+
 # ------------------------------------------------------------------ masks
 
 

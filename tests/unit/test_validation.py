@@ -7,13 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import email_validator
 import pytest
+from email_validator import EmailNotValidError, validate_email
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from vault.errors import InvalidData, UnknownField
 from vault.schema import load_schemas
-from vault.validation import normalize_for_index, validate_record
+from vault.validation import _plain_address, normalize_for_index, validate_record
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 CUSTOMERS = load_schemas(POLICIES).get("customers")
@@ -372,3 +374,115 @@ def test_validate_record_raises_only_invalid_data(
         except InvalidData:
             continue
         json.dumps(result)
+
+
+# --- the e-mail fast path is exact ---------------------------------------------------------
+
+_LOCAL_CHARS = "abcXYZ019._!#$%&'*+-/=?^`{|}~\"@ (),:;<>[\\]é\u0301"
+_DOMAIN_CHARS = "abcxyz019-.ABZé_"
+_DOMAIN_WORDS = ["", "example", "test", "local", "localhost", "invalid", "onion", "arpa",
+                 "xn--bcher-kva", "ab--cd", "a-b", "com", "c0m", "1", "x" * 63, "x" * 64]
+
+
+def _library_email(text: str) -> str | None:
+    """email-validator's own verdict with Vault's options (None: refused)."""
+    try:
+        return validate_email(text, check_deliverability=False).normalized
+    except (EmailNotValidError, ValueError):
+        return None
+
+
+def _vault_email(text: str) -> str | None:
+    try:
+        value = validate_record(CUSTOMERS, {"email": text}, partial=True)["email"]
+    except InvalidData:
+        return None
+    assert isinstance(value, str)
+    return value
+
+
+_ATEXT_CHARS = "abcdefghijklmnopqrstuvwxyzABCXYZ0123456789_!#$%&'*+-/=?^`{|}~"
+# Mostly plain addresses, with the characters and words the fast path must refuse mixed in.
+_near_plain = st.builds(
+    lambda local, labels, tld: local + "@" + ".".join([*labels, tld]),
+    st.lists(st.text(_ATEXT_CHARS + "é", min_size=1, max_size=24) | st.just(""),
+             min_size=1, max_size=4).map(".".join),
+    st.lists(st.one_of(st.text("abcxyz0189-", min_size=1, max_size=66),
+                       st.sampled_from(_DOMAIN_WORDS)), min_size=1, max_size=4),
+    st.one_of(st.sampled_from(["com", "org", "de", "cn", "co", "test", "local", "arpa",
+                               "example", "c0", "x1y", "Com", "xn--p1ai"]),
+              st.text("abz09-", min_size=1, max_size=6)),
+)
+_plain = st.builds(
+    lambda local, labels, tld: local + "@" + ".".join([*labels, tld]),
+    st.lists(st.text(_ATEXT_CHARS, min_size=1, max_size=30), min_size=1, max_size=3)
+    .map(".".join),
+    st.lists(st.from_regex(r"[a-z0-9]([a-z0-9-]{0,64}[a-z0-9])?", fullmatch=True),
+             min_size=1, max_size=4),
+    st.from_regex(r"([a-z0-9][a-z0-9-]{0,63})?[a-z]", fullmatch=True),
+)
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> str:
+    """A plain address, with one character inserted or replaced somewhere (or not)."""
+    text = draw(_plain)
+    kind = draw(st.sampled_from(["none", "insert", "replace", "upper"]))
+    if kind == "none" or not text:
+        return text
+    at = draw(st.integers(0, len(text) - 1))
+    if kind == "upper":
+        return text[:at] + text[at:].upper()
+    char = draw(st.sampled_from([*"-.@_\"\\ A0é\u0301\uff20\u3002", "--", "xn--"]))
+    return text[:at] + char + text[at + (kind == "replace"):]
+
+
+_addresses = st.one_of(
+    _plain, _mutated(), _mutated(), _near_plain,
+    st.emails(),
+    st.builds(
+        lambda local, labels, sep: local + sep + ".".join(labels),
+        st.text(_LOCAL_CHARS, min_size=0, max_size=70),
+        st.lists(st.one_of(st.sampled_from(_DOMAIN_WORDS), st.text(_DOMAIN_CHARS, max_size=12)),
+                 min_size=1, max_size=5),
+        st.sampled_from(["@", "@", "@", "@@", "", "\uff20"]),
+    ),
+)
+
+
+@settings(deadline=None, max_examples=3000)
+@given(_addresses)
+def test_plain_address_fast_path_equals_the_library(text: str) -> None:
+    """Whenever the fast path answers, email-validator gives the same answer: it
+    accepts the address and its normalised form is the input itself. And Vault's
+    validation always equals the library's verdict (after Vault's own checks)."""
+    if _plain_address(text):
+        assert _library_email(text) == text
+    stripped = text.strip()
+    if not stripped or len(stripped) > 254 or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F
+                                                  for c in text):
+        return  # refused (or blank) by Vault's own checks before the library is asked
+    assert _vault_email(text) == _library_email(stripped)
+
+
+@pytest.mark.parametrize("text", [
+    "postmaster@example.com", "Info@example.com", "a@b.test", "a@x.local", "a@x.arpa",
+    "a@xn--bcher-kva.example", "a@ab--cd.example", "a@example.c0", "a@example",
+    "a@Example.com", "a@" + "x" * 64 + ".com", "x" * 65 + "@example.com",
+    "a.@example.com", ".a@example.com", "a..b@example.com", "\"a\"@example.com",
+])
+def test_plain_address_fast_path_leaves_the_rest_to_the_library(text: str) -> None:
+    """Addresses the library changes or refuses, and the ones it treats specially,
+    are not taken by the fast path."""
+    assert not _plain_address(text)
+    assert _vault_email(text) == _library_email(text)
+
+
+def test_plain_address_fast_path_reads_the_library_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A special-use domain added to the library's list at run time is refused."""
+    assert _plain_address("someone@example.org")
+    monkeypatch.setattr(email_validator, "SPECIAL_USE_DOMAIN_NAMES",
+                        [*email_validator.SPECIAL_USE_DOMAIN_NAMES, "example.org"])
+    assert not _plain_address("someone@example.org")
+    assert _vault_email("someone@example.org") is None

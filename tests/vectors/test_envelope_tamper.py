@@ -23,6 +23,7 @@ from vault.crypto.envelope import (
 from vault.crypto.keys import LocalKeyProvider
 from vault.crypto.keystore import DataKey, KeyStore
 from vault.errors import DecryptionError
+from vault.store.codec import decode_envelopes, encode_envelopes
 from vault.store.engine import make_engine
 
 CIPHER = AESGCMFieldCipher()
@@ -235,3 +236,98 @@ def test_encrypt_does_not_accept_a_nonce() -> None:
     with pytest.raises(TypeError):
         CIPHER.encrypt(DataKey("t", "s", 1, 1, AESGCM(KAT_KEY)), b"x", CTX,
                        nonce=KAT_NONCE)  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------- the fused read of a record
+
+FIELDS = {"email": b"sli.wei@example.cn", "phone": b"s+8613812348000", "notes": b"j[1,2]",
+          "name": b"s\xe6\x9d\x8e"}
+RECORD = RecordContext("acme", "customers", "rec-1", "subj-1")
+
+
+def _framed(key: DataKey) -> bytes:
+    return encode_envelopes(CIPHER.encrypt_fields(key, FIELDS, RECORD))
+
+
+def _reference(key: DataKey, framed: bytes, names: frozenset[str]) -> object:
+    """What decode_envelopes + decrypt_fields give (or the error's type)."""
+    try:
+        envelopes = decode_envelopes(framed)
+        return CIPHER.decrypt_fields(key, envelopes, RECORD, names), len(envelopes)
+    except DecryptionError:
+        return DecryptionError
+
+
+def _fused(key: DataKey, framed: bytes, names: frozenset[str]) -> object:
+    try:
+        return CIPHER.decrypt_framed(key, framed, RECORD, names)
+    except DecryptionError as exc:
+        error = exc
+    # The same opaque error as every other refusal, chaining nothing.
+    assert (str(error), error.__cause__) == ("decryption failed", None)
+    return DecryptionError
+
+
+@pytest.mark.parametrize("names", [frozenset(FIELDS), frozenset({"email"}), frozenset(),
+                                   frozenset({"phone", "name", "absent"})])
+def test_decrypt_framed_equals_decode_then_decrypt(key: DataKey, names: frozenset[str]) -> None:
+    framed = _framed(key)
+    plain, stored = CIPHER.decrypt_framed(key, framed, RECORD, names)
+    assert stored == len(FIELDS)
+    assert plain == {n: v for n, v in FIELDS.items() if n in names}
+    assert (plain, stored) == _reference(key, framed, names)
+
+
+@pytest.mark.parametrize("names", [frozenset(FIELDS), frozenset({"phone"})])
+def test_decrypt_framed_refuses_what_decode_then_decrypt_refuses(
+        key: DataKey, names: frozenset[str]) -> None:
+    """Every flipped byte, truncation and extension of a framed record: the fused
+    read gives exactly the reference's result, refusals included."""
+    framed = _framed(key)
+    variants = [framed[:cut] for cut in range(len(framed))]
+    variants += [framed + extra for extra in (b"\x00", b"\x00\x01x", b"\x00\x00\x00\x00\x00\x00")]
+    for at in range(len(framed)):
+        variants.append(framed[:at] + bytes([framed[at] ^ 0x01]) + framed[at + 1:])
+    refused = 0
+    for variant in variants:
+        expected = _reference(key, variant, names)
+        assert _fused(key, variant, names) == expected
+        refused += expected is DecryptionError
+    assert refused > len(framed)  # the comparison covered refusals, not only successes
+
+
+def test_decrypt_framed_refuses_a_repeated_field(key: DataKey) -> None:
+    envelopes = CIPHER.encrypt_fields(key, {"email": FIELDS["email"]}, RECORD)
+    once = encode_envelopes(envelopes)
+    assert _fused(key, once + once, frozenset({"email"})) is DecryptionError
+    assert _fused(key, once + once, frozenset()) is DecryptionError
+
+
+def test_decrypt_framed_refuses_another_subjects_key(store: KeyStore, key: DataKey) -> None:
+    other = store.create_keys("acme", ["subj-2"])[0]
+    assert _fused(other, _framed(key), frozenset(FIELDS)) is DecryptionError
+    assert _fused(key, _framed(key), frozenset(FIELDS)) != DecryptionError
+    moved = RecordContext("acme", "customers", "rec-2", "subj-1")
+    with pytest.raises(DecryptionError):
+        CIPHER.decrypt_framed(key, _framed(key), moved, frozenset({"email"}))
+
+
+def test_encrypt_framed_is_encode_envelopes_of_encrypt_fields(key: DataKey) -> None:
+    """Same framing, same envelopes (each opens with decrypt under its field's
+    context, in the documented construction), and fresh nonces per field and call."""
+    framed = CIPHER.encrypt_framed(key, FIELDS, RECORD)
+    envelopes = decode_envelopes(framed)
+    assert list(envelopes) == list(FIELDS)
+    assert encode_envelopes(envelopes) == framed
+    for name, envelope in envelopes.items():
+        assert CIPHER.decrypt(key, envelope, RECORD.field(name)) == FIELDS[name]
+        ctx = FieldContext("acme", "customers", "rec-1", name, "subj-1")
+        header = envelope[:HEADER_BYTES]
+        assert envelope[:10] == struct.pack(">BBQ", 1, 1, key.key_id)
+        assert _documented_ad(header, ctx) == header + RECORD.tail(name)
+    again = decode_envelopes(CIPHER.encrypt_framed(key, FIELDS, RECORD))
+    nonces = [e[10:HEADER_BYTES] for e in [*envelopes.values(), *again.values()]]
+    assert len(set(nonces)) == len(nonces)
+    assert CIPHER.encrypt_framed(key, {}, RECORD) == b""
+    with pytest.raises(DecryptionError):
+        CIPHER.decrypt(key, envelopes["email"], RECORD.field("phone"))

@@ -38,6 +38,8 @@ class BlindIndexer:
         self._root = root_key
         self._size = truncate_to
         self._keys: dict[tuple[str, str, str], bytes] = {}
+        # A keyed HMAC per field; each token is computed on a copy (no re-keying).
+        self._macs: dict[tuple[str, str, str], hmac.HMAC] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -65,6 +67,11 @@ class BlindIndexer:
 
     def digest(self, tenant: str, collection: str, field: str, normalized: str) -> bytes:
         """The token of an already normalised value."""
-        mac = hmac.HMAC(self.field_key(tenant, collection, field), hashes.SHA256())
+        ident = (tenant, collection, field)
+        keyed = self._macs.get(ident)
+        if keyed is None:
+            keyed = hmac.HMAC(self.field_key(tenant, collection, field), hashes.SHA256())
+            self._macs[ident] = keyed
+        mac = keyed.copy()
         mac.update(normalized.encode("utf-8"))
         return mac.finalize()[: self._size]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +27,8 @@ from cryptography.exceptions import InvalidTag
 from vault.crypto._encoding import length_prefixed
 from vault.crypto.keystore import DataKey
 from vault.errors import DecryptionError
+from vault.store.codec import FRAME_LENGTH as _FRAME_LENGTH
+from vault.store.codec import FRAME_NAME as _FRAME_NAME
 
 __all__ = [
     "FORMAT_VERSION", "AESGCMFieldCipher", "AssociatedData", "BoundContext", "FieldContext",
@@ -82,18 +84,19 @@ class RecordContext:
     re-encoding the shared parts for each field of a record.
     """
 
-    __slots__ = ("_prefix", "_suffix")
+    __slots__ = ("prefix", "suffix")
 
     def __init__(self, tenant: str, collection: str, record_id: str, subject_id: str) -> None:
-        self._prefix = _scope(tenant, collection) + _lp(record_id)
-        self._suffix = _lp(subject_id)
+        #: The encoded label, tenant, collection and record id; then the subject id.
+        self.prefix = _scope(tenant, collection) + _lp(record_id)
+        self.suffix = _lp(subject_id)
 
     def field(self, name: str) -> BoundContext:
         return BoundContext(self.tail(name))
 
     def tail(self, name: str) -> bytes:
         """The associated data of field ``name`` after the envelope header."""
-        return self._prefix + _lp_name(name) + self._suffix
+        return self.prefix + _lp_name(name) + self.suffix
 
 
 class AssociatedData(Protocol):
@@ -108,6 +111,16 @@ def _lp(text: str) -> bytes:
 @functools.lru_cache(maxsize=1024)
 def _lp_name(text: str) -> bytes:
     return _lp(text)
+
+
+# The encoded field names of the hot loops (field names are few), bounded.
+_LP_NAMES: dict[str, bytes] = {}
+_LP_NAMES_MAX = 4096
+# Field names as framed by vault.store.codec (u16 length | UTF-8 name): the name and
+# its associated-data encoding, made once.
+_FRAMED_NAMES: dict[bytes, tuple[str, bytes]] = {}
+# The other way: a field name's framing and its associated-data encoding.
+_NAMES_OUT: dict[str, tuple[bytes, bytes]] = {}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -136,47 +149,149 @@ class AESGCMFieldCipher:
         if not count:
             return {}
         nonces = os.urandom(NONCE_BYTES * count)
-        prefix = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
+        fixed = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
         encrypt = key.aead.encrypt
-        tail = record.tail
+        prefix, suffix = record.prefix, record.suffix
+        names_lp = _LP_NAMES
         out: dict[str, bytes] = {}
         at = 0
         for name, plaintext in plaintexts.items():
             nonce = nonces[at:at + NONCE_BYTES]
             at += NONCE_BYTES
-            header = prefix + nonce
-            out[name] = header + encrypt(nonce, plaintext, header + tail(name))
+            header = fixed + nonce
+            lp_name = names_lp.get(name)
+            if lp_name is None:
+                lp_name = _lp_name(name)
+                if len(names_lp) < _LP_NAMES_MAX:
+                    names_lp[name] = lp_name
+            out[name] = header + encrypt(nonce, plaintext, header + prefix + lp_name + suffix)
         return out
+
+    def encrypt_framed(self, key: DataKey, plaintexts: Mapping[str, bytes],
+                       record: RecordContext) -> bytes:
+        """:meth:`encrypt_fields`, framed as :func:`vault.store.codec.encode_envelopes`
+        frames it, in one pass: ``encode_envelopes(encrypt_fields(key, plaintexts,
+        record))``, each field under its own fresh random nonce."""
+        count = len(plaintexts)
+        if not count:
+            return b""
+        nonces = os.urandom(NONCE_BYTES * count)
+        fixed = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
+        encrypt = key.aead.encrypt
+        prefix, suffix = record.prefix, record.suffix
+        names = _NAMES_OUT
+        length = _FRAME_LENGTH.pack
+        parts: list[bytes] = []
+        append = parts.append
+        at = 0
+        for name, plaintext in plaintexts.items():
+            nonce = nonces[at:at + NONCE_BYTES]
+            at += NONCE_BYTES
+            known = names.get(name)
+            if known is None:
+                raw = name.encode("utf-8")
+                known = (_FRAME_NAME.pack(len(raw)) + raw, _lp_name(name))
+                if len(names) < _LP_NAMES_MAX:
+                    names[name] = known
+            header = fixed + nonce
+            sealed = encrypt(nonce, plaintext, header + prefix + known[1] + suffix)
+            append(known[0])
+            append(length(len(sealed) + len(header)))
+            append(header)
+            append(sealed)
+        return b"".join(parts)
 
     def decrypt_fields(self, key: DataKey, envelopes: Mapping[str, bytes],
                        record: RecordContext, names: Iterable[str]) -> dict[str, bytes]:
         """Decrypt the fields ``names`` of one record that have an envelope.
 
-        Same checks as :meth:`decrypt` for each field.
+        Same checks as :meth:`decrypt` for each field (the format, algorithm and
+        key id are checked as the 10 header bytes they must be).
 
         Raises:
             DecryptionError: for every failure, with no detail.
         """
         out: dict[str, bytes] = {}
         decrypt = key.aead.decrypt
-        key_id = key.key_id
-        tail = record.tail
-        unpack = _HEADER.unpack_from
+        expected = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
+        prefix, suffix = record.prefix, record.suffix
+        names_lp = _LP_NAMES
+        fixed, header_bytes = _HEADER.size, HEADER_BYTES
         for name in names:
             envelope = envelopes.get(name)
             if envelope is None:
                 continue
-            if len(envelope) < HEADER_BYTES + TAG_BYTES:
+            if len(envelope) < header_bytes + TAG_BYTES or envelope[:fixed] != expected:
                 raise DecryptionError()
-            fmt, alg, kid = unpack(envelope)
-            if fmt != FORMAT_VERSION or alg != ALG_AES256_GCM or kid != key_id:
-                raise DecryptionError()
+            lp_name = names_lp.get(name)
+            if lp_name is None:
+                lp_name = _lp_name(name)
+                if len(names_lp) < _LP_NAMES_MAX:
+                    names_lp[name] = lp_name
             try:
-                out[name] = decrypt(envelope[_HEADER.size:HEADER_BYTES], envelope[HEADER_BYTES:],
-                                    envelope[:HEADER_BYTES] + tail(name))
+                out[name] = decrypt(envelope[fixed:header_bytes], envelope[header_bytes:],
+                                    envelope[:header_bytes] + prefix + lp_name + suffix)
             except InvalidTag:
                 raise DecryptionError() from None
         return out
+
+    def decrypt_framed(self, key: DataKey, framed: bytes, record: RecordContext,
+                       names: Container[str]) -> tuple[dict[str, bytes], int]:
+        """:meth:`decrypt_fields` of the fields ``names`` straight from a record's
+        framed envelopes (:func:`vault.store.codec.encode_envelopes`), in one pass.
+
+        Equal to ``decrypt_fields(key, decode_envelopes(framed), record, names)``
+        (fields in stored order), with the same refusals, and also returns how
+        many fields are stored.
+
+        Raises:
+            DecryptionError: malformed framing (as ``decode_envelopes``), or any
+                failure of :meth:`decrypt`, with no detail.
+        """
+        if type(framed) is not bytes:
+            framed = bytes(framed)
+        out: dict[str, bytes] = {}
+        skipped: set[str] = set()
+        decrypt = key.aead.decrypt
+        expected = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
+        prefix, suffix = record.prefix, record.suffix
+        framed_names = _FRAMED_NAMES
+        name_at, length_at = _FRAME_NAME.unpack_from, _FRAME_LENGTH.unpack_from
+        fixed, header_bytes, shortest = _HEADER.size, HEADER_BYTES, HEADER_BYTES + TAG_BYTES
+        pos, end = 0, len(framed)
+        try:
+            while pos < end:
+                (n,) = name_at(framed, pos)
+                pos += 2
+                raw = framed[pos:pos + n]
+                known = framed_names.get(raw)
+                if known is None:
+                    text = raw.decode("utf-8")
+                    known = (text, _lp_name(text))
+                    if len(framed_names) < _LP_NAMES_MAX:
+                        framed_names[raw] = known
+                name, lp_name = known
+                pos += n
+                (m,) = length_at(framed, pos)
+                pos += 4
+                stop = pos + m
+                if stop > end:
+                    raise DecryptionError()
+                # A name framed twice is refused (wanted ones are in ``out`` once decrypted).
+                if name in names:
+                    if name in out or m < shortest or framed[pos:pos + fixed] != expected:
+                        raise DecryptionError()
+                    head = pos + header_bytes
+                    out[name] = decrypt(framed[pos + fixed:head], framed[head:stop],
+                                        framed[pos:head] + prefix + lp_name + suffix)
+                else:
+                    if name in skipped:
+                        raise DecryptionError()
+                    skipped.add(name)
+                pos = stop
+        except (struct.error, UnicodeDecodeError, InvalidTag):
+            raise DecryptionError() from None
+        return out, len(out) + len(skipped)
 
     def decrypt(self, key: DataKey, envelope: bytes, context: AssociatedData) -> bytes:
         """Decrypt one value.

@@ -26,6 +26,8 @@ class Pseudonymizer:
         if len(key) < 32:
             raise ConfigError("the pseudonym key must be at least 32 bytes")
         self._key = key
+        # Keyed once; each pseudonym is computed on a copy (same MAC, no re-keying).
+        self._keyed = hmac.HMAC(key, hashes.SHA256())
         # Pseudonyms are deterministic: batched reads and writes ask for the
         # same subjects again and again. Bounded, and cleared when full.
         self._cache: dict[tuple[str, str], str] = {}
@@ -37,7 +39,7 @@ class Pseudonymizer:
         cached = self._cache.get((tenant, subject_id))
         if cached is not None:
             return cached
-        mac = hmac.HMAC(self._key, hashes.SHA256())
+        mac = self._keyed.copy()
         mac.update(length_prefixed(_LABEL, tenant, subject_id))
         value = mac.finalize()[:16].hex()
         if len(self._cache) >= _CACHE_SIZE:

@@ -26,6 +26,7 @@ from vault.retention.schedule import (
 )
 from vault.retention.tables import RetentionRow, RetentionSubjectRow
 from vault.schema import CollectionSchema, SchemaRegistry
+from vault.store.bulk import BulkInsert
 from vault.store.codec import decode_envelopes
 from vault.store.models import RecordRow, SubjectRow
 
@@ -33,7 +34,10 @@ __all__ = ["ANONYMOUS_SUBJECT", "Outcome", "SubjectInfo", "decide", "recompute",
            "rows_for_insert", "subject_info", "summarise"]
 
 _RET = cast(Table, RetentionRow.__table__)
-_INSERT_RET = insert(_RET)  # built once: every put_many runs it
+_SUMMARY_COLUMNS = ("category", "action", "expires_at", "purge_at", "shred_at")
+# Built once: every put_many runs it.
+_BULK_RET = BulkInsert(_RET, ("record_id", "tenant", "subject_id", "collection",
+                              *_SUMMARY_COLUMNS))
 _EVENTS = cast(Table, RetentionSubjectRow.__table__)
 _SUBJECTS = cast(Table, SubjectRow.__table__)
 _RECORDS = cast(Table, RecordRow.__table__)
@@ -139,17 +143,23 @@ def rows_for_insert(
     known = subject_info(conn, tenant, [s for _, s, _, _ in records if s not in fresh],
                          regime_for=regime_for)
     new_info = SubjectInfo(regime=regime_for(jurisdiction))
-    cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+    # Records of a batch share a few shapes (fields, subject facts, time): one
+    # summary per shape, and the rows as tuples for one executemany.
+    cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     rows = []
+    collection = schema.name
     for record_id, subject_id, created, fields in records:
         info = known.get(subject_id, new_info)
-        names = frozenset(fields)
-        key = (names, info, created)
-        if key not in cache:
-            cache[key] = summarise(record_expiries(schedule, schema, names, info.regime,
-                                                   info.events(created)))
-        rows.append(_row(record_id, tenant, subject_id, schema.name, cache[key]))
-    conn.execute(_INSERT_RET, rows)
+        key = (tuple(fields), info, created)
+        columns = cache.get(key)
+        if columns is None:
+            summary = summarise(record_expiries(schedule, schema, frozenset(fields),
+                                                info.regime, info.events(created)))
+            if summary.keys() != set(_SUMMARY_COLUMNS):  # the tuple would drop a column
+                raise AssertionError("summarise() and _SUMMARY_COLUMNS disagree")
+            columns = cache[key] = tuple(summary[name] for name in _SUMMARY_COLUMNS)
+        rows.append((record_id, tenant, subject_id, collection, *columns))
+    _BULK_RET.execute(conn, rows)
 
 
 def recompute(conn: Connection, schedule: RetentionSchedule, schemas: SchemaRegistry,

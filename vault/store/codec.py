@@ -14,10 +14,14 @@ from collections.abc import Mapping
 
 from vault.errors import DecryptionError
 
-__all__ = ["decode_envelopes", "encode_envelopes"]
+__all__ = ["FRAME_LENGTH", "FRAME_NAME", "decode_envelopes", "encode_envelopes"]
 
 _NAME = struct.Struct(">H")
 _ENV = struct.Struct(">I")
+#: The framing's field-name length and envelope length (read by the fused decrypt
+#: of vault.crypto.envelope).
+FRAME_NAME = _NAME
+FRAME_LENGTH = _ENV
 
 
 def encode_envelopes(envelopes: Mapping[str, bytes]) -> bytes:
