@@ -113,14 +113,19 @@ def _lp_name(text: str) -> bytes:
     return _lp(text)
 
 
-# The encoded field names of the hot loops (field names are few), bounded.
-_LP_NAMES: dict[str, bytes] = {}
-_LP_NAMES_MAX = 4096
-# Field names as framed by vault.store.codec (u16 length | UTF-8 name): the name and
-# its associated-data encoding, made once.
-_FRAMED_NAMES: dict[bytes, tuple[str, bytes]] = {}
-# The other way: a field name's framing and its associated-data encoding.
-_NAMES_OUT: dict[str, tuple[bytes, bytes]] = {}
+@functools.lru_cache(maxsize=1024)
+def _framed_name(raw: bytes) -> tuple[str, bytes]:
+    """A field name as vault.store.codec frames it (UTF-8) -> the name and its
+    associated-data encoding (field names are few: made once)."""
+    text = raw.decode("utf-8")
+    return text, _lp_name(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_out(name: str) -> tuple[bytes, bytes]:
+    """A field name -> its framing (u16 length | UTF-8) and associated-data encoding."""
+    raw = name.encode("utf-8")
+    return _FRAME_NAME.pack(len(raw)) + raw, _lp_name(name)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -152,19 +157,14 @@ class AESGCMFieldCipher:
         fixed = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
         encrypt = key.aead.encrypt
         prefix, suffix = record.prefix, record.suffix
-        names_lp = _LP_NAMES
         out: dict[str, bytes] = {}
         at = 0
         for name, plaintext in plaintexts.items():
             nonce = nonces[at:at + NONCE_BYTES]
             at += NONCE_BYTES
             header = fixed + nonce
-            lp_name = names_lp.get(name)
-            if lp_name is None:
-                lp_name = _lp_name(name)
-                if len(names_lp) < _LP_NAMES_MAX:
-                    names_lp[name] = lp_name
-            out[name] = header + encrypt(nonce, plaintext, header + prefix + lp_name + suffix)
+            out[name] = header + encrypt(nonce, plaintext,
+                                         header + prefix + _lp_name(name) + suffix)
         return out
 
     def encrypt_framed(self, key: DataKey, plaintexts: Mapping[str, bytes],
@@ -179,7 +179,6 @@ class AESGCMFieldCipher:
         fixed = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
         encrypt = key.aead.encrypt
         prefix, suffix = record.prefix, record.suffix
-        names = _NAMES_OUT
         length = _FRAME_LENGTH.pack
         parts: list[bytes] = []
         append = parts.append
@@ -187,15 +186,10 @@ class AESGCMFieldCipher:
         for name, plaintext in plaintexts.items():
             nonce = nonces[at:at + NONCE_BYTES]
             at += NONCE_BYTES
-            known = names.get(name)
-            if known is None:
-                raw = name.encode("utf-8")
-                known = (_FRAME_NAME.pack(len(raw)) + raw, _lp_name(name))
-                if len(names) < _LP_NAMES_MAX:
-                    names[name] = known
+            frame, lp_name = _name_out(name)
             header = fixed + nonce
-            sealed = encrypt(nonce, plaintext, header + prefix + known[1] + suffix)
-            append(known[0])
+            sealed = encrypt(nonce, plaintext, header + prefix + lp_name + suffix)
+            append(frame)
             append(length(len(sealed) + len(header)))
             append(header)
             append(sealed)
@@ -215,7 +209,6 @@ class AESGCMFieldCipher:
         decrypt = key.aead.decrypt
         expected = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
         prefix, suffix = record.prefix, record.suffix
-        names_lp = _LP_NAMES
         fixed, header_bytes = _HEADER.size, HEADER_BYTES
         for name in names:
             envelope = envelopes.get(name)
@@ -223,14 +216,9 @@ class AESGCMFieldCipher:
                 continue
             if len(envelope) < header_bytes + TAG_BYTES or envelope[:fixed] != expected:
                 raise DecryptionError()
-            lp_name = names_lp.get(name)
-            if lp_name is None:
-                lp_name = _lp_name(name)
-                if len(names_lp) < _LP_NAMES_MAX:
-                    names_lp[name] = lp_name
             try:
                 out[name] = decrypt(envelope[fixed:header_bytes], envelope[header_bytes:],
-                                    envelope[:header_bytes] + prefix + lp_name + suffix)
+                                    envelope[:header_bytes] + prefix + _lp_name(name) + suffix)
             except InvalidTag:
                 raise DecryptionError() from None
         return out
@@ -255,7 +243,6 @@ class AESGCMFieldCipher:
         decrypt = key.aead.decrypt
         expected = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
         prefix, suffix = record.prefix, record.suffix
-        framed_names = _FRAMED_NAMES
         name_at, length_at = _FRAME_NAME.unpack_from, _FRAME_LENGTH.unpack_from
         fixed, header_bytes, shortest = _HEADER.size, HEADER_BYTES, HEADER_BYTES + TAG_BYTES
         pos, end = 0, len(framed)
@@ -263,14 +250,7 @@ class AESGCMFieldCipher:
             while pos < end:
                 (n,) = name_at(framed, pos)
                 pos += 2
-                raw = framed[pos:pos + n]
-                known = framed_names.get(raw)
-                if known is None:
-                    text = raw.decode("utf-8")
-                    known = (text, _lp_name(text))
-                    if len(framed_names) < _LP_NAMES_MAX:
-                        framed_names[raw] = known
-                name, lp_name = known
+                name, lp_name = _framed_name(framed[pos:pos + n])
                 pos += n
                 (m,) = length_at(framed, pos)
                 pos += 4
