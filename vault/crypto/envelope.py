@@ -29,6 +29,7 @@ from vault.crypto.keystore import DataKey
 from vault.errors import DecryptionError
 from vault.store.codec import FRAME_LENGTH as _FRAME_LENGTH
 from vault.store.codec import FRAME_NAME as _FRAME_NAME
+from vault.store.codec import iter_frames
 
 __all__ = [
     "FORMAT_VERSION", "AESGCMFieldCipher", "AssociatedData", "BoundContext", "FieldContext",
@@ -243,23 +244,14 @@ class AESGCMFieldCipher:
         decrypt = key.aead.decrypt
         expected = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
         prefix, suffix = record.prefix, record.suffix
-        name_at, length_at = _FRAME_NAME.unpack_from, _FRAME_LENGTH.unpack_from
         fixed, header_bytes, shortest = _HEADER.size, HEADER_BYTES, HEADER_BYTES + TAG_BYTES
-        pos, end = 0, len(framed)
         try:
-            while pos < end:
-                (n,) = name_at(framed, pos)
-                pos += 2
-                name, lp_name = _framed_name(framed[pos:pos + n])
-                pos += n
-                (m,) = length_at(framed, pos)
-                pos += 4
-                stop = pos + m
-                if stop > end:
-                    raise DecryptionError()
+            for raw, pos, stop in iter_frames(framed):
+                name, lp_name = _framed_name(raw)
                 # A name framed twice is refused (wanted ones are in ``out`` once decrypted).
                 if name in names:
-                    if name in out or m < shortest or framed[pos:pos + fixed] != expected:
+                    if (name in out or stop - pos < shortest
+                            or framed[pos:pos + fixed] != expected):
                         raise DecryptionError()
                     head = pos + header_bytes
                     out[name] = decrypt(framed[pos + fixed:head], framed[head:stop],
@@ -268,8 +260,7 @@ class AESGCMFieldCipher:
                     if name in skipped:
                         raise DecryptionError()
                     skipped.add(name)
-                pos = stop
-        except (struct.error, UnicodeDecodeError, InvalidTag):
+        except (UnicodeDecodeError, InvalidTag):
             raise DecryptionError() from None
         return out, len(out) + len(skipped)
 

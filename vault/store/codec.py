@@ -10,16 +10,15 @@ tampering.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from vault.errors import DecryptionError
 
-__all__ = ["FRAME_LENGTH", "FRAME_NAME", "decode_envelopes", "encode_envelopes"]
+__all__ = ["FRAME_LENGTH", "FRAME_NAME", "decode_envelopes", "encode_envelopes", "iter_frames"]
 
 _NAME = struct.Struct(">H")
 _ENV = struct.Struct(">I")
-#: The framing's field-name length and envelope length (read by the fused decrypt
-#: of vault.crypto.envelope).
+#: The framing's field-name length and envelope length.
 FRAME_NAME = _NAME
 FRAME_LENGTH = _ENV
 
@@ -45,32 +44,48 @@ def encode_envelopes(envelopes: Mapping[str, bytes]) -> bytes:
 _HEADS: dict[str, bytes] = {}
 
 
+def iter_frames(blob: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """The framed envelopes of ``blob`` in stored order: each field's UTF-8 name and
+    where its envelope starts and stops. The one reader of the framing
+    (:func:`decode_envelopes`, and the fused decrypt of vault.crypto.envelope).
+
+    Raises:
+        DecryptionError: truncated or overlong framing.
+    """
+    name_at, env_at = _NAME.unpack_from, _ENV.unpack_from
+    pos, end = 0, len(blob)
+    try:
+        while pos < end:
+            (n,) = name_at(blob, pos)
+            first = pos + 2
+            pos = first + n
+            (m,) = env_at(blob, pos)
+            pos += 4
+            stop = pos + m
+            if stop > end:
+                raise DecryptionError()
+            yield blob[first:first + n], pos, stop
+            pos = stop
+    except struct.error:
+        raise DecryptionError() from None
+
+
 def decode_envelopes(blob: bytes) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     if type(blob) is not bytes:
         blob = bytes(blob)
     names = _NAMES
-    name_at = _NAME.unpack_from
-    env_at = _ENV.unpack_from
-    pos, end = 0, len(blob)
     try:
-        while pos < end:
-            (n,) = name_at(blob, pos)
-            pos += 2
-            raw = blob[pos : pos + n]
+        for raw, first, stop in iter_frames(blob):
             name = names.get(raw)
             if name is None:
                 name = raw.decode("utf-8")
                 if len(names) < _NAMES_MAX:
                     names[raw] = name
-            pos += n
-            (m,) = env_at(blob, pos)
-            pos += 4
-            if pos + m > end or name in out:
-                raise ValueError
-            out[name] = blob[pos : pos + m]
-            pos += m
-    except (struct.error, UnicodeDecodeError, ValueError):
+            if name in out:
+                raise DecryptionError()
+            out[name] = blob[first:stop]
+    except UnicodeDecodeError:
         raise DecryptionError() from None
     return out
 
