@@ -651,32 +651,15 @@ class Vault:
     ) -> dict[str, bytes]:
         record = RecordContext(tenant, schema.name, record_id, subject_id)
         return self._cipher.encrypt_fields(key, {
-            name: b"s" + value.encode("utf-8") if type(value) is str else _encode_value(value)
-            for name, value in values.items() if value is not None
+            name: _encode_value(value) for name, value in values.items() if value is not None
         }, record)
-
-    def _index_rows(
-        self, tenant: str, schema: CollectionSchema, record_id: str, values: Mapping[str, Any],
-    ) -> list[dict[str, Any]]:
-        rows = []
-        for name in schema.searchable_fields:
-            value = values.get(name)
-            if value is None:
-                continue
-            spec = schema.fields[name]
-            rows.append({
-                "tenant": tenant, "collection": schema.name, "field": name,
-                "digest": self._indexer.digest(tenant, schema.name, name,
-                                               index_form(spec, value)),
-                "record_id": record_id,
-            })
-        return rows
 
     def _index_tuples(
         self, out: list[tuple[Any, ...]], tenant: str, schema: CollectionSchema, record_id: str,
         values: Mapping[str, Any],
     ) -> None:
-        """The rows :meth:`_index_rows` makes, as ``_BULK_BLIND`` tuples appended to ``out``."""
+        """Append the blind-index rows of one record's searchable ``values`` to ``out``,
+        as ``_BULK_BLIND`` tuples."""
         for name in schema.searchable_fields:
             value = values.get(name)
             if value is None:
@@ -979,10 +962,7 @@ class Vault:
         groups: dict[int, tuple[list[str], list[str], set[str]]] = {}
         for subject, value in zip(subjects, values, strict=True):
             record_id = _new_id()
-            plaintexts = {
-                name: b"s" + x.encode("utf-8") if type(x) is str else _encode_value(x)
-                for name, x in value.items() if x is not None
-            }
+            plaintexts = {name: _encode_value(x) for name, x in value.items() if x is not None}
             record_rows.append({
                 "id": record_id, "tenant": tenant, "collection": schema.name,
                 "subject_id": subject,
@@ -1091,10 +1071,10 @@ class Vault:
                     if touched:
                         conn.execute(delete(_BLIND).where(_BLIND.c.record_id == rid,
                                                           _BLIND.c.field.in_(touched)))
-                        rows = self._index_rows(tenant, schema, rid,
-                                                {n: values[n] for n in touched})
-                        if rows:
-                            conn.execute(insert(_BLIND), rows)
+                        rows: list[tuple[Any, ...]] = []
+                        self._index_tuples(rows, tenant, schema, rid,
+                                           {n: values[n] for n in touched})
+                        _BULK_BLIND.execute(conn, rows)
                     self._audit.append(conn, [AuditEvent(
                         tenant=tenant, actor=actor.id, action="update", decision=Decision.ALLOW,
                         collection=schema.name, record_ids=(rid,), subjects=(pseudonym,),

@@ -310,7 +310,7 @@ class AuditLog:
                 count = 1  # a private in-memory database: no other process can read it
             parts = plan(heads, count) if count > 1 else [(None, None)]
             if len(parts) == 1:
-                return self._scan(conn, (None, None), _progress_of(progress, total))
+                return self._scan(conn, (None, None), _progress_of(progress, total), heads)
             if self._engine.dialect.name != "postgresql":
                 return run_parts(self._part, parts, total=total, progress=progress)
             # Every worker reads in this transaction's snapshot.
@@ -333,10 +333,11 @@ class AuditLog:
         finally:
             engine.dispose()
 
-    def _scan(self, conn: Connection, bounds: Bounds,
-              progress: Callable[[int], None] | None) -> VerifyReport:
+    def _scan(self, conn: Connection, bounds: Bounds, progress: Callable[[int], None] | None,
+              everywhere: dict[int, ChainHead] | None = None) -> VerifyReport:
         """Walk the chains within ``bounds`` (inclusive; None is open), reading their
-        heads and entries in ``conn``'s transaction.
+        heads (unless ``everywhere`` holds them, read in this transaction) and
+        entries in ``conn``'s transaction.
 
         Rows stream straight from the driver, each entry's hash input assembled
         by the database (see :func:`_text_sql`): this is the hot loop of
@@ -349,7 +350,8 @@ class AuditLog:
         sql = (f"SELECT seq, chain, chain_seq, {_text_sql(self._engine.dialect.name)}, "  # noqa: S608
                f"subjects, prev_hash, hash FROM audit_log {'WHERE ' + where if where else ''} "
                "ORDER BY chain, chain_seq")
-        everywhere = self.heads(conn)
+        if everywhere is None:
+            everywhere = self.heads(conn)
         heads = {chain: head for chain, head in everywhere.items()
                  if (low is None or chain >= low) and (high is None or chain <= high)}
         fetch: Callable[[int], Sequence[Sequence[Any]]]
