@@ -195,6 +195,32 @@ def test_anonymise_unlinks_what_is_left(rv: Vault, clock: FixedClock) -> None:
         rv.keys.destroy(ANONYMOUS_SUBJECT, tenant="acme")
 
 
+def test_anonymise_batch_with_lost_keys_and_damaged_envelopes(rv: Vault,
+                                                              clock: FixedClock) -> None:
+    """In one batch: records whose subject's key is still there are anonymised with
+    their kept value intact; a record whose subject's key was destroyed, or whose
+    envelopes were damaged, cannot be re-keyed and is deleted instead. The keys are
+    loaded for the whole batch at once, so one lost key must not spoil the others."""
+    langs = {"a1": "de", "a2": "en", "lost": "fr", "a3": "it", "damaged": "es", "a4": "pt"}
+    ids = {s: put(rv, {"full_name": f"N-{s}", "preferred_language": lang}, subject=s)
+           for s, lang in langs.items()}
+    assert rv.keystore.destroy("acme", "lost")
+    with rv.engine.begin() as conn:
+        t = RecordRow.__table__
+        env = bytearray(conn.execute(select(t.c.envelopes).where(
+            t.c.id == ids["damaged"])).scalar_one())
+        env[-1] ^= 0x01
+        conn.execute(t.update().where(t.c.id == ids["damaged"]).values(envelopes=bytes(env)))
+    clock.set(at(6, 1))
+    report = rv.retention.sweep()
+    assert (report.records_anonymised, report.records_deleted) == (4, 2)
+    assert record_ids(rv) == {ids[s] for s in ("a1", "a2", "a3", "a4")}
+    for s in ("a1", "a2", "a3", "a4"):
+        rec = rv.get(Actor("andy", "acme"), "customers", ids[s], purpose="analytics")
+        assert rec.data == {"preferred_language": langs[s]}
+        assert rec.subject_id == ANONYMOUS_SUBJECT
+
+
 def test_consent_withdrawal_removes_marketing_only(rv: Vault, clock: FixedClock) -> None:
     """consent_withdrawn ends the marketing category at the next sweep."""
     rid = put(rv, {"full_name": "Ana", "email": "ana@example.com",

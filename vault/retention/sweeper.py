@@ -623,20 +623,27 @@ class Sweeper:
         dropped = 0
         for tenant, group in by_tenant.items():
             anon = self._anonymous_key(conn, tenant, now)
+            keys = self._subject_keys(tenant, {row.subject_id for row, _ in group})
+            cipher = vault._cipher
             updates, gone, blind = [], [], []
             for row, out in group:
+                key = keys.get(row.subject_id)
                 try:
-                    key = vault.keystore.get_key(tenant, row.subject_id)
-                    envs = decode_envelopes(row.envelopes)
-                    old = RecordContext(tenant, row.collection, row.record_id, row.subject_id)
-                    new = RecordContext(tenant, row.collection, row.record_id, ANONYMOUS_SUBJECT)
-                    fresh = {n: vault._cipher.encrypt(
-                        anon, vault._cipher.decrypt(key, envs[n], old.field(n)), new.field(n))
-                        for n in sorted(out.kept)}
+                    if key is None:
+                        raise NotFound("the data subject has no data key")
+                    plain, _ = cipher.decrypt_framed(
+                        key, row.envelopes,
+                        RecordContext(tenant, row.collection, row.record_id, row.subject_id),
+                        out.kept)
+                    if len(plain) != len(out.kept):  # a kept field with no envelope
+                        raise NotFound("a kept field has no envelope")
+                    fresh = cipher.encrypt_framed(
+                        anon, {n: plain[n] for n in sorted(out.kept)},
+                        RecordContext(tenant, row.collection, row.record_id, ANONYMOUS_SUBJECT))
                 except (CryptoError, NotFound):
                     gone.append(row.record_id)
                     continue
-                updates.append({"rid": row.record_id, "env": encode_envelopes(fresh),
+                updates.append({"rid": row.record_id, "env": fresh,
                                 "ts": now, "sid": ANONYMOUS_SUBJECT})
                 if out.removed:
                     blind.append(row.record_id)
@@ -657,6 +664,24 @@ class Sweeper:
                 conn.execute(self._st.del_records, {"ids": self._st.ids(gone[i:i + _CHUNK])})
             dropped += len(gone)
         return dropped
+
+    def _subject_keys(self, tenant: str, subjects: set[str]) -> dict[str, Any]:
+        """The data keys of ``subjects`` that can still be had, loaded in batches;
+        a subject whose key is missing or destroyed is left out."""
+        keystore = self._vault.keystore
+        ordered = sorted(subjects)
+        try:
+            return keystore.get_keys(tenant, ordered)
+        except (CryptoError, NotFound):
+            pass
+        # Some key is gone: find which, one subject at a time (the rare path).
+        keys: dict[str, Any] = {}
+        for sid in ordered:
+            try:
+                keys[sid] = keystore.get_key(tenant, sid)
+            except (CryptoError, NotFound):
+                continue
+        return keys
 
     def _anonymous_key(self, conn: Connection, tenant: str, now: dt.datetime) -> Any:
         vault = self._vault
