@@ -46,6 +46,7 @@ from vault.clock import Clock
 from vault.errors import AuditError, ConfigError
 from vault.store.engine import is_postgres, make_engine
 from vault.store.models import AuditEntryRow, AuditHead
+from vault.store.retry import is_retryable, transaction_attempts
 
 __all__ = ["AuditLog"]
 
@@ -212,14 +213,22 @@ class AuditLog:
         except AuditError:
             raise
         except SQLAlchemyError as exc:
-            log.error("audit_append_failed", error_type=type(exc).__name__)
-            raise AuditError("the audit entry could not be written") from None
+            # A lost race (deadlock, serialisation failure, busy database, the
+            # (chain, prev_hash) backstop) is marked so that the caller's
+            # transaction_attempts() runs the whole transaction again.
+            retryable = is_retryable(exc)
+            log.error("audit_append_failed", error_type=type(exc).__name__,
+                      retryable=retryable)
+            raise AuditError("the audit entry could not be written",
+                             retryable=retryable) from None
 
     def write(self, events: Sequence[AuditEvent]) -> None:
-        """Append ``events`` in a transaction of their own (denials, admin events)."""
+        """Append ``events`` in a transaction of their own (denials, admin events),
+        retried a bounded number of times when it loses a race."""
         try:
-            with self._engine.begin() as conn:
-                self.append(conn, events)
+            for attempt in transaction_attempts():
+                with attempt, self._engine.begin() as conn:
+                    self.append(conn, events)
         except AuditError:
             raise
         except SQLAlchemyError as exc:
