@@ -261,3 +261,28 @@ def test_audit_append_that_keeps_losing_fails_closed(vault: Vault) -> None:
         event.remove(vault.engine, "before_cursor_execute", always)
     assert len(attempts) == 2 * 5  # transaction_attempts() default bound, per call
     assert vault.audit_log.count() == before
+
+
+def test_every_entry_carries_a_correlation_id(vault: Vault) -> None:
+    """Entries written inside ``correlation_id(...)`` carry that id (data access,
+    denials and administrative events alike); every other entry gets one of its own."""
+    from vault import correlation_id
+
+    with correlation_id("req-42") as rid_tag:
+        assert rid_tag == "req-42"
+        rid = vault.put(CRM, "customers", customer(1), purpose=PURPOSE)
+        vault.get(CRM, "customers", rid, purpose=PURPOSE)
+        with pytest.raises(AccessDenied):
+            vault.get(Actor("mallory", "acme"), "customers", rid, purpose=PURPOSE)
+        vault.roles.assign("zoe", "sales_rep", tenant="acme")
+    vault.get(CRM, "customers", rid, purpose=PURPOSE)
+    with vault.engine.connect() as conn:
+        tagged = conn.execute(text("SELECT action, decision FROM audit_log "
+                                   "WHERE request_id = 'req-42' ORDER BY seq")).all()
+        untagged = conn.execute(text("SELECT COUNT(*) FROM audit_log WHERE request_id IS NULL "
+                                     "OR request_id = ''")).scalar_one()
+        last = conn.execute(text("SELECT request_id FROM audit_log ORDER BY seq DESC LIMIT 1"
+                                 )).scalar_one()
+    assert [tuple(r) for r in tagged] == [("write", "allow"), ("read", "allow"),
+                                          ("read", "deny"), ("roles.assign", "allow")]
+    assert untagged == 0 and last != "req-42" and len(last) == 32
