@@ -216,9 +216,19 @@ class KeyManagementError(VaultError):
 
 
 class AuditError(VaultError):
-    """The audit entry could not be written, so the operation did not happen."""
+    """The audit entry could not be written, so the operation did not happen.
+
+    Attributes:
+        retryable: the write lost a race (deadlock, serialisation failure, a
+            busy SQLite database, or the audit chain's uniqueness backstop) and
+            a fresh transaction may succeed; :mod:`vault.store.retry` retries it.
+    """
 
     code = "audit_error"
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class PolicyError(VaultError):

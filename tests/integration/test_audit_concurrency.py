@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select, text
 
-from vault import Actor, AuditError, Vault, VaultSettings
+from vault import AccessDenied, Actor, AuditError, Vault, VaultSettings
 from vault.audit.chain import AuditEvent, Decision
 from vault.store.models import AuditEntryRow, RecordRow
 
@@ -178,3 +178,111 @@ def test_remembered_heads_survive_other_writers_and_rollbacks(vault: Vault,
     assert vault.audit_log.count() == start + 7
     report = vault.audit_log.verify()
     assert report.ok, report
+
+
+def _lost_race(vault: Vault, kind: str) -> BaseException:
+    """The error a driver raises when an audit append loses a race, as on this backend."""
+    if vault.engine.dialect.name == "postgresql":
+        import psycopg.errors
+
+        return {"deadlock": psycopg.errors.DeadlockDetected("deadlock detected"),
+                "serialization": psycopg.errors.SerializationFailure("could not serialize"),
+                }[kind]
+    import sqlite3
+
+    return {"deadlock": sqlite3.OperationalError("database is locked"),
+            "serialization": sqlite3.OperationalError("database is locked"),
+            "backstop": sqlite3.IntegrityError(
+                "UNIQUE constraint failed: audit_log.chain, audit_log.prev_hash"),
+            }[kind]
+
+
+@pytest.mark.parametrize("kind", ["deadlock", "serialization", "backstop"])
+def test_audit_append_that_loses_a_race_is_retried(vault: Vault, kind: str) -> None:
+    """A deadlock, serialisation failure, busy database or (chain, prev_hash) backstop
+    hit while appending the audit entry rolls the transaction back and runs it again
+    (bounded): the call succeeds, each entry is written once, every chain verifies.
+    Without the retry each of these calls failed with AuditError."""
+    if kind == "backstop" and vault.engine.dialect.name == "postgresql":
+        pytest.skip("a unique_violation's constraint name comes from the server only")
+    rid = vault.put(CRM, "customers", customer(1), purpose=PURPOSE)
+    failures: list[str] = []
+
+    def fail_once(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO AUDIT_LOG") and not failures:
+            failures.append(statement)
+            raise _lost_race(vault, kind)
+
+    calls = {
+        "put": lambda: vault.put(CRM, "customers", customer(2), purpose=PURPOSE),
+        "get": lambda: vault.get(CRM, "customers", rid, purpose=PURPOSE),
+        "update": lambda: vault.update(CRM, "customers", rid, {"country": "DE"},
+                                       purpose=PURPOSE),
+        "roles.assign": lambda: vault.roles.assign("zoe", "sales_rep", tenant="acme"),
+        "denial": lambda: vault.get(Actor("mallory", "acme"), "customers", rid,
+                                    purpose=PURPOSE),
+    }
+    event.listen(vault.engine, "before_cursor_execute", fail_once)
+    try:
+        for name, call in calls.items():
+            failures.clear()
+            before = vault.audit_log.count()
+            try:
+                call()
+            except AccessDenied:
+                assert name == "denial"
+            assert failures, f"{name}: no audit insert was made to fail"
+            assert vault.audit_log.count() == before + 1, name
+    finally:
+        event.remove(vault.engine, "before_cursor_execute", fail_once)
+    assert vault.get(CRM, "customers", rid, purpose=PURPOSE).data["country"] == "DE"
+    report = vault.audit_log.verify()
+    assert report.ok, report
+
+
+def test_audit_append_that_keeps_losing_fails_closed(vault: Vault) -> None:
+    """The retry is bounded: a race lost every time ends in AuditError, nothing written."""
+    rid = vault.put(CRM, "customers", customer(1), purpose=PURPOSE)
+    before = vault.audit_log.count()
+    attempts: list[int] = []
+
+    def always(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO AUDIT_LOG"):
+            attempts.append(1)
+            raise _lost_race(vault, "deadlock")
+
+    event.listen(vault.engine, "before_cursor_execute", always)
+    try:
+        with pytest.raises(AuditError):
+            vault.get(CRM, "customers", rid, purpose=PURPOSE)
+        with pytest.raises(AuditError):
+            vault.put(CRM, "customers", customer(2), purpose=PURPOSE)
+    finally:
+        event.remove(vault.engine, "before_cursor_execute", always)
+    assert len(attempts) == 2 * 5  # transaction_attempts() default bound, per call
+    assert vault.audit_log.count() == before
+
+
+def test_every_entry_carries_a_correlation_id(vault: Vault) -> None:
+    """Entries written inside ``correlation_id(...)`` carry that id (data access,
+    denials and administrative events alike); every other entry gets one of its own."""
+    from vault import correlation_id
+
+    with correlation_id("req-42") as rid_tag:
+        assert rid_tag == "req-42"
+        rid = vault.put(CRM, "customers", customer(1), purpose=PURPOSE)
+        vault.get(CRM, "customers", rid, purpose=PURPOSE)
+        with pytest.raises(AccessDenied):
+            vault.get(Actor("mallory", "acme"), "customers", rid, purpose=PURPOSE)
+        vault.roles.assign("zoe", "sales_rep", tenant="acme")
+    vault.get(CRM, "customers", rid, purpose=PURPOSE)
+    with vault.engine.connect() as conn:
+        tagged = conn.execute(text("SELECT action, decision FROM audit_log "
+                                   "WHERE request_id = 'req-42' ORDER BY seq")).all()
+        untagged = conn.execute(text("SELECT COUNT(*) FROM audit_log WHERE request_id IS NULL "
+                                     "OR request_id = ''")).scalar_one()
+        last = conn.execute(text("SELECT request_id FROM audit_log ORDER BY seq DESC LIMIT 1"
+                                 )).scalar_one()
+    assert [tuple(r) for r in tagged] == [("write", "allow"), ("read", "allow"),
+                                          ("read", "deny"), ("roles.assign", "allow")]
+    assert untagged == 0 and last != "req-42" and len(last) == 32

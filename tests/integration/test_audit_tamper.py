@@ -326,6 +326,34 @@ def test_entry_moved_and_rehashed_into_another_chain(busy: tuple[Vault, Path]) -
     assert f"belong to chain {chain}" in report.detail
 
 
+@pytest.mark.parametrize("column", ["chain", "chain_seq"])
+def test_forged_entry_with_a_position_that_is_not_a_number(busy: tuple[Vault, Path],
+                                                           column: str) -> None:
+    """SQLite keeps text in an integer column: a forged row (a plain INSERT, which no
+    trigger refuses) or a head whose chain or position is text is named as damage with
+    its place; verification used to stop with a ValueError or TypeError instead."""
+    vault, folder = busy
+    if is_postgres(vault.engine):
+        pytest.skip("PostgreSQL refuses text in a bigint column")
+    chain, n = chains_by_length(vault.engine)[0]
+    last = entry(vault.engine, chain, n)
+    forged = {**last, "seq": last["seq"] + 10_000, "chain_seq": n + 1,
+              "prev_hash": "cd" * 32, column: "x"}
+    insert(vault.engine, forged)
+    for report in (check(vault), check(vault, folder)):
+        found = [(f.kind.value, f.chain, f.position, f.seq) for f in report.findings]
+        place = (None, n + 1) if column == "chain" else (chain, None)
+        assert found == [("modified_entry", *place, forged["seq"])], found
+        assert report.entries == vault.audit.count()
+    result = CliRunner().invoke(app, ["audit", "verify", "--database-url",
+                                      vault.settings.resolved_database_url])
+    assert result.exit_code == 3 and "modified_entry" in result.output, result.output
+    assert f"entry {forged['seq']}" in result.output
+    set_head(vault.engine, 0, 0, "0" * 64)
+    execute(vault.engine, "UPDATE audit_heads SET length = 'many' WHERE chain = 0")
+    assert ("head_mismatch", 0) in {(f.kind.value, f.chain) for f in check(vault).findings}
+
+
 # ------------------------------------------------------------------ what only checkpoints see
 
 

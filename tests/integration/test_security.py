@@ -230,6 +230,29 @@ def test_audit_log_refuses_update_and_delete(vault: Vault) -> None:
     assert vault.audit.verify().ok
 
 
+def test_audit_triggers_fire_in_replica_mode_too(vault: Vault) -> None:
+    """PostgreSQL: the triggers are ENABLE ALWAYS, so a session that switches to
+    ``session_replication_role = replica`` (which silences ordinary triggers, as
+    logical replication and some restore tools do) still cannot UPDATE, DELETE or
+    TRUNCATE the audit log."""
+    if not is_postgres(vault.engine):
+        pytest.skip("session_replication_role is a PostgreSQL setting")
+    vault.put(CRM, "customers", customer(), purpose="account_management")
+    before = vault.audit_log.count()
+    for statement in ("UPDATE audit_log SET actor = 'someone-else'", "DELETE FROM audit_log",
+                      "TRUNCATE audit_log"):
+        with vault.engine.begin() as conn:
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            with pytest.raises(DBAPIError, match="append-only"):
+                conn.execute(text(statement))
+    with vault.engine.connect() as conn:
+        modes = dict(conn.execute(text(
+            "SELECT tgname, tgenabled FROM pg_trigger "
+            "WHERE tgrelid = 'audit_log'::regclass AND NOT tgisinternal")).all())
+    assert modes == {"audit_log_no_update_delete": "A", "audit_log_no_truncate": "A"}
+    assert vault.audit_log.count() == before
+
+
 def test_verify_detects_altered_audit_row(vault: Vault) -> None:
     """Changing one audit column through raw SQL makes verify fail at that entry."""
     vault.put(CRM, "customers", customer(), purpose="account_management")

@@ -77,3 +77,48 @@ def test_roles_are_refused_on_sqlite_and_bad_names(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         grant_app_role(pg, 'x"; DROP TABLE audit_log; --')
     pg.dispose()
+
+
+def _privileges(engine: Any, role: str, table: str) -> set[str]:
+    kinds = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+    with engine.connect() as conn:
+        return {k for k in kinds if conn.execute(
+            text("SELECT has_table_privilege(:r, current_schema() || '.' || :t, :k)"),
+            {"r": role, "t": table, "k": k}).scalar_one()}
+
+
+def test_cli_init_postgres_roles_grants_only_select_and_insert_on_the_log(
+        pg_schemas: Any, tmp_path: Path, app_role: str) -> None:
+    """`vault init --postgres-roles ROLE` creates ROLE with exactly SELECT and INSERT on
+    audit_log (checked in the catalogue: the triggers' refusal uses the same SQLSTATE as
+    a missing privilege, so a refused UPDATE alone cannot tell the two apart)."""
+    from typer.testing import CliRunner
+
+    from vault.cli import app
+
+    data_url = pg_schemas.url(pg_schemas.names[0])
+    keys_url = pg_schemas.url(pg_schemas.names[1])
+    result = CliRunner().invoke(app, [
+        "init", "--home", str(tmp_path / "v"), "--database-url", data_url,
+        "--keystore-url", keys_url, "--postgres-roles", app_role],
+        env={"VAULT_POLICIES": str(POLICIES), "VAULT_APP_ROLE_PASSWORD": "s3cret-pw"})
+    assert result.exit_code == 0, result.output
+    assert f"app role   {app_role}" in result.output and "s3cret-pw" not in result.output
+    data = make_engine(data_url)
+    keys = make_engine(keys_url)
+    try:
+        assert _privileges(data, app_role, "audit_log") == {"SELECT", "INSERT"}
+        assert _privileges(data, app_role, "audit_heads") == {"SELECT", "UPDATE"}
+        assert _privileges(data, app_role, "consent_events") == {"SELECT", "INSERT"}
+        assert _privileges(keys, app_role, "data_keys") == {"SELECT", "INSERT", "UPDATE"}
+        with data.connect() as conn:
+            owner = conn.execute(text(
+                "SELECT tableowner FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename = 'audit_log'")).scalar_one()
+            login = conn.execute(text("SELECT rolcanlogin, rolsuper FROM pg_roles "
+                                      "WHERE rolname = :r"), {"r": app_role}).one()
+        assert owner != app_role  # only the owner could disable the triggers
+        assert tuple(login) == (True, False)
+    finally:
+        data.dispose()
+        keys.dispose()

@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, selec
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.audit.chain import (
+    FINDINGS_LIMIT,
     GENESIS_HASH,
     HASH_FORMAT,
     AuditEvent,
@@ -46,6 +47,7 @@ from vault.clock import Clock
 from vault.errors import AuditError, ConfigError
 from vault.store.engine import is_postgres, make_engine
 from vault.store.models import AuditEntryRow, AuditHead
+from vault.store.retry import is_retryable, transaction_attempts
 
 __all__ = ["AuditLog"]
 
@@ -98,6 +100,9 @@ def _text_sql(dialect: str) -> str:
             + ", record_ids, subjects, fields, " + _NULLABLE_PG.format("purpose")
             + ", decision, " + _NULLABLE_PG.format("reason") + ", prev_hash), 'UTF8')")
 
+
+# SQLite: the rows whose chain and position are integers (any column holds any type there).
+_TYPED_SQLITE = "typeof(chain) = 'integer' AND typeof(chain_seq) = 'integer'"
 
 _SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f-]{1,64}")
 
@@ -212,22 +217,35 @@ class AuditLog:
         except AuditError:
             raise
         except SQLAlchemyError as exc:
-            log.error("audit_append_failed", error_type=type(exc).__name__)
-            raise AuditError("the audit entry could not be written") from None
+            # A lost race (deadlock, serialisation failure, busy database, the
+            # (chain, prev_hash) backstop) is marked so that the caller's
+            # transaction_attempts() runs the whole transaction again.
+            retryable = is_retryable(exc)
+            log.error("audit_append_failed", error_type=type(exc).__name__,
+                      retryable=retryable)
+            raise AuditError("the audit entry could not be written",
+                             retryable=retryable) from None
 
     def write(self, events: Sequence[AuditEvent]) -> None:
-        """Append ``events`` in a transaction of their own (denials, admin events)."""
+        """Append ``events`` in a transaction of their own (denials, admin events),
+        retried a bounded number of times when it loses a race."""
         try:
-            with self._engine.begin() as conn:
-                self.append(conn, events)
+            for attempt in transaction_attempts():
+                with attempt, self._engine.begin() as conn:
+                    self.append(conn, events)
         except AuditError:
             raise
         except SQLAlchemyError as exc:
             log.error("audit_write_failed", error_type=type(exc).__name__)
             raise AuditError("the audit entry could not be written") from None
 
-    def heads(self, conn: Connection) -> dict[int, ChainHead]:
-        result = conn.execute(select(_HEAD.c.chain, _HEAD.c.length, _HEAD.c.head_hash))
+    def heads(self, conn: Connection, *, typed_only: bool = False) -> dict[int, ChainHead]:
+        """Every chain's recorded head (``typed_only``, SQLite: those whose length is
+        an integer)."""
+        stmt = select(_HEAD.c.chain, _HEAD.c.length, _HEAD.c.head_hash)
+        if typed_only:
+            stmt = stmt.where(func.typeof(_HEAD.c.length) == "integer")
+        result = conn.execute(stmt)
         return {int(r.chain): ChainHead(int(r.chain), int(r.length), str(r.head_hash))
                 for r in result}
 
@@ -268,8 +286,12 @@ class AuditLog:
                 if length > 0:
                     wanted[chain].add(length)
         with self._snapshot() as conn:
+            typed = ([func.typeof(_ENTRY.c.chain) == "integer",
+                      func.typeof(_ENTRY.c.chain_seq) == "integer"]
+                     if self._engine.dialect.name == "sqlite" else [])
             lengths = {int(c): int(n) for c, n in conn.execute(
-                select(_ENTRY.c.chain, func.max(_ENTRY.c.chain_seq)).group_by(_ENTRY.c.chain))}
+                select(_ENTRY.c.chain, func.max(_ENTRY.c.chain_seq)).where(*typed)
+                .group_by(_ENTRY.c.chain))}
             hashes: dict[tuple[int, int], str] = {}
             for chain, positions in wanted.items():
                 ordered = sorted(positions)
@@ -300,7 +322,61 @@ class AuditLog:
                        workers: int | None = None) -> VerifyReport:
         """Recompute every chain from the first entry and compare it with the heads,
         in one process or, for a large log, in one process per core (see
-        :mod:`vault.audit.parallel`)."""
+        :mod:`vault.audit.parallel`).
+
+        SQLite keeps a value of any type in any column, so a row forged or altered
+        to hold a chain or position that is not an integer (a plain INSERT does it,
+        no trigger stands in the way) would stop the walk. Then those rows (and
+        heads) are named as damage and the rest of the log is walked without them.
+        """
+        try:
+            return self._walk_chains(progress, workers)
+        except (TypeError, ValueError, AuditError):
+            if self._engine.dialect.name != "sqlite":
+                raise
+            with self._snapshot() as conn:
+                untyped, rows = self._untyped(conn)
+            if not untyped:
+                raise
+            log.warning("audit_verify_untyped_rows", rows=rows)
+            with self._snapshot() as conn:
+                heads = self.heads(conn, typed_only=True)
+                walked = self._scan(conn, (None, None),
+                                    _progress_of(progress, sum(h.length for h in heads.values())),
+                                    heads, typed_only=True)
+            return VerifyReport.from_findings(
+                [*walked.findings, *untyped], entries=walked.entries + rows,
+                chains=walked.chains, heads=walked.heads)
+
+    def _untyped(self, conn: Connection) -> tuple[list[Finding], int]:
+        """SQLite: entries whose chain or position, and heads whose length, is not an
+        integer, as findings (values are not echoed); and how many entries."""
+        findings: list[Finding] = []
+        rows = 0
+        for seq, chain, pos, chain_type, pos_type in conn.exec_driver_sql(
+                "SELECT seq, chain, chain_seq, typeof(chain), typeof(chain_seq) FROM audit_log "
+                "WHERE typeof(chain) != 'integer' OR typeof(chain_seq) != 'integer' "
+                "ORDER BY seq"):
+            rows += 1
+            if len(findings) >= FINDINGS_LIMIT:
+                continue
+            bad = [f"{name} holds a {kind} value" for name, kind in
+                   (("chain", chain_type), ("position", pos_type)) if kind != "integer"]
+            findings.append(Finding(
+                Damage.MODIFIED, int(chain) if chain_type == "integer" else None,
+                int(pos) if pos_type == "integer" else None, int(seq),
+                f"entry {seq}: its {' and its '.join(bad)}, not an integer: "
+                "the entry was altered or forged"))
+        for chain, kind in conn.exec_driver_sql(
+                "SELECT chain, typeof(length) FROM audit_heads "
+                "WHERE typeof(length) != 'integer' ORDER BY chain"):
+            findings.append(Finding(Damage.HEAD_MISMATCH, int(chain), None, None,
+                                    f"the recorded head of chain {chain} holds a {kind} "
+                                    "length, not an integer"))
+        return findings, rows
+
+    def _walk_chains(self, progress: Callable[[int, int], None] | None,
+                     workers: int | None = None) -> VerifyReport:
         with self._snapshot() as conn:
             heads = self.heads(conn)
             total = sum(h.length for h in heads.values())
@@ -334,7 +410,8 @@ class AuditLog:
             engine.dispose()
 
     def _scan(self, conn: Connection, bounds: Bounds, progress: Callable[[int], None] | None,
-              everywhere: dict[int, ChainHead] | None = None) -> VerifyReport:
+              everywhere: dict[int, ChainHead] | None = None, *,
+              typed_only: bool = False) -> VerifyReport:
         """Walk the chains within ``bounds`` (inclusive; None is open), reading their
         heads (unless ``everywhere`` holds them, read in this transaction) and
         entries in ``conn``'s transaction.
@@ -346,7 +423,8 @@ class AuditLog:
         low, high = bounds
         where = " AND ".join(
             ([f"chain >= {int(low)}"] if low is not None else [])
-            + ([f"chain <= {int(high)}"] if high is not None else []))
+            + ([f"chain <= {int(high)}"] if high is not None else [])
+            + ([_TYPED_SQLITE] if typed_only else []))
         sql = (f"SELECT seq, chain, chain_seq, {_text_sql(self._engine.dialect.name)}, "  # noqa: S608
                f"subjects, prev_hash, hash FROM audit_log {'WHERE ' + where if where else ''} "
                "ORDER BY chain, chain_seq")

@@ -22,6 +22,8 @@ from types import TracebackType
 import structlog
 from sqlalchemy.exc import DBAPIError
 
+from vault.errors import AuditError
+
 __all__ = ["is_retryable", "transaction_attempts"]
 
 log = structlog.get_logger(__name__)
@@ -31,7 +33,10 @@ _AUDIT_CONSTRAINTS = ("audit_log", "audit_heads")
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Whether ``exc`` is a lost race that a fresh transaction may win."""
+    """Whether ``exc`` is a lost race that a fresh transaction may win (also when
+    the audit log reported it as an :class:`~vault.errors.AuditError`)."""
+    if isinstance(exc, AuditError):
+        return exc.retryable
     if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
         return False
     orig = exc.orig
