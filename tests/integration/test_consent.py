@@ -478,7 +478,7 @@ def test_withdrawal_calls_erasure_hook_under_pipl(vault: Vault, monkeypatch: pyt
     """A PIPL withdrawal calls the vault's withdrawal hook (proactive deletion)."""
     calls: list[tuple[str, str, str]] = []
     monkeypatch.setattr(vault, "_on_consent_withdrawn",
-                        lambda t, s, p, at: calls.append((t, s, p)))
+                        lambda conn, t, s, p, at, actor: calls.append((t, s, p)))
     new_subject(vault, "s1", jurisdiction)
     grant(vault, "s1")
     vault.consent.withdraw("s1", "marketing", tenant="acme")

@@ -474,6 +474,48 @@ def test_pipl_withdrawal_queues_proactive_deletion_and_regrant_cancels_it(
     assert set(rv.get(DPO, "customers", rid, purpose="dsar_fulfilment").data) == {"full_name"}
 
 
+def test_pipl_grant_of_another_purpose_keeps_the_queued_deletion(
+        rv: Vault, clock: FixedClock) -> None:
+    """A withdrawal of marketing queues its data's deletion (PIPL Art. 47); a later
+    consent to another purpose (sale) is not a consent to marketing again and must not
+    cancel it. Only once no general consent of the subject stays withdrawn is the
+    deletion called off."""
+    rid = put(rv, {"full_name": "Li", "marketing_segment": "vip"}, subject="s-cn",
+              jurisdiction="CN")
+    rv.consent.grant("s-cn", "marketing", tenant="acme", notice_id="marketing",
+                     notice_version=1)
+    clock.set(at(0, 10))
+    rv.consent.withdraw("s-cn", "marketing", tenant="acme")
+    rv.consent.grant("s-cn", "sale", tenant="acme", notice_id="data_sale", notice_version=1)
+    assert (expiry(rv, rid).category, expiry(rv, rid).expires_at) == ("marketing", at(0, 10))
+    rv.consent.grant("s-cn", "marketing", tenant="acme", notice_id="marketing",
+                     notice_version=1)
+    assert expiry(rv, rid).expires_at > at(1)
+    rv.consent.withdraw("s-cn", "marketing", tenant="acme")
+    assert rv.retention.sweep().records_pruned == 1
+    assert set(rv.get(DPO, "customers", rid, purpose="dsar_fulfilment").data) == {"full_name"}
+
+
+def test_pipl_withdrawal_and_its_deletion_are_one_transaction(
+        rv: Vault, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If queueing the deletion fails, the withdrawal is not recorded either: a withdrawal
+    in the ledger always has its deletion queued (no crash window between the two)."""
+    put(rv, {"full_name": "Li", "marketing_segment": "vip"}, subject="s-cn",
+        jurisdiction="CN")
+    rv.consent.grant("s-cn", "marketing", tenant="acme", notice_id="marketing",
+                     notice_version=1)
+
+    def fail(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("crash while queueing the deletion")
+
+    monkeypatch.setattr(rv.retention, "_apply_event", fail)
+    with pytest.raises(RuntimeError):
+        rv.consent.withdraw("s-cn", "marketing", tenant="acme")
+    monkeypatch.undo()
+    assert [e.kind for e in rv.consent.history("s-cn", tenant="acme")] == ["grant"]
+    assert [s.status for s in rv.consent.state("s-cn", tenant="acme")] == ["granted"]
+
+
 def test_gdpr_withdrawal_does_not_delete_by_itself(rv: Vault, clock: FixedClock) -> None:
     """Under the GDPR profile (erase_on_withdrawal off) a withdrawal stops the use
     but deletes nothing until an erasure request or the schedule says so."""

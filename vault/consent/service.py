@@ -634,17 +634,31 @@ class ConsentService(_Service):
                             record_ids=(event.event_id,)))
                         recorded.append(event)
                     vault.audit_log.append(conn, audit)
+                    if vault.jurisdictions.profile(regime).erase_on_withdrawal:
+                        self._queue_erasure(conn, tenant, subject_id, recorded, actor)
         except NotFound as exc:
             self._deny(action, exc, tenant, actor, subject_id)
-        profile = vault.jurisdictions.profile(recorded[0].regime) if recorded else None
-        if profile is not None and profile.erase_on_withdrawal:
-            for event in recorded:
-                if event.kind is EventKind.WITHDRAW and event.scope is ConsentScope.GENERAL:
-                    vault._on_consent_withdrawn(tenant, subject_id, event.purpose,
-                                                event.occurred_at)
-                elif event.kind is EventKind.GRANT and event.scope is ConsentScope.GENERAL:
-                    vault._on_consent_granted(tenant, subject_id, event.purpose)
         return recorded
+
+    def _queue_erasure(self, conn: Connection, tenant: str, subject_id: str,
+                       recorded: Sequence[ConsentEvent], actor: Actor | None) -> None:
+        """PIPL Art. 47(1)(3), in the transaction of the events: a withdrawn general
+        consent queues deletion of the data held only on consent; a grant calls it
+        off only when no general consent of the subject is left withdrawn (a consent
+        to another purpose is not a consent to the withdrawn one again)."""
+        vault = self._vault
+        general = [e for e in recorded if e.scope is ConsentScope.GENERAL]
+        withdrawn = [e for e in general if e.kind is EventKind.WITHDRAW]
+        if withdrawn:
+            vault._on_consent_withdrawn(conn, tenant, subject_id, withdrawn[-1].purpose,
+                                        withdrawn[-1].occurred_at, actor)
+        elif any(e.kind is EventKind.GRANT for e in general):
+            still = conn.execute(select(_STATE.c.purpose).where(
+                _STATE.c.tenant == tenant, _STATE.c.subject_id == subject_id,
+                _STATE.c.scope == ConsentScope.GENERAL.value,
+                _STATE.c.status == ConsentStatus.WITHDRAWN.value).limit(1)).first()
+            if still is None:
+                vault._on_consent_granted(conn, tenant, subject_id, general[-1].purpose, actor)
 
 
 def _with_seq(event: ConsentEvent, seq: int) -> ConsentEvent:
