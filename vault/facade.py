@@ -93,7 +93,7 @@ _SUBJECTS = cast(Table, SubjectRow.__table__)
 _BLIND = cast(Table, BlindIndexRow.__table__)
 _META = cast(Table, Meta.__table__)
 
-_JURISDICTION = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
+_JURISDICTION = re.compile(r"[A-Z]{2,3}(-[A-Z0-9]{1,3})?")  # as jurisdiction.Code
 _IN_CHUNK = 500
 
 # Statements of the hot paths, built once (building one costs more than

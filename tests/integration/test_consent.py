@@ -381,6 +381,19 @@ def test_jurisdiction_change_is_audited_and_changes_the_regime(vault: Vault) -> 
         vault.subjects.set_jurisdiction("s1", "germany", tenant="acme")
 
 
+def test_every_code_a_profile_claims_can_be_a_subjects_jurisdiction(vault: Vault) -> None:
+    """EEA (three letters) is claimed by the GDPR profile: a subject can be created
+    with it and moved to it."""
+    new_subject(vault, "s1", "EEA")
+    assert vault.subjects.get("s1", tenant="acme").regime == "gdpr"
+    new_subject(vault, "s2", "US-CA")
+    assert vault.subjects.set_jurisdiction("s2", "EEA", tenant="acme").regime == "gdpr"
+    claimed = {code for regime in vault.jurisdictions.regimes
+               for code in vault.jurisdictions.profile(regime).jurisdictions}
+    for n, code in enumerate(sorted(claimed)):
+        new_subject(vault, f"c{n}", code)
+
+
 # ------------------------------------------------------------------ GPC
 
 def test_gpc_opts_out_of_sale_and_sharing_and_records_the_conflict(vault: Vault) -> None:
