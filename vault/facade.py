@@ -313,6 +313,8 @@ class Vault:
         loaded = policy.load_defaults(policies_dir / "policy.csv")
         vault = cls._assemble(cfg, data_engine, keystore_engine, provider, policy, clk,
                               keystore=keystore)
+        with data_engine.begin() as conn:  # no record yet: no expiry to recompute
+            vault.retention._store_fingerprint(conn, vault.retention.fingerprint())
         vault._audit_admin("vault.init", reason=f"rules:{loaded}")
         return vault
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from vault import AccessDenied, Actor, FixedClock, KeyDestroyed, LegalHoldActive, NotFound, Vault
 from vault.errors import InvalidData
@@ -527,6 +528,49 @@ def test_gdpr_withdrawal_does_not_delete_by_itself(rv: Vault, clock: FixedClock)
     rv.consent.withdraw("s-de", "marketing", tenant="acme")
     assert expiry(rv, rid) == before
     assert rv.retention.sweep().records_pruned == 0
+
+
+def test_a_changed_schedule_applies_to_records_already_stored(
+        settings: Any, tmp_path: Path) -> None:
+    """Shortening a period in retention.toml (and restarting) moves the expiry of the
+    records written before: the next plan and sweep go by the new schedule, once."""
+    import shutil
+
+    clock = FixedClock(T0)
+    with Vault.init(settings=settings, clock=clock) as v:
+        for user, role in ROLE_USERS.items():
+            v.roles.assign(user, role, tenant="acme")
+        rid = put(v, {"full_name": "Ana", "device_info": {"os": "x"}}, subject="s-1")
+        assert expiry(v, rid).expires_at == at(1, 31)         # technical: 13 months
+    policies = tmp_path / "policies-changed"
+    shutil.copytree(settings.resolved_policies, policies)
+    schedule = policies / "retention.toml"
+    text = schedule.read_text(encoding="utf-8")
+    old = 'period = "P13M"\nfrom = "created"'
+    assert old in text
+    schedule.write_text(text.replace(old, 'period = "P1M"\nfrom = "created"', 1),
+                        encoding="utf-8")
+    clock.set(at(0, 60))
+    with Vault.open(settings=settings.model_copy(update={"policies": policies}),
+                    clock=clock) as v:
+        plan = v.retention.plan()
+        assert [(e.record_id, e.category) for e in plan.entries] == [(rid, "technical")]
+        assert expiry(v, rid).expires_at == at(0, 31)
+        assert v.retention.sweep().records_pruned == 1
+        assert set(v.get(DPO, "customers", rid, purpose="dsar_fulfilment").data) == {
+            "full_name"}
+        t = AuditEntryRow.__table__
+        with v.engine.connect() as conn:
+            reasons = conn.execute(select(t.c.reason).where(
+                t.c.action == "retention.recompute")).scalars().all()
+        assert reasons == ["schedule_changed:records:1"]
+        assert v.audit_log.verify().ok
+    with Vault.open(settings=settings.model_copy(update={"policies": policies}),
+                    clock=clock) as v:
+        v.retention.sweep()
+        with v.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(t).where(
+                t.c.action == "retention.recompute")).scalar_one() == 1
 
 
 def test_jurisdiction_change_recomputes_expiry(rv: Vault) -> None:
