@@ -497,6 +497,32 @@ def test_pipl_grant_of_another_purpose_keeps_the_queued_deletion(
     assert set(rv.get(DPO, "customers", rid, purpose="dsar_fulfilment").data) == {"full_name"}
 
 
+def test_pipl_gpc_without_an_earlier_consent_deletes_nothing(
+        rv: Vault, clock: FixedClock) -> None:
+    """A GPC signal (an opt-out of sale and sharing) from a PIPL subject who never
+    consented to sale or sharing ends no consent, so no data held on consent is
+    queued for deletion: the marketing data the subject did consent to stays. It does
+    not keep a later re-consent from calling off a real withdrawal's deletion either."""
+    rid = put(rv, {"full_name": "Li", "marketing_segment": "vip"}, subject="s-cn",
+              jurisdiction="CN")
+    rv.consent.grant("s-cn", "marketing", tenant="acme", notice_id="marketing",
+                     notice_version=1)
+    before = expiry(rv, rid)
+    clock.set(at(0, 10))
+    rv.consent.apply_gpc("s-cn", source="gateway", tenant="acme")
+    assert expiry(rv, rid) == before
+    assert rv.retention.sweep().records_pruned == 0
+    rv.consent.withdraw("s-cn", "marketing", tenant="acme")
+    assert expiry(rv, rid).expires_at == at(0, 10)
+    rv.consent.grant("s-cn", "marketing", tenant="acme", notice_id="marketing",
+                     notice_version=1)
+    assert expiry(rv, rid) == before
+    assert rv.retention.sweep().records_pruned == 0
+    rv.consent.grant("s-cn", "sale", tenant="acme", notice_id="data_sale", notice_version=1)
+    rv.consent.apply_gpc("s-cn", source="gateway", tenant="acme")   # ends the sale consent
+    assert expiry(rv, rid).expires_at == at(0, 10)
+
+
 def test_pipl_withdrawal_and_its_deletion_are_one_transaction(
         rv: Vault, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """If queueing the deletion fails, the withdrawal is not recorded either: a withdrawal
