@@ -11,7 +11,6 @@ its own, before the error is raised.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import itertools
@@ -71,6 +70,7 @@ from vault.jurisdiction import JurisdictionRegistry, load_jurisdictions
 from vault.policy.engine import CasbinPolicyEngine
 from vault.policy.purposes import PurposeRegistry, load_purposes
 from vault.retention.holds import HoldService, ensure_not_held
+from vault.retention.schedule import Event as RetentionEvent
 from vault.retention.schedule import load_schedule
 from vault.retention.service import RetentionService
 from vault.schema import CollectionSchema, FieldSpec, SchemaRegistry, load_schemas
@@ -93,7 +93,7 @@ _SUBJECTS = cast(Table, SubjectRow.__table__)
 _BLIND = cast(Table, BlindIndexRow.__table__)
 _META = cast(Table, Meta.__table__)
 
-_JURISDICTION = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
+_JURISDICTION = re.compile(r"[A-Z]{2,3}(-[A-Z0-9]{1,3})?")  # as jurisdiction.Code
 _IN_CHUNK = 500
 
 # Statements of the hot paths, built once (building one costs more than
@@ -313,6 +313,8 @@ class Vault:
         loaded = policy.load_defaults(policies_dir / "policy.csv")
         vault = cls._assemble(cfg, data_engine, keystore_engine, provider, policy, clk,
                               keystore=keystore)
+        with data_engine.begin() as conn:  # no record yet: no expiry to recompute
+            vault.retention._store_fingerprint(conn, vault.retention.fingerprint())
         vault._audit_admin("vault.init", reason=f"rules:{loaded}")
         return vault
 
@@ -1471,27 +1473,28 @@ class Vault:
         return ConsentRequired(message, reason=reason, purpose=purpose, scope=scope,
                                subjects=count)
 
-    def _on_consent_withdrawn(self, tenant: str, subject_id: str, purpose: str,
-                              at: dt.datetime) -> None:
-        """Called after a withdrawal of consent to ``purpose`` is committed, when the
-        subject's profile sets ``erase_on_withdrawal`` (PIPL Art. 47(1)(3)).
+    def _on_consent_withdrawn(self, conn: Connection, tenant: str, subject_id: str,
+                              purpose: str, at: dt.datetime, actor: Actor | None) -> None:
+        """Called in the transaction that records a withdrawal of consent to
+        ``purpose``, when the subject's profile sets ``erase_on_withdrawal`` (PIPL
+        Art. 47(1)(3)): the withdrawal and the deletion it queues commit together.
 
         Queues proactive deletion: the withdrawal is recorded as the subject's
         ``consent_withdrawn`` retention event, which makes the categories whose
         rules run from it (e.g. ``marketing``, deleted at once) expire, and the
-        next retention sweep deletes them (legal holds still apply). Idempotent;
-        a subject with nothing left to delete is not an error.
+        next retention sweep deletes them (legal holds still apply). Idempotent.
         """
-        # NotFound: the subject has no records (and no retention state) in this tenant.
-        with contextlib.suppress(NotFound):
-            self.retention.record_event(tenant, subject_id, "consent_withdrawn", at=at)
+        self.retention._apply_event(conn, tenant, subject_id, RetentionEvent.CONSENT_WITHDRAWN,
+                                    at.astimezone(dt.UTC), actor, "retention.event")
 
-    def _on_consent_granted(self, tenant: str, subject_id: str, purpose: str) -> None:
-        """Called after a general consent is granted under a profile with
-        ``erase_on_withdrawal``: a consent given again cancels the deletion an
-        earlier withdrawal queued (the ``consent_withdrawn`` event is cleared)."""
-        with contextlib.suppress(NotFound):
-            self.retention.clear_event(tenant, subject_id, "consent_withdrawn")
+    def _on_consent_granted(self, conn: Connection, tenant: str, subject_id: str,
+                            purpose: str, actor: Actor | None) -> None:
+        """Called in the transaction that records a general consent under a profile
+        with ``erase_on_withdrawal``, once no general consent of the subject is left
+        withdrawn: the deletion an earlier withdrawal queued is called off (the
+        ``consent_withdrawn`` event is cleared)."""
+        self.retention._apply_event(conn, tenant, subject_id, RetentionEvent.CONSENT_WITHDRAWN,
+                                    None, actor, "retention.event_clear")
 
     # ------------------------------------------------------------------ subjects
 

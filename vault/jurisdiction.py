@@ -12,13 +12,21 @@ Everything here is pure: no database, no clock.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from vault._toml import read_toml
 from vault.errors import ConfigError
@@ -86,6 +94,15 @@ class Period(_Strict):
         return self.value * (12 if self.unit == "years" else 1)
 
 
+class Lookback(_Strict):
+    """How far back a request to know reaches (CCPA §1798.130(a)(2)(B) ◐): ``months``,
+    and all data collected on or after ``extended_if_collected_after`` (the
+    subject may ask for more than ``months`` of it unless disproportionate)."""
+
+    months: int = Field(ge=1)
+    extended_if_collected_after: dt.date | None = None
+
+
 class SensitiveRule(_Strict):
     classifications: tuple[Name, ...] = ("sensitive",)
     categories: tuple[Name, ...] = ()
@@ -131,6 +148,12 @@ class JurisdictionProfile(_Strict):
     rights: tuple[Name, ...] = Field(min_length=1)
     acknowledge: Deadline | None = None
     respond: Deadline
+    # Clocks of particular requests where they differ from ``respond`` (figures
+    # JURISDICTIONS.md marks ◐/✖): keyed by a right of ``rights``.
+    respond_by_right: dict[Name, Deadline] = Field(default_factory=dict)
+    opt_out_sale_sharing: Deadline | None = None
+    limit_sensitive: Deadline | None = None
+    lookback: Lookback | None = None
     request_log_retention: Period | None = None
     default_consent_model: Literal[ConsentModel.OPT_IN, ConsentModel.OPT_OUT]
     consent_models: dict[Name, Literal[ConsentModel.OPT_IN, ConsentModel.OPT_OUT]] = Field(
@@ -141,6 +164,18 @@ class JurisdictionProfile(_Strict):
     cross_border: CrossBorder
     gpc: GPCRule = GPCRule()
     erase_on_withdrawal: bool = False
+
+    @model_validator(mode="after")
+    def _overrides_name_rights(self) -> JurisdictionProfile:
+        for right in self.respond_by_right:
+            if right not in self.rights:
+                raise ValueError(f"respond_by_right names {right!r}, which is not among "
+                                 "the rights")
+        return self
+
+    def deadline_for(self, right: str) -> Deadline:
+        """The response clock of a request exercising ``right``."""
+        return self.respond_by_right.get(right, self.respond)
 
     def consent_model(self, purpose: str, basis: LawfulBasis) -> ConsentModel:
         """The consent model of ``purpose`` whose lawful basis here is ``basis``."""

@@ -31,7 +31,7 @@ from vault.types import Actor, check_identifier
 __all__ = ["SubjectInfo", "SubjectService"]
 
 _SUBJECTS = cast(Table, SubjectRow.__table__)
-_JURISDICTION = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
+_JURISDICTION = re.compile(r"[A-Z]{2,3}(-[A-Z0-9]{1,3})?")  # as jurisdiction.Code
 _REASON = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
 
 

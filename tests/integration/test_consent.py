@@ -334,6 +334,36 @@ def test_cross_border_arrangement_and_pipl_separate_consent(vault: Vault) -> Non
     assert last_audit(vault).reason == "cac_standard_contract:to:US"
 
 
+def _with_profile(vault: Vault, regime: str, **update: Any) -> None:
+    """Swap one profile of the vault's registry for a changed copy."""
+    from vault.jurisdiction import JurisdictionRegistry
+
+    vault._jurisdictions = JurisdictionRegistry(
+        [vault.jurisdictions.profile(r).model_copy(update=update) if r == regime
+         else vault.jurisdictions.profile(r) for r in vault.jurisdictions.regimes])
+
+
+def test_localisation_refuses_every_transfer_even_with_an_arrangement(vault: Vault) -> None:
+    """PIPL Art. 40 (rule = localise): data of a CN subject does not leave CN, whatever
+    arrangement or consent is in place; inside CN it is read as usual. Audited."""
+    from vault.jurisdiction import Arrangement, CrossBorderRule
+
+    pipl = vault.jurisdictions.profile("pipl")
+    _with_profile(vault, "pipl", cross_border=pipl.cross_border.model_copy(update={
+        "rule": CrossBorderRule.LOCALISE, "arrangements": (Arrangement(
+            destinations=("*",), mechanism="cac_assessment", reference="CAC-SA-1"),)}))
+    cn = new_subject(vault, "cn", "CN")
+    grant(vault, "cn", "account_management", notice="separate_transfer", scope="cross_border")
+    with pytest.raises(TransferRefused) as info:
+        vault.get(Actor("crm", "acme", region="US"), "customers", cn,
+                  purpose="account_management")
+    assert info.value.reason == "localisation_required"
+    entry = last_audit(vault)
+    assert (entry.decision, entry.reason) == ("deny", "localisation_required")
+    assert vault.get(Actor("crm", "acme", region="CN"), "customers", cn,
+                     purpose="account_management").data
+
+
 # ------------------------------------------------------------------ restriction
 
 @pytest.mark.parametrize("jurisdiction", ["DE", "CN", "US-CA"])
@@ -381,6 +411,19 @@ def test_jurisdiction_change_is_audited_and_changes_the_regime(vault: Vault) -> 
         vault.subjects.set_jurisdiction("s1", "germany", tenant="acme")
 
 
+def test_every_code_a_profile_claims_can_be_a_subjects_jurisdiction(vault: Vault) -> None:
+    """EEA (three letters) is claimed by the GDPR profile: a subject can be created
+    with it and moved to it."""
+    new_subject(vault, "s1", "EEA")
+    assert vault.subjects.get("s1", tenant="acme").regime == "gdpr"
+    new_subject(vault, "s2", "US-CA")
+    assert vault.subjects.set_jurisdiction("s2", "EEA", tenant="acme").regime == "gdpr"
+    claimed = {code for regime in vault.jurisdictions.regimes
+               for code in vault.jurisdictions.profile(regime).jurisdictions}
+    for n, code in enumerate(sorted(claimed)):
+        new_subject(vault, f"c{n}", code)
+
+
 # ------------------------------------------------------------------ GPC
 
 def test_gpc_opts_out_of_sale_and_sharing_and_records_the_conflict(vault: Vault) -> None:
@@ -399,10 +442,36 @@ def test_gpc_opts_out_of_sale_and_sharing_and_records_the_conflict(vault: Vault)
     assert states == {"sale": ConsentStatus.WITHDRAWN, "sharing": ConsentStatus.WITHDRAWN}
     history = vault.consent.history("ca", tenant="acme")
     assert [e.conflict for e in history] == [None, "gpc_overrides_opt_in", None]
-    entry = last_audit(vault)
-    assert entry.action == "consent.read" or entry.action.startswith("consent.")
+    with vault.engine.connect() as conn:
+        gpc = conn.execute(select(AuditEntryRow.__table__).where(
+            AuditEntryRow.action == "consent.gpc").order_by(AuditEntryRow.seq)).all()
+    assert sorted((e.purpose, e.reason) for e in gpc) == [
+        ("sale", "general:gpc:gpc_overrides_opt_in"), ("sharing", "general:gpc")]
     summary = vault.consent.summary(tenant="acme")
     assert (summary.gpc_signals, summary.gpc_conflicts) == (2, 1)
+
+
+def test_gpc_under_a_profile_that_does_not_honour_it(vault: Vault) -> None:
+    """gpc.honour = false: nothing is recorded, the subject's opt-in stands, and the
+    ignored signal is audited."""
+    from vault.jurisdiction import GPCRule
+
+    vault.policy.add_rule("marketing", "acme", "customers.email", "read", "sale")
+    _with_profile(vault, "gdpr", gpc=GPCRule(honour=False))
+    rid = new_subject(vault, "eu", "DE")
+    grant(vault, "eu", "sale", notice="data_sale")
+    result = vault.consent.apply_gpc("eu", source="gateway", tenant="acme")
+    assert (result.honoured, result.events, result.conflicts) == (False, (), ())
+    assert [e.kind for e in vault.consent.history("eu", tenant="acme")] == ["grant"]
+    assert vault.get(MAYA, "customers", rid, purpose="sale").data
+    with vault.engine.connect() as conn:
+        entry = conn.execute(select(AuditEntryRow.__table__).where(
+            AuditEntryRow.action == "consent.gpc")).one()
+    assert entry.reason == "ignored:gdpr"
+    ca = new_subject(vault, "ca", "US-CA")
+    assert vault.consent.apply_gpc("ca", source="gateway", tenant="acme").honoured
+    with pytest.raises(ConsentRequired):
+        vault.get(MAYA, "customers", ca, purpose="sale")
 
 
 def test_gpc_on_unknown_subject_is_refused(vault: Vault) -> None:
@@ -478,7 +547,7 @@ def test_withdrawal_calls_erasure_hook_under_pipl(vault: Vault, monkeypatch: pyt
     """A PIPL withdrawal calls the vault's withdrawal hook (proactive deletion)."""
     calls: list[tuple[str, str, str]] = []
     monkeypatch.setattr(vault, "_on_consent_withdrawn",
-                        lambda t, s, p, at: calls.append((t, s, p)))
+                        lambda conn, t, s, p, at, actor: calls.append((t, s, p)))
     new_subject(vault, "s1", jurisdiction)
     grant(vault, "s1")
     vault.consent.withdraw("s1", "marketing", tenant="acme")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from vault import AccessDenied, Actor, FixedClock, KeyDestroyed, LegalHoldActive, NotFound, Vault
 from vault.errors import InvalidData
@@ -474,6 +475,74 @@ def test_pipl_withdrawal_queues_proactive_deletion_and_regrant_cancels_it(
     assert set(rv.get(DPO, "customers", rid, purpose="dsar_fulfilment").data) == {"full_name"}
 
 
+def test_pipl_grant_of_another_purpose_keeps_the_queued_deletion(
+        rv: Vault, clock: FixedClock) -> None:
+    """A withdrawal of marketing queues its data's deletion (PIPL Art. 47); a later
+    consent to another purpose (sale) is not a consent to marketing again and must not
+    cancel it. Only once no general consent of the subject stays withdrawn is the
+    deletion called off."""
+    rid = put(rv, {"full_name": "Li", "marketing_segment": "vip"}, subject="s-cn",
+              jurisdiction="CN")
+    rv.consent.grant("s-cn", "marketing", tenant="acme", notice_id="marketing",
+                     notice_version=1)
+    clock.set(at(0, 10))
+    rv.consent.withdraw("s-cn", "marketing", tenant="acme")
+    rv.consent.grant("s-cn", "sale", tenant="acme", notice_id="data_sale", notice_version=1)
+    assert (expiry(rv, rid).category, expiry(rv, rid).expires_at) == ("marketing", at(0, 10))
+    rv.consent.grant("s-cn", "marketing", tenant="acme", notice_id="marketing",
+                     notice_version=1)
+    assert expiry(rv, rid).expires_at > at(1)
+    rv.consent.withdraw("s-cn", "marketing", tenant="acme")
+    assert rv.retention.sweep().records_pruned == 1
+    assert set(rv.get(DPO, "customers", rid, purpose="dsar_fulfilment").data) == {"full_name"}
+
+
+def test_pipl_gpc_without_an_earlier_consent_deletes_nothing(
+        rv: Vault, clock: FixedClock) -> None:
+    """A GPC signal (an opt-out of sale and sharing) from a PIPL subject who never
+    consented to sale or sharing ends no consent, so no data held on consent is
+    queued for deletion: the marketing data the subject did consent to stays. It does
+    not keep a later re-consent from calling off a real withdrawal's deletion either."""
+    rid = put(rv, {"full_name": "Li", "marketing_segment": "vip"}, subject="s-cn",
+              jurisdiction="CN")
+    rv.consent.grant("s-cn", "marketing", tenant="acme", notice_id="marketing",
+                     notice_version=1)
+    before = expiry(rv, rid)
+    clock.set(at(0, 10))
+    rv.consent.apply_gpc("s-cn", source="gateway", tenant="acme")
+    assert expiry(rv, rid) == before
+    assert rv.retention.sweep().records_pruned == 0
+    rv.consent.withdraw("s-cn", "marketing", tenant="acme")
+    assert expiry(rv, rid).expires_at == at(0, 10)
+    rv.consent.grant("s-cn", "marketing", tenant="acme", notice_id="marketing",
+                     notice_version=1)
+    assert expiry(rv, rid) == before
+    assert rv.retention.sweep().records_pruned == 0
+    rv.consent.grant("s-cn", "sale", tenant="acme", notice_id="data_sale", notice_version=1)
+    rv.consent.apply_gpc("s-cn", source="gateway", tenant="acme")   # ends the sale consent
+    assert expiry(rv, rid).expires_at == at(0, 10)
+
+
+def test_pipl_withdrawal_and_its_deletion_are_one_transaction(
+        rv: Vault, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If queueing the deletion fails, the withdrawal is not recorded either: a withdrawal
+    in the ledger always has its deletion queued (no crash window between the two)."""
+    put(rv, {"full_name": "Li", "marketing_segment": "vip"}, subject="s-cn",
+        jurisdiction="CN")
+    rv.consent.grant("s-cn", "marketing", tenant="acme", notice_id="marketing",
+                     notice_version=1)
+
+    def fail(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("crash while queueing the deletion")
+
+    monkeypatch.setattr(rv.retention, "_apply_event", fail)
+    with pytest.raises(RuntimeError):
+        rv.consent.withdraw("s-cn", "marketing", tenant="acme")
+    monkeypatch.undo()
+    assert [e.kind for e in rv.consent.history("s-cn", tenant="acme")] == ["grant"]
+    assert [s.status for s in rv.consent.state("s-cn", tenant="acme")] == ["granted"]
+
+
 def test_gdpr_withdrawal_does_not_delete_by_itself(rv: Vault, clock: FixedClock) -> None:
     """Under the GDPR profile (erase_on_withdrawal off) a withdrawal stops the use
     but deletes nothing until an erasure request or the schedule says so."""
@@ -485,6 +554,49 @@ def test_gdpr_withdrawal_does_not_delete_by_itself(rv: Vault, clock: FixedClock)
     rv.consent.withdraw("s-de", "marketing", tenant="acme")
     assert expiry(rv, rid) == before
     assert rv.retention.sweep().records_pruned == 0
+
+
+def test_a_changed_schedule_applies_to_records_already_stored(
+        settings: Any, tmp_path: Path) -> None:
+    """Shortening a period in retention.toml (and restarting) moves the expiry of the
+    records written before: the next plan and sweep go by the new schedule, once."""
+    import shutil
+
+    clock = FixedClock(T0)
+    with Vault.init(settings=settings, clock=clock) as v:
+        for user, role in ROLE_USERS.items():
+            v.roles.assign(user, role, tenant="acme")
+        rid = put(v, {"full_name": "Ana", "device_info": {"os": "x"}}, subject="s-1")
+        assert expiry(v, rid).expires_at == at(1, 31)         # technical: 13 months
+    policies = tmp_path / "policies-changed"
+    shutil.copytree(settings.resolved_policies, policies)
+    schedule = policies / "retention.toml"
+    text = schedule.read_text(encoding="utf-8")
+    old = 'period = "P13M"\nfrom = "created"'
+    assert old in text
+    schedule.write_text(text.replace(old, 'period = "P1M"\nfrom = "created"', 1),
+                        encoding="utf-8")
+    clock.set(at(0, 60))
+    with Vault.open(settings=settings.model_copy(update={"policies": policies}),
+                    clock=clock) as v:
+        plan = v.retention.plan()
+        assert [(e.record_id, e.category) for e in plan.entries] == [(rid, "technical")]
+        assert expiry(v, rid).expires_at == at(0, 31)
+        assert v.retention.sweep().records_pruned == 1
+        assert set(v.get(DPO, "customers", rid, purpose="dsar_fulfilment").data) == {
+            "full_name"}
+        t = AuditEntryRow.__table__
+        with v.engine.connect() as conn:
+            reasons = conn.execute(select(t.c.reason).where(
+                t.c.action == "retention.recompute")).scalars().all()
+        assert reasons == ["schedule_changed:records:1"]
+        assert v.audit_log.verify().ok
+    with Vault.open(settings=settings.model_copy(update={"policies": policies}),
+                    clock=clock) as v:
+        v.retention.sweep()
+        with v.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(t).where(
+                t.c.action == "retention.recompute")).scalar_one() == 1
 
 
 def test_jurisdiction_change_recomputes_expiry(rv: Vault) -> None:

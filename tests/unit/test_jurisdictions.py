@@ -53,6 +53,32 @@ def test_shipped_profiles_carry_the_figures_of_the_law() -> None:
     assert "restrict" in gdpr.rights and "opt_out_sale_sharing" in ccpa.rights
 
 
+def test_unverified_figures_are_settings_of_the_profile(tmp_path: Path) -> None:
+    """Every figure JURISDICTIONS.md marks ◐ or ✖ is a setting: the CCPA opt-out and
+    limit-SPI clocks, the CCPA lookback, and rectification clocks set apart."""
+    ccpa, gdpr, pipl = (REGISTRY.profile(r) for r in ("ccpa", "gdpr", "pipl"))
+    assert ccpa.opt_out_sale_sharing is not None
+    assert (ccpa.opt_out_sale_sharing.value, ccpa.opt_out_sale_sharing.unit) == (
+        15, "business_day")
+    assert ccpa.limit_sensitive is not None and ccpa.limit_sensitive.value == 15
+    assert ccpa.lookback is not None
+    assert (ccpa.lookback.months, ccpa.lookback.extended_if_collected_after) == (
+        12, dt.date(2022, 1, 1))
+    assert ccpa.reask_after_months == 12
+    assert gdpr.deadline_for("rectify").unit == "calendar_month"
+    assert pipl.deadline_for("correct") == pipl.respond
+    assert pipl.deadline_for("access") == pipl.respond
+    changed = load_jurisdictions(_write(
+        tmp_path, 'opt_out_sale_sharing = { value = 15, unit = "business_day" }',
+        'opt_out_sale_sharing = { value = 10, unit = "business_day" }'), PURPOSES)
+    assert changed.profile("ccpa").opt_out_sale_sharing.value == 10  # type: ignore[union-attr]
+    changed = load_jurisdictions(_write(
+        tmp_path, 'respond_by_right = { correct = { value = 15, unit = "working_day" } }',
+        'respond_by_right = { correct = { value = 30, unit = "working_day" } }'), PURPOSES)
+    assert changed.profile("pipl").deadline_for("correct").value == 30
+    assert changed.profile("pipl").deadline_for("access").value == 15
+
+
 @pytest.mark.parametrize(("regime", "purpose", "model"), [
     ("gdpr", "marketing", ConsentModel.OPT_IN), ("pipl", "marketing", ConsentModel.OPT_IN),
     ("ccpa", "marketing", ConsentModel.OPT_OUT), ("ccpa", "sale", ConsentModel.OPT_OUT),
@@ -108,6 +134,8 @@ def _write(tmp_path: Path, old: str, new: str) -> Path:
     ('purposes = ["sale", "sharing"]', 'purposes = ["selling"]', "selling"),
     ('respond = { value = 15, unit = "working_day" }',
      'respond = { value = 0, unit = "working_day" }', "respond"),
+    ('respond_by_right = { correct = {', 'respond_by_right = { erase = {', "erase"),
+    ('lookback = { months = 12,', 'lookback = { months = 0,', "lookback"),
 ])
 def test_invalid_profiles_are_refused(tmp_path: Path, old: str, new: str, message: str) -> None:
     """Bad values, unknown keys, double claims, a missing default or an unknown purpose."""

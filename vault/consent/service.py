@@ -634,18 +634,44 @@ class ConsentService(_Service):
                             record_ids=(event.event_id,)))
                         recorded.append(event)
                     vault.audit_log.append(conn, audit)
+                    if vault.jurisdictions.profile(regime).erase_on_withdrawal:
+                        self._queue_erasure(conn, tenant, subject_id, recorded, actor)
         except NotFound as exc:
             self._deny(action, exc, tenant, actor, subject_id)
-        profile = vault.jurisdictions.profile(recorded[0].regime) if recorded else None
-        if profile is not None and profile.erase_on_withdrawal:
-            for event in recorded:
-                if event.kind is EventKind.WITHDRAW and event.scope is ConsentScope.GENERAL:
-                    vault._on_consent_withdrawn(tenant, subject_id, event.purpose,
-                                                event.occurred_at)
-                elif event.kind is EventKind.GRANT and event.scope is ConsentScope.GENERAL:
-                    vault._on_consent_granted(tenant, subject_id, event.purpose)
         return recorded
 
+    def _queue_erasure(self, conn: Connection, tenant: str, subject_id: str,
+                       recorded: Sequence[ConsentEvent], actor: Actor | None) -> None:
+        """PIPL Art. 47(1)(3), in the transaction of the events.
+
+        A withdrawal that ends a general consent the subject had given queues
+        deletion of the data held only on consent; a withdrawal (a GPC opt-out,
+        say) of a purpose never consented to ends no consent and queues nothing.
+        A grant calls the deletion off once no such ended consent is left: a
+        consent to another purpose is not a consent to the withdrawn one again.
+        """
+        vault = self._vault
+        general = [e for e in recorded if e.scope is ConsentScope.GENERAL]
+        if not any(e.kind in (EventKind.WITHDRAW, EventKind.GRANT) for e in general):
+            return
+        # Replay the subject's general events (a handful): purposes whose newest
+        # withdrawal ended a grant, with no grant since.
+        last: dict[str, str] = {}
+        ended: set[str] = set()
+        for purpose, kind in conn.execute(select(_EVENTS.c.purpose, _EVENTS.c.kind).where(
+                _EVENTS.c.tenant == tenant, _EVENTS.c.subject_id == subject_id,
+                _EVENTS.c.scope == ConsentScope.GENERAL.value).order_by(_EVENTS.c.seq)):
+            if kind == EventKind.WITHDRAW.value and last.get(purpose) == EventKind.GRANT.value:
+                ended.add(purpose)
+            elif kind == EventKind.GRANT.value:
+                ended.discard(purpose)
+            last[purpose] = kind
+        withdrawn = [e for e in general if e.kind is EventKind.WITHDRAW and e.purpose in ended]
+        if withdrawn:
+            vault._on_consent_withdrawn(conn, tenant, subject_id, withdrawn[-1].purpose,
+                                        withdrawn[-1].occurred_at, actor)
+        elif not ended and any(e.kind is EventKind.GRANT for e in general):
+            vault._on_consent_granted(conn, tenant, subject_id, general[-1].purpose, actor)
 
 def _with_seq(event: ConsentEvent, seq: int) -> ConsentEvent:
     return replace(event, seq=seq)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Table, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from vault.admin import _Service
 from vault.audit.chain import AuditEvent, Decision
@@ -30,7 +33,7 @@ from vault.retention.tables import (
 )
 from vault.schema import CollectionSchema
 from vault.store.codec import decode_envelopes
-from vault.store.models import RecordRow, SubjectRow
+from vault.store.models import Meta, RecordRow, SubjectRow
 from vault.store.retry import transaction_attempts
 from vault.types import Actor, check_identifier
 
@@ -45,6 +48,9 @@ _EVENTS = cast(Table, RetentionSubjectRow.__table__)
 _HOLDS = cast(Table, LegalHoldRow.__table__)
 _RECORDS = cast(Table, RecordRow.__table__)
 _SUBJECTS = cast(Table, SubjectRow.__table__)
+_META = cast(Table, Meta.__table__)
+#: vault_meta key of the fingerprint of what the stored expiries were computed from.
+FINGERPRINT_KEY = "retention_fingerprint"
 
 #: Windows (days ahead) of the report's "upcoming" section.
 REPORT_WINDOWS = (7, 30, 90, 365)
@@ -133,6 +139,82 @@ class RetentionService(_Service):
     @property
     def schedule(self) -> RetentionSchedule:
         return self._schedule
+
+    # ------------------------------------------------------------------ schedule changes
+
+    def fingerprint(self) -> str:
+        """SHA-256 of everything a stored expiry is computed from: the schedule's
+        rules, each field's category and classification, and which regime each
+        jurisdiction code falls under."""
+        schedule, vault = self._schedule, self._vault
+        registry = vault.jurisdictions
+        doc = {
+            "rules": {cat: {reg: [[str(r.period), r.from_event.value, r.action.value]
+                                  for r in schedule.rules(cat, reg)]
+                            for reg in schedule.regimes(cat)}
+                      for cat in schedule.categories},
+            "fields": sorted([name, f.name, f.category, f.classification.value]
+                             for name in vault.schemas.names
+                             for f in vault.schemas.get(name).fields.values()),
+            "regimes": sorted([code, regime] for regime in registry.regimes
+                              for code in registry.profile(regime).jurisdictions),
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def _store_fingerprint(self, conn: Connection, value: str) -> None:
+        done = conn.execute(update(_META).where(_META.c.key == FINGERPRINT_KEY)
+                            .values(value=value)).rowcount
+        if not done:
+            conn.execute(insert(_META), [{"key": FINGERPRINT_KEY, "value": value}])
+
+    def _refresh_expiries(self, actor: Actor | None) -> int:
+        """If the schedule, the schemas' categories or the jurisdiction map changed
+        since the stored expiries were computed (a restart with an edited
+        ``retention.toml``, say), recompute every record's expiry, in batches,
+        then record the new fingerprint with an audit entry
+        (``retention.recompute``). Returns how many records were recomputed.
+        Idempotent: a run that dies midway is redone by the next."""
+        vault = self._vault
+        wanted = self.fingerprint()
+        with vault.engine.connect() as conn:
+            stored = conn.execute(select(_META.c.value).where(
+                _META.c.key == FINGERPRINT_KEY)).scalar_one_or_none()
+            conn.rollback()
+        if stored == wanted:
+            return 0
+        records = _expiry._RECORDS
+        after = ""
+        count = 0
+        while True:
+            for attempt in transaction_attempts():
+                with attempt, vault.engine.begin() as conn:
+                    rows = conn.execute(
+                        select(records.c.tenant, records.c.id)
+                        .where(records.c.subject_id != _expiry.ANONYMOUS_SUBJECT,
+                               records.c.id > after)
+                        .order_by(records.c.id).limit(_expiry._CHUNK)).all()
+                    by_tenant: dict[str, list[str]] = {}
+                    for row in rows:
+                        by_tenant.setdefault(row.tenant, []).append(row.id)
+                    done = sum(_expiry.recompute(conn, self._schedule, vault.schemas, tenant,
+                                                 record_ids=ids,
+                                                 regime_for=vault.jurisdictions.regime_for)
+                               for tenant, ids in by_tenant.items())
+            if not rows:
+                break
+            count += done
+            after = rows[-1].id
+        try:
+            with vault.engine.begin() as conn:
+                self._store_fingerprint(conn, wanted)
+                vault.audit_log.append(conn, [AuditEvent(
+                    tenant=actor.tenant if actor else "*",
+                    actor=actor.id if actor else "system",
+                    action="retention.recompute", decision=Decision.ALLOW,
+                    reason=f"schedule_changed:records:{count}")])
+        except IntegrityError:  # another process recorded it at the same moment
+            pass
+        return count
 
     # ------------------------------------------------------------------ data path hooks
 
@@ -268,6 +350,7 @@ class RetentionService(_Service):
         if not isinstance(limit, int) or limit < 1:
             raise InvalidData("limit must be a positive integer", field="limit")
         self._authorise(actor, "retention", "retention.read", tenant=tenant or "*")
+        self._refresh_expiries(actor)
         horizon = until or now
         cond = [_RET.c.expires_at.is_not(None), _RET.c.expires_at <= horizon]
         if tenant is not None:
@@ -340,6 +423,7 @@ class RetentionService(_Service):
         if not isinstance(batch_size, int) or not 1 <= batch_size <= 100_000:
             raise InvalidData("batch_size must be between 1 and 100000", field="batch_size")
         self._authorise(actor, "retention", "retention.run", tenant=tenant or "*")
+        self._refresh_expiries(actor)
         sweeper = Sweeper(self._vault, batch_size=batch_size, tenant=tenant,
                           actor=actor.id if actor else "system")
         return sweeper.run(dry_run=dry_run, progress=progress)
@@ -388,6 +472,7 @@ class RetentionService(_Service):
             AccessDenied: ``actor`` may not read retention in the tenant (audited).
         """
         self._authorise(actor, "retention", "retention.read", tenant=tenant or "*")
+        self._refresh_expiries(actor)
         now = self._vault.clock.now()
         sweeper = Sweeper(self._vault, batch_size=1, actor="system", tenant=tenant)
         scope = [] if tenant is None else [_RET.c.tenant == tenant]
