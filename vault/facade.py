@@ -39,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from vault.admin import AuditService, KeyService, PolicyService, RoleService
 from vault.audit.chain import AuditEvent, Decision, chain_for
+from vault.audit.config import config_items, record_config
 from vault.audit.log import AuditLog
 from vault.clock import Clock, SystemClock
 from vault.config import VaultSettings
@@ -315,7 +316,12 @@ class Vault:
                               keystore=keystore)
         with data_engine.begin() as conn:  # no record yet: no expiry to recompute
             vault.retention._store_fingerprint(conn, vault.retention.fingerprint())
-        vault._audit_admin("vault.init", reason=f"rules:{loaded}")
+        try:
+            vault._audit_admin("vault.init", reason=f"rules:{loaded}")
+            vault._record_config()
+        except BaseException:
+            vault.close()
+            raise
         return vault
 
     @classmethod
@@ -415,7 +421,13 @@ class Vault:
         )
         keystore_engine = make_engine(cfg.resolved_keystore_url,
                                       sqlite_synchronous=cfg.sqlite_synchronous)
-        return cls._assemble(cfg, data_engine, keystore_engine, provider, policy, clk)
+        vault = cls._assemble(cfg, data_engine, keystore_engine, provider, policy, clk)
+        try:
+            vault._record_config()
+        except BaseException:
+            vault.close()
+            raise
+        return vault
 
     @classmethod
     def _assemble(
@@ -448,6 +460,16 @@ class Vault:
         )
         vault._vault_id = meta.get("vault_id") or meta.get("created_at", "unknown")
         return vault
+
+    def _record_config(self) -> None:
+        """Snapshot the configuration this process opened with and audit a change
+        (``config.baseline`` / ``config.change``, see :mod:`vault.audit.config`).
+
+        Raises:
+            AuditError: the snapshot or its entry could not be written (fail closed).
+        """
+        items = config_items(self.settings, self.settings.resolved_policies)
+        record_config(self._engine, self._audit, items, now=self._clock.now())
 
     @staticmethod
     def _check_separation(cfg: VaultSettings) -> None:

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.store.base import Base, bigint_pk, str64, str128
 
-__all__ = ["AuditEntryRow", "AuditHead", "BlindIndexRow", "Meta", "RecordRow", "SubjectRow"]
+__all__ = ["AuditEntryRow", "AuditHead", "BlindIndexRow", "ConfigSnapshotRow", "Meta", "RecordRow",
+           "SubjectRow"]
 
 
 class Meta(Base):
@@ -121,3 +122,19 @@ class AuditHead(Base):
     chain: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     length: Mapped[int]
     head_hash: Mapped[str] = mapped_column(String(64))
+
+
+class ConfigSnapshotRow(Base):
+    """The configuration a process opened the vault with (see :mod:`vault.audit.config`).
+
+    Append-only like the audit log: database triggers refuse UPDATE and DELETE.
+    ``items`` is a JSON object of item name -> SHA-256 hex: names and digests,
+    never a setting's value.
+    """
+
+    __tablename__ = "config_snapshots"
+
+    id: Mapped[bigint_pk]
+    recorded_at: Mapped[dt.datetime]
+    digest: Mapped[str64]
+    items: Mapped[str] = mapped_column(Text)

@@ -10,6 +10,8 @@ table          privileges of the application role
 =============  ===============================================================
 audit_log      SELECT, INSERT (never UPDATE, DELETE, TRUNCATE)
 consent_events SELECT, INSERT (the consent ledger is append-only too)
+config_snapshots
+               SELECT, INSERT (configuration snapshots are append-only too)
 audit_heads    SELECT, UPDATE: the row lock (``SELECT ... FOR UPDATE`` needs
                UPDATE) and the chain cursor; a forged head is caught by
                ``verify`` because it must equal the recomputed chain
@@ -40,6 +42,7 @@ _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _DATA_GRANTS = (
     ("SELECT, INSERT", "audit_log"),
     ("SELECT, INSERT", "consent_events"),
+    ("SELECT, INSERT", "config_snapshots"),
     ("SELECT, INSERT, UPDATE, DELETE", "consent_state"),
     ("SELECT, UPDATE", "audit_heads"),
     ("SELECT, INSERT, UPDATE, DELETE", "records"),
@@ -88,7 +91,7 @@ def grant_app_role(engine: Engine, role: str, *, password: str | None = None) ->
         _ensure_role(conn, role, password)
         schema = conn.execute(text("SELECT current_schema()")).scalar_one()
         conn.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
-        for table in ("audit_log", "audit_heads", "consent_events"):
+        for table in ("audit_log", "audit_heads", "consent_events", "config_snapshots"):
             conn.execute(text(f'REVOKE ALL ON "{schema}"."{table}" FROM "{role}"'))
         for privileges, table in _DATA_GRANTS:
             conn.execute(text(f'GRANT {privileges} ON "{schema}"."{table}" TO "{role}"'))
