@@ -35,7 +35,8 @@ def _work(vault: Vault, worker: int, shared_subject: str) -> int:
 
 
 def _process_worker(home: str, worker: int, shared_subject: str) -> int:
-    settings = VaultSettings.build(home=Path(home), policies=POLICIES)
+    # The fixture's configuration: another one would be audited as a config.change.
+    settings = VaultSettings.build(home=Path(home), policies=POLICIES, policy_refresh_seconds=0.05)
     with Vault.open(settings=settings) as vault:
         return _work(vault, worker, shared_subject)
 

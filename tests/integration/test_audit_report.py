@@ -66,7 +66,7 @@ class Story:
 def story(settings: VaultSettings) -> Iterator[Story]:
     """Three days in tenant acme (plus vault-wide admin entries in tenant ``*``).
 
-    Day 1 (2026-11-02 09:00): vault.init; 9 roles.assign (the demo users and
+    Day 1 (2026-11-02 09:00): vault.init, config.baseline; 9 roles.assign (the demo users and
     eve@partner.example.com as support agent); crm writes 5 customers
     (subject-0, subject-1, and three records of subject-2) and reads 3.
     Day 2: sam, maya and eve each read one customer (allowed) and are each
@@ -137,10 +137,10 @@ def test_whole_log_figures(story: Story) -> None:
     """Totals, per-day counts and the time span describe exactly the entries written."""
     rep = story.vault.audit.report("entries")
     assert (rep.total_entries, rep.total_allowed, rep.total_denials, rep.total_errors) == (
-        76, 72, 4, 0)
-    assert rep.per_day == [DayCount("2026-11-02", 18, 0, 0), DayCount("2026-11-03", 3, 3, 0),
+        77, 73, 4, 0)
+    assert rep.per_day == [DayCount("2026-11-02", 19, 0, 0), DayCount("2026-11-03", 3, 3, 0),
                            DayCount("2026-11-04", 51, 1, 0)]
-    assert len(rep.rows) == 76 and not rep.truncated
+    assert len(rep.rows) == 77 and not rep.truncated
     assert rep.first_entry == T0
     assert rep.last_entry == T3 + dt.timedelta(hours=2)
     assert rep.rows[0]["action"] == "vault.init" and rep.rows[0]["tenant"] == "*"
@@ -251,10 +251,10 @@ def test_privileged_actions(story: Story) -> None:
     vault = story.vault
     rep = vault.audit.report("privileged")
     assert [r["action"] for r in rep.rows] == (
-        ["vault.init"] + ["roles.assign"] * 9
+        ["vault.init", "config.baseline"] + ["roles.assign"] * 9
         + ["roles.revoke", "policy.change", "keys.rotate", "keys.rewrap"])
-    assert rep.rows[9]["reason"] == f"support_agent:{EVE_ID}"
     assert rep.rows[10]["reason"] == f"support_agent:{EVE_ID}"
+    assert rep.rows[11]["reason"] == f"support_agent:{EVE_ID}"
     acme = vault.audit.report("privileged", tenant="acme")
     assert len(acme.rows) == 11 and acme.total_entries == 11
     # An analyst may not read the audit trail; the refusal is privileged activity.
@@ -269,7 +269,8 @@ def test_filters_narrow_the_entries(story: Story) -> None:
     vault = story.vault
     # Tenant "*" holds the vault-wide administration (the first report of this test).
     admin = vault.audit.report("entries", tenant="*")
-    assert [r["action"] for r in admin.rows] == ["vault.init", "keys.rotate", "keys.rewrap"]
+    assert [r["action"] for r in admin.rows] == ["vault.init", "config.baseline", "keys.rotate",
+                                                 "keys.rewrap"]
     day2 = vault.audit.report("entries", tenant="acme", since=DAY2,
                               until=DAY3 - dt.timedelta(seconds=1))
     assert _rows(day2, "actor", "decision") == [

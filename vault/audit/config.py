@@ -39,7 +39,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import Connection, Engine, Table, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from vault.audit.chain import AuditEvent, Decision
@@ -89,8 +89,11 @@ def _without_password(url: str) -> str:
         parsed = make_url(url)
     except ArgumentError:
         return "unparseable-url"  # the engine refused it already; never hash it as is
-    query = {k: v for k, v in parsed.query.items() if k.lower() != "password"}
-    return parsed.set(password=None, query=query).render_as_string(hide_password=False)
+    # Built anew: URL.set(password=None) would keep the password.
+    bare = URL.create(parsed.drivername, username=parsed.username, host=parsed.host,
+                      port=parsed.port, database=parsed.database,
+                      query={k: v for k, v in parsed.query.items() if k.lower() != "password"})
+    return bare.render_as_string(hide_password=False)
 
 
 def config_items(settings: VaultSettings, policies_dir: Path) -> dict[str, str]:
