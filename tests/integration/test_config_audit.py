@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import SQLAlchemyError
 from structlog.testing import capture_logs
 
@@ -27,6 +27,7 @@ from vault.audit.config import (
     changed_items,
     combined_digest,
     config_items,
+    record_config,
 )
 from vault.audit.log import AuditLog
 from vault.store import migrate
@@ -133,6 +134,25 @@ def test_init_writes_one_baseline_and_an_unchanged_open_nothing(settings: VaultS
             assert len(_config_entries(v)) == 1
             assert len(_snapshots(v)) == 1
             assert v.audit_log.verify().ok
+
+
+def test_an_unchanged_configuration_costs_one_query_and_no_lock(settings: VaultSettings) -> None:
+    """Vaults are opened often: with nothing changed, one SELECT, no write lock taken."""
+    with Vault.init(settings=settings) as v:
+        items = config_items(settings, settings.resolved_policies)
+        seen: list[str] = []
+
+        def spy(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            seen.append(statement)
+
+        event.listen(v.engine, "before_cursor_execute", spy)
+        try:
+            assert record_config(v.engine, v.audit_log, items, now=v.clock.now()) is None
+        finally:
+            event.remove(v.engine, "before_cursor_execute", spy)
+        work = [s for s in seen if s.strip().upper() not in ("BEGIN", "ROLLBACK")]
+        assert len(work) == 1 and "config_snapshots" in work[0], seen
+        assert not any("IMMEDIATE" in s or "advisory" in s for s in seen), seen
 
 
 def test_a_changed_setting_is_one_change_naming_it(settings: VaultSettings) -> None:

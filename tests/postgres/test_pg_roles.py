@@ -67,6 +67,18 @@ def test_app_role_works_but_cannot_touch_audit_history(pg_schemas: Any, tmp_path
             assert getattr(info.value.orig, "sqlstate", None) == "42501", statement
         with pytest.raises(ProgrammingError), vault.keystore.engine.begin() as conn:
             conn.execute(text("DELETE FROM data_keys"))
+        # Opening as another role is a configuration change (the URLs differ), which the
+        # app role could record (INSERT) but cannot rewrite.
+        with vault.engine.connect() as conn:
+            changed = conn.execute(text("SELECT fields FROM audit_log "
+                                        "WHERE action = 'config.change'")).scalars().all()
+        assert changed == ['["setting:database_url","setting:keystore_url"]']
+        for statement in ("UPDATE config_snapshots SET digest = 'x'",
+                          "DELETE FROM config_snapshots", "TRUNCATE config_snapshots",
+                          "ALTER TABLE config_snapshots DISABLE TRIGGER ALL"):
+            with pytest.raises(ProgrammingError) as info, vault.engine.begin() as conn:
+                conn.execute(text(statement))
+            assert getattr(info.value.orig, "sqlstate", None) == "42501", statement
 
 
 def test_roles_are_refused_on_sqlite_and_bad_names(tmp_path: Path) -> None:
@@ -110,6 +122,7 @@ def test_cli_init_postgres_roles_grants_only_select_and_insert_on_the_log(
         assert _privileges(data, app_role, "audit_log") == {"SELECT", "INSERT"}
         assert _privileges(data, app_role, "audit_heads") == {"SELECT", "UPDATE"}
         assert _privileges(data, app_role, "consent_events") == {"SELECT", "INSERT"}
+        assert _privileges(data, app_role, "config_snapshots") == {"SELECT", "INSERT"}
         assert _privileges(keys, app_role, "data_keys") == {"SELECT", "INSERT", "UPDATE"}
         with data.connect() as conn:
             owner = conn.execute(text(
