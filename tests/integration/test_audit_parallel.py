@@ -106,6 +106,6 @@ def test_cli_verify_with_workers(settings: VaultSettings, tmp_path: Path) -> Non
         result = runner.invoke(app, ["audit", "verify", "--database-url", url,
                                      "--workers", workers])
         assert result.exit_code == 0, result.output
-        assert "audit log verified: 51 entries" in result.output
+        assert "audit log verified: 52 entries" in result.output  # + init, baseline
     bad = runner.invoke(app, ["audit", "verify", "--database-url", url, "--workers", "0"])
     assert bad.exit_code == 2

@@ -12,10 +12,12 @@ import hashlib
 import json
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from sqlalchemy import event, text
 from sqlalchemy.exc import SQLAlchemyError
 from structlog.testing import capture_logs
@@ -58,6 +60,16 @@ def _snapshots(v: Vault) -> list[tuple[str, dict[str, str]]]:
 
 def _changes(v: Vault) -> list[list[str]]:
     return [e["fields"] for e in _config_entries(v) if e["action"] == "config.change"]
+
+
+@pytest.fixture(autouse=True)
+def _default_structlog() -> Iterator[None]:
+    """structlog as the library leaves it (a CLI test may have configured a WARNING filter,
+    which would hide the info events these tests capture)."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture
