@@ -389,9 +389,14 @@ class Vault:
     ) -> Vault:
         """Open an initialised vault.
 
+        A configuration (settings, policies files) different from the one the
+        vault was last opened with is recorded and audited as ``config.change``
+        (see :mod:`vault.audit.config`).
+
         Raises:
             ConfigError: if it was never initialised or needs migrating.
             KeyManagementError: if the key file is missing or unsafe.
+            AuditError: a configuration change could not be recorded (fail closed).
         """
         cfg = cls._settings(
             home, settings, database_url=database_url, keystore_url=keystore_url,

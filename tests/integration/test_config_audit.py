@@ -205,17 +205,26 @@ def test_an_edited_policies_file_is_one_change_naming_it(own_policies: VaultSett
         assert v.audit_log.verify().ok
 
 
-def test_concurrent_openers_after_a_change_write_one_entry(settings: VaultSettings) -> None:
-    """Six openers with separate engines, released together: one snapshot, one entry."""
+def test_concurrent_openers_after_a_change_write_one_entry(
+        settings: VaultSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six openers with separate engines all find the old snapshot (they are held
+    together after that first read, so every one of them goes on to write): one
+    snapshot, one entry."""
     Vault.init(settings=settings).close()
     changed = settings.model_copy(update={"report_burst_minutes": 60})
     openers = 6
-    barrier = threading.Barrier(openers)
+    after_first_read = threading.Barrier(openers)
+    real_attempts = config_audit.transaction_attempts
+
+    def held_attempts(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        after_first_read.wait(timeout=20)  # nobody holds a lock here
+        yield from real_attempts(*args, **kwargs)
+
+    monkeypatch.setattr(config_audit, "transaction_attempts", held_attempts)
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            barrier.wait()
             Vault.open(settings=changed).close()
         except BaseException as exc:  # reported below
             errors.append(exc)
@@ -226,6 +235,7 @@ def test_concurrent_openers_after_a_change_write_one_entry(settings: VaultSettin
     for t in threads:
         t.join()
     assert errors == []
+    monkeypatch.undo()
     with Vault.open(settings=changed) as v:
         assert _changes(v) == [["setting:report_burst_minutes"]]
         assert len(_snapshots(v)) == 2
