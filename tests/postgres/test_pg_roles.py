@@ -135,3 +135,79 @@ def test_cli_init_postgres_roles_grants_only_select_and_insert_on_the_log(
     finally:
         data.dispose()
         keys.dispose()
+
+
+def test_app_role_recomputes_expiries_after_a_schedule_change(
+        pg_schemas: Any, tmp_path: Path, app_role: str) -> None:
+    """A shortened retention period, met by a process running as the application role
+    (no privilege on vault_meta): plan recomputes the stored expiries, records the new
+    fingerprint (retention_fingerprints: INSERT only) and audits it once."""
+    import shutil
+
+    data_url = pg_schemas.url(pg_schemas.names[0])
+    keys_url = pg_schemas.url(pg_schemas.names[1])
+    settings = VaultSettings.build(home=tmp_path / "v", policies=POLICIES,
+                                   database_url=data_url, keystore_url=keys_url)
+    with Vault.init(settings=settings) as vault:
+        vault.roles.assign("crm", "crm_service", tenant="acme")
+        vault.roles.assign("ada", "admin", tenant="acme")
+        rid = vault.put(CRM, "customers", {**customer(1), "device_info": {"os": "x"}},
+                        purpose="account_management")
+        grant_app_role(vault.engine, app_role)
+        grant_keystore_role(vault.keystore.engine, app_role)
+        with vault.engine.connect() as conn:
+            before = conn.execute(text("SELECT expires_at FROM retention WHERE record_id = :r"),
+                                  {"r": rid}).scalar_one()
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    schedule = policies / "retention.toml"
+    old = 'period = "P13M"\nfrom = "created"'
+    assert old in schedule.read_text(encoding="utf-8")
+    schedule.write_text(schedule.read_text(encoding="utf-8").replace(
+        old, 'period = "P1M"\nfrom = "created"', 1), encoding="utf-8")
+    app_settings = VaultSettings.build(
+        home=tmp_path / "v", policies=policies,
+        database_url=_as_role(data_url, app_role), keystore_url=_as_role(keys_url, app_role))
+    with Vault.open(settings=app_settings) as vault:
+        vault.retention.plan(tenant="acme", actor=Actor("ada", "acme"))
+        vault.retention.plan(tenant="acme", actor=Actor("ada", "acme"))
+        with vault.engine.connect() as conn:
+            after = conn.execute(text("SELECT expires_at FROM retention WHERE record_id = :r"),
+                                 {"r": rid}).scalar_one()
+            recomputed = conn.execute(text(
+                "SELECT count(*) FROM audit_log WHERE action = 'retention.recompute'")).scalar()
+        assert after < before
+        assert recomputed == 1
+        assert vault.audit_log.verify().ok
+
+
+def test_cli_upgrade_postgres_roles_grants_what_a_new_version_added(
+        pg_schemas: Any, tmp_path: Path, app_role: str) -> None:
+    """A role made by an older version lacks the privileges on tables added since;
+    `vault upgrade --postgres-roles ROLE` grants them (and echoes no password)."""
+    from typer.testing import CliRunner
+
+    from vault.cli import app
+
+    data_url = pg_schemas.url(pg_schemas.names[0])
+    keys_url = pg_schemas.url(pg_schemas.names[1])
+    env = {"VAULT_POLICIES": str(POLICIES), "VAULT_APP_ROLE_PASSWORD": "s3cret-pw",
+           "VAULT_DATABASE_URL": data_url, "VAULT_KEYSTORE_URL": keys_url}
+    home = str(tmp_path / "v")
+    result = CliRunner().invoke(app, ["init", "--home", home, "--postgres-roles", app_role],
+                                env=env)
+    assert result.exit_code == 0, result.output
+    data = make_engine(data_url)
+    try:
+        with data.begin() as conn:  # as if the role predated these tables
+            for table in ("config_snapshots", "retention_fingerprints"):
+                conn.execute(text(f'REVOKE ALL ON "{table}" FROM "{app_role}"'))
+        assert _privileges(data, app_role, "config_snapshots") == set()
+        result = CliRunner().invoke(app, ["upgrade", "--home", home,
+                                          "--postgres-roles", app_role], env=env)
+        assert result.exit_code == 0, result.output
+        assert "s3cret-pw" not in result.output
+        for table in ("config_snapshots", "retention_fingerprints"):
+            assert _privileges(data, app_role, table) == {"SELECT", "INSERT"}, table
+    finally:
+        data.dispose()

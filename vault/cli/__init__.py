@@ -148,10 +148,6 @@ def init(
              "on the audit log. Password from VAULT_APP_ROLE_PASSWORD.")] = None,
 ) -> None:
     """Create a vault: key file, key store, data database (migrated), default policy."""
-    import os
-
-    from vault.store.roles import grant_app_role, grant_keystore_role
-
     settings = VaultSettings.from_env(
         home=home, database_url=database_url, keystore_url=keystore_url, key_file=key_file,
         policies=policies, audit_chains=audit_chains,
@@ -161,21 +157,40 @@ def init(
         out.print(f"  key file   {vault.settings.resolved_key_file} (mode 0600; back it up apart)")
         out.print(f"  roles      {', '.join(sorted(vault.roles.known()))}")
         if postgres_roles:
-            password = os.environ.get("VAULT_APP_ROLE_PASSWORD")
-            grant_app_role(vault.engine, postgres_roles, password=password)
-            store = vault.keystore.engine
-            if store.dialect.name == "postgresql":
-                grant_keystore_role(store, postgres_roles, password=password)
-            out.print(f"  app role   {postgres_roles}: SELECT, INSERT on audit_log; "
-                      "connect the application as this role")
+            _grant_roles(vault, postgres_roles)
+
+
+def _grant_roles(vault: Vault, role: str) -> None:
+    """Create or update the PostgreSQL application role (password from
+    VAULT_APP_ROLE_PASSWORD, never printed) with exactly its privileges."""
+    import os
+
+    from vault.store.roles import grant_app_role, grant_keystore_role
+
+    password = os.environ.get("VAULT_APP_ROLE_PASSWORD")
+    grant_app_role(vault.engine, role, password=password)
+    store = vault.keystore.engine
+    if store.dialect.name == "postgresql":
+        grant_keystore_role(store, role, password=password)
+    out.print(f"  app role   {role}: SELECT, INSERT on audit_log; "
+              "connect the application as this role")
 
 
 @app.command()
 @_guard
-def upgrade(home: HomeOpt = None) -> None:
+def upgrade(
+    home: HomeOpt = None,
+    postgres_roles: Annotated[str | None, typer.Option(
+        "--postgres-roles", metavar="ROLE",
+        help="PostgreSQL: grant ROLE (made by `init --postgres-roles`) its privileges on "
+             "the tables this version adds. Password from VAULT_APP_ROLE_PASSWORD, "
+             "if set.")] = None,
+) -> None:
     """Migrate an existing vault to this version's schema (idempotent; audited)."""
     with Vault.upgrade(settings=_settings(home)) as vault:
         out.print(f"[green]up to date[/] vault in {vault.settings.home}")
+        if postgres_roles:
+            _grant_roles(vault, postgres_roles)
 
 
 @app.command()

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Table, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from vault.admin import _Service
 from vault.audit.chain import AuditEvent, Decision
@@ -27,13 +26,14 @@ from vault.retention.schedule import (
 from vault.retention.sweeper import Progress, Sweeper, SweepReport
 from vault.retention.tables import (
     LegalHoldRow,
+    RetentionFingerprintRow,
     RetentionRow,
     RetentionRunRow,
     RetentionSubjectRow,
 )
 from vault.schema import CollectionSchema
 from vault.store.codec import decode_envelopes
-from vault.store.models import Meta, RecordRow, SubjectRow
+from vault.store.models import RecordRow, SubjectRow
 from vault.store.retry import transaction_attempts
 from vault.types import Actor, check_identifier
 
@@ -48,9 +48,7 @@ _EVENTS = cast(Table, RetentionSubjectRow.__table__)
 _HOLDS = cast(Table, LegalHoldRow.__table__)
 _RECORDS = cast(Table, RecordRow.__table__)
 _SUBJECTS = cast(Table, SubjectRow.__table__)
-_META = cast(Table, Meta.__table__)
-#: vault_meta key of the fingerprint of what the stored expiries were computed from.
-FINGERPRINT_KEY = "retention_fingerprint"
+_FINGERPRINTS = cast(Table, RetentionFingerprintRow.__table__)
 
 #: Windows (days ahead) of the report's "upcoming" section.
 REPORT_WINDOWS = (7, 30, 90, 365)
@@ -162,10 +160,13 @@ class RetentionService(_Service):
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def _store_fingerprint(self, conn: Connection, value: str) -> None:
-        done = conn.execute(update(_META).where(_META.c.key == FINGERPRINT_KEY)
-                            .values(value=value)).rowcount
-        if not done:
-            conn.execute(insert(_META), [{"key": FINGERPRINT_KEY, "value": value}])
+        conn.execute(insert(_FINGERPRINTS), [{"recorded_at": self._vault.clock.now(),
+                                              "fingerprint": value}])
+
+    @staticmethod
+    def _stored_fingerprint(conn: Connection) -> str | None:
+        return conn.execute(select(_FINGERPRINTS.c.fingerprint)
+                            .order_by(_FINGERPRINTS.c.id.desc()).limit(1)).scalar_one_or_none()
 
     def _refresh_expiries(self, actor: Actor | None) -> int:
         """If the schedule, the schemas' categories or the jurisdiction map changed
@@ -177,8 +178,7 @@ class RetentionService(_Service):
         vault = self._vault
         wanted = self.fingerprint()
         with vault.engine.connect() as conn:
-            stored = conn.execute(select(_META.c.value).where(
-                _META.c.key == FINGERPRINT_KEY)).scalar_one_or_none()
+            stored = self._stored_fingerprint(conn)
             conn.rollback()
         if stored == wanted:
             return 0
@@ -204,16 +204,16 @@ class RetentionService(_Service):
                 break
             count += done
             after = rows[-1].id
-        try:
-            with vault.engine.begin() as conn:
+        for attempt in transaction_attempts():
+            with attempt, vault.engine.begin() as conn:
+                if self._stored_fingerprint(conn) == wanted:
+                    break  # another process recorded it meanwhile
                 self._store_fingerprint(conn, wanted)
                 vault.audit_log.append(conn, [AuditEvent(
                     tenant=actor.tenant if actor else "*",
                     actor=actor.id if actor else "system",
                     action="retention.recompute", decision=Decision.ALLOW,
                     reason=f"schedule_changed:records:{count}")])
-        except IntegrityError:  # another process recorded it at the same moment
-            pass
         return count
 
     # ------------------------------------------------------------------ data path hooks

@@ -1,4 +1,4 @@
-"""Tables of retention and legal holds, in the data database (migrations 0003, 0004).
+"""Tables of retention and legal holds, in the data database (migrations 0003, 0004, 0006).
 
 None holds personal data: ids, categories, times, counts. A hold's reason is
 meant to be a case reference (the CLI and the library say so).
@@ -13,8 +13,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.store.base import Base, bigint_pk, str64, str128
 
-__all__ = ["LegalHoldRow", "RetentionRow", "RetentionRunRow", "RetentionSubjectRow",
-           "ShredBatchRow", "ShredQueueRow"]
+__all__ = ["LegalHoldRow", "RetentionFingerprintRow", "RetentionRow", "RetentionRunRow",
+           "RetentionSubjectRow", "ShredBatchRow", "ShredQueueRow"]
 
 
 class RetentionRow(Base):
@@ -140,3 +140,15 @@ class ShredBatchRow(Base):
     run_id: Mapped[str64]
     queued_at: Mapped[dt.datetime]
     subjects: Mapped[str] = mapped_column(Text)
+
+
+class RetentionFingerprintRow(Base):
+    """The fingerprint of the schedule, field categories and jurisdiction map that
+    every stored expiry was computed from; the newest row is in force. A row is
+    added (never updated) after each recomputation for a changed fingerprint."""
+
+    __tablename__ = "retention_fingerprints"
+
+    id: Mapped[bigint_pk]
+    recorded_at: Mapped[dt.datetime]
+    fingerprint: Mapped[str64]

@@ -20,6 +20,8 @@ retention, retention_subjects, retention_shred_queue, retention_shred_batches
                SELECT, INSERT, UPDATE, DELETE
 legal_holds, retention_runs
                SELECT, INSERT, UPDATE (holds are lifted, never deleted)
+retention_fingerprints
+               SELECT, INSERT (a recomputation adds a row)
 vault_meta, alembic_version
                SELECT
 data_keys      SELECT, INSERT, UPDATE (destruction overwrites the key), in
@@ -55,6 +57,7 @@ _DATA_GRANTS = (
     ("SELECT, INSERT, UPDATE, DELETE", "retention_shred_queue"),
     ("SELECT, INSERT, UPDATE, DELETE", "retention_shred_batches"),
     ("SELECT, INSERT, UPDATE", "retention_runs"),
+    ("SELECT, INSERT", "retention_fingerprints"),
     ("SELECT, INSERT, UPDATE", "legal_holds"),
     ("SELECT", "vault_meta"),
     ("SELECT", "alembic_version"),
