@@ -896,13 +896,16 @@ class Vault:
             subject_id: the data subject; a new one (with a new data key) is
                 created when None or when the id is not yet known.
             jurisdiction: the subject's regime (e.g. ``EU``, ``US-CA``, ``CN``),
-                recorded when the subject is created.
+                recorded when the subject is created. For a subject that already
+                exists it must be None or the one recorded (a different one is
+                refused: change it with ``subjects.set_jurisdiction``, audited).
 
         Returns:
             The new record's id.
 
         Raises:
-            InvalidData: bad input (nothing written; audited).
+            InvalidData: bad input, or a jurisdiction other than the one an existing
+                subject has (nothing written; audited).
             AccessDenied: the actor may not write one of the fields (audited).
             KeyDestroyed: the subject was crypto-shredded.
             AuditError: the write and its audit entry could not be committed.
@@ -965,10 +968,21 @@ class Vault:
         if given:
             with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
                 for chunk in _chunks(given):
-                    known.update(conn.execute(
-                        select(_SUBJECTS.c.subject_id)
+                    for sid, stored in conn.execute(
+                        select(_SUBJECTS.c.subject_id, _SUBJECTS.c.jurisdiction)
                         .where(_SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id.in_(chunk))
-                    ).scalars())
+                    ):
+                        known.add(sid)
+                        if jurisdiction is not None and stored != jurisdiction:
+                            # Recorded at creation; a different one here is a
+                            # conflict, not a change (set_jurisdiction is audited).
+                            conn.rollback()
+                            self._refuse(InvalidData(
+                                f"a subject of this write already has jurisdiction "
+                                f"{stored or 'none (default regime)'}, not {jurisdiction}; "
+                                "change it with subjects.set_jurisdiction",
+                                field="jurisdiction"),
+                                actor, "write", collection=schema.name, purpose=purpose)
                 conn.rollback()
         subjects = [s if s is not None else _new_id() for s in subject_ids]
         new_subjects = list(dict.fromkeys(s for s in subjects if s not in known))

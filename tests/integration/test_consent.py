@@ -424,6 +424,36 @@ def test_every_code_a_profile_claims_can_be_a_subjects_jurisdiction(vault: Vault
         new_subject(vault, f"c{n}", code)
 
 
+def test_a_write_naming_another_jurisdiction_for_a_known_subject_is_refused(
+        vault: Vault) -> None:
+    """The jurisdiction is recorded when the subject is created. A later write that
+    names the same one (or none) is fine; one that names another is refused with a
+    typed, audited error and stores nothing, instead of being silently ignored (the
+    caller would believe the customer is under the other regime)."""
+    new_subject(vault, "s1", "CN")
+    with vault.engine.connect() as conn:
+        before = conn.execute(text("SELECT count(*) FROM records")).scalar_one()
+    vault.put(CRM, "customers", plain(1), purpose="account_management", subject_id="s1",
+              jurisdiction="CN")
+    vault.put(CRM, "customers", plain(2), purpose="account_management", subject_id="s1")
+    with pytest.raises(InvalidData) as info:
+        vault.put_many(CRM, "customers", [plain(3), plain(4)], purpose="account_management",
+                       subject_ids=["new-one", "s1"], jurisdiction="DE")
+    assert info.value.field == "jurisdiction"
+    assert "CN" in info.value.message and "s1" not in info.value.message
+    entry = last_audit(vault)
+    assert (entry.action, entry.decision) == ("write", "deny")
+    with vault.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM records")).scalar_one() == before + 2
+        assert conn.execute(text("SELECT count(*) FROM subjects WHERE subject_id = 'new-one'")
+                            ).scalar_one() == 0
+    assert vault.subjects.get("s1", tenant="acme").jurisdiction == "CN"
+    new_subject(vault, "s2", None)          # created without one: none is recorded
+    with pytest.raises(InvalidData):
+        vault.put(CRM, "customers", plain(5), purpose="account_management", subject_id="s2",
+                  jurisdiction="US-CA")
+
+
 # ------------------------------------------------------------------ GPC
 
 def test_gpc_opts_out_of_sale_and_sharing_and_records_the_conflict(vault: Vault) -> None:
