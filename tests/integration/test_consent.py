@@ -454,6 +454,44 @@ def test_a_write_naming_another_jurisdiction_for_a_known_subject_is_refused(
                   jurisdiction="US-CA")
 
 
+def test_may_ask_again_waits_the_profiles_months_after_an_opt_out(vault: Vault) -> None:
+    """CCPA: after an opt-out of sale (GPC here), the business may not ask the consumer
+    to opt back in for 12 months (reask_after_months); GDPR sets no wait. Reading it
+    is audited like the consent state; a consent the subject gives on their own is
+    still recorded during the wait."""
+    from vault import FixedClock
+
+    clock = FixedClock(dt.datetime(2026, 1, 31, 9, 0, tzinfo=dt.UTC))
+    vault._clock = clock
+    new_subject(vault, "ca", "US-CA")
+    new_subject(vault, "de", "DE")
+    assert vault.consent.may_ask("ca", "sale", tenant="acme").allowed  # no event yet
+    vault.consent.apply_gpc("ca", source="web", tenant="acme")
+    vault.consent.withdraw("de", "marketing", tenant="acme")
+    ask = vault.consent.may_ask("ca", "sale", tenant="acme", actor=CRM)
+    # 31 January + 12 months, in calendar terms
+    assert (ask.allowed, ask.not_before) == (False, dt.datetime(2027, 1, 31, 9, 0,
+                                                                tzinfo=dt.UTC))
+    assert ask.status is ConsentStatus.WITHDRAWN
+    entry = last_audit(vault)
+    assert (entry.action, entry.actor) == ("consent.state", "crm")
+    de = vault.consent.may_ask("de", "marketing", tenant="acme")
+    assert (de.allowed, de.not_before, de.status) == (True, None, ConsentStatus.WITHDRAWN)
+    clock.set(dt.datetime(2027, 1, 31, 8, 59, tzinfo=dt.UTC))
+    assert not vault.consent.may_ask("ca", "sale", tenant="acme").allowed
+    clock.set(dt.datetime(2027, 1, 31, 9, 0, tzinfo=dt.UTC))
+    assert vault.consent.may_ask("ca", "sale", tenant="acme").allowed
+    # the consumer opts back in on their own during a new wait: recorded, no wait left
+    vault.consent.refuse("ca", "sharing", tenant="acme")
+    assert not vault.consent.may_ask("ca", "sharing", tenant="acme").allowed
+    grant(vault, "ca", "sharing", notice="data_sale")
+    again = vault.consent.may_ask("ca", "sharing", tenant="acme")
+    assert (again.allowed, again.not_before, again.status) == (
+        True, None, ConsentStatus.GRANTED)
+    with pytest.raises(UnknownPurpose):
+        vault.consent.may_ask("ca", "no_such_purpose", tenant="acme")
+
+
 # ------------------------------------------------------------------ GPC
 
 def test_gpc_opts_out_of_sale_and_sharing_and_records_the_conflict(vault: Vault) -> None:

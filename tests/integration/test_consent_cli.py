@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def test_consent_commands_end_to_end(tmp_path: Path) -> None:
     code, output = run(home, "consent", "show", "cust-1", "--tenant", "acme")
     assert code == 0 and "regime ccpa" in output
     assert output.count("withdrawn") == 2
+    # the CCPA wait before asking to opt in again: 12 months after the GPC opt-out
+    today = dt.datetime.now(dt.UTC)
+    assert "ask again" in output and f"{today.year + 1}-{today.month:02d}-" in output
 
     code, output = run(home, "consent", "history", "cust-1", "--tenant", "acme")
     assert code == 0 and "gpc_overrides_opt_in" in output

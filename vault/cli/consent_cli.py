@@ -117,16 +117,22 @@ def register(app: typer.Typer) -> None:
             info = vault.subjects.get(subject, tenant=tenant)
             states = vault.consent.state(subject, tenant=tenant)
             now = vault.clock.now()
+            ask = {s.key: vault.consent.ask_again_from(s) for s in states}
         out.print(f"subject {subject}: jurisdiction {info.jurisdiction or '—'}, regime "
                   f"{info.regime}{', RESTRICTED' if info.restricted else ''}")
         table = Table(title="Consent state")
-        for column in ("purpose", "scope", "status", "notice", "expires", "since"):
+        for column in ("purpose", "scope", "status", "notice", "expires", "since",
+                       "ask again from"):
             table.add_column(column)
         for s in states:
+            again = ask[s.key]
             table.add_row(s.purpose, s.scope.value, s.status_at(now).value,
                           f"{s.notice_id} v{s.notice_version}" if s.notice_id else "—",
                           s.expires_at.isoformat() if s.expires_at else "—",
-                          s.updated_at.isoformat(timespec="seconds"))
+                          s.updated_at.isoformat(timespec="seconds"),
+                          "—" if again is None else (
+                              again.isoformat(timespec="seconds") + (" (passed)"
+                                                                     if again <= now else "")))
         out.print(table)
 
     @consent_app.command("history")

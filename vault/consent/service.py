@@ -49,11 +49,12 @@ from vault.consent.receipts import build_receipt, sign_receipt, verify_receipt
 from vault.consent.tables import ConsentEventRow, ConsentStateRow
 from vault.errors import InvalidData, NotFound, VaultError
 from vault.jurisdiction import ConsentModel, SeparateConsentKind
+from vault.retention.schedule import Period, add_period
 from vault.store.models import SubjectRow
 from vault.store.retry import transaction_attempts
 from vault.types import Actor, check_identifier
 
-__all__ = ["ConsentService", "ConsentSummary", "GPCResult"]
+__all__ = ["AskAgain", "ConsentService", "ConsentSummary", "GPCResult"]
 
 _EVENTS = cast(Table, ConsentEventRow.__table__)
 _STATE = cast(Table, ConsentStateRow.__table__)
@@ -65,6 +66,26 @@ _RESTRICTED_SUBJECTS = select(_SUBJECTS.c.subject_id, _SUBJECTS.c.jurisdiction).
     _SUBJECTS.c.subject_id.in_(bindparam("r_ids", expanding=True)),
     _SUBJECTS.c.restricted_at.is_not(None))
 GPC_CONFLICT = "gpc_overrides_opt_in"
+
+
+@dataclass(frozen=True, slots=True)
+class AskAgain:
+    """Whether the business may now ask a subject to consent to a purpose again.
+
+    Attributes:
+        allowed: True unless the subject opted out of (withdrew or refused) the
+            purpose less than the profile's ``reask_after_months`` ago (CCPA
+            §1798.135(c)(4): 12 months after an opt-out of sale or sharing).
+        not_before: when asking becomes allowed again (None: no wait applies).
+        status: the subject's current status for the purpose (None: no event).
+
+    Advice for the CRM's prompts only: a consent the subject gives on their own
+    initiative is always recorded.
+    """
+
+    allowed: bool
+    not_before: dt.datetime | None
+    status: ConsentStatus | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +317,40 @@ class ConsentService(_Service):
                 _STATE.c.tenant == tenant, _STATE.c.subject_id == subject_id
             ).order_by(_STATE.c.purpose, _STATE.c.scope)).all()
         return [_state_from(r) for r in rows]
+
+    def ask_again_from(self, state: ConsentState) -> dt.datetime | None:
+        """When the business may ask again after the opt-out ``state`` records (a
+        general withdrawal or refusal), under the profile of the regime it was made
+        in; None when no wait applies."""
+        if state.status not in (ConsentStatus.WITHDRAWN, ConsentStatus.REFUSED) or (
+                state.scope is not ConsentScope.GENERAL):
+            return None
+        months = self._vault.jurisdictions.profile(state.regime).reask_after_months
+        if not months:
+            return None
+        return add_period(state.updated_at, Period(months=months))
+
+    def may_ask(self, subject_id: str, purpose: str, *, tenant: str,
+                actor: Actor | None = None) -> AskAgain:
+        """Whether the business may ask the subject to consent to ``purpose`` again
+        now (audited as a read of the consent state). See :class:`AskAgain`.
+
+        Raises:
+            UnknownPurpose: the purpose is not in the registry.
+        """
+        self._vault.purposes.get(purpose)
+        tenant, subject_id = self._read_access("consent.state", subject_id, tenant, actor)
+        with self._vault.engine.connect() as conn:
+            row = conn.execute(select(_STATE).where(
+                _STATE.c.tenant == tenant, _STATE.c.subject_id == subject_id,
+                _STATE.c.purpose == purpose,
+                _STATE.c.scope == ConsentScope.GENERAL.value)).one_or_none()
+        if row is None:
+            return AskAgain(True, None, None)
+        state = _state_from(row)
+        when = self.ask_again_from(state)
+        allowed = when is None or when <= self._vault.clock.now()
+        return AskAgain(allowed, when, state.status_at(self._vault.clock.now()))
 
     def history(self, subject_id: str, *, tenant: str, actor: Actor | None = None
                 ) -> list[ConsentEvent]:
