@@ -113,6 +113,7 @@ def test_url_passwords_are_removed_before_hashing(sqlite_settings: VaultSettings
     assert item("postgresql://app:other@db.example:5432/crm") == bare
     assert item("postgresql://app@db.example:5432/crm?password=s3cret") == bare
     assert item("postgresql://app@db.example:5432/crm?PASSWORD=s3cret") == bare
+    assert item("postgresql://app@db.example:5432/crm?sslpassword=keypass") == bare
     assert item("postgresql://app@db.example:5432/other") != bare
     assert item("postgresql://app@db2.example:5432/crm") != bare
 

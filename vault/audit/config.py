@@ -84,7 +84,8 @@ def _sha256(data: str | bytes) -> str:
 
 
 def _without_password(url: str) -> str:
-    """``url`` with its password (in the authority or the query) removed."""
+    """``url`` with its password (in the authority, or any query parameter whose
+    name contains "password", such as libpq's ``sslpassword``) removed."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -92,7 +93,8 @@ def _without_password(url: str) -> str:
     # Built anew: URL.set(password=None) would keep the password.
     bare = URL.create(parsed.drivername, username=parsed.username, host=parsed.host,
                       port=parsed.port, database=parsed.database,
-                      query={k: v for k, v in parsed.query.items() if k.lower() != "password"})
+                      query={k: v for k, v in parsed.query.items()
+                             if "password" not in k.lower()})  # sslpassword too
     return bare.render_as_string(hide_password=False)
 
 
