@@ -356,7 +356,12 @@ class AuditService(_Service):
         result = build_report(self._vault.engine, parsed, view=view,
                               pseudonym=self._vault.pseudonym, thresholds=thresholds,
                               now=self._vault.clock.now())
-        self._vault._audit_admin("audit.report", actor=actor, reason=f"view:{result.view.value}")
+        # Whose access history was looked at is itself worth knowing: the
+        # subject's pseudonym (never the id) goes into the entry.
+        looked_up = (() if parsed.subject is None or parsed.tenant is None
+                     else (self._vault.pseudonym(parsed.tenant, parsed.subject),))
+        self._vault._audit_admin("audit.report", actor=actor, reason=f"view:{result.view.value}",
+                                 subjects=looked_up)
         return result
 
     def count(self) -> int:

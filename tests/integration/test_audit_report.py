@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from sqlalchemy import text as sql_text
 from typer.testing import CliRunner
 
 from vault import AccessDenied, Actor, InvalidData, Vault, VaultSettings
@@ -362,6 +363,15 @@ def test_running_a_report_is_audited(story: Story) -> None:
     assert len(vault.audit.report("entries", action="audit.report").rows) == 4
     assert _rows(vault.audit.report("entries", action="audit.read"), "actor", "decision") == [
         ("maya", "deny")]
+    # Looking up one subject's access history records that subject's pseudonym, not its id.
+    vault.audit.report("subject_access", tenant="acme", subject="subject-1",
+                       actor=Actor("colin", "acme"))
+    with vault.engine.connect() as conn:
+        subjects, = conn.execute(sql_text(
+            "SELECT subjects FROM audit_log WHERE action = 'audit.report' "
+            "ORDER BY seq DESC LIMIT 1")).one()
+    assert json.loads(subjects) == [vault.pseudonym("acme", "subject-1")]
+    assert "subject-1" not in subjects
 
 
 # ------------------------------------------------------------------ outputs
