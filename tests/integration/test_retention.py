@@ -523,6 +523,45 @@ def test_pipl_gpc_without_an_earlier_consent_deletes_nothing(
     assert expiry(rv, rid).expires_at == at(0, 10)
 
 
+def test_pipl_a_repeated_withdrawal_does_not_postpone_the_queued_deletion(
+        rv: Vault, clock: FixedClock) -> None:
+    """A second withdrawal of a purpose already withdrawn (a repeated GPC signal, a form
+    sent twice) ends no consent: the deletion the first withdrawal queued keeps its
+    time (it used to move to the later withdrawal, postponing any rule with a period),
+    and a withdrawal of another consent given later does not postpone it either."""
+    rid = put(rv, {"full_name": "Li", "marketing_segment": "vip"}, subject="s-cn",
+              jurisdiction="CN")
+    rv.consent.grant("s-cn", "marketing", tenant="acme", notice_id="marketing",
+                     notice_version=1)
+    rv.consent.grant("s-cn", "sale", tenant="acme", notice_id="data_sale", notice_version=1)
+    clock.set(at(0, 10))
+    rv.consent.withdraw("s-cn", "marketing", tenant="acme")
+    assert (expiry(rv, rid).category, expiry(rv, rid).expires_at) == ("marketing", at(0, 10))
+    clock.set(at(0, 20))
+    rv.consent.withdraw("s-cn", "marketing", tenant="acme")
+    assert expiry(rv, rid).expires_at == at(0, 10)
+    clock.set(at(0, 30))
+    rv.consent.apply_gpc("s-cn", source="gateway", tenant="acme")  # ends the sale consent
+    assert expiry(rv, rid).expires_at == at(0, 10)
+
+
+def test_pipl_a_grant_calls_off_only_a_deletion_it_answers(
+        rv: Vault, clock: FixedClock) -> None:
+    """Under a profile with erase_on_withdrawal, a consent to some purpose used to clear
+    the subject's consent_withdrawn event whenever no ledger withdrawal was left, so it
+    called off a withdrawal or objection the DPO had recorded (record_event), which the
+    grant has nothing to do with. Only a grant that gives back an ended consent calls
+    the deletion off."""
+    rid = put(rv, {"full_name": "Li", "marketing_segment": "vip"}, subject="s-cn",
+              jurisdiction="CN")
+    clock.set(at(0, 10))
+    rv.retention.record_event("acme", "s-cn", "consent_withdrawn", actor=DPO)
+    assert (expiry(rv, rid).category, expiry(rv, rid).expires_at) == ("marketing", at(0, 10))
+    rv.consent.grant("s-cn", "sale", tenant="acme", notice_id="data_sale", notice_version=1)
+    assert (expiry(rv, rid).category, expiry(rv, rid).expires_at) == ("marketing", at(0, 10))
+    assert rv.retention.sweep().records_pruned == 1
+
+
 def test_pipl_withdrawal_and_its_deletion_are_one_transaction(
         rv: Vault, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """If queueing the deletion fails, the withdrawal is not recorded either: a withdrawal

@@ -50,6 +50,7 @@ from vault.consent.tables import ConsentEventRow, ConsentStateRow
 from vault.errors import InvalidData, NotFound, VaultError
 from vault.jurisdiction import ConsentModel, SeparateConsentKind
 from vault.retention.schedule import Period, add_period
+from vault.retention.tables import RetentionSubjectRow
 from vault.store.models import SubjectRow
 from vault.store.retry import transaction_attempts
 from vault.types import Actor, check_identifier
@@ -58,6 +59,7 @@ __all__ = ["AskAgain", "ConsentService", "ConsentSummary", "GPCResult"]
 
 _EVENTS = cast(Table, ConsentEventRow.__table__)
 _STATE = cast(Table, ConsentStateRow.__table__)
+_RETENTION_EVENTS = cast(Table, RetentionSubjectRow.__table__)
 _SUBJECTS = cast(Table, SubjectRow.__table__)
 _CHUNK = 500
 # Built once: every data call on existing subjects runs it.
@@ -701,32 +703,50 @@ class ConsentService(_Service):
 
         A withdrawal that ends a general consent the subject had given queues
         deletion of the data held only on consent; a withdrawal (a GPC opt-out,
-        say) of a purpose never consented to ends no consent and queues nothing.
-        A grant calls the deletion off once no such ended consent is left: a
-        consent to another purpose is not a consent to the withdrawn one again.
+        say) of a purpose never consented to, or already withdrawn, ends no consent
+        and queues nothing. A deletion already queued keeps its (earlier) time: a
+        later withdrawal never postpones it. A grant calls the deletion off only
+        when it gives back an ended consent and no ended consent is left: a consent
+        to another purpose is not a consent to the withdrawn one again, nor an
+        answer to a withdrawal or objection recorded outside the ledger.
         """
         vault = self._vault
         general = [e for e in recorded if e.scope is ConsentScope.GENERAL]
         if not any(e.kind in (EventKind.WITHDRAW, EventKind.GRANT) for e in general):
             return
         # Replay the subject's general events (a handful): purposes whose newest
-        # withdrawal ended a grant, with no grant since.
+        # withdrawal ended a grant, with no grant since; before and after this
+        # transaction's events, and which of these ended a grant.
+        ours = {e.seq for e in general}
         last: dict[str, str] = {}
         ended: set[str] = set()
-        for purpose, kind in conn.execute(select(_EVENTS.c.purpose, _EVENTS.c.kind).where(
+        ended_before: set[str] | None = None
+        ending: set[int] = set()
+        for seq, purpose, kind in conn.execute(select(
+                _EVENTS.c.seq, _EVENTS.c.purpose, _EVENTS.c.kind).where(
                 _EVENTS.c.tenant == tenant, _EVENTS.c.subject_id == subject_id,
                 _EVENTS.c.scope == ConsentScope.GENERAL.value).order_by(_EVENTS.c.seq)):
+            if ended_before is None and seq in ours:
+                ended_before = set(ended)
             if kind == EventKind.WITHDRAW.value and last.get(purpose) == EventKind.GRANT.value:
                 ended.add(purpose)
+                if seq in ours:
+                    ending.add(seq)
             elif kind == EventKind.GRANT.value:
                 ended.discard(purpose)
             last[purpose] = kind
-        withdrawn = [e for e in general if e.kind is EventKind.WITHDRAW and e.purpose in ended]
+        withdrawn = [e for e in general if e.seq in ending]
         if withdrawn:
-            vault._on_consent_withdrawn(conn, tenant, subject_id, withdrawn[-1].purpose,
-                                        withdrawn[-1].occurred_at, actor)
-        elif not ended and any(e.kind is EventKind.GRANT for e in general):
+            first = withdrawn[0]
+            queued = conn.execute(select(_RETENTION_EVENTS.c.consent_withdrawn).where(
+                _RETENTION_EVENTS.c.tenant == tenant,
+                _RETENTION_EVENTS.c.subject_id == subject_id)).scalar_one_or_none()
+            if queued is None or queued > first.occurred_at:
+                vault._on_consent_withdrawn(conn, tenant, subject_id, first.purpose,
+                                            first.occurred_at, actor)
+        elif ended_before and not ended:
             vault._on_consent_granted(conn, tenant, subject_id, general[-1].purpose, actor)
+
 
 def _with_seq(event: ConsentEvent, seq: int) -> ConsentEvent:
     return replace(event, seq=seq)
