@@ -211,3 +211,47 @@ def test_cli_upgrade_postgres_roles_grants_what_a_new_version_added(
             assert _privileges(data, app_role, table) == {"SELECT", "INSERT"}, table
     finally:
         data.dispose()
+
+
+def test_the_app_role_password_is_never_sent_or_shown(pg_schemas: Any, tmp_path: Path,
+                                                      app_role: str) -> None:
+    """VAULT_APP_ROLE_PASSWORD goes to the server only as a verifier (libpq hashes it),
+    so it is in no statement (the server's log) and no error message: a user who may
+    not alter roles used to get a ProgrammingError quoting ALTER ROLE ... PASSWORD
+    '<the password>', printed by the CLI as a traceback."""
+    import traceback
+
+    from sqlalchemy import event
+
+    canary = "Role-Pw-Canary-4711"
+    url = pg_schemas.url(pg_schemas.names[0])
+    Vault.init(settings=VaultSettings.build(
+        home=tmp_path / "v", policies=POLICIES, database_url=url,
+        keystore_url=pg_schemas.url(pg_schemas.names[1]))).close()
+    admin = make_engine(url)
+    sent: list[str] = []
+    event.listen(admin, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: sent.append(statement))
+    operator = f"{app_role}_op"
+    try:
+        grant_app_role(admin, app_role, password=canary)
+        assert sent and not any(canary in s for s in sent)
+        with admin.connect() as conn:
+            stored = conn.execute(text("SELECT rolpassword FROM pg_authid WHERE rolname = :r"),
+                                  {"r": app_role}).scalar_one()
+            assert stored.startswith("SCRAM-SHA-256$") and canary not in stored
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE ROLE "{operator}"'))  # no CREATEROLE
+            conn.execute(text(f'GRANT "{operator}" TO CURRENT_USER'))
+        as_operator = make_engine(_as_role(url, operator))
+        try:
+            with pytest.raises(ConfigError) as info:
+                grant_app_role(as_operator, app_role, password=canary)
+        finally:
+            as_operator.dispose()
+        shown = "".join(traceback.format_exception(info.value))
+        assert "could not be set" in shown and canary not in shown
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP ROLE IF EXISTS "{operator}"'))
+        admin.dispose()

@@ -78,9 +78,22 @@ def _ensure_role(conn: object, role: str, password: str | None) -> None:
     if exists is None:
         conn.execute(text(f'CREATE ROLE "{role}" LOGIN NOINHERIT'))  # type: ignore[attr-defined]
     if password is not None:
-        # Role passwords cannot be bound parameters; quote it as a literal.
-        literal = "'" + password.replace("'", "''") + "'"
-        conn.execute(text(f'ALTER ROLE "{role}" PASSWORD {literal}'))  # type: ignore[attr-defined]
+        # Role passwords cannot be bound parameters. The password is hashed here
+        # (libpq's PQencryptPasswordConn, the server's password_encryption), so
+        # only its verifier is sent: the plaintext reaches neither the server's
+        # statement log nor an error message. A failure is reported without the
+        # statement (SQLAlchemy's message would quote it).
+        try:
+            pgconn = conn.connection.dbapi_connection.pgconn  # type: ignore[attr-defined]
+            verifier = pgconn.encrypt_password(password.encode("utf-8"),
+                                               role.encode("utf-8")).decode("ascii")
+            literal = "'" + verifier.replace("'", "''") + "'"
+            # Not text(): a verifier holds ":name" runs, which it would take for binds.
+            conn.exec_driver_sql(  # type: ignore[attr-defined]
+                f'ALTER ROLE "{role}" PASSWORD {literal}')
+        except Exception:
+            raise ConfigError(f"the password of role {role} could not be set (the user "
+                              "running this needs CREATEROLE)") from None
 
 
 def grant_app_role(engine: Engine, role: str, *, password: str | None = None) -> None:
