@@ -976,13 +976,16 @@ class Vault:
                         if jurisdiction is not None and stored != jurisdiction:
                             # Recorded at creation; a different one here is a
                             # conflict, not a change (set_jurisdiction is audited).
+                            # The message does not say which one: a writer may not
+                            # read a subject's jurisdiction (subjects.get needs
+                            # consent.manage). The refusal is the subject's business.
                             conn.rollback()
                             self._refuse(InvalidData(
-                                f"a subject of this write already has jurisdiction "
-                                f"{stored or 'none (default regime)'}, not {jurisdiction}; "
-                                "change it with subjects.set_jurisdiction",
-                                field="jurisdiction"),
-                                actor, "write", collection=schema.name, purpose=purpose)
+                                f"a subject of this write already has another jurisdiction "
+                                f"than {jurisdiction}; change it with "
+                                "subjects.set_jurisdiction", field="jurisdiction"),
+                                actor, "write", collection=schema.name, purpose=purpose,
+                                subjects=(self.pseudonym(tenant, sid),))
                 conn.rollback()
         subjects = [s if s is not None else _new_id() for s in subject_ids]
         new_subjects = list(dict.fromkeys(s for s in subjects if s not in known))
