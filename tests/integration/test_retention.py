@@ -222,6 +222,50 @@ def test_anonymise_batch_with_lost_keys_and_damaged_envelopes(rv: Vault,
         assert rec.subject_id == ANONYMOUS_SUBJECT
 
 
+def test_anonymise_keeps_the_search_tokens_of_each_records_kept_fields(
+        settings: Any, tmp_path: Path) -> None:
+    """Records anonymised in one batch lose the blind-index tokens of the fields *they*
+    lose. A field kept by one record (its category anonymises under that subject's
+    regime) but removed from another (deleted under the other regime) used to lose its
+    tokens in both, as the batch deleted the union of the removed fields from every
+    record that lost any: the anonymous record could no longer be found by it."""
+    import shutil
+
+    policies = tmp_path / "policies-searchable"
+    shutil.copytree(settings.resolved_policies, policies)
+    schema = policies / "collections" / "customers.toml"
+    text_ = schema.read_text(encoding="utf-8")
+    old = '[fields.preferred_language]\ntype = "string"\nclassification = "internal"\n'
+    assert old in text_
+    schema.write_text(text_.replace(old, old + "searchable = true\n", 1) + (
+        '\n[fields.stat_bucket]\ntype = "string"\nclassification = "internal"\n'
+        'category = "statistics"\nmask = "none"\nmax_length = 8\n'), encoding="utf-8")
+    schedule = policies / "retention.toml"
+    schedule.write_text(schedule.read_text(encoding="utf-8") + (
+        '\n[[categories.preference.pipl]]\nperiod = "P3Y"\nfrom = "last_interaction"\n'
+        'action = "delete"\nbasis = "test: deleted under PIPL"\n'
+        '\n[[categories.statistics.default]]\nperiod = "P3Y"\nfrom = "last_interaction"\n'
+        'action = "anonymise"\nbasis = "test: statistics"\n'), encoding="utf-8")
+    clock = FixedClock(T0)
+    with Vault.init(settings=settings.model_copy(update={"policies": policies}),
+                    clock=clock) as v:
+        for user, role in ROLE_USERS.items():
+            v.roles.assign(user, role, tenant="acme")
+        keeps = put(v, {"full_name": "Ana", "preferred_language": "de"}, subject="s-us")
+        loses = put(v, {"full_name": "Li", "preferred_language": "zh", "stat_bucket": "b1"},
+                    subject="s-cn", jurisdiction="CN")
+        b = BlindIndexRow.__table__
+        with v.engine.connect() as conn:
+            assert set(conn.execute(select(b.c.record_id, b.c.field)).all()) >= {
+                (keeps, "preferred_language"), (loses, "preferred_language")}
+        clock.set(at(6, 1))
+        assert v.retention.sweep().records_anonymised == 2
+        with v.engine.connect() as conn:
+            tokens = set(conn.execute(select(b.c.record_id, b.c.field)).all())
+        assert tokens == {(keeps, "preferred_language")}
+        assert v.audit_log.verify().ok
+
+
 def test_consent_withdrawal_removes_marketing_only(rv: Vault, clock: FixedClock) -> None:
     """consent_withdrawn ends the marketing category at the next sweep."""
     rid = put(rv, {"full_name": "Ana", "email": "ana@example.com",

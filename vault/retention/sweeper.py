@@ -625,7 +625,8 @@ class Sweeper:
             anon = self._anonymous_key(conn, tenant, now)
             keys = self._subject_keys(tenant, {row.subject_id for row, _ in group})
             cipher = vault._cipher
-            updates, gone, blind = [], [], []
+            updates, gone = [], []
+            blind: dict[frozenset[str], list[str]] = defaultdict(list)
             for row, out in group:
                 key = keys.get(row.subject_id)
                 try:
@@ -646,15 +647,17 @@ class Sweeper:
                 updates.append({"rid": row.record_id, "env": fresh,
                                 "ts": now, "sid": ANONYMOUS_SUBJECT})
                 if out.removed:
-                    blind.append(row.record_id)
+                    blind[out.removed].append(row.record_id)
             ids = [u["rid"] for u in updates] + gone
             for i in range(0, len(ids), _CHUNK):
                 conn.execute(self._st.del_ret, {"ids": self._st.ids(ids[i:i + _CHUNK])})
-            for i in range(0, len(blind), _CHUNK):
-                # Kept fields are not identifying; only the removed fields' tokens go.
-                removed = sorted({f for r, o in group for f in o.removed})
-                conn.execute(self._st.del_blind_fields, {"ids": self._st.ids(blind[i:i + _CHUNK]),
-                                                         "fields": self._st.ids(removed)})
+            for removed, with_removed in blind.items():
+                # Only the fields each record loses: under another subject's regime
+                # a field one record loses may be one another keeps.
+                for i in range(0, len(with_removed), _CHUNK):
+                    conn.execute(self._st.del_blind_fields, {
+                        "ids": self._st.ids(with_removed[i:i + _CHUNK]),
+                        "fields": self._st.ids(sorted(removed))})
             if updates:
                 conn.execute(update(_RECORDS).where(_RECORDS.c.id == bindparam("rid")).values(
                     envelopes=bindparam("env"), updated_at=bindparam("ts"),
