@@ -8,6 +8,7 @@ append-only ``config_snapshots`` table; ``Vault.init`` writes the first
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import shutil
@@ -33,6 +34,7 @@ from vault.audit.config import (
 )
 from vault.audit.log import AuditLog
 from vault.store import migrate
+from vault.store.engine import make_engine
 
 from ..conftest import PG_URL, POLICIES, PgSchemas
 
@@ -183,6 +185,34 @@ def test_a_changed_setting_is_one_change_naming_it(settings: VaultSettings) -> N
         assert snaps[1][0] == combined_digest(config_items(raised, raised.resolved_policies))
         assert _config_entries(v)[-1]["reason"] == f"cfg:{snaps[2][0][:60]}"
         assert v.audit_log.verify().ok
+
+
+def test_a_hand_inserted_snapshot_does_not_hide_a_change(settings: VaultSettings) -> None:
+    """The app role may INSERT into config_snapshots. A row with the new
+    configuration's digest, inserted by hand before the changed open (pointing at
+    no entry, at an older config entry, or at the newest entry with another digest)
+    is vouched for by no config.* entry, so the open still records the change."""
+    Vault.init(settings=settings).close()
+    raised = settings.model_copy(update={"report_burst_reads": 10_000})
+    new_digest = combined_digest(config_items(raised, raised.resolved_policies))
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with engine.begin() as conn:
+            baseline_at = conn.execute(text(
+                "SELECT chain_seq FROM audit_log WHERE action = 'config.baseline'")).scalar_one()
+            for forged_at in (999_999, baseline_at, 0):
+                conn.execute(text(
+                    "INSERT INTO config_snapshots (recorded_at, digest, items, audit_position) "
+                    "VALUES (:t, :d, '{}', :p)"),
+                    {"t": dt.datetime(2030, 1, 1), "d": new_digest, "p": forged_at})
+    finally:
+        engine.dispose()
+    with Vault.open(settings=raised) as v:
+        assert _changes(v) == [["setting:report_burst_reads"]]
+        assert _config_entries(v)[-1]["reason"] == f"cfg:{new_digest[:60]}"
+        assert v.audit_log.verify().ok
+    with Vault.open(settings=raised) as v:  # now vouched for: nothing more
+        assert len(_changes(v)) == 1
 
 
 def test_an_edited_policies_file_is_one_change_naming_it(own_policies: VaultSettings) -> None:

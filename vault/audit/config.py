@@ -7,7 +7,11 @@ item) and compares their combined digest with the newest row of the
 append-only ``config_snapshots`` table (:func:`record_config`): no row yet
 writes a snapshot and a ``config.baseline`` audit entry; a different digest
 writes a snapshot and a ``config.change`` entry naming the items added,
-removed or changed; the same digest writes nothing.
+removed or changed; the same digest writes nothing. A snapshot counts only if
+its entry vouches for it: each row records the position of its ``config.*``
+entry in the administrative chain, and the entry's reason names the row's
+digest. A row inserted by hand (the application role may INSERT) is ignored,
+so hiding a change would take an audit entry that records it.
 
 Only item names and digests are stored or logged, never a value: a database
 URL has its password removed before it is hashed. (The other settings are
@@ -38,16 +42,16 @@ from pathlib import Path
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, insert, select, text
+from sqlalchemy import Connection, Engine, Table, and_, func, insert, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from vault.audit.chain import AuditEvent, Decision
+from vault.audit.chain import ADMIN_CHAIN, AuditEvent, Decision
 from vault.audit.log import AuditLog
 from vault.config import VaultSettings
 from vault.errors import AuditError
 from vault.store.engine import is_postgres, is_sqlite
-from vault.store.models import ConfigSnapshotRow
+from vault.store.models import AuditEntryRow, AuditHead, ConfigSnapshotRow
 from vault.store.retry import transaction_attempts
 
 __all__ = ["BASELINE", "CHANGE", "NOT_ITEMS", "POLICY_FILES", "changed_items", "combined_digest",
@@ -74,9 +78,24 @@ POLICY_FILES = ("model.conf", "purposes.toml", "jurisdictions.toml", "notices.to
 _PG_LOCK_KEY = 0x7661756C74636667  # "vaultcfg"
 
 _SNAPSHOTS = cast(Table, ConfigSnapshotRow.__table__)
-_NEWEST_DIGEST = select(_SNAPSHOTS.c.digest).order_by(_SNAPSHOTS.c.id.desc()).limit(1)
-_NEWEST = select(_SNAPSHOTS.c.digest, _SNAPSHOTS.c["items"]).order_by(
-    _SNAPSHOTS.c.id.desc()).limit(1)
+_ENTRIES = cast(Table, AuditEntryRow.__table__)
+_HEADS = cast(Table, AuditHead.__table__)
+# The newest snapshot that its audit entry vouches for: the config.* entry at its
+# position in the administrative chain, whose reason names its digest. A row
+# inserted by hand (the app role may INSERT) without such an entry is ignored, so
+# hiding a change takes an audit entry that records it. Snapshots are few.
+_VOUCHED = (
+    select(_SNAPSHOTS.c.digest, _SNAPSHOTS.c["items"])
+    .join(_ENTRIES, and_(_ENTRIES.c.chain == ADMIN_CHAIN,
+                         _ENTRIES.c.chain_seq == _SNAPSHOTS.c.audit_position))
+    .where(_ENTRIES.c.action.in_((BASELINE, CHANGE)),
+           _ENTRIES.c.reason.startswith("cfg:"),
+           func.substr(_ENTRIES.c.reason, 5) == func.substr(_SNAPSHOTS.c.digest, 1, 60))
+    .order_by(_SNAPSHOTS.c.audit_position.desc(), _SNAPSHOTS.c.id.desc())
+    .limit(1))
+_NEWEST_DIGEST = _VOUCHED.with_only_columns(_SNAPSHOTS.c.digest)
+_NEWEST = _VOUCHED
+_ADMIN_LENGTH = select(_HEADS.c.length).where(_HEADS.c.chain == ADMIN_CHAIN)
 
 
 def _sha256(data: str | bytes) -> str:
@@ -193,10 +212,14 @@ def _write(conn: Connection, audit: AuditLog, items: Mapping[str, str], digest: 
         return None  # another opener recorded the same configuration first
     names = changed_items(previous[1] if previous else {}, items)
     action = BASELINE if previous is None else CHANGE
-    conn.execute(insert(_SNAPSHOTS), {
-        "recorded_at": now, "digest": digest,
-        "items": json.dumps(dict(sorted(items.items())), separators=(",", ":"))})
     audit.append(conn, [AuditEvent(
         tenant="*", actor="system", action=action, decision=Decision.ALLOW,
         fields=tuple(names), reason=f"cfg:{digest[:60]}")])
+    # The entry just appended is the administrative chain's last (its head row
+    # stays locked until this transaction ends).
+    position = conn.execute(_ADMIN_LENGTH).scalar_one()
+    conn.execute(insert(_SNAPSHOTS), {
+        "recorded_at": now, "digest": digest,
+        "items": json.dumps(dict(sorted(items.items())), separators=(",", ":")),
+        "audit_position": int(position)})
     return action, names

@@ -129,7 +129,8 @@ class ConfigSnapshotRow(Base):
 
     Append-only like the audit log: database triggers refuse UPDATE and DELETE.
     ``items`` is a JSON object of item name -> SHA-256 hex: names and digests,
-    never a setting's value.
+    never a setting's value. ``audit_position`` is the position, in the
+    administrative chain, of the ``config.*`` entry written with the row.
     """
 
     __tablename__ = "config_snapshots"
@@ -138,3 +139,4 @@ class ConfigSnapshotRow(Base):
     recorded_at: Mapped[dt.datetime]
     digest: Mapped[str64]
     items: Mapped[str] = mapped_column(Text)
+    audit_position: Mapped[int]

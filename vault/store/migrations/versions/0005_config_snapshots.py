@@ -2,8 +2,10 @@
 
 ``config_snapshots`` holds one row per configuration a process opened the vault
 with that differed from the previous one (see :mod:`vault.audit.config`): the
-combined digest and the item name -> SHA-256 map as JSON, never a value. The
-database refuses UPDATE, DELETE and TRUNCATE on it, as on the audit log (0001).
+combined digest and the item name -> SHA-256 map as JSON, never a value, and
+the position in the administrative audit chain of the ``config.*`` entry that
+records it (a row no entry vouches for is ignored). The database refuses
+UPDATE, DELETE and TRUNCATE on it, as on the audit log (0001).
 
 Downgrading drops the table: the evidence of each change is the
 ``config.baseline`` / ``config.change`` entry in the audit log, which stays; the
@@ -38,6 +40,7 @@ def upgrade() -> None:
         sa.Column("recorded_at", UTCDateTime(), nullable=False),
         sa.Column("digest", sa.String(64), nullable=False),
         sa.Column("items", sa.Text(), nullable=False),
+        sa.Column("audit_position", BIGINT, nullable=False),
     )
     _append_only_triggers()
 
