@@ -39,12 +39,19 @@ def _as_role(url: str, role: str) -> str:
     return url.replace("options=", f"options=-crole%3D{role}%20", 1)
 
 
-def test_app_role_works_but_cannot_touch_audit_history(pg_schemas: Any, tmp_path: Path,
-                                                       app_role: str) -> None:
+def _owner_settings(pg_schemas: Any, tmp_path: Path) -> tuple[VaultSettings, str, str]:
+    """Settings of a vault in two fresh schemas, connecting as their owner; and the
+    two URLs (to connect as the app role with :func:`_as_role`)."""
     data_url = pg_schemas.url(pg_schemas.names[0])
     keys_url = pg_schemas.url(pg_schemas.names[1])
-    settings = VaultSettings.build(home=tmp_path / "v", policies=POLICIES,
-                                   database_url=data_url, keystore_url=keys_url)
+    return (VaultSettings.build(home=tmp_path / "v", policies=POLICIES,
+                                database_url=data_url, keystore_url=keys_url),
+            data_url, keys_url)
+
+
+def test_app_role_works_but_cannot_touch_audit_history(pg_schemas: Any, tmp_path: Path,
+                                                       app_role: str) -> None:
+    settings, data_url, keys_url = _owner_settings(pg_schemas, tmp_path)
     with Vault.init(settings=settings) as vault:
         vault.roles.assign("crm", "crm_service", tenant="acme")
         grant_app_role(vault.engine, app_role)
@@ -144,10 +151,7 @@ def test_app_role_recomputes_expiries_after_a_schedule_change(
     fingerprint (retention_fingerprints: INSERT only) and audits it once."""
     import shutil
 
-    data_url = pg_schemas.url(pg_schemas.names[0])
-    keys_url = pg_schemas.url(pg_schemas.names[1])
-    settings = VaultSettings.build(home=tmp_path / "v", policies=POLICIES,
-                                   database_url=data_url, keystore_url=keys_url)
+    settings, data_url, keys_url = _owner_settings(pg_schemas, tmp_path)
     with Vault.init(settings=settings) as vault:
         vault.roles.assign("crm", "crm_service", tenant="acme")
         vault.roles.assign("ada", "admin", tenant="acme")
