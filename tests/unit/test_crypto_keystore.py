@@ -164,6 +164,19 @@ def test_get_missing_subject_is_not_found(store: KeyStore) -> None:
         store.get_keys("acme", ["s1", "nobody"])
 
 
+def test_get_keys_missing_ok_leaves_out_missing_and_destroyed(store: KeyStore,
+                                                               new_store: Any) -> None:
+    """missing_ok: the keys that can be had come back, a subject without a key or with
+    a destroyed one is left out; without it either raises."""
+    created = {k.subject_id: k for k in store.create_keys("acme", ["a", "gone", "b"])}
+    store.destroy("acme", "gone")
+    loaded = new_store().get_keys("acme", ["a", "nobody", "gone", "b"], missing_ok=True)
+    assert sorted(loaded) == ["a", "b"]
+    assert loaded["a"].key_id == created["a"].key_id
+    with pytest.raises(KeyDestroyed):
+        new_store().get_keys("acme", ["a", "gone"])
+
+
 def test_get_keys_in_batches_larger_than_one_chunk(store: KeyStore, new_store: Any) -> None:
     subjects = [f"s{n}" for n in range(1203)]
     made = {k.subject_id: k.key_id for k in store.create_keys("acme", subjects)}

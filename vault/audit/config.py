@@ -94,7 +94,6 @@ _VOUCHED = (
     .order_by(_SNAPSHOTS.c.audit_position.desc(), _SNAPSHOTS.c.id.desc())
     .limit(1))
 _NEWEST_DIGEST = _VOUCHED.with_only_columns(_SNAPSHOTS.c.digest)
-_NEWEST = _VOUCHED
 _ADMIN_LENGTH = select(_HEADS.c.length).where(_HEADS.c.chain == ADMIN_CHAIN)
 
 
@@ -149,7 +148,7 @@ def changed_items(before: Mapping[str, str], after: Mapping[str, str]) -> list[s
 
 
 def _previous(conn: Connection) -> tuple[str, dict[str, str]] | None:
-    row = conn.execute(_NEWEST).first()
+    row = conn.execute(_VOUCHED).first()
     if row is None:
         return None
     digest, stored = row

@@ -349,10 +349,9 @@ class ConsentService(_Service):
                 _STATE.c.scope == ConsentScope.GENERAL.value)).one_or_none()
         if row is None:
             return AskAgain(True, None, None)
-        state = _state_from(row)
+        state, now = _state_from(row), self._vault.clock.now()
         when = self.ask_again_from(state)
-        allowed = when is None or when <= self._vault.clock.now()
-        return AskAgain(allowed, when, state.status_at(self._vault.clock.now()))
+        return AskAgain(when is None or when <= now, when, state.status_at(now))
 
     def history(self, subject_id: str, *, tenant: str, actor: Actor | None = None
                 ) -> list[ConsentEvent]:

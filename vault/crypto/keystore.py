@@ -42,7 +42,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.clock import Clock, SystemClock
 from vault.crypto.keys import KeyProvider
-from vault.errors import KeyDestroyed, KeyManagementError, NotFound
+from vault.errors import CryptoError, KeyDestroyed, KeyManagementError, NotFound
 from vault.store.base import KeyStoreBase, bigint_pk
 
 __all__ = ["DataKey", "DataKeyRow", "KeyStore"]
@@ -308,8 +308,12 @@ class KeyStore:
         """
         return self.get_keys(tenant, [subject_id])[subject_id]
 
-    def get_keys(self, tenant: str, subject_ids: Sequence[str]) -> dict[str, DataKey]:
+    def get_keys(self, tenant: str, subject_ids: Sequence[str], *,
+                 missing_ok: bool = False) -> dict[str, DataKey]:
         """Unwrapped data keys of several subjects, loaded in batches.
+
+        ``missing_ok``: a subject whose key is missing, destroyed or cannot be
+        unwrapped is left out of the result instead of raising.
 
         Raises:
             NotFound: a subject has no key.
@@ -331,8 +335,14 @@ class KeyStore:
             for sid in chunk:
                 row = by_subject.get(sid)
                 if row is None:
+                    if missing_ok:
+                        continue
                     raise NotFound("the data subject has no data key")
-                found[sid] = self._unwrap(row, epoch)
+                try:
+                    found[sid] = self._unwrap(row, epoch)
+                except CryptoError:
+                    if not missing_ok:
+                        raise
         return found
 
     def is_destroyed(self, tenant: str, subject_id: str) -> bool:

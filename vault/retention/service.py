@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Table, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Table, func, insert, select, update
 
 from vault.admin import _Service
 from vault.audit.chain import AuditEvent, Decision
@@ -143,7 +144,11 @@ class RetentionService(_Service):
     def fingerprint(self) -> str:
         """SHA-256 of everything a stored expiry is computed from: the schedule's
         rules, each field's category and classification, and which regime each
-        jurisdiction code falls under."""
+        jurisdiction code falls under (all loaded once, so computed once)."""
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
         schedule, vault = self._schedule, self._vault
         registry = vault.jurisdictions
         doc = {
@@ -182,28 +187,7 @@ class RetentionService(_Service):
             conn.rollback()
         if stored == wanted:
             return 0
-        records = _expiry._RECORDS
-        after = ""
-        count = 0
-        while True:
-            for attempt in transaction_attempts():
-                with attempt, vault.engine.begin() as conn:
-                    rows = conn.execute(
-                        select(records.c.tenant, records.c.id)
-                        .where(records.c.subject_id != _expiry.ANONYMOUS_SUBJECT,
-                               records.c.id > after)
-                        .order_by(records.c.id).limit(_expiry._CHUNK)).all()
-                    by_tenant: dict[str, list[str]] = {}
-                    for row in rows:
-                        by_tenant.setdefault(row.tenant, []).append(row.id)
-                    done = sum(_expiry.recompute(conn, self._schedule, vault.schemas, tenant,
-                                                 record_ids=ids,
-                                                 regime_for=vault.jurisdictions.regime_for)
-                               for tenant, ids in by_tenant.items())
-            if not rows:
-                break
-            count += done
-            after = rows[-1].id
+        count = self._recompute_all()
         for attempt in transaction_attempts():
             with attempt, vault.engine.begin() as conn:
                 if self._stored_fingerprint(conn) == wanted:
@@ -506,24 +490,32 @@ class RetentionService(_Service):
 
         Runs in batches, each in its own transaction; returns how many were added.
         """
-        vault = self._vault
         ret = _expiry._RET
-        records = _expiry._RECORDS
-        missing = (select(records.c.tenant, records.c.id)
-                   .where(records.c.subject_id != _expiry.ANONYMOUS_SUBJECT,
-                          ~select(ret.c.record_id).where(ret.c.record_id == records.c.id)
-                          .exists())
-                   .order_by(records.c.id).limit(_expiry._CHUNK))
-        added = 0
+        return self._recompute_all(
+            ~select(ret.c.record_id).where(ret.c.record_id == _RECORDS.c.id).exists())
+
+    def _recompute_all(self, *where: ColumnElement[bool]) -> int:
+        """Recompute the expiry of every record (but anonymised ones) that matches
+        ``where``, in batches by id, each in a transaction of its own (retried);
+        returns how many were recomputed."""
+        vault = self._vault
+        after, count = "", 0
         while True:
-            with vault.engine.begin() as conn:
-                rows = conn.execute(missing).all()
-                if not rows:
-                    return added
-                by_tenant: dict[str, list[str]] = {}
-                for row in rows:
-                    by_tenant.setdefault(row.tenant, []).append(row.id)
-                for tenant, ids in by_tenant.items():
-                    added += _expiry.recompute(conn, self._schedule, vault.schemas, tenant,
-                                               record_ids=ids,
-                                               regime_for=vault.jurisdictions.regime_for)
+            for attempt in transaction_attempts():
+                with attempt, vault.engine.begin() as conn:
+                    rows = conn.execute(
+                        select(_RECORDS.c.tenant, _RECORDS.c.id)
+                        .where(_RECORDS.c.subject_id != _expiry.ANONYMOUS_SUBJECT,
+                               _RECORDS.c.id > after, *where)
+                        .order_by(_RECORDS.c.id).limit(_expiry._CHUNK)).all()
+                    by_tenant: dict[str, list[str]] = {}
+                    for row in rows:
+                        by_tenant.setdefault(row.tenant, []).append(row.id)
+                    done = sum(_expiry.recompute(conn, self._schedule, vault.schemas, tenant,
+                                                 record_ids=ids,
+                                                 regime_for=vault.jurisdictions.regime_for)
+                               for tenant, ids in by_tenant.items())
+            if not rows:
+                return count
+            count += done
+            after = rows[-1].id

@@ -623,7 +623,9 @@ class Sweeper:
         dropped = 0
         for tenant, group in by_tenant.items():
             anon = self._anonymous_key(conn, tenant, now)
-            keys = self._subject_keys(tenant, {row.subject_id for row, _ in group})
+            # The keys that can still be had (a lost one sends its records to deletion).
+            keys = vault.keystore.get_keys(tenant, sorted({row.subject_id for row, _ in group}),
+                                           missing_ok=True)
             cipher = vault._cipher
             updates, gone = [], []
             blind: dict[frozenset[str], list[str]] = defaultdict(list)
@@ -667,24 +669,6 @@ class Sweeper:
                 conn.execute(self._st.del_records, {"ids": self._st.ids(gone[i:i + _CHUNK])})
             dropped += len(gone)
         return dropped
-
-    def _subject_keys(self, tenant: str, subjects: set[str]) -> dict[str, Any]:
-        """The data keys of ``subjects`` that can still be had, loaded in batches;
-        a subject whose key is missing or destroyed is left out."""
-        keystore = self._vault.keystore
-        ordered = sorted(subjects)
-        try:
-            return keystore.get_keys(tenant, ordered)
-        except (CryptoError, NotFound):
-            pass
-        # Some key is gone: find which, one subject at a time (the rare path).
-        keys: dict[str, Any] = {}
-        for sid in ordered:
-            try:
-                keys[sid] = keystore.get_key(tenant, sid)
-            except (CryptoError, NotFound):
-                continue
-        return keys
 
     def _anonymous_key(self, conn: Connection, tenant: str, now: dt.datetime) -> Any:
         vault = self._vault

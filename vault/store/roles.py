@@ -107,9 +107,8 @@ def grant_app_role(engine: Engine, role: str, *, password: str | None = None) ->
         _ensure_role(conn, role, password)
         schema = conn.execute(text("SELECT current_schema()")).scalar_one()
         conn.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
-        for table in ("audit_log", "audit_heads", "consent_events", "config_snapshots"):
+        for privileges, table in _DATA_GRANTS:  # exactly these, whatever it had before
             conn.execute(text(f'REVOKE ALL ON "{schema}"."{table}" FROM "{role}"'))
-        for privileges, table in _DATA_GRANTS:
             conn.execute(text(f'GRANT {privileges} ON "{schema}"."{table}" TO "{role}"'))
         conn.execute(text(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
 
