@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from vault._toml import read_toml
+from vault._toml import problems, read_toml
 from vault.errors import ConfigError
 from vault.policy.purposes import LawfulBasis, PurposeRegistry
 
@@ -301,13 +301,6 @@ class JurisdictionRegistry:
         return f"JurisdictionRegistry({sorted(self._profiles)!r})"
 
 
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-        for err in exc.errors(include_url=False, include_input=False)[:5]
-    )
-
-
 def load_jurisdictions(path: Path, purposes: PurposeRegistry | None = None
                        ) -> JurisdictionRegistry:
     """Read and validate the jurisdiction profiles.
@@ -328,7 +321,7 @@ def load_jurisdictions(path: Path, purposes: PurposeRegistry | None = None
         profiles = [JurisdictionProfile.model_validate({"name": name, **table})
                     for name, table in parsed.regimes.items()]
     except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid jurisdictions: {_problems(exc)}") from None
+        raise ConfigError(f"{path}: invalid jurisdictions: {problems(exc)}") from None
     registry = JurisdictionRegistry(profiles)
     for profile in profiles:
         for arrangement in profile.cross_border.arrangements:

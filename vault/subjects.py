@@ -18,20 +18,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 
-from vault.admin import _Service
+from vault._kernel import REASON_LIMIT, Kernel, SubjectHooks
 from vault.audit.chain import AuditEvent, Decision
 from vault.errors import InvalidData, NotFound
-from vault.store.models import SubjectRow
-from vault.types import Actor, check_identifier
+from vault.store.tables import SUBJECTS as _SUBJECTS
+from vault.types import SYSTEM_ACTOR, Actor, check_identifier, check_jurisdiction, check_tenant
 
 __all__ = ["SubjectInfo", "SubjectService"]
 
-_SUBJECTS = cast(Table, SubjectRow.__table__)
-_JURISDICTION = re.compile(r"[A-Z]{2,3}(-[A-Z0-9]{1,3})?")  # as jurisdiction.Code
 _REASON = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
 
 
@@ -49,8 +46,13 @@ class SubjectInfo:
         return self.restricted_at is not None
 
 
-class SubjectService(_Service):
-    """Jurisdiction and restriction of data subjects."""
+class SubjectService:
+    """Jurisdiction and restriction of data subjects; ``hooks`` hear of a changed
+    jurisdiction inside its transaction."""
+
+    def __init__(self, kernel: Kernel, *, hooks: SubjectHooks) -> None:
+        self._k = kernel
+        self._hooks = hooks
 
     def get(self, subject_id: str, *, tenant: str, actor: Actor | None = None) -> SubjectInfo:
         """A subject's jurisdiction, regime and restriction (ids only).
@@ -58,17 +60,17 @@ class SubjectService(_Service):
         Raises:
             NotFound: no such subject.
         """
-        tenant = Actor("system", tenant).tenant
+        tenant = check_tenant(tenant)
         check_identifier(subject_id, "subject_id")
-        self._authorise(actor, "consent", "consent.manage", tenant=tenant)
-        with self._vault.engine.connect() as conn:
+        self._k.authorise(actor, "consent", "consent.manage", tenant=tenant)
+        with self._k.read_only() as conn:
             row = conn.execute(select(_SUBJECTS).where(
                 _SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id == subject_id)
             ).one_or_none()
         if row is None:
             raise NotFound(f"no data subject {subject_id} in tenant {tenant}")
         return SubjectInfo(subject_id, tenant, row.jurisdiction,
-                           self._vault.jurisdictions.regime_for(row.jurisdiction),
+                           self._k.rules.jurisdictions.regime_for(row.jurisdiction),
                            row.restricted_at, row.restriction_reason)
 
     def set_jurisdiction(self, subject_id: str, jurisdiction: str | None, *, tenant: str,
@@ -80,12 +82,10 @@ class SubjectService(_Service):
         Raises:
             InvalidData: a malformed code. NotFound: no such subject.
         """
-        if jurisdiction is not None and (not isinstance(jurisdiction, str)
-                                         or not _JURISDICTION.fullmatch(jurisdiction)):
-            raise InvalidData("jurisdiction must look like EU, US-CA or CN",
-                              field="jurisdiction")
+        if jurisdiction is not None:
+            check_jurisdiction(jurisdiction)
         before = self.get(subject_id, tenant=tenant, actor=actor)
-        regime = self._vault.jurisdictions.regime_for(jurisdiction)
+        regime = self._k.rules.jurisdictions.regime_for(jurisdiction)
         self._change(before, "subjects.jurisdiction", actor,
                      {"jurisdiction": jurisdiction}, f"{before.regime}>{regime}")
         return self.get(subject_id, tenant=tenant)
@@ -100,17 +100,17 @@ class SubjectService(_Service):
         """
         if not isinstance(reason, str) or not _REASON.fullmatch(reason):
             raise InvalidData("reason must be a short code", field="reason")
-        self._authorise(actor, "dsar", "dsar.process", tenant=tenant)
+        self._k.authorise(actor, "dsar", "dsar.process", tenant=tenant)
         before = self.get(subject_id, tenant=tenant)
         self._change(before, "subjects.restrict", actor,
-                     {"restricted_at": self._vault.clock.now(), "restriction_reason": reason},
+                     {"restricted_at": self._k.clock.now(), "restriction_reason": reason},
                      reason)
         return self.get(subject_id, tenant=tenant)
 
     def lift_restriction(self, subject_id: str, *, tenant: str,
                          actor: Actor | None = None) -> SubjectInfo:
         """Lift a restriction (GDPR Art. 18(3): inform the subject before lifting)."""
-        self._authorise(actor, "dsar", "dsar.process", tenant=tenant)
+        self._k.authorise(actor, "dsar", "dsar.process", tenant=tenant)
         before = self.get(subject_id, tenant=tenant)
         self._change(before, "subjects.lift_restriction", actor,
                      {"restricted_at": None, "restriction_reason": None},
@@ -119,15 +119,15 @@ class SubjectService(_Service):
 
     def _change(self, before: SubjectInfo, action: str, actor: Actor | None,
                 values: dict[str, object], reason: str) -> None:
-        vault = self._vault
-        with vault.engine.begin() as conn:
+        k = self._k
+        with k.engine.begin() as conn:
             conn.execute(update(_SUBJECTS).where(
                 _SUBJECTS.c.tenant == before.tenant,
                 _SUBJECTS.c.subject_id == before.subject_id).values(**values))
             if "jurisdiction" in values:
                 # Another regime may keep the data for another period.
-                vault.retention._on_subject_changed(conn, before.tenant, before.subject_id)
-            vault.audit_log.append(conn, [AuditEvent(
-                tenant=before.tenant, actor=actor.id if actor else "system", action=action,
-                decision=Decision.ALLOW, reason=reason[:64],
-                subjects=(vault.pseudonym(before.tenant, before.subject_id),))])
+                self._hooks.subject_changed(conn, before.tenant, before.subject_id)
+            k.audit_log.append(conn, [AuditEvent(
+                tenant=before.tenant, actor=actor.id if actor else SYSTEM_ACTOR, action=action,
+                decision=Decision.ALLOW, reason=reason[:REASON_LIMIT],
+                subjects=(k.pseudonym(before.tenant, before.subject_id),))])

@@ -9,7 +9,17 @@ from typing import Any, NewType
 
 from vault.errors import InvalidData, InvalidTenant
 
-__all__ = ["Actor", "Record", "RecordId", "SubjectId", "TenantId", "check_identifier"]
+__all__ = [
+    "SYSTEM_ACTOR",
+    "Actor",
+    "Record",
+    "RecordId",
+    "SubjectId",
+    "TenantId",
+    "check_identifier",
+    "check_jurisdiction",
+    "check_tenant",
+]
 
 TenantId = NewType("TenantId", str)
 SubjectId = NewType("SubjectId", str)
@@ -18,6 +28,12 @@ RecordId = NewType("RecordId", str)
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}")
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _REGION = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
+# As vault.jurisdiction.Code: a regime's area (EU, EEA) or a country, with a subdivision.
+_JURISDICTION = re.compile(r"[A-Z]{2,3}(-[A-Z0-9]{1,3})?")
+
+#: The actor id under which the local operator (a caller with no ``Actor``, who
+#: holds the key file) is audited.
+SYSTEM_ACTOR = "system"
 
 
 def check_identifier(value: object, what: str) -> str:
@@ -28,6 +44,21 @@ def check_identifier(value: object, what: str) -> str:
     """
     if not isinstance(value, str) or not _IDENT.fullmatch(value):
         raise InvalidData(f"{what} is not a valid identifier", field=what)
+    return value
+
+
+def check_tenant(value: object) -> str:
+    """Return ``value`` if it is a well-formed tenant id, else raise InvalidTenant."""
+    if not isinstance(value, str) or not _TENANT.fullmatch(value):
+        raise InvalidTenant("tenant is not a valid identifier", field="tenant")
+    return value
+
+
+def check_jurisdiction(value: object) -> str:
+    """Return ``value`` if it looks like a jurisdiction code (``EU``, ``US-CA``,
+    ``CN``), else raise InvalidData."""
+    if not isinstance(value, str) or not _JURISDICTION.fullmatch(value):
+        raise InvalidData("jurisdiction must look like EU, US-CA or CN", field="jurisdiction")
     return value
 
 
@@ -61,8 +92,7 @@ class Actor:
 
     def __post_init__(self) -> None:
         check_identifier(self.id, "actor")
-        if not isinstance(self.tenant, str) or not _TENANT.fullmatch(self.tenant):
-            raise InvalidTenant("tenant is not a valid identifier", field="tenant")
+        check_tenant(self.tenant)
         if self.region is not None and (
             not isinstance(self.region, str) or not _REGION.fullmatch(self.region)
         ):

@@ -27,6 +27,7 @@ from vault.audit import log as audit_log_module
 from vault.audit.chain import HASH_FORMAT, SEP, format_ts, payload
 from vault.audit.checkpoint import key_fingerprint, write_checkpoint
 from vault.cli import app
+from vault.crypto.keys import LocalKeyProvider
 from vault.errors import AccessDenied, AuditError, ConfigError
 from vault.store.engine import make_engine
 
@@ -141,10 +142,15 @@ def renumber(engine: Engine, chain: int, start: int, by: int) -> None:
                     "WHERE chain = :c AND chain_seq < 0", c=chain, by=by)
 
 
+def signing_key(vault: Vault) -> Ed25519PrivateKey:
+    """The vault's checkpoint signing key, from its key file."""
+    return LocalKeyProvider.load(vault.settings.resolved_key_file).signing_key()
+
+
 def check(vault: Vault, folder: Path | None = None) -> VerifyReport:
     return vault.audit_log.verify(
         checkpoints=folder,
-        public_key=vault._provider.signing_key().public_key() if folder else None,
+        public_key=signing_key(vault).public_key() if folder else None,
         vault_id=vault.vault_id)
 
 
@@ -460,7 +466,7 @@ def test_forged_checkpoints(busy: tuple[Vault, Path], tmp_path: Path) -> None:
     assert check(vault, other_key).reason == "bad_signature"
 
     other_vault = tmp_path / "other-vault"  # our key, but another vault's checkpoint
-    write_checkpoint(other_vault, heads=heads, signing_key=vault._provider.signing_key(),
+    write_checkpoint(other_vault, heads=heads, signing_key=signing_key(vault),
                      vault_id="0" * 32, now=vault.clock.now())
     report = check(vault, other_vault)
     assert report.reason == "bad_checkpoint" and "another vault" in report.detail
@@ -515,7 +521,7 @@ def test_checkpoint_file_holds_no_personal_data(busy: tuple[Vault, Path]) -> Non
     assert set(body) == {"format", "vault_id", "sequence", "created_at", "previous", "key_id",
                          "entries", "chains"}
     assert body["previous"] is None and body["vault_id"] == vault.vault_id
-    assert body["key_id"] == key_fingerprint(vault._provider.signing_key().public_key())
+    assert body["key_id"] == key_fingerprint(signing_key(vault).public_key())
     assert [c["chain"] for c in body["chains"]] == [0, 1, 2, 3]
     assert sum(c["length"] for c in body["chains"]) == body["entries"]
     second = vault.audit.checkpoint(folder)
@@ -558,7 +564,7 @@ def test_export_public_key_to_a_file(busy: tuple[Vault, Path], tmp_path: Path) -
     pem = vault.audit.export_public_key(target)
     assert target.read_bytes() == pem and b"PRIVATE" not in pem
     key = serialization.load_pem_public_key(pem)
-    assert key == vault._provider.signing_key().public_key()
+    assert key == signing_key(vault).public_key()
     with pytest.raises(ConfigError):
         vault.audit.export_public_key(tmp_path / "no" / "such" / "dir" / "k.pem")
 

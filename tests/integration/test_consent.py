@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,7 @@ from sqlalchemy import select, text
 from vault import (
     AccessDenied,
     Actor,
+    Clock,
     ConsentRequired,
     InvalidData,
     NotFound,
@@ -312,19 +316,12 @@ def test_cross_border_per_regime(vault: Vault) -> None:
         vault.get(in_us, "customers", cn, purpose="account_management")
 
 
-def test_cross_border_arrangement_and_pipl_separate_consent(vault: Vault) -> None:
+def test_cross_border_arrangement_and_pipl_separate_consent(vault: Vault,
+                                                            edited: Edited) -> None:
     """With a CAC standard contract in place, a PIPL transfer still needs separate consent."""
-    from vault.jurisdiction import Arrangement
-
-    pipl = vault.jurisdictions.profile("pipl")
-    arranged = pipl.cross_border.model_copy(update={"arrangements": (Arrangement(
-        destinations=("US",), mechanism="cac_standard_contract", reference="CAC-SC-2026-1"),)})
-    profiles = [vault.jurisdictions.profile(r) for r in vault.jurisdictions.regimes]
-    from vault.jurisdiction import JurisdictionRegistry
-
-    vault._jurisdictions = JurisdictionRegistry(
-        [p.model_copy(update={"cross_border": arranged}) if p.name == "pipl" else p
-         for p in profiles])
+    vault = edited("regimes.pipl.cross_border", "arrangements = []", (
+        'arrangements = [{ destinations = ["US"], mechanism = "cac_standard_contract", '
+        'reference = "CAC-SC-2026-1" }]'))
     cn = new_subject(vault, "cn", "CN")
     in_us = Actor("crm", "acme", region="US")
     with pytest.raises(ConsentRequired) as info:
@@ -335,24 +332,42 @@ def test_cross_border_arrangement_and_pipl_separate_consent(vault: Vault) -> Non
     assert last_audit(vault).reason == "cac_standard_contract:to:US"
 
 
-def _with_profile(vault: Vault, regime: str, **update: Any) -> None:
-    """Swap one profile of the vault's registry for a changed copy."""
-    from vault.jurisdiction import JurisdictionRegistry
-
-    vault._jurisdictions = JurisdictionRegistry(
-        [vault.jurisdictions.profile(r).model_copy(update=update) if r == regime
-         else vault.jurisdictions.profile(r) for r in vault.jurisdictions.regimes])
+Edited = Callable[..., Vault]
 
 
-def test_localisation_refuses_every_transfer_even_with_an_arrangement(vault: Vault) -> None:
+@pytest.fixture
+def edited(vault: Vault, tmp_path: Path) -> Iterator[Edited]:
+    """``edited(section, old, new, ...)``: the vault reopened with a copy of its
+    policies in which ``old`` (first after the ``[section]`` header of
+    ``jurisdictions.toml``) reads ``new``; ``clock=`` reopens it on that clock."""
+    opened: list[Vault] = []
+
+    def reopen(*edit: str, clock: Clock | None = None) -> Vault:
+        folder = tmp_path / f"policies-{len(opened)}"
+        shutil.copytree(vault.settings.resolved_policies, folder)
+        for section, old, new in zip(edit[::3], edit[1::3], edit[2::3], strict=True):
+            path = folder / "jurisdictions.toml"
+            text = path.read_text(encoding="utf-8")
+            at = text.index(old, text.index(f"[{section}]\n"))
+            path.write_text(text[:at] + new + text[at + len(old):], encoding="utf-8")
+        opened.append(Vault.open(
+            settings=vault.settings.model_copy(update={"policies": folder}), clock=clock))
+        return opened[-1]
+
+    yield reopen
+    for v in opened:
+        v.close()
+
+
+def test_localisation_refuses_every_transfer_even_with_an_arrangement(
+        vault: Vault, edited: Edited) -> None:
     """PIPL Art. 40 (rule = localise): data of a CN subject does not leave CN, whatever
     arrangement or consent is in place; inside CN it is read as usual. Audited."""
-    from vault.jurisdiction import Arrangement, CrossBorderRule
-
-    pipl = vault.jurisdictions.profile("pipl")
-    _with_profile(vault, "pipl", cross_border=pipl.cross_border.model_copy(update={
-        "rule": CrossBorderRule.LOCALISE, "arrangements": (Arrangement(
-            destinations=("*",), mechanism="cac_assessment", reference="CAC-SA-1"),)}))
+    vault = edited(
+        "regimes.pipl.cross_border", 'rule = "mechanism"', 'rule = "localise"',
+        "regimes.pipl.cross_border", "arrangements = []",
+        'arrangements = [{ destinations = ["*"], mechanism = "cac_assessment", '
+        'reference = "CAC-SA-1" }]')
     cn = new_subject(vault, "cn", "CN")
     grant(vault, "cn", "account_management", notice="separate_transfer", scope="cross_border")
     with pytest.raises(TransferRefused) as info:
@@ -458,7 +473,8 @@ def test_a_write_naming_another_jurisdiction_for_a_known_subject_is_refused(
                   jurisdiction="US-CA")
 
 
-def test_may_ask_again_waits_the_profiles_months_after_an_opt_out(vault: Vault) -> None:
+def test_may_ask_again_waits_the_profiles_months_after_an_opt_out(vault: Vault,
+                                                                  edited: Edited) -> None:
     """CCPA: after an opt-out of sale (GPC here), the business may not ask the consumer
     to opt back in for 12 months (reask_after_months); GDPR sets no wait. Reading it
     is audited like the consent state; a consent the subject gives on their own is
@@ -466,7 +482,7 @@ def test_may_ask_again_waits_the_profiles_months_after_an_opt_out(vault: Vault) 
     from vault import FixedClock
 
     clock = FixedClock(dt.datetime(2026, 1, 31, 9, 0, tzinfo=dt.UTC))
-    vault._clock = clock
+    vault = edited(clock=clock)
     new_subject(vault, "ca", "US-CA")
     new_subject(vault, "de", "DE")
     assert vault.consent.may_ask("ca", "sale", tenant="acme").allowed  # no event yet
@@ -523,13 +539,11 @@ def test_gpc_opts_out_of_sale_and_sharing_and_records_the_conflict(vault: Vault)
     assert (summary.gpc_signals, summary.gpc_conflicts) == (2, 1)
 
 
-def test_gpc_under_a_profile_that_does_not_honour_it(vault: Vault) -> None:
+def test_gpc_under_a_profile_that_does_not_honour_it(vault: Vault, edited: Edited) -> None:
     """gpc.honour = false: nothing is recorded, the subject's opt-in stands, and the
     ignored signal is audited."""
-    from vault.jurisdiction import GPCRule
-
     vault.policy.add_rule("marketing", "acme", "customers.email", "read", "sale")
-    _with_profile(vault, "gdpr", gpc=GPCRule(honour=False))
+    vault = edited("regimes.gdpr.gpc", "honour = true", "honour = false")
     rid = new_subject(vault, "eu", "DE")
     grant(vault, "eu", "sale", notice="data_sale")
     result = vault.consent.apply_gpc("eu", source="gateway", tenant="acme")
@@ -589,12 +603,12 @@ def test_grant_validates_notice_scope_hash_and_expiry(vault: Vault) -> None:
     assert event.notice_hash == vault.notices.get("marketing", 1).text_sha256
 
 
-def test_grant_with_expiry_lapses(vault: Vault) -> None:
+def test_grant_with_expiry_lapses(vault: Vault, edited: Edited) -> None:
     """A grant past its expires_at no longer counts."""
     from vault import FixedClock
 
     clock = FixedClock(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
-    vault._clock = clock
+    vault = edited(clock=clock)
     rid = new_subject(vault, "s1", "DE")
     grant(vault, "s1", expires_at=clock.now() + dt.timedelta(days=30))
     assert vault.get(MAYA, "customers", rid, purpose="marketing").data
@@ -618,7 +632,7 @@ def test_withdrawal_calls_erasure_hook_under_pipl(vault: Vault, monkeypatch: pyt
                                                   jurisdiction: str, called: bool) -> None:
     """A PIPL withdrawal calls the vault's withdrawal hook (proactive deletion)."""
     calls: list[tuple[str, str, str]] = []
-    monkeypatch.setattr(vault, "_on_consent_withdrawn",
+    monkeypatch.setattr(vault.retention, "consent_withdrawn",
                         lambda conn, t, s, p, at, actor: calls.append((t, s, p)))
     new_subject(vault, "s1", jurisdiction)
     grant(vault, "s1")

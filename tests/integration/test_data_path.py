@@ -355,7 +355,7 @@ def test_ciphertext_moved_to_another_record_fails(vault: Vault) -> None:
 
 def test_ciphertext_moved_to_another_field_fails(vault: Vault) -> None:
     """Swapping the e-mail envelope into the name slot fails to decrypt."""
-    from vault.store.codec import decode_envelopes, encode_envelopes
+    from vault.crypto.framing import decode_envelopes, encode_envelopes
 
     rid = vault.put(CRM, "customers", customer(), purpose="account_management")
     envs = decode_envelopes(_envelopes(vault, rid))

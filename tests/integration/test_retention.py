@@ -618,7 +618,7 @@ def test_pipl_withdrawal_and_its_deletion_are_one_transaction(
     def fail(*args: Any, **kwargs: Any) -> int:
         raise RuntimeError("crash while queueing the deletion")
 
-    monkeypatch.setattr(rv.retention, "_apply_event", fail)
+    monkeypatch.setattr(rv.retention, "consent_withdrawn", fail)
     with pytest.raises(RuntimeError):
         rv.consent.withdraw("s-cn", "marketing", tenant="acme")
     monkeypatch.undo()

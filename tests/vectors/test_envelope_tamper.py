@@ -20,10 +20,10 @@ from vault.crypto.envelope import (
     FieldContext,
     RecordContext,
 )
+from vault.crypto.framing import decode_envelopes, encode_envelopes
 from vault.crypto.keys import LocalKeyProvider
 from vault.crypto.keystore import DataKey, KeyStore
 from vault.errors import DecryptionError
-from vault.store.codec import decode_envelopes, encode_envelopes
 from vault.store.engine import make_engine
 
 CIPHER = AESGCMFieldCipher()

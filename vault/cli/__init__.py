@@ -8,20 +8,26 @@ error; 3 the audit log failed verification.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vault.config import VaultSettings
-from vault.errors import VaultError
-from vault.facade import Vault
-from vault.types import Actor
+from vault import Actor, Vault, VaultSettings
+from vault.cli import consent_cli, report_cli, retention_cli
+from vault.cli._common import (
+    HomeOpt,
+    TenantOpt,
+    configure_logging,
+    err,
+    fail,
+    guard,
+    open_vault,
+    out,
+    progress_bar,
+    settings_from_env,
+)
 
 __all__ = ["app", "main"]
 
@@ -42,99 +48,17 @@ app.add_typer(roles_app, name="roles")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 
-out = Console()
-err = Console(stderr=True)
-
-T = TypeVar("T")
-
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", help="Vault folder (embedded default). Env: VAULT_HOME.",
-                 show_default=False),
-]
-TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant (domain) of the role.")]
-
-
-
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs on stderr.")]
     = False,
 ) -> None:
     """Vault: encrypted, access-controlled, audited customer data."""
-    _configure_logging(verbose)
-
-
-def _configure_logging(verbose: bool) -> None:
-    """The CLI is an application, so it configures structlog: stderr, redacted."""
-    import logging
-
-    import structlog
-
-    from vault.logging import RedactingProcessor
-
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            RedactingProcessor(),
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else logging.WARNING
-        ),
-        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-
-
-def _settings(home: Path | None) -> VaultSettings:
-    return VaultSettings.from_env(home=home)
-
-
-@contextmanager
-def _open(home: Path | None) -> Iterator[Vault]:
-    with Vault.open(settings=_settings(home)) as vault:
-        yield vault
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    from rich.markup import escape
-
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
-    return typer.Exit(code)
-
-
-def _guard(fn: Callable[..., T]) -> Callable[..., T]:
-    """Turn every VaultError into a one-line message and exit code 1."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except VaultError as exc:
-            raise _fail(f"{exc.message} [{exc.code}]") from None
-
-    return wrapper
-
-
-def progress_bar(*, auto_refresh: bool = True) -> Progress:
-    """A progress bar on stderr; ``auto_refresh=False`` draws only on ``refresh()``
-    (no drawing thread)."""
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-        auto_refresh=auto_refresh,
-    )
+    configure_logging(verbose)
 
 
 @app.command()
-@_guard
+@guard
 def init(
     home: HomeOpt = None,
     database_url: Annotated[str | None, typer.Option(help="Data database URL.")] = None,
@@ -177,7 +101,7 @@ def _grant_roles(vault: Vault, role: str) -> None:
 
 
 @app.command()
-@_guard
+@guard
 def upgrade(
     home: HomeOpt = None,
     postgres_roles: Annotated[str | None, typer.Option(
@@ -187,14 +111,14 @@ def upgrade(
              "if set.")] = None,
 ) -> None:
     """Migrate an existing vault to this version's schema (idempotent; audited)."""
-    with Vault.upgrade(settings=_settings(home)) as vault:
+    with Vault.upgrade(settings=settings_from_env(home)) as vault:
         out.print(f"[green]up to date[/] vault in {vault.settings.home}")
         if postgres_roles:
             _grant_roles(vault, postgres_roles)
 
 
 @app.command()
-@_guard
+@guard
 def demo(
     home: HomeOpt = None,
     customers: Annotated[int, typer.Option(help="How many demo customers.")] = 1000,
@@ -203,20 +127,20 @@ def demo(
     """Load demo customers (EU, US-CA, CN), show what each role sees, verify the audit log."""
     from vault.cli.demo import run_demo
 
-    ok = run_demo(_settings(home), customers=customers, seed=seed, out=out,
+    ok = run_demo(settings_from_env(home), customers=customers, seed=seed, out=out,
                   progress_factory=progress_bar)
     if not ok:
-        raise _fail("audit verification failed", 3)
+        raise fail("audit verification failed", 3)
 
 
 # ---------------------------------------------------------------- keys
 
 
 @keys_app.command("status")
-@_guard
+@guard
 def keys_status(home: HomeOpt = None) -> None:
     """Show KEK versions and how many data keys each one wraps."""
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         status = vault.keys.status()
         table = Table(title="Key-encryption keys")
         table.add_column("version", justify="right")
@@ -229,13 +153,13 @@ def keys_status(home: HomeOpt = None) -> None:
 
 
 @keys_app.command("rotate")
-@_guard
+@guard
 def keys_rotate(
     home: HomeOpt = None,
     resume: Annotated[bool, typer.Option(help="Finish an interrupted rotation.")] = False,
 ) -> None:
     """Create a new KEK version and rewrap every data key (data rows untouched)."""
-    with _open(home) as vault, progress_bar() as bar:
+    with open_vault(home) as vault, progress_bar() as bar:
         task = bar.add_task("rewrapping data keys", total=None)
 
         def step(done: int, total: int) -> None:
@@ -247,16 +171,16 @@ def keys_rotate(
 
 
 @keys_app.command("retire")
-@_guard
+@guard
 def keys_retire(version: int, home: HomeOpt = None) -> None:
     """Delete KEK VERSION for good (refused while any data key depends on it)."""
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         vault.keys.retire(version)
     out.print(f"KEK version {version} retired")
 
 
 @keys_app.command("export-public-key")
-@_guard
+@guard
 def keys_export_public_key(
     home: HomeOpt = None,
     out_file: Annotated[Path | None, typer.Option("--out", metavar="FILE",
@@ -264,7 +188,7 @@ def keys_export_public_key(
     = None,
 ) -> None:
     """Print the Ed25519 public key that verifies audit checkpoints (safe to publish)."""
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         pem = vault.audit.export_public_key(out_file)
     if out_file is None:
         sys.stdout.write(pem.decode())
@@ -276,33 +200,33 @@ def keys_export_public_key(
 
 
 @roles_app.command("assign")
-@_guard
+@guard
 def roles_assign(user: str, role: str, tenant: TenantOpt = "default",
                  home: HomeOpt = None) -> None:
     """Give USER the ROLE in a tenant."""
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         changed = vault.roles.assign(user, role, tenant=tenant)
     out.print(f"{user} {'now has' if changed else 'already had'} role {role} in {tenant}")
 
 
 @roles_app.command("revoke")
-@_guard
+@guard
 def roles_revoke(user: str, role: str, tenant: TenantOpt = "default",
                  home: HomeOpt = None) -> None:
     """Take ROLE in a tenant away from USER."""
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         changed = vault.roles.revoke(user, role, tenant=tenant)
     out.print(f"{user} {'no longer has' if changed else 'did not have'} role {role} in {tenant}")
 
 
 @roles_app.command("list")
-@_guard
+@guard
 def roles_list(
     home: HomeOpt = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
 ) -> None:
     """List role assignments."""
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         table = Table(title="Role assignments")
         for col in ("user", "role", "tenant"):
             table.add_column(col)
@@ -315,7 +239,7 @@ def roles_list(
 
 
 @policy_app.command("check")
-@_guard
+@guard
 def policy_check(
     actor: str,
     obj: Annotated[str, typer.Argument(metavar="COLLECTION.FIELD")],
@@ -325,7 +249,7 @@ def policy_check(
     home: HomeOpt = None,
 ) -> None:
     """Say whether ACTOR may do ACTION on COLLECTION.FIELD for a purpose (exit 1 if denied)."""
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         allowed = vault.policy.check(Actor(actor, tenant), obj, action, purpose=purpose)
     if allowed:
         out.print(f"[green]allow[/] {actor} {action} {obj} for {purpose} in {tenant}")
@@ -338,7 +262,7 @@ def policy_check(
 
 
 @audit_app.command("verify")
-@_guard
+@guard
 def audit_verify(
     home: HomeOpt = None,
     checkpoints: Annotated[Path | None, typer.Option(
@@ -362,7 +286,7 @@ def audit_verify(
 
     if database_url is None and public_key is not None:
         # An auditor's machine holds no key file: read the data database only.
-        settings = _settings(home)
+        settings = settings_from_env(home)
         if not settings.resolved_key_file.exists():
             database_url = settings.resolved_database_url
     # Drawn from this thread: workers=None only forks from a single-threaded process.
@@ -377,7 +301,7 @@ def audit_verify(
             report = verify_database(database_url, checkpoints=checkpoints,
                                      public_key=public_key, progress=step, workers=workers)
         else:
-            with _open(home) as vault:
+            with open_vault(home) as vault:
                 report = vault.audit.verify(progress=step, checkpoints=checkpoints,
                                             public_key=public_key, workers=workers)
     if report.ok:
@@ -393,85 +317,25 @@ def audit_verify(
         err.print(f"  {finding.kind.value:<28} {where:<36} {finding.detail}", markup=False,
                   highlight=False)
     where = f"entry {report.first_bad_seq}" if report.first_bad_seq else f"chain {report.chain}"
-    raise _fail(f"audit log damaged at {where}: {report.reason} ({report.detail}); "
+    raise fail(f"audit log damaged at {where}: {report.reason} ({report.detail}); "
                 f"{len(report.findings)} finding(s)", 3)
 
 
 @audit_app.command("checkpoint")
-@_guard
+@guard
 def audit_checkpoint(
     out_dir: Annotated[Path, typer.Option("--out", metavar="DIR",
                                           help="Folder outside the database for checkpoints.")],
     home: HomeOpt = None,
 ) -> None:
     """Verify the log, then write a signed checkpoint of every chain head (schedule it)."""
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         path = vault.audit.checkpoint(out_dir)
     out.print(f"[green]checkpoint written[/]: {path}")
 
 
-@audit_app.command("report")
-@_guard
-def audit_report(
-    view: Annotated[str, typer.Option(
-        "--view", help="entries | subject_access | denials | unusual_purpose | bursts | "
-                       "privileged")] = "entries",
-    fmt: Annotated[str, typer.Option("--format", help="table | csv | json | html")] = "table",
-    out_file: Annotated[Path | None, typer.Option(
-        "--out", metavar="FILE", help="Write to FILE (required for html).")] = None,
-    since: Annotated[str | None, typer.Option(
-        "--from", metavar="TIME", help="ISO 8601 with zone, e.g. 2026-11-01T00:00:00Z")] = None,
-    until: Annotated[str | None, typer.Option("--to", metavar="TIME")] = None,
-    tenant: Annotated[str | None, typer.Option("--tenant")] = None,
-    actor: Annotated[str | None, typer.Option("--actor")] = None,
-    subject: Annotated[str | None, typer.Option(
-        "--subject", help="A subject id (needs --tenant); reported as its pseudonym.")] = None,
-    action: Annotated[str | None, typer.Option("--action")] = None,
-    decision: Annotated[str | None, typer.Option("--decision", help="allow|deny|error")] = None,
-    purpose: Annotated[str | None, typer.Option("--purpose")] = None,
-    collection: Annotated[str | None, typer.Option("--collection")] = None,
-    home: HomeOpt = None,
-) -> None:
-    """Audit reports for compliance officers: terminal table, CSV, JSON or one HTML file."""
-    import datetime as dt
-
-    from vault.audit.report import render, rich_table
-    from vault.errors import InvalidData
-
-    def when(value: str | None, name: str) -> dt.datetime | None:
-        if value is None:
-            return None
-        try:
-            return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidData(f"{name} is not an ISO 8601 time", field=name) from None
-
-    if fmt not in ("table", "csv", "json", "html"):
-        raise InvalidData("--format must be table, csv, json or html", field="format")
-    if fmt == "html" and out_file is None:
-        raise InvalidData("--format html needs --out FILE", field="out")
-    with _open(home) as vault:
-        rep = vault.audit.report(
-            view, since=when(since, "--from"), until=when(until, "--to"), tenant=tenant,
-            actor_id=actor, subject=subject, action=action, decision=decision,
-            purpose=purpose, collection=collection)
-    if fmt == "table":
-        out.print(rich_table(rep))
-        return
-    text = render(rep, fmt)
-    if out_file is None:
-        sys.stdout.write(text)
-    else:
-        out_file.write_text(text, encoding="utf-8")
-        out.print(f"{fmt} report written to {out_file} ({len(rep.rows)} rows)")
-
-
-from vault.cli.consent_cli import register as _register_consent  # noqa: E402
-
-_register_consent(app)
-
-from vault.cli import retention_cli  # noqa: E402  (needs the helpers above)
-
+report_cli.register(audit_app)
+consent_cli.register(app)
 retention_cli.register(app)
 
 

@@ -27,6 +27,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from vault.cli._common import guard, open_vault, out
 from vault.cli._time import parse_when
 from vault.errors import InvalidData
 
@@ -45,22 +46,18 @@ Evidence = Annotated[str | None, typer.Option(
     "--evidence", help="Reference to evidence kept elsewhere (an id, not personal data).")]
 
 
-
-
 _SHORT = {"granted": "grant", "withdrawn": "withdr", "refused": "refuse", "expired": "expire",
           "opt_out_rate": "out%"}
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``consent`` command group to ``app``."""
-    from vault.cli import _guard, _open, out
-
     consent_app = typer.Typer(help="Consent ledger: grant, withdraw, GPC, state, receipts, "
                                    "report.", no_args_is_help=True)
     app.add_typer(consent_app, name="consent")
 
     @consent_app.command("grant")
-    @_guard
+    @guard
     def grant(
         subject: str, purpose: str, tenant: Tenant,
         notice: Annotated[str, typer.Option("--notice", help="Notice id (notices.toml).")],
@@ -74,7 +71,7 @@ def register(app: typer.Typer) -> None:
         home: Home = None,
     ) -> None:
         """Record that SUBJECT consents to PURPOSE against a notice version."""
-        with _open(home) as vault:
+        with open_vault(home) as vault:
             event = vault.consent.grant(
                 subject, purpose, tenant=tenant, notice_id=notice,
                 notice_version=notice_version, notice_hash=notice_hash, scope=scope,
@@ -84,22 +81,22 @@ def register(app: typer.Typer) -> None:
                   f"receipt {event.event_id}")
 
     @consent_app.command("withdraw")
-    @_guard
+    @guard
     def withdraw(subject: str, purpose: str, tenant: Tenant, scope: Scope = "general",
                  method: Method = "api", source: Source = "cli", evidence: Evidence = None,
                  home: Home = None) -> None:
         """Record that SUBJECT withdraws (opts out of) PURPOSE."""
-        with _open(home) as vault:
+        with open_vault(home) as vault:
             event = vault.consent.withdraw(subject, purpose, tenant=tenant, scope=scope,
                                            method=method, source=source, evidence=evidence)
         out.print(f"[yellow]withdrawn[/] {purpose} ({event.scope.value}) under {event.regime}; "
                   f"receipt {event.event_id}")
 
     @consent_app.command("gpc")
-    @_guard
+    @guard
     def gpc(subject: str, tenant: Tenant, source: Source = "cli", home: Home = None) -> None:
         """Record a Global Privacy Control signal: opt-out of sale and sharing."""
-        with _open(home) as vault:
+        with open_vault(home) as vault:
             result = vault.consent.apply_gpc(subject, source=source, tenant=tenant)
         if not result.honoured:
             out.print("GPC is not honoured under this subject's profile; nothing recorded")
@@ -110,10 +107,10 @@ def register(app: typer.Typer) -> None:
                       "(CCPA regs §7025(c)(3)); recorded")
 
     @consent_app.command("show")
-    @_guard
+    @guard
     def show(subject: str, tenant: Tenant, home: Home = None) -> None:
         """The current consent state of SUBJECT per purpose and scope."""
-        with _open(home) as vault:
+        with open_vault(home) as vault:
             info = vault.subjects.get(subject, tenant=tenant)
             states = vault.consent.state(subject, tenant=tenant)
             now = vault.clock.now()
@@ -136,10 +133,10 @@ def register(app: typer.Typer) -> None:
         out.print(table)
 
     @consent_app.command("history")
-    @_guard
+    @guard
     def history(subject: str, tenant: Tenant, home: Home = None) -> None:
         """Every consent event of SUBJECT, oldest first (the ledger is never rewritten)."""
-        with _open(home) as vault:
+        with open_vault(home) as vault:
             events = vault.consent.history(subject, tenant=tenant)
         table = Table(title="Consent history")
         for column in ("time", "event", "purpose", "scope", "method", "regime", "notice",
@@ -153,14 +150,14 @@ def register(app: typer.Typer) -> None:
         out.print(table)
 
     @consent_app.command("receipt")
-    @_guard
+    @guard
     def receipt(
         event_id: str, tenant: Tenant,
         out_file: Annotated[Path | None, typer.Option("--out", metavar="FILE")] = None,
         home: Home = None,
     ) -> None:
         """The signed receipt (JSON) of a consent event."""
-        with _open(home) as vault:
+        with open_vault(home) as vault:
             data = vault.consent.receipt(event_id, tenant=tenant)
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         if out_file is None:
@@ -170,7 +167,7 @@ def register(app: typer.Typer) -> None:
             out.print(f"receipt written to {out_file}")
 
     @consent_app.command("verify-receipt")
-    @_guard
+    @guard
     def verify(
         file: Path,
         public_key: Annotated[Path | None, typer.Option(
@@ -189,12 +186,12 @@ def register(app: typer.Typer) -> None:
         if public_key is not None:
             body = verify_receipt(data, load_public_key(public_key))
         else:
-            with _open(home) as vault:
+            with open_vault(home) as vault:
                 body = vault.consent.verify_receipt(data)
         out.print(f"[green]receipt verified[/]: {body['consentReceiptID']}")
 
     @consent_app.command("report")
-    @_guard
+    @guard
     def report(
         tenant: Annotated[str | None, typer.Option("--tenant")] = None,
         fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
@@ -204,7 +201,7 @@ def register(app: typer.Typer) -> None:
         """Consent summary: counts per regime, purpose and scope; opt-out rates; GPC."""
         if fmt not in _FORMATS:
             raise InvalidData("--format must be table, csv or json", field="format")
-        with _open(home) as vault:
+        with open_vault(home) as vault:
             summary = vault.consent.summary(tenant=tenant)
         if fmt == "table":
             table = Table(title=f"Consent summary{' — ' + tenant if tenant else ''}",

@@ -1,9 +1,8 @@
 """``vault audit report``: audit reports for compliance officers on the command line.
 
-``register(audit_app)`` adds the ``report`` command to the ``audit`` group
-(replacing any earlier ``report`` command there). Running a report is itself
-audited: an ``audit.report`` entry on the administrative chain, reason
-``view:<view>:<format>``.
+``register(audit_app)`` adds the ``report`` command to the ``audit`` group. It
+runs ``v.audit.report``, so running a report is audited like any other: an
+``audit.report`` entry on the administrative chain, reason ``view:<view>:<format>``.
 
 Examples::
 
@@ -23,14 +22,13 @@ from typing import Annotated
 
 import typer
 
+from vault.cli._common import HomeOpt, guard, open_vault, out
 from vault.cli._time import parse_when
 from vault.errors import ConfigError, InvalidData
 
-__all__ = ["register"]
+__all__ = ["audit_report", "register"]
 
 _FORMATS = ("table", "csv", "json", "html")
-
-
 
 
 def audit_report(
@@ -77,23 +75,13 @@ def audit_report(
     burst_minutes: Annotated[int | None, typer.Option(
         "--burst-minutes", help="... within this many minutes "
                                 "(VAULT_REPORT_BURST_MINUTES).")] = None,
-    home: Annotated[Path | None, typer.Option(
-        "--home", help="Vault folder (embedded default). Env: VAULT_HOME.",
-        show_default=False)] = None,
+    home: HomeOpt = None,
 ) -> None:
     """Audit reports: who accessed a subject's data, denials, unusual purposes, bursts,
     privileged actions; as a terminal table, CSV, JSON or one self-contained HTML file."""
     from rich.console import Console
 
-    from vault.audit.report import (
-        ReportFilters,
-        ReportThresholds,
-        ReportView,
-        render,
-        rich_table,
-    )
-    from vault.audit.report import report as build_report
-    from vault.cli import _open, out
+    from vault.audit.report import ReportView, render, rich_table
 
     if fmt not in _FORMATS:
         raise InvalidData("--format must be table, csv, json or html", field="format")
@@ -106,25 +94,20 @@ def audit_report(
     except ValueError:
         raise InvalidData("--view must be one of "
                           + ", ".join(v.value for v in ReportView), field="view") from None
-    filters = ReportFilters(
-        since=parse_when(since, "--from", end_of_day=False),
-        until=parse_when(until, "--to", end_of_day=True),
-        tenant=tenant, actor=actor, subject=subject, action=action, decision=decision,
-        purpose=purpose, collection=collection)
-    with _open(home) as vault:
-        cfg = vault.settings
-        thresholds = ReportThresholds(
-            usual_share=cfg.report_usual_share if usual_share is None else usual_share,
-            usual_min_accesses=(cfg.report_usual_min_accesses if usual_min is None
-                                else usual_min),
-            burst_reads=cfg.report_burst_reads if burst_reads is None else burst_reads,
-            burst_minutes=cfg.report_burst_minutes if burst_minutes is None else burst_minutes,
-        )
-        thresholds = replace(thresholds, usual_baseline_days=baseline_days)
-        rep = build_report(vault.engine, filters, view=chosen, pseudonym=vault.pseudonym,
-                           thresholds=thresholds, now=vault.clock.now(), limit=limit or None)
-        # Reading the audit trail is itself an event of the audit trail.
-        vault._audit_admin("audit.report", reason=f"view:{chosen.value}:{fmt}")
+    start = parse_when(since, "--from", end_of_day=False)
+    end = parse_when(until, "--to", end_of_day=True)
+    with open_vault(home) as vault:
+        cfg = vault.audit.thresholds()
+        thresholds = replace(
+            cfg, usual_baseline_days=baseline_days,
+            usual_share=cfg.usual_share if usual_share is None else usual_share,
+            usual_min_accesses=cfg.usual_min_accesses if usual_min is None else usual_min,
+            burst_reads=cfg.burst_reads if burst_reads is None else burst_reads,
+            burst_minutes=cfg.burst_minutes if burst_minutes is None else burst_minutes)
+        rep = vault.audit.report(
+            chosen, thresholds=thresholds, limit=limit or None, output=fmt, since=start,
+            until=end, tenant=tenant, actor_id=actor, subject=subject, action=action,
+            decision=decision, purpose=purpose, collection=collection)
     if fmt == "table" and out_file is None:
         out.print(rich_table(rep))
         return
@@ -149,14 +132,7 @@ def audit_report(
 
 
 def register(audit_app: typer.Typer) -> None:
-    """Add ``report`` to the ``vault audit`` group, replacing an earlier ``report``.
-
-    Call it after :mod:`vault.cli` has defined its helpers (``_guard``, ``_open``).
-    """
-    from vault.cli import _guard
-
-    audit_app.registered_commands[:] = [
-        c for c in audit_app.registered_commands
-        if (c.name or (c.callback.__name__ if c.callback else "")) != "report"
-    ]
-    audit_app.command("report")(_guard(audit_report))
+    """Add ``report`` to the ``vault audit`` group (once)."""
+    if any(c.name == "report" for c in audit_app.registered_commands):
+        return
+    audit_app.command("report")(guard(audit_report))

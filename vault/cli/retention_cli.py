@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from vault.cli._common import HomeOpt, guard, open_vault, out, progress_bar
 from vault.cli._time import parse_when
 from vault.errors import ConfigError, InvalidData
 from vault.retention.holds import LegalHold
@@ -42,8 +43,6 @@ retention_app.add_typer(holds_app, name="holds")
 
 _FORMATS = ("table", "csv", "json")
 
-HomeOpt = Annotated[Path | None, typer.Option(
-    "--home", help="Vault folder (embedded default). Env: VAULT_HOME.", show_default=False)]
 FormatOpt = Annotated[str, typer.Option("--format", help="table | csv | json")]
 OutOpt = Annotated[Path | None, typer.Option(
     "--out", metavar="FILE", help="Write to FILE instead of stdout (csv, json).")]
@@ -61,7 +60,6 @@ def _check_format(fmt: str) -> None:
 
 
 def _emit(text: str, out_file: Path | None, what: str) -> None:
-    from vault.cli import out
 
     if out_file is None:
         sys.stdout.write(text)
@@ -117,10 +115,9 @@ def plan(
     home: HomeOpt = None,
 ) -> None:
     """What would be removed, and when: per record and data category."""
-    from vault.cli import _open, out
 
     _check_format(fmt)
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         result = vault.retention.plan(until=parse_when(until, "--until", end_of_day=True),
                                       tenant=tenant, limit=limit)
     if fmt != "table":
@@ -153,9 +150,8 @@ def sweep(
     home: HomeOpt = None,
 ) -> None:
     """Remove expired data in audited batches (idempotent; resumes after a crash)."""
-    from vault.cli import _open, out, progress_bar
 
-    with _open(home) as vault, progress_bar() as bar:
+    with open_vault(home) as vault, progress_bar() as bar:
         task = bar.add_task("checking expired records" if dry_run else "sweeping expired records",
                             total=None)
 
@@ -192,10 +188,9 @@ def holds_list(
     home: HomeOpt = None,
 ) -> None:
     """List legal holds (active ones unless --all)."""
-    from vault.cli import _open, out
 
     _check_format(fmt)
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         holds = vault.holds.list(tenant=tenant, subject_id=subject, active_only=not all_)
     header = ("id", "tenant", "subject", "reason", "placed_by", "placed_at", "until",
               "lifted_at")
@@ -227,9 +222,8 @@ def holds_place(
     home: HomeOpt = None,
 ) -> None:
     """Place a legal hold: nothing of the subject (or tenant) is deleted while it applies."""
-    from vault.cli import _open, out
 
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         hold = vault.holds.place(tenant, subject, reason=reason,
                                  until=parse_when(until, "--until", end_of_day=True))
     scope = f"subject {hold.subject_id}" if hold.subject_id else "the whole tenant"
@@ -238,9 +232,8 @@ def holds_place(
 
 def holds_lift(hold_id: str, home: HomeOpt = None) -> None:
     """Lift a legal hold (the data is subject to retention and erasure again)."""
-    from vault.cli import _open, out
 
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         vault.holds.lift(hold_id)
     out.print(f"hold {hold_id} lifted", highlight=False)
 
@@ -262,9 +255,8 @@ def event(
     home: HomeOpt = None,
 ) -> None:
     """Record (or --clear) a subject's event; its records' expiry is recomputed."""
-    from vault.cli import _open, out
 
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         if clear:
             count = vault.retention.clear_event(tenant, subject, kind)
         else:
@@ -326,10 +318,9 @@ def report(fmt: FormatOpt = "table", out_file: OutOpt = None,
                "--tenant", help="Only this tenant (and only the sweeps limited to it).")] = None,
            home: HomeOpt = None) -> None:
     """Retention summary: backlog, upcoming deletions (7/30/90/365 days), holds, last runs."""
-    from vault.cli import _open, out
 
     _check_format(fmt)
-    with _open(home) as vault:
+    with open_vault(home) as vault:
         rep = vault.retention.report(runs=runs, tenant=tenant)
     if fmt != "table":
         _emit(render_report(rep, fmt), out_file, f"{fmt} report")
@@ -360,7 +351,6 @@ def report(fmt: FormatOpt = "table", out_file: OutOpt = None,
 
 def register(app: typer.Typer) -> None:
     """Add the ``retention`` group to the ``vault`` command (after :mod:`vault.cli`'s helpers)."""
-    from vault.cli import _guard
 
     if retention_app.registered_commands:
         return
@@ -370,5 +360,5 @@ def register(app: typer.Typer) -> None:
         (holds_app, "list", holds_list), (holds_app, "place", holds_place),
         (holds_app, "lift", holds_lift))
     for group, name, fn in commands:
-        group.command(name)(_guard(fn))
+        group.command(name)(guard(fn))
     app.add_typer(retention_app, name="retention")

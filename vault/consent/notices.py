@@ -18,7 +18,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from vault._toml import read_toml
+from vault._toml import load_model
 from vault.consent.model import ConsentScope
 from vault.errors import ConfigError, InvalidData
 from vault.policy.purposes import PurposeRegistry
@@ -131,14 +131,7 @@ def load_notices(path: Path, purposes: PurposeRegistry | None = None) -> NoticeR
         ConfigError: unreadable, invalid, a hash that disagrees with the text,
             a version without hash or text, or a purpose that is not registered.
     """
-    raw = read_toml(path, "the notices file")
-    try:
-        parsed = _File.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            for err in exc.errors(include_url=False, include_input=False)[:5])
-        raise ConfigError(f"{path}: invalid notices: {problems}") from None
+    parsed = load_model(path, _File, what="the notices file", kind="notices")
     notices = []
     for notice_id, versions in parsed.notices.items():
         for entry in versions:

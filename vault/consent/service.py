@@ -6,8 +6,8 @@ state of its (subject, purpose, scope) updated and the audit entry appended,
 all in one transaction; the subject's row is locked meanwhile, so two events
 of one subject never interleave. Withdrawal takes one call, like granting
 (GDPR Art. 7(3)); under regimes that ask for it (PIPL Art. 47) a withdrawal
-also calls the vault's withdrawal hook, which queues deletion of the data held
-only on that consent.
+also calls the withdrawal hook (retention's, wired by the facade), which
+queues deletion of the data held only on that consent.
 
 When ``actor`` is given, the policy decides whether it may manage consent
 (``consent.manage`` on ``consent``); when omitted, the caller is the local
@@ -25,16 +25,15 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
-from vault.admin import _Service
+from vault._kernel import REASON_LIMIT, ConsentHooks, Kernel
 from vault.audit.chain import AuditEvent, Decision
-from vault.audit.checkpoint import load_public_key
-from vault.consent.decision import SubjectFacts, Use, Verdict, decide
+from vault.audit.checkpoint import key_fingerprint, load_public_key
+from vault.consent.gate import event_from, state_from
 from vault.consent.model import (
     ConsentEvent,
     ConsentMethod,
@@ -46,27 +45,17 @@ from vault.consent.model import (
 )
 from vault.consent.notices import Notice
 from vault.consent.receipts import build_receipt, sign_receipt, verify_receipt
-from vault.consent.tables import ConsentEventRow, ConsentStateRow
 from vault.errors import InvalidData, NotFound, VaultError
-from vault.jurisdiction import ConsentModel, SeparateConsentKind
 from vault.retention.schedule import Period, add_period
-from vault.retention.tables import RetentionSubjectRow
-from vault.store.models import SubjectRow
 from vault.store.retry import transaction_attempts
-from vault.types import Actor, check_identifier
+from vault.store.tables import CONSENT_EVENTS as _EVENTS
+from vault.store.tables import CONSENT_STATE as _STATE
+from vault.store.tables import RETENTION_SUBJECTS as _RETENTION_EVENTS
+from vault.store.tables import SUBJECTS as _SUBJECTS
+from vault.types import SYSTEM_ACTOR, Actor, check_identifier, check_tenant
 
 __all__ = ["AskAgain", "ConsentService", "ConsentSummary", "GPCResult"]
 
-_EVENTS = cast(Table, ConsentEventRow.__table__)
-_STATE = cast(Table, ConsentStateRow.__table__)
-_RETENTION_EVENTS = cast(Table, RetentionSubjectRow.__table__)
-_SUBJECTS = cast(Table, SubjectRow.__table__)
-_CHUNK = 500
-# Built once: every data call on existing subjects runs it.
-_RESTRICTED_SUBJECTS = select(_SUBJECTS.c.subject_id, _SUBJECTS.c.jurisdiction).where(
-    _SUBJECTS.c.tenant == bindparam("r_tenant"),
-    _SUBJECTS.c.subject_id.in_(bindparam("r_ids", expanding=True)),
-    _SUBJECTS.c.restricted_at.is_not(None))
 GPC_CONFLICT = "gpc_overrides_opt_in"
 
 
@@ -148,28 +137,7 @@ class ConsentSummary:
 def _tenant(tenant: object) -> str:
     if not isinstance(tenant, str):
         raise InvalidData("tenant must be a string", field="tenant")
-    return Actor("system", tenant).tenant
-
-
-def _event_from(row: Any) -> ConsentEvent:
-    return ConsentEvent(
-        event_id=row.event_id, seq=int(row.seq), tenant=row.tenant, subject_id=row.subject_id,
-        purpose=row.purpose, scope=ConsentScope(row.scope), kind=EventKind(row.kind),
-        regime=row.regime, jurisdiction=row.jurisdiction, method=ConsentMethod(row.method),
-        notice_id=row.notice_id,
-        notice_version=None if row.notice_version is None else int(row.notice_version),
-        notice_hash=row.notice_hash, occurred_at=row.occurred_at, expires_at=row.expires_at,
-        source=row.source, evidence=row.evidence, conflict=row.conflict, actor=row.actor)
-
-
-def _state_from(row: Any) -> ConsentState:
-    return ConsentState(
-        tenant=row.tenant, subject_id=row.subject_id, purpose=row.purpose,
-        scope=ConsentScope(row.scope), status=ConsentStatus(row.status), regime=row.regime,
-        notice_id=row.notice_id,
-        notice_version=None if row.notice_version is None else int(row.notice_version),
-        expires_at=row.expires_at, event_id=row.event_id, event_seq=int(row.event_seq),
-        updated_at=row.updated_at)
+    return check_tenant(tenant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,12 +153,16 @@ class _Spec:
     gpc: bool = False
 
 
-class ConsentService(_Service):
-    """Consent ledger: grant, withdraw, refuse, expire, GPC, state, history, receipts."""
+class ConsentService:
+    """Consent ledger: grant, withdraw, refuse, expire, GPC, state, history, receipts.
 
-    # (jurisdiction registry, purpose registry, (purpose, fields) -> uniform?)
-    _uniform_memo: tuple[object, object, dict[tuple[str, tuple[tuple[str, str, str], ...]],
-                                              bool]] | None = None
+    ``hooks`` hear of withdrawals that end a consent, and of grants that give
+    every ended one back, under a profile with ``erase_on_withdrawal``.
+    """
+
+    def __init__(self, kernel: Kernel, *, hooks: ConsentHooks) -> None:
+        self._k = kernel
+        self._hooks = hooks
 
     # ------------------------------------------------------------------ events
 
@@ -226,10 +198,10 @@ class ConsentService(_Service):
             NotFound: no such subject. AccessDenied: ``actor`` may not manage consent.
         """
         tenant = _tenant(tenant)
-        self._authorise(actor, "consent", "consent.manage", tenant=tenant)
+        self._k.authorise(actor, "consent", "consent.manage", tenant=tenant)
         try:
             spec = self._spec(purpose, scope, EventKind.GRANT, method, source, evidence)
-            notice = self._vault.notices.get(notice_id, notice_version)
+            notice = self._k.rules.notices.get(notice_id, notice_version)
             if not notice.covers(spec.purpose, spec.scope, ()):
                 raise InvalidData("the notice does not ask consent for this purpose and scope",
                                   field="notice")
@@ -237,7 +209,7 @@ class ConsentService(_Service):
                 raise InvalidData("notice_hash does not match the registered notice text",
                                   field="notice_hash")
             if expires_at is not None and (expires_at.tzinfo is None
-                                           or expires_at <= self._vault.clock.now()):
+                                           or expires_at <= self._k.clock.now()):
                 raise InvalidData("expires_at must be an aware time in the future",
                                   field="expires_at")
         except InvalidData as exc:
@@ -289,16 +261,16 @@ class ConsentService(_Service):
             NotFound: no such subject. AccessDenied: ``actor`` may not manage consent.
         """
         tenant = _tenant(tenant)
-        self._authorise(actor, "consent", "consent.manage", tenant=tenant)
+        self._k.authorise(actor, "consent", "consent.manage", tenant=tenant)
         try:
             check_identifier(subject_id, "subject_id")
             jurisdiction = self._jurisdiction(tenant, subject_id)
         except (InvalidData, NotFound) as exc:
             self._deny("consent.gpc", exc, tenant, actor, subject_id)
-        profile = self._vault.jurisdictions.profile_for(jurisdiction)
+        profile = self._k.rules.jurisdictions.profile_for(jurisdiction)
         if not profile.gpc.honour:
-            self._vault._audit_admin("consent.gpc", actor=actor, tenant=tenant,
-                                     subjects=(self._vault.pseudonym(tenant, subject_id),),
+            self._k.audit("consent.gpc", actor=actor, tenant=tenant,
+                                     subjects=(self._k.pseudonym(tenant, subject_id),),
                                      reason=f"ignored:{profile.name}")
             return GPCResult((), (), honoured=False)
         specs = [_Spec(p, ConsentScope.GENERAL, EventKind.WITHDRAW, ConsentMethod.GPC,
@@ -314,11 +286,11 @@ class ConsentService(_Service):
               ) -> list[ConsentState]:
         """The current state of every (purpose, scope) the subject has events for."""
         tenant, subject_id = self._read_access("consent.state", subject_id, tenant, actor)
-        with self._vault.engine.connect() as conn:
+        with self._k.engine.connect() as conn:
             rows = conn.execute(select(_STATE).where(
                 _STATE.c.tenant == tenant, _STATE.c.subject_id == subject_id
             ).order_by(_STATE.c.purpose, _STATE.c.scope)).all()
-        return [_state_from(r) for r in rows]
+        return [state_from(r) for r in rows]
 
     def ask_again_from(self, state: ConsentState) -> dt.datetime | None:
         """When the business may ask again after the opt-out ``state`` records (a
@@ -327,7 +299,7 @@ class ConsentService(_Service):
         if state.status not in (ConsentStatus.WITHDRAWN, ConsentStatus.REFUSED) or (
                 state.scope is not ConsentScope.GENERAL):
             return None
-        months = self._vault.jurisdictions.profile(state.regime).reask_after_months
+        months = self._k.rules.jurisdictions.profile(state.regime).reask_after_months
         if not months:
             return None
         return add_period(state.updated_at, Period(months=months))
@@ -340,16 +312,16 @@ class ConsentService(_Service):
         Raises:
             UnknownPurpose: the purpose is not in the registry.
         """
-        self._vault.purposes.get(purpose)
+        self._k.rules.purposes.get(purpose)
         tenant, subject_id = self._read_access("consent.state", subject_id, tenant, actor)
-        with self._vault.engine.connect() as conn:
+        with self._k.engine.connect() as conn:
             row = conn.execute(select(_STATE).where(
                 _STATE.c.tenant == tenant, _STATE.c.subject_id == subject_id,
                 _STATE.c.purpose == purpose,
                 _STATE.c.scope == ConsentScope.GENERAL.value)).one_or_none()
         if row is None:
             return AskAgain(True, None, None)
-        state, now = _state_from(row), self._vault.clock.now()
+        state, now = state_from(row), self._k.clock.now()
         when = self.ask_again_from(state)
         return AskAgain(when is None or when <= now, when, state.status_at(now))
 
@@ -357,11 +329,11 @@ class ConsentService(_Service):
                 ) -> list[ConsentEvent]:
         """Every ledger event of the subject, oldest first."""
         tenant, subject_id = self._read_access("consent.history", subject_id, tenant, actor)
-        with self._vault.engine.connect() as conn:
+        with self._k.engine.connect() as conn:
             rows = conn.execute(select(_EVENTS).where(
                 _EVENTS.c.tenant == tenant, _EVENTS.c.subject_id == subject_id
             ).order_by(_EVENTS.c.seq)).all()
-        return [_event_from(r) for r in rows]
+        return [event_from(r) for r in rows]
 
     def receipt(self, event_id: str, *, tenant: str, actor: Actor | None = None
                 ) -> dict[str, Any]:
@@ -371,19 +343,17 @@ class ConsentService(_Service):
             NotFound: no such event in the tenant.
         """
         tenant = _tenant(tenant)
-        self._authorise(actor, "consent", "consent.manage", tenant=tenant)
+        self._k.authorise(actor, "consent", "consent.manage", tenant=tenant)
         check_identifier(event_id, "event_id")
-        with self._vault.engine.connect() as conn:
+        with self._k.engine.connect() as conn:
             row = conn.execute(select(
                 _EVENTS.c.subject_id, _EVENTS.c.receipt, _EVENTS.c.signature
             ).where(_EVENTS.c.tenant == tenant, _EVENTS.c.event_id == event_id)).one_or_none()
         if row is None:
             raise NotFound(f"no consent event {event_id}")
-        self._vault._audit_admin("consent.receipt", actor=actor, tenant=tenant,
-                                 subjects=(self._vault.pseudonym(tenant, row.subject_id),))
-        public = self._vault._provider.signing_key().public_key()
-        from vault.audit.checkpoint import key_fingerprint
-
+        self._k.audit("consent.receipt", actor=actor, tenant=tenant,
+                                 subjects=(self._k.pseudonym(tenant, row.subject_id),))
+        public = self._k.provider.signing_key().public_key()
         return {"receipt": json.loads(row.receipt), "alg": "Ed25519",
                 "keyId": key_fingerprint(public), "signature": row.signature}
 
@@ -398,7 +368,7 @@ class ConsentService(_Service):
             InvalidReceipt: altered, forged or signed by another key.
         """
         if public_key is None:
-            key = self._vault._provider.signing_key().public_key()
+            key = self._k.provider.signing_key().public_key()
         elif isinstance(public_key, bytes):
             key = load_public_key(public_key)
         else:
@@ -410,7 +380,7 @@ class ConsentService(_Service):
         """Consent counts per regime, purpose and scope, opt-out rates, event counts."""
         if tenant is not None:
             tenant = _tenant(tenant)
-        self._authorise(actor, "consent", "consent.manage", tenant=tenant or "*")
+        self._k.authorise(actor, "consent", "consent.manage", tenant=tenant or "*")
         state_q = select(_STATE.c.regime, _STATE.c.purpose, _STATE.c.scope, _STATE.c.status,
                          func.count()).group_by(_STATE.c.regime, _STATE.c.purpose,
                                                 _STATE.c.scope, _STATE.c.status)
@@ -420,7 +390,7 @@ class ConsentService(_Service):
         if tenant is not None:
             state_q = state_q.where(_STATE.c.tenant == tenant)
             event_q = event_q.where(_EVENTS.c.tenant == tenant)
-        with self._vault.engine.connect() as conn:
+        with self._k.engine.connect() as conn:
             states = conn.execute(state_q).all()
             events = conn.execute(event_q).all()
         table: dict[tuple[str, str, str], Counter[str]] = {}
@@ -442,109 +412,13 @@ class ConsentService(_Service):
                 gpc += int(count)
                 if conflict == GPC_CONFLICT:
                     conflicts += int(count)
-        self._vault._audit_admin("consent.report", actor=actor, tenant=tenant or "*",
+        self._k.audit("consent.report", actor=actor, tenant=tenant or "*",
                                  reason="summary")
         return ConsentSummary(
-            tenant=tenant, generated_at=self._vault.clock.now(), rows=tuple(rows),
+            tenant=tenant, generated_at=self._k.clock.now(), rows=tuple(rows),
             events=tuple({"kind": k, "method": m, "count": n}
                          for (k, m), n in sorted(by_kind.items())),
             gpc_signals=gpc, gpc_conflicts=conflicts)
-
-    # ------------------------------------------------------------------ enforcement
-
-    def depends_only_on_restriction(self, use: Use) -> bool:
-        """Whether ``use`` is allowed in every regime for any unrestricted subject,
-        whatever its consents (a notice-only purpose, no sensitive field needing a
-        separate consent, no recipient, no region). Then only restricted subjects
-        need looking up: the common case of account management stays cheap.
-
-        Memoised per (purpose, fields) for the vault's jurisdiction profiles and
-        purposes, which are loaded once: every data call asks it."""
-        if use.region is not None or use.recipient is not None:
-            return False
-        memo_of = self._uniform_memo
-        jurisdictions, purposes = self._vault.jurisdictions, self._vault.purposes
-        if memo_of is None or memo_of[0] is not jurisdictions or memo_of[1] is not purposes:
-            memo_of = self._uniform_memo = (jurisdictions, purposes, {})
-        memo = memo_of[2]
-        key = (use.purpose.name, use.fields)
-        found = memo.get(key)
-        if found is None:
-            found = memo[key] = self._uniform(use)
-        return found
-
-    def _uniform(self, use: Use) -> bool:
-        jurisdictions = self._vault.jurisdictions
-        for regime in jurisdictions.regimes:
-            profile = jurisdictions.profile(regime)
-            basis = use.purpose.basis_in(regime)
-            if profile.consent_model(use.purpose.name, basis) is not ConsentModel.NOTICE_ONLY:
-                return False
-            if (profile.sensitive.consent != "none"
-                    and profile.separate_consent.needed(SeparateConsentKind.SENSITIVE, basis)
-                    and any(profile.is_sensitive(c, cat) for _, c, cat in use.fields)):
-                return False
-        return True
-
-    def subject_facts(self, conn: Connection, tenant: str, subject_ids: Sequence[str],
-                      purpose: str, *, restricted_only: bool = False
-                      ) -> dict[str, SubjectFacts]:
-        """Jurisdiction, restriction and consent states of many subjects for one
-        purpose: one query (per 500 subjects) joining subjects and states. With
-        ``restricted_only``, only the restricted subjects (without states)."""
-        if restricted_only:
-            found: dict[str, SubjectFacts] = {}
-            for start in range(0, len(subject_ids), _CHUNK):
-                chunk = list(subject_ids[start:start + _CHUNK])
-                for sid, code in conn.execute(_RESTRICTED_SUBJECTS,
-                                              {"r_tenant": tenant, "r_ids": chunk}):
-                    found[sid] = SubjectFacts(sid, code, True, {})
-            return found
-        names = [c.name for c in _STATE.c]
-        jurisdictions: dict[str, str | None] = {}
-        restricted: set[str] = set()
-        states: dict[str, dict[ConsentScope, ConsentState]] = {}
-        for start in range(0, len(subject_ids), _CHUNK):
-            chunk = list(subject_ids[start:start + _CHUNK])
-            joined = _SUBJECTS.outerjoin(_STATE, and_(
-                _STATE.c.tenant == _SUBJECTS.c.tenant,
-                _STATE.c.subject_id == _SUBJECTS.c.subject_id,
-                _STATE.c.purpose == purpose))
-            result = conn.execute(
-                select(_SUBJECTS.c.subject_id, _SUBJECTS.c.jurisdiction,
-                       _SUBJECTS.c.restricted_at, *_STATE.c)
-                .select_from(joined)
-                .where(_SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id.in_(chunk)))
-            for sid, jurisdiction, restricted_at, *state in result:
-                jurisdictions[sid] = jurisdiction
-                if restricted_at is not None:
-                    restricted.add(sid)
-                if state[0] is not None:
-                    row = _state_from(SimpleNamespace(**dict(zip(names, state, strict=True))))
-                    states.setdefault(sid, {})[row.scope] = row
-        return {sid: SubjectFacts(sid, code, sid in restricted, states.get(sid, {}))
-                for sid, code in jurisdictions.items()}
-
-    def decide_many(self, facts: Mapping[str, SubjectFacts], use: Use) -> dict[str, Verdict]:
-        """A verdict per subject (pure, given the facts). Subjects with no consent
-        state share one decision per (jurisdiction, restriction): a batch of
-        10,000 customers costs a handful of decisions, not 10,000."""
-        now = self._vault.clock.now()
-        jurisdictions, notices = self._vault.jurisdictions, self._vault.notices
-        shared: dict[tuple[str | None, bool], Verdict] = {}
-        verdicts: dict[str, Verdict] = {}
-        for sid, f in facts.items():
-            if f.states:
-                verdicts[sid] = decide(f, use, jurisdictions=jurisdictions, notices=notices,
-                                       now=now)
-                continue
-            key = (f.jurisdiction, f.restricted)
-            verdict = shared.get(key)
-            if verdict is None:
-                verdict = shared[key] = decide(f, use, jurisdictions=jurisdictions,
-                                               notices=notices, now=now)
-            verdicts[sid] = verdict
-        return verdicts
 
     # ------------------------------------------------------------------ internals
 
@@ -552,7 +426,7 @@ class ConsentService(_Service):
                 scope: ConsentScope | str, method: ConsentMethod | str, source: str,
                 evidence: str | None, actor: Actor | None) -> ConsentEvent:
         tenant = _tenant(tenant)
-        self._authorise(actor, "consent", "consent.manage", tenant=tenant)
+        self._k.authorise(actor, "consent", "consent.manage", tenant=tenant)
         try:
             spec = self._spec(purpose, scope, kind, method, source, evidence)
         except InvalidData as exc:
@@ -561,7 +435,7 @@ class ConsentService(_Service):
 
     def _spec(self, purpose: str, scope: ConsentScope | str, kind: EventKind,
               method: ConsentMethod | str, source: str, evidence: str | None) -> _Spec:
-        self._vault.purposes.get(purpose)
+        self._k.rules.purposes.get(purpose)
         try:
             scope = ConsentScope(scope)
         except ValueError:
@@ -579,19 +453,19 @@ class ConsentService(_Service):
         subjects: tuple[str, ...] = ()
         if isinstance(subject_id, str):
             with contextlib.suppress(InvalidData):
-                subjects = (self._vault.pseudonym(tenant, check_identifier(subject_id,
+                subjects = (self._k.pseudonym(tenant, check_identifier(subject_id,
                                                                            "subject_id")),)
-        self._vault._audit_admin(action, actor=actor, tenant=tenant, decision=Decision.DENY,
+        self._k.audit(action, actor=actor, tenant=tenant, decision=Decision.DENY,
                                  reason=exc.code, subjects=subjects)
         raise exc
 
     def _read_access(self, action: str, subject_id: str, tenant: str, actor: Actor | None
                      ) -> tuple[str, str]:
         tenant = _tenant(tenant)
-        self._authorise(actor, "consent", "consent.manage", tenant=tenant)
+        self._k.authorise(actor, "consent", "consent.manage", tenant=tenant)
         check_identifier(subject_id, "subject_id")
-        self._vault._audit_admin(action, actor=actor, tenant=tenant,
-                                 subjects=(self._vault.pseudonym(tenant, subject_id),))
+        self._k.audit(action, actor=actor, tenant=tenant,
+                                 subjects=(self._k.pseudonym(tenant, subject_id),))
         return tenant, subject_id
 
     def _jurisdiction(self, tenant: str, subject_id: str, conn: Connection | None = None,
@@ -601,7 +475,7 @@ class ConsentService(_Service):
         if lock:
             query = query.with_for_update()
         if conn is None:
-            with self._vault.engine.connect() as own:
+            with self._k.engine.connect() as own:
                 row = own.execute(query).one_or_none()
         else:
             row = conn.execute(query).one_or_none()
@@ -612,30 +486,30 @@ class ConsentService(_Service):
     def _record(self, tenant: str, subject_id: str, specs: Sequence[_Spec],
                 actor: Actor | None) -> list[ConsentEvent]:
         """Append events, update states, sign receipts and audit: one transaction."""
-        vault = self._vault
+        k = self._k
         action = f"consent.{'gpc' if specs and specs[0].gpc else specs[0].kind.value}"
         try:
             check_identifier(subject_id, "subject_id")
         except InvalidData as exc:
             self._deny(action, exc, tenant, actor, None)
-        pseudonym = vault.pseudonym(tenant, subject_id)
-        signing_key = vault._provider.signing_key()
-        actor_id = actor.id if actor is not None else "system"
+        pseudonym = k.pseudonym(tenant, subject_id)
+        signing_key = k.provider.signing_key()
+        actor_id = actor.id if actor is not None else SYSTEM_ACTOR
         recorded: list[ConsentEvent] = []
         try:
             for attempt in transaction_attempts():
-                with attempt, vault.engine.begin() as conn:
+                with attempt, k.engine.begin() as conn:
                     recorded = []
                     jurisdiction = self._jurisdiction(tenant, subject_id, conn, lock=True)
-                    regime = vault.jurisdictions.regime_for(jurisdiction)
-                    now = vault.clock.now()
+                    regime = k.rules.jurisdictions.regime_for(jurisdiction)
+                    now = k.clock.now()
                     audit: list[AuditEvent] = []
                     for spec in specs:
                         previous_row = conn.execute(select(_STATE).where(
                             _STATE.c.tenant == tenant, _STATE.c.subject_id == subject_id,
                             _STATE.c.purpose == spec.purpose, _STATE.c.scope == spec.scope.value
                         )).one_or_none()
-                        previous = None if previous_row is None else _state_from(previous_row)
+                        previous = None if previous_row is None else state_from(previous_row)
                         conflict = None
                         if (spec.gpc and previous is not None
                                 and previous.status_at(now) is ConsentStatus.GRANTED):
@@ -651,7 +525,7 @@ class ConsentService(_Service):
                             notice_hash=notice.text_sha256 if notice else None,
                             occurred_at=now, expires_at=spec.expires_at, source=spec.source,
                             evidence=spec.evidence, conflict=conflict, actor=actor_id)
-                        body = build_receipt(event, vault_id=vault.vault_id, notice=notice,
+                        body = build_receipt(event, vault_id=k.vault_id, notice=notice,
                                              public_key=signing_key.public_key())
                         result = conn.execute(insert(_EVENTS).values(
                             event_id=event.event_id, tenant=tenant, subject_id=subject_id,
@@ -686,11 +560,11 @@ class ConsentService(_Service):
                         audit.append(AuditEvent(
                             tenant=tenant, actor=actor_id, action=action,
                             decision=Decision.ALLOW, subjects=(pseudonym,),
-                            purpose=event.purpose, reason=reason[:64],
+                            purpose=event.purpose, reason=reason[:REASON_LIMIT],
                             record_ids=(event.event_id,)))
                         recorded.append(event)
-                    vault.audit_log.append(conn, audit)
-                    if vault.jurisdictions.profile(regime).erase_on_withdrawal:
+                    k.audit_log.append(conn, audit)
+                    if k.rules.jurisdictions.profile(regime).erase_on_withdrawal:
                         self._queue_erasure(conn, tenant, subject_id, recorded, actor)
         except NotFound as exc:
             self._deny(action, exc, tenant, actor, subject_id)
@@ -709,7 +583,6 @@ class ConsentService(_Service):
         to another purpose is not a consent to the withdrawn one again, nor an
         answer to a withdrawal or objection recorded outside the ledger.
         """
-        vault = self._vault
         general = [e for e in recorded if e.scope is ConsentScope.GENERAL]
         if not any(e.kind in (EventKind.WITHDRAW, EventKind.GRANT) for e in general):
             return
@@ -741,10 +614,11 @@ class ConsentService(_Service):
                 _RETENTION_EVENTS.c.tenant == tenant,
                 _RETENTION_EVENTS.c.subject_id == subject_id)).scalar_one_or_none()
             if queued is None or queued > first.occurred_at:
-                vault._on_consent_withdrawn(conn, tenant, subject_id, first.purpose,
-                                            first.occurred_at, actor)
+                self._hooks.consent_withdrawn(conn, tenant, subject_id, first.purpose,
+                                              first.occurred_at, actor)
         elif ended_before and not ended:
-            vault._on_consent_granted(conn, tenant, subject_id, general[-1].purpose, actor)
+            self._hooks.consent_regranted(conn, tenant, subject_id, general[-1].purpose,
+                                          actor)
 
 
 def _with_seq(event: ConsentEvent, seq: int) -> ConsentEvent:

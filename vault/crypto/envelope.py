@@ -25,11 +25,11 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 
 from vault.crypto._encoding import length_prefixed
+from vault.crypto.framing import FRAME_LENGTH as _FRAME_LENGTH
+from vault.crypto.framing import FRAME_NAME as _FRAME_NAME
+from vault.crypto.framing import iter_frames
 from vault.crypto.keystore import DataKey
 from vault.errors import DecryptionError
-from vault.store.codec import FRAME_LENGTH as _FRAME_LENGTH
-from vault.store.codec import FRAME_NAME as _FRAME_NAME
-from vault.store.codec import iter_frames
 
 __all__ = [
     "FORMAT_VERSION", "AESGCMFieldCipher", "AssociatedData", "BoundContext", "FieldContext",
@@ -116,7 +116,7 @@ def _lp_name(text: str) -> bytes:
 
 @functools.lru_cache(maxsize=1024)
 def _framed_name(raw: bytes) -> tuple[str, bytes]:
-    """A field name as vault.store.codec frames it (UTF-8) -> the name and its
+    """A field name as vault.crypto.framing frames it (UTF-8) -> the name and its
     associated-data encoding (field names are few: made once)."""
     text = raw.decode("utf-8")
     return text, _lp_name(text)
@@ -170,7 +170,7 @@ class AESGCMFieldCipher:
 
     def encrypt_framed(self, key: DataKey, plaintexts: Mapping[str, bytes],
                        record: RecordContext) -> bytes:
-        """:meth:`encrypt_fields`, framed as :func:`vault.store.codec.encode_envelopes`
+        """:meth:`encrypt_fields`, framed as :func:`vault.crypto.framing.encode_envelopes`
         frames it, in one pass: ``encode_envelopes(encrypt_fields(key, plaintexts,
         record))``, each field under its own fresh random nonce."""
         count = len(plaintexts)
@@ -227,7 +227,7 @@ class AESGCMFieldCipher:
     def decrypt_framed(self, key: DataKey, framed: bytes, record: RecordContext,
                        names: Container[str]) -> tuple[dict[str, bytes], int]:
         """:meth:`decrypt_fields` of the fields ``names`` straight from a record's
-        framed envelopes (:func:`vault.store.codec.encode_envelopes`), in one pass.
+        framed envelopes (:func:`vault.crypto.framing.encode_envelopes`), in one pass.
 
         Equal to ``decrypt_fields(key, decode_envelopes(framed), record, names)``
         (fields in stored order), with the same refusals, and also returns how

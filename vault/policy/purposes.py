@@ -19,9 +19,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from vault._toml import read_toml
+from vault._toml import load_model
 from vault.errors import ConfigError, UnknownPurpose
 
 __all__ = ["LawfulBasis", "Purpose", "PurposeRegistry", "load_purposes"]
@@ -145,15 +145,7 @@ def load_purposes(path: Path) -> PurposeRegistry:
         ConfigError: the file is missing, is not TOML, or a table is malformed;
             the message names the file and the offending key, never a value.
     """
-    raw = read_toml(path, "the purposes file")
-    try:
-        parsed = _PurposesFile.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in exc.errors(include_url=False, include_input=False)
-        )
-        raise ConfigError(f"{path}: invalid purposes: {problems}") from None
+    parsed = load_model(path, _PurposesFile, what="the purposes file", kind="purposes")
     return PurposeRegistry(
         [
             Purpose(name=name, description=entry.description,

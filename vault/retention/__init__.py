@@ -6,9 +6,13 @@ Every record carries its next expiry (table ``retention``), kept in step by
 writes and by :meth:`RetentionService.record_event`. The sweeper removes what
 has expired in audited, crash-safe batches; legal holds stop it, and stop
 deletion and crypto-shredding, for a subject or a whole tenant.
+
+This package's root exports the pure parts (the schedule and its periods).
+The services reached from an open vault live in :mod:`vault.retention.service`
+(``v.retention``, with the sweeper of :mod:`vault.retention.sweeper`) and
+:mod:`vault.retention.holds` (``v.holds``).
 """
 
-from vault.retention.holds import HoldService, LegalHold
 from vault.retention.schedule import (
     Action,
     Event,
@@ -20,30 +24,14 @@ from vault.retention.schedule import (
     category_expiry,
     load_schedule,
 )
-from vault.retention.service import (
-    PlanEntry,
-    RetentionPlan,
-    RetentionReport,
-    RetentionService,
-    RunSummary,
-)
-from vault.retention.sweeper import SweepReport
 
 __all__ = [
     "Action",
     "Event",
-    "HoldService",
-    "LegalHold",
     "Period",
-    "PlanEntry",
-    "RetentionPlan",
-    "RetentionReport",
     "RetentionRule",
     "RetentionSchedule",
-    "RetentionService",
-    "RunSummary",
     "SubjectEvents",
-    "SweepReport",
     "add_period",
     "category_expiry",
     "load_schedule",

@@ -9,12 +9,16 @@ for every record of the subject.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, delete, insert, select
+from sqlalchemy import ColumnElement, Connection, Engine, delete, insert, select
 
+from vault.crypto.framing import decode_envelopes
+from vault.jurisdiction import JurisdictionRegistry
 from vault.retention._regime import DEFAULT_REGIME, RegimeOf
 from vault.retention.schedule import (
     Action,
@@ -24,23 +28,23 @@ from vault.retention.schedule import (
     identifying,
     record_expiries,
 )
-from vault.retention.tables import RetentionRow, RetentionSubjectRow
 from vault.schema import CollectionSchema, SchemaRegistry
 from vault.store.bulk import BulkInsert
-from vault.store.codec import decode_envelopes
-from vault.store.models import RecordRow, SubjectRow
+from vault.store.retry import transaction_attempts
+from vault.store.tables import RECORDS as _RECORDS
+from vault.store.tables import RETENTION as _RET
+from vault.store.tables import RETENTION_FINGERPRINTS as _FINGERPRINTS
+from vault.store.tables import RETENTION_SUBJECTS as _EVENTS
+from vault.store.tables import SUBJECTS as _SUBJECTS
 
-__all__ = ["ANONYMOUS_SUBJECT", "Outcome", "SubjectInfo", "decide", "recompute",
-           "rows_for_insert", "subject_info", "summarise"]
+__all__ = ["ANONYMOUS_SUBJECT", "Outcome", "SubjectInfo", "backfill", "decide", "fingerprint",
+           "recompute", "recompute_all", "rows_for_insert", "store_fingerprint",
+           "stored_fingerprint", "subject_info", "summarise"]
 
-_RET = cast(Table, RetentionRow.__table__)
 _SUMMARY_COLUMNS = ("category", "action", "expires_at", "purge_at", "shred_at")
 # Built once: every put_many runs it.
 _BULK_RET = BulkInsert(_RET, ("record_id", "tenant", "subject_id", "collection",
                               *_SUMMARY_COLUMNS))
-_EVENTS = cast(Table, RetentionSubjectRow.__table__)
-_SUBJECTS = cast(Table, SubjectRow.__table__)
-_RECORDS = cast(Table, RecordRow.__table__)
 
 #: The subject that anonymised records are re-keyed to. Not a valid caller
 #: subject id (it starts with ``~``), so no caller can write, read by subject,
@@ -246,3 +250,73 @@ def decide(schema: CollectionSchema, fields: Iterable[str],
     columns = summarise({c: expiries.get(c) for c in pending})
     return Outcome("prune" if removed else "reschedule", frozenset(removed), kept, columns,
                    shred)
+
+
+# ------------------------------------------------------------------ schedule changes
+
+def fingerprint(schedule: RetentionSchedule, schemas: SchemaRegistry,
+                jurisdictions: JurisdictionRegistry) -> str:
+    """SHA-256 of everything a stored expiry is computed from: the schedule's
+    rules, each field's category and classification, and which regime each
+    jurisdiction code falls under."""
+    doc = {
+        "rules": {cat: {reg: [[str(r.period), r.from_event.value, r.action.value]
+                              for r in schedule.rules(cat, reg)]
+                        for reg in schedule.regimes(cat)}
+                  for cat in schedule.categories},
+        "fields": sorted([name, f.name, f.category, f.classification.value]
+                         for name in schemas.names
+                         for f in schemas.get(name).fields.values()),
+        "regimes": sorted([code, regime] for regime in jurisdictions.regimes
+                          for code in jurisdictions.profile(regime).jurisdictions),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def stored_fingerprint(conn: Connection) -> str | None:
+    """The fingerprint the stored expiries were last computed under."""
+    return conn.execute(select(_FINGERPRINTS.c.fingerprint)
+                        .order_by(_FINGERPRINTS.c.id.desc()).limit(1)).scalar_one_or_none()
+
+
+def store_fingerprint(conn: Connection, value: str, now: dt.datetime) -> None:
+    conn.execute(insert(_FINGERPRINTS), [{"recorded_at": now, "fingerprint": value}])
+
+
+def recompute_all(engine: Engine, schedule: RetentionSchedule, schemas: SchemaRegistry,
+                  *where: ColumnElement[bool], regime_for: RegimeOf) -> int:
+    """Recompute the expiry of every record (but anonymised ones) that matches
+    ``where``, in batches by id, each in a transaction of its own (retried);
+    returns how many were recomputed."""
+    after, count = "", 0
+    while True:
+        for attempt in transaction_attempts():
+            with attempt, engine.begin() as conn:
+                rows = conn.execute(
+                    select(_RECORDS.c.tenant, _RECORDS.c.id)
+                    .where(_RECORDS.c.subject_id != ANONYMOUS_SUBJECT,
+                           _RECORDS.c.id > after, *where)
+                    .order_by(_RECORDS.c.id).limit(_CHUNK)).all()
+                by_tenant: dict[str, list[str]] = {}
+                for row in rows:
+                    by_tenant.setdefault(row.tenant, []).append(row.id)
+                done = sum(recompute(conn, schedule, schemas, tenant, record_ids=ids,
+                                     regime_for=regime_for)
+                           for tenant, ids in by_tenant.items())
+        if not rows:
+            return count
+        count += done
+        after = rows[-1].id
+
+
+def backfill(engine: Engine, schedule: RetentionSchedule, schemas: SchemaRegistry, *,
+             regime_for: RegimeOf) -> int:
+    """Give every record that has no expiry row one (records written before the
+    retention schema existed, i.e. by a vault upgraded past migration 0003).
+
+    Runs in batches, each in its own transaction; returns how many were added.
+    """
+    return recompute_all(
+        engine, schedule, schemas,
+        ~select(_RET.c.record_id).where(_RET.c.record_id == _RECORDS.c.id).exists(),
+        regime_for=regime_for)

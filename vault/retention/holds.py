@@ -18,26 +18,21 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, and_, insert, or_, select, text, update
+from sqlalchemy import insert, or_, select, update
 
-from vault.admin import ADMIN_PURPOSE, _Service
-from vault.audit.chain import Decision
-from vault.errors import InvalidData, LegalHoldActive, NotFound
-from vault.retention.tables import LegalHoldRow
-from vault.types import Actor, check_identifier
+from vault._kernel import ADMIN_PURPOSE, REASON_LIMIT, Kernel
+from vault.audit.chain import AuditEvent, Decision
+from vault.errors import InvalidData, NotFound
+from vault.retention.holdrules import active_hold_clause, holds_applying, lock_tenants
+from vault.store.tables import LEGAL_HOLDS as _HOLDS
+from vault.types import SYSTEM_ACTOR, Actor, check_identifier, check_tenant
 
-if TYPE_CHECKING:
-    pass
+__all__ = ["HoldService", "LegalHold"]
 
-__all__ = ["HoldService", "LegalHold", "active_hold_clause", "lock_tenants"]
-
-_HOLDS = cast(Table, LegalHoldRow.__table__)
 _REASON = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
-_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,56 +57,16 @@ class LegalHold:
         return "tenant" if self.subject_id is None else "subject"
 
 
-def active_hold_clause(now: dt.datetime) -> Any:
-    """SQL condition: a hold row that applies at ``now``."""
-    return and_(_HOLDS.c.lifted_at.is_(None),
-                or_(_HOLDS.c.until.is_(None), _HOLDS.c.until > now))
-
-
-def lock_tenants(conn: Connection, tenants: Iterable[str], *, exclusive: bool = False) -> None:
-    """Take the per-tenant hold lock on PostgreSQL (no-op on SQLite), in a stable order."""
-    if conn.dialect.name != "postgresql":
-        return
-    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    for tenant in sorted(set(tenants)):
-        conn.execute(text(f"SELECT {fn}(hashtext(:k))"), {"k": f"vault-hold:{tenant}"})
-
-
-def holds_applying(conn: Connection, tenant: str, subject_ids: Sequence[str],
-                   now: dt.datetime) -> dict[str | None, list[str]]:
-    """Active holds of the tenant (key None) and of these subjects, by subject."""
-    found: dict[str | None, list[str]] = {}
-    rows = conn.execute(
-        select(_HOLDS.c.id, _HOLDS.c.subject_id).where(
-            _HOLDS.c.tenant == tenant, active_hold_clause(now),
-            or_(_HOLDS.c.subject_id.is_(None), _HOLDS.c.subject_id.in_(list(subject_ids)))))
-    for row in rows:
-        found.setdefault(row.subject_id, []).append(row.id)
-    return found
-
-
-def ensure_not_held(conn: Connection, tenant: str, subject_id: str, now: dt.datetime) -> None:
-    """Raise LegalHoldActive if a hold applies to the subject (call inside the deleting
-    transaction; takes the tenant's shared hold lock on PostgreSQL).
-
-    Raises:
-        LegalHoldActive: naming the hold ids.
-    """
-    lock_tenants(conn, [tenant])
-    held = holds_applying(conn, tenant, [subject_id], now)
-    ids = tuple(sorted(h for hs in held.values() for h in hs))
-    if ids:
-        raise LegalHoldActive(f"a legal hold applies ({', '.join(ids)}); nothing was deleted",
-                              hold_ids=ids)
-
-
-class HoldService(_Service):
+class HoldService:
     """Place, lift and list legal holds (``v.holds``).
 
     Authorised by the ``holds.manage`` action on the ``holds`` object (the
     default policy gives it to ``dpo`` and ``compliance_officer``); without an
     ``actor`` the caller is the local operator (``system``).
     """
+
+    def __init__(self, kernel: Kernel) -> None:
+        self._k = kernel
 
     def place(self, tenant: str, subject_id: str | None = None, *, reason: str,
               until: dt.datetime | None = None, actor: Actor | None = None) -> LegalHold:
@@ -127,29 +82,28 @@ class HoldService(_Service):
             InvalidData: a bad tenant, subject id, reason or ``until``.
             AccessDenied: ``actor`` may not manage holds (audited).
         """
-        if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
-            raise InvalidData("tenant is not a valid identifier", field="tenant")
+        check_tenant(tenant)
         if subject_id is not None:
             check_identifier(subject_id, "subject_id")
         if not isinstance(reason, str) or not _REASON.fullmatch(reason.strip() or "\x00"):
             raise InvalidData("reason must be 1-200 printable characters (a case reference)",
                               field="reason")
-        now = self._vault.clock.now()
+        now = self._k.clock.now()
         if until is not None and (not isinstance(until, dt.datetime) or until.tzinfo is None
                                   or until <= now):
             raise InvalidData("until must be an aware datetime in the future", field="until")
-        self._authorise(actor, "holds", "holds.manage", tenant=tenant)
+        self._k.authorise(actor, "holds", "holds.manage", tenant=tenant)
         hold = LegalHold(id=uuid.uuid4().hex, tenant=tenant, subject_id=subject_id,
-                         reason=reason.strip(), placed_by=actor.id if actor else "system",
+                         reason=reason.strip(), placed_by=actor.id if actor else SYSTEM_ACTOR,
                          placed_at=now, until=until, lifted_at=None, lifted_by=None)
-        subjects = (self._vault.pseudonym(tenant, subject_id),) if subject_id else ()
-        with self._vault.engine.begin() as conn:
+        subjects = (self._k.pseudonym(tenant, subject_id),) if subject_id else ()
+        with self._k.engine.begin() as conn:
             lock_tenants(conn, [tenant], exclusive=True)
             conn.execute(insert(_HOLDS), [{
                 "id": hold.id, "tenant": tenant, "subject_id": subject_id,
                 "reason": hold.reason, "placed_by": hold.placed_by, "placed_at": now,
                 "until": until, "lifted_at": None, "lifted_by": None}])
-            self._vault.audit_log.append(conn, [self._event(
+            self._k.audit_log.append(conn, [self._event(
                 "holds.place", tenant, actor, subjects,
                 f"hold:{hold.id}:{hold.scope}")])
         return hold
@@ -165,18 +119,18 @@ class HoldService(_Service):
         hold = self.get(hold_id)
         if hold.lifted_at is not None:
             raise NotFound(f"hold {hold_id} was already lifted")
-        self._authorise(actor, "holds", "holds.manage", tenant=hold.tenant)
-        now = self._vault.clock.now()
-        by = actor.id if actor else "system"
-        subjects = ((self._vault.pseudonym(hold.tenant, hold.subject_id),)
+        self._k.authorise(actor, "holds", "holds.manage", tenant=hold.tenant)
+        now = self._k.clock.now()
+        by = actor.id if actor else SYSTEM_ACTOR
+        subjects = ((self._k.pseudonym(hold.tenant, hold.subject_id),)
                     if hold.subject_id else ())
-        with self._vault.engine.begin() as conn:
+        with self._k.engine.begin() as conn:
             changed = conn.execute(
                 update(_HOLDS).where(_HOLDS.c.id == hold_id, _HOLDS.c.lifted_at.is_(None))
                 .values(lifted_at=now, lifted_by=by)).rowcount
             if not changed:
                 raise NotFound(f"hold {hold_id} was already lifted")
-            self._vault.audit_log.append(conn, [self._event(
+            self._k.audit_log.append(conn, [self._event(
                 "holds.lift", hold.tenant, actor, subjects, f"hold:{hold_id}:{hold.scope}")])
         return LegalHold(**{**_as_dict(hold), "lifted_at": now, "lifted_by": by})
 
@@ -186,9 +140,8 @@ class HoldService(_Service):
         Raises:
             NotFound: no such hold.
         """
-        with self._vault.engine.connect() as conn:
+        with self._k.read_only() as conn:
             row = conn.execute(select(_HOLDS).where(_HOLDS.c.id == hold_id)).first()
-            conn.rollback()
         if row is None:
             raise NotFound(f"no legal hold {hold_id}")
         return _hold(row)
@@ -206,26 +159,23 @@ class HoldService(_Service):
             query = query.where(or_(_HOLDS.c.subject_id == subject_id,
                                     _HOLDS.c.subject_id.is_(None)))
         if active_only:
-            query = query.where(active_hold_clause(self._vault.clock.now()))
-        with self._vault.engine.connect() as conn:
+            query = query.where(active_hold_clause(self._k.clock.now()))
+        with self._k.read_only() as conn:
             rows = conn.execute(query).all()
-            conn.rollback()
         return [_hold(r) for r in rows]
 
     def is_held(self, tenant: str, subject_id: str | None = None) -> bool:
         """Whether a hold applies now to the subject (or, without one, to the tenant)."""
-        now = self._vault.clock.now()
-        with self._vault.engine.connect() as conn:
+        now = self._k.clock.now()
+        with self._k.read_only() as conn:
             held = holds_applying(conn, tenant, [subject_id] if subject_id else [], now)
-            conn.rollback()
         return bool(held)
 
     def _event(self, action: str, tenant: str, actor: Actor | None,
-               subjects: tuple[str, ...], reason: str) -> Any:
-        from vault.audit.chain import AuditEvent
-
-        return AuditEvent(tenant=tenant, actor=actor.id if actor else "system", action=action,
-                          decision=Decision.ALLOW, subjects=subjects, reason=reason[:64],
+               subjects: tuple[str, ...], reason: str) -> AuditEvent:
+        return AuditEvent(tenant=tenant, actor=actor.id if actor else SYSTEM_ACTOR,
+                          action=action, decision=Decision.ALLOW, subjects=subjects,
+                          reason=reason[:REASON_LIMIT],
                           purpose=ADMIN_PURPOSE if actor else None)
 
 

@@ -35,12 +35,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from vault._toml import read_toml
+from vault._toml import load_model
 from vault.errors import ConfigError
 from vault.retention._regime import DEFAULT_REGIME, REGIMES
 from vault.schema import NAME_PATTERN, Classification, CollectionSchema, SchemaRegistry
@@ -293,15 +292,8 @@ def load_schedule(path: Path, schemas: SchemaRegistry | None = None) -> Retentio
         ConfigError: the file is missing, not TOML, or invalid; the message
             names the file and the offending setting, never a value.
     """
-    raw = read_toml(path, "the retention schedule")
-    try:
-        parsed = _ScheduleFile.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in exc.errors(include_url=False, include_input=False)[:5]
-        )
-        raise ConfigError(f"{path}: invalid retention schedule: {problems}") from None
+    parsed = load_model(path, _ScheduleFile, what="the retention schedule",
+                        kind="retention schedule")
     schedule = RetentionSchedule(parsed.categories, path=path)
     if schemas is not None:
         schedule.check_covers(schemas)

@@ -4,52 +4,36 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
-from vault.admin import _Service
+from vault._kernel import Kernel
 from vault.audit.chain import AuditEvent, Decision
+from vault.crypto.framing import decode_envelopes
 from vault.errors import InvalidData, NotFound
 from vault.retention import expiry as _expiry
-from vault.retention.holds import active_hold_clause
+from vault.retention.holdrules import active_hold_clause
 from vault.retention.schedule import (
     SUBJECT_EVENTS,
     Event,
     RetentionSchedule,
-    load_schedule,
     record_expiries,
 )
 from vault.retention.sweeper import Progress, Sweeper, SweepReport
-from vault.retention.tables import (
-    LegalHoldRow,
-    RetentionFingerprintRow,
-    RetentionRow,
-    RetentionRunRow,
-    RetentionSubjectRow,
-)
 from vault.schema import CollectionSchema
-from vault.store.codec import decode_envelopes
-from vault.store.models import RecordRow, SubjectRow
 from vault.store.retry import transaction_attempts
-from vault.types import Actor, check_identifier
-
-if TYPE_CHECKING:
-    from vault.facade import Vault
+from vault.store.tables import LEGAL_HOLDS as _HOLDS
+from vault.store.tables import RECORDS as _RECORDS
+from vault.store.tables import RETENTION as _RET
+from vault.store.tables import RETENTION_RUNS as _RUNS
+from vault.store.tables import RETENTION_SUBJECTS as _EVENTS
+from vault.store.tables import SUBJECTS as _SUBJECTS
+from vault.types import SYSTEM_ACTOR, Actor, check_identifier
 
 __all__ = ["PlanEntry", "RetentionPlan", "RetentionReport", "RetentionService", "RunSummary"]
-
-_RET = cast(Table, RetentionRow.__table__)
-_RUNS = cast(Table, RetentionRunRow.__table__)
-_EVENTS = cast(Table, RetentionSubjectRow.__table__)
-_HOLDS = cast(Table, LegalHoldRow.__table__)
-_RECORDS = cast(Table, RecordRow.__table__)
-_SUBJECTS = cast(Table, SubjectRow.__table__)
-_FINGERPRINTS = cast(Table, RetentionFingerprintRow.__table__)
 
 #: Windows (days ahead) of the report's "upcoming" section.
 REPORT_WINDOWS = (7, 30, 90, 365)
@@ -120,7 +104,7 @@ class RetentionReport:
     runs: tuple[RunSummary, ...] = field(default=())
 
 
-class RetentionService(_Service):
+class RetentionService:
     """Retention on an open vault (``v.retention``).
 
     Authorisation, when an ``actor`` is given (the default policy in
@@ -128,12 +112,15 @@ class RetentionService(_Service):
     ``retention.read`` for plans and reports (admin, dpo, compliance_officer),
     ``retention.run`` to sweep (admin, dpo). Without an actor, the caller is
     the local operator (``system``).
+
+    It implements the data path's, the subjects' and the consent ledger's hooks
+    (:mod:`vault._kernel.hooks`): every write keeps the expiries in step in its
+    own transaction.
     """
 
-    def __init__(self, vault: Vault) -> None:
-        super().__init__(vault)
-        self._schedule = load_schedule(vault.settings.resolved_policies / "retention.toml",
-                                       vault.schemas)
+    def __init__(self, kernel: Kernel) -> None:
+        self._k = kernel
+        self._schedule = kernel.rules.schedule
 
     @property
     def schedule(self) -> RetentionSchedule:
@@ -149,29 +136,8 @@ class RetentionService(_Service):
 
     @functools.cached_property
     def _fingerprint(self) -> str:
-        schedule, vault = self._schedule, self._vault
-        registry = vault.jurisdictions
-        doc = {
-            "rules": {cat: {reg: [[str(r.period), r.from_event.value, r.action.value]
-                                  for r in schedule.rules(cat, reg)]
-                            for reg in schedule.regimes(cat)}
-                      for cat in schedule.categories},
-            "fields": sorted([name, f.name, f.category, f.classification.value]
-                             for name in vault.schemas.names
-                             for f in vault.schemas.get(name).fields.values()),
-            "regimes": sorted([code, regime] for regime in registry.regimes
-                              for code in registry.profile(regime).jurisdictions),
-        }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-    def _store_fingerprint(self, conn: Connection, value: str) -> None:
-        conn.execute(insert(_FINGERPRINTS), [{"recorded_at": self._vault.clock.now(),
-                                              "fingerprint": value}])
-
-    @staticmethod
-    def _stored_fingerprint(conn: Connection) -> str | None:
-        return conn.execute(select(_FINGERPRINTS.c.fingerprint)
-                            .order_by(_FINGERPRINTS.c.id.desc()).limit(1)).scalar_one_or_none()
+        rules = self._k.rules
+        return _expiry.fingerprint(self._schedule, rules.schemas, rules.jurisdictions)
 
     def _refresh_expiries(self, actor: Actor | None) -> int:
         """If the schedule, the schemas' categories or the jurisdiction map changed
@@ -180,52 +146,74 @@ class RetentionService(_Service):
         then record the new fingerprint with an audit entry
         (``retention.recompute``). Returns how many records were recomputed.
         Idempotent: a run that dies midway is redone by the next."""
-        vault = self._vault
+        k = self._k
         wanted = self.fingerprint()
-        with vault.engine.connect() as conn:
-            stored = self._stored_fingerprint(conn)
-            conn.rollback()
+        with k.read_only() as conn:
+            stored = _expiry.stored_fingerprint(conn)
         if stored == wanted:
             return 0
-        count = self._recompute_all()
+        count = _expiry.recompute_all(k.engine, self._schedule, k.rules.schemas,
+                                      regime_for=k.rules.jurisdictions.regime_for)
         for attempt in transaction_attempts():
-            with attempt, vault.engine.begin() as conn:
-                if self._stored_fingerprint(conn) == wanted:
+            with attempt, k.engine.begin() as conn:
+                if _expiry.stored_fingerprint(conn) == wanted:
                     break  # another process recorded it meanwhile
-                self._store_fingerprint(conn, wanted)
-                vault.audit_log.append(conn, [AuditEvent(
-                    tenant=actor.tenant if actor else "*",
-                    actor=actor.id if actor else "system",
-                    action="retention.recompute", decision=Decision.ALLOW,
+                _expiry.store_fingerprint(conn, wanted, k.clock.now())
+                k.audit_log.append(conn, [k.event(
+                    "retention.recompute", actor=actor,
                     reason=f"schedule_changed:records:{count}")])
         return count
 
-    # ------------------------------------------------------------------ data path hooks
+    # ------------------------------------------------------------------ hooks
 
-    def _on_insert(self, conn: Connection, tenant: str, schema: CollectionSchema,
-                   record_rows: Sequence[Mapping[str, Any]],
-                   values: Sequence[Mapping[str, Any]], new_subjects: Iterable[str],
-                   jurisdiction: str | None) -> None:
-        """Called by ``put_many`` inside its transaction."""
+    def records_inserted(self, conn: Connection, tenant: str, schema: CollectionSchema,
+                         record_rows: Sequence[Mapping[str, Any]],
+                         values: Sequence[Mapping[str, Any]], new_subjects: Iterable[str],
+                         jurisdiction: str | None) -> None:
+        """Called by ``put_many`` inside its transaction: the new records' expiries."""
         _expiry.rows_for_insert(
             conn, self._schedule, tenant, schema,
             [(row["id"], row["subject_id"], row["created_at"],
               [n for n, x in value.items() if x is not None])
              for row, value in zip(record_rows, values, strict=True)],
             new_subjects=new_subjects, jurisdiction=jurisdiction,
-            regime_for=self._vault.jurisdictions.regime_for)
+            regime_for=self._k.rules.jurisdictions.regime_for)
 
-    def _on_update(self, conn: Connection, tenant: str, record_ids: Sequence[str]) -> None:
+    def records_updated(self, conn: Connection, tenant: str,
+                        record_ids: Sequence[str]) -> None:
         """Called by ``update`` inside its transaction (fields may have come or gone)."""
-        _expiry.recompute(conn, self._schedule, self._vault.schemas, tenant,
+        _expiry.recompute(conn, self._schedule, self._k.rules.schemas, tenant,
                           record_ids=record_ids,
-                          regime_for=self._vault.jurisdictions.regime_for)
+                          regime_for=self._k.rules.jurisdictions.regime_for)
 
-    def _on_subject_changed(self, conn: Connection, tenant: str, subject_id: str) -> None:
+    def subject_changed(self, conn: Connection, tenant: str, subject_id: str) -> None:
         """Called inside the transaction that changed a subject's jurisdiction."""
-        _expiry.recompute(conn, self._schedule, self._vault.schemas, tenant,
+        _expiry.recompute(conn, self._schedule, self._k.rules.schemas, tenant,
                           subject_id=subject_id,
-                          regime_for=self._vault.jurisdictions.regime_for)
+                          regime_for=self._k.rules.jurisdictions.regime_for)
+
+    def consent_withdrawn(self, conn: Connection, tenant: str, subject_id: str,
+                          purpose: str, at: dt.datetime, actor: Actor | None) -> None:
+        """Called in the transaction that records a withdrawal of consent to
+        ``purpose``, when the subject's profile sets ``erase_on_withdrawal`` (PIPL
+        Art. 47(1)(3)): the withdrawal and the deletion it queues commit together.
+
+        Queues proactive deletion: the withdrawal is recorded as the subject's
+        ``consent_withdrawn`` retention event, which makes the categories whose
+        rules run from it (e.g. ``marketing``, deleted at once) expire, and the
+        next retention sweep deletes them (legal holds still apply). Idempotent.
+        """
+        self._apply_event(conn, tenant, subject_id, Event.CONSENT_WITHDRAWN,
+                          at.astimezone(dt.UTC), actor, "retention.event")
+
+    def consent_regranted(self, conn: Connection, tenant: str, subject_id: str,
+                          purpose: str, actor: Actor | None) -> None:
+        """Called in the transaction that records a general consent under a profile
+        with ``erase_on_withdrawal``, once no general consent of the subject is left
+        withdrawn: the deletion an earlier withdrawal queued is called off (the
+        ``consent_withdrawn`` event is cleared)."""
+        self._apply_event(conn, tenant, subject_id, Event.CONSENT_WITHDRAWN, None, actor,
+                          "retention.event_clear")
 
     # ------------------------------------------------------------------ events
 
@@ -250,8 +238,8 @@ class RetentionService(_Service):
         check_identifier(subject_id, "subject_id")
         if at is not None and (not isinstance(at, dt.datetime) or at.tzinfo is None):
             raise InvalidData("at must be an aware datetime", field="at")
-        self._authorise(actor, "retention", "retention.event", tenant=tenant)
-        when = (at or self._vault.clock.now()).astimezone(dt.UTC)
+        self._k.authorise(actor, "retention", "retention.event", tenant=tenant)
+        when = (at or self._k.clock.now()).astimezone(dt.UTC)
         return self._set_event(tenant, subject_id, kind, when, actor, "retention.event")
 
     def clear_event(self, tenant: str, subject_id: str, event: Event | str, *,
@@ -263,7 +251,7 @@ class RetentionService(_Service):
         """
         kind = self._event(event)
         check_identifier(subject_id, "subject_id")
-        self._authorise(actor, "retention", "retention.event", tenant=tenant)
+        self._k.authorise(actor, "retention", "retention.event", tenant=tenant)
         return self._set_event(tenant, subject_id, kind, None, actor, "retention.event_clear")
 
     @staticmethod
@@ -279,15 +267,15 @@ class RetentionService(_Service):
 
     def _set_event(self, tenant: str, subject_id: str, kind: Event, when: dt.datetime | None,
                    actor: Actor | None, action: str) -> int:
-        vault = self._vault
+        k = self._k
         for attempt in transaction_attempts():
-            with attempt, vault.engine.begin() as conn:
+            with attempt, k.engine.begin() as conn:
                 count = self._apply_event(conn, tenant, subject_id, kind, when, actor, action)
         return count
 
     def _apply_event(self, conn: Connection, tenant: str, subject_id: str, kind: Event,
                      when: dt.datetime | None, actor: Actor | None, action: str) -> int:
-        vault = self._vault
+        k = self._k
         column = kind.value
         known = conn.execute(select(_SUBJECTS.c.subject_id).where(
             _SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id == subject_id)).first()
@@ -305,12 +293,12 @@ class RetentionService(_Service):
             conn.execute(update(_EVENTS).where(
                 _EVENTS.c.tenant == tenant, _EVENTS.c.subject_id == subject_id)
                 .values({column: when}))
-        count = _expiry.recompute(conn, self._schedule, vault.schemas, tenant,
+        count = _expiry.recompute(conn, self._schedule, k.rules.schemas, tenant,
                                   subject_id=subject_id,
-                                  regime_for=vault.jurisdictions.regime_for)
-        vault.audit_log.append(conn, [AuditEvent(
-            tenant=tenant, actor=actor.id if actor else "system", action=action,
-            decision=Decision.ALLOW, subjects=(vault.pseudonym(tenant, subject_id),),
+                                  regime_for=k.rules.jurisdictions.regime_for)
+        k.audit_log.append(conn, [AuditEvent(
+            tenant=tenant, actor=actor.id if actor else SYSTEM_ACTOR, action=action,
+            decision=Decision.ALLOW, subjects=(k.pseudonym(tenant, subject_id),),
             reason=f"{column}:records:{count}")])
         return count
 
@@ -328,19 +316,19 @@ class RetentionService(_Service):
             InvalidData: a naive ``until`` or a bad limit.
             AccessDenied: ``actor`` may not read retention (audited).
         """
-        now = self._vault.clock.now()
+        now = self._k.clock.now()
         if until is not None and (not isinstance(until, dt.datetime) or until.tzinfo is None):
             raise InvalidData("until must be an aware datetime", field="until")
         if not isinstance(limit, int) or limit < 1:
             raise InvalidData("limit must be a positive integer", field="limit")
-        self._authorise(actor, "retention", "retention.read", tenant=tenant or "*")
+        self._k.authorise(actor, "retention", "retention.read", tenant=tenant or "*")
         self._refresh_expiries(actor)
         horizon = until or now
         cond = [_RET.c.expires_at.is_not(None), _RET.c.expires_at <= horizon]
         if tenant is not None:
             cond.append(_RET.c.tenant == tenant)
-        vault = self._vault
-        with vault.engine.connect() as conn:
+        k = self._k
+        with k.engine.connect() as conn:
             total = int(conn.execute(select(func.count()).select_from(_RET).where(*cond))
                         .scalar_one())
             rows = conn.execute(
@@ -354,7 +342,7 @@ class RetentionService(_Service):
             for t in {r.tenant for r in rows}:
                 for sid, si in _expiry.subject_info(
                         conn, t, [r.subject_id for r in rows if r.tenant == t],
-                        regime_for=vault.jurisdictions.regime_for).items():
+                        regime_for=k.rules.jurisdictions.regime_for).items():
                     info[(t, sid)] = si
             conn.rollback()
         whole = {h.tenant for h in holds if h.subject_id is None}
@@ -362,7 +350,7 @@ class RetentionService(_Service):
         entries: list[PlanEntry] = []
         default = _expiry.SubjectInfo(regime="default")
         for r in rows:
-            schema = vault.schemas.get(r.collection)
+            schema = k.rules.schemas.get(r.collection)
             fields = decode_envelopes(r.envelopes)
             si = info.get((r.tenant, r.subject_id), default)
             exps = record_expiries(self._schedule, schema, fields, si.regime,
@@ -379,7 +367,7 @@ class RetentionService(_Service):
                                         if schema.fields[n].category == category)),
                     basis=exp.rule.basis, held=held))
         entries.sort(key=lambda e: (e.expires_at, e.record_id, e.category))
-        vault._audit_admin("retention.plan", actor=actor, tenant=tenant or "*",
+        k.audit("retention.plan", actor=actor, tenant=tenant or "*",
                            reason=f"records:{total}")
         return RetentionPlan(generated_at=now, until=horizon, entries=tuple(entries),
                              records=total, truncated=total > len(rows))
@@ -406,10 +394,10 @@ class RetentionService(_Service):
         """
         if not isinstance(batch_size, int) or not 1 <= batch_size <= 100_000:
             raise InvalidData("batch_size must be between 1 and 100000", field="batch_size")
-        self._authorise(actor, "retention", "retention.run", tenant=tenant or "*")
+        self._k.authorise(actor, "retention", "retention.run", tenant=tenant or "*")
         self._refresh_expiries(actor)
-        sweeper = Sweeper(self._vault, batch_size=batch_size, tenant=tenant,
-                          actor=actor.id if actor else "system")
+        sweeper = Sweeper(self._k, batch_size=batch_size, tenant=tenant,
+                          actor=actor.id if actor else SYSTEM_ACTOR)
         return sweeper.run(dry_run=dry_run, progress=progress)
 
     # ------------------------------------------------------------------ history and report
@@ -424,7 +412,7 @@ class RetentionService(_Service):
             query = query.where(_RUNS.c.id == run_id)
         if tenant is not None:
             query = query.where(_RUNS.c.tenant == tenant)
-        with self._vault.engine.connect() as conn:
+        with self._k.engine.connect() as conn:
             rows = conn.execute(query).all()
             conn.rollback()
         return [RunSummary(id=r.id, started_at=r.started_at, finished_at=r.finished_at,
@@ -455,13 +443,13 @@ class RetentionService(_Service):
         Raises:
             AccessDenied: ``actor`` may not read retention in the tenant (audited).
         """
-        self._authorise(actor, "retention", "retention.read", tenant=tenant or "*")
+        self._k.authorise(actor, "retention", "retention.read", tenant=tenant or "*")
         self._refresh_expiries(actor)
-        now = self._vault.clock.now()
-        sweeper = Sweeper(self._vault, batch_size=1, actor="system", tenant=tenant)
+        now = self._k.clock.now()
+        sweeper = Sweeper(self._k, batch_size=1, actor=SYSTEM_ACTOR, tenant=tenant)
         scope = [] if tenant is None else [_RET.c.tenant == tenant]
         upcoming: dict[int, dict[tuple[str, str], int]] = {}
-        with self._vault.engine.connect() as conn:
+        with self._k.engine.connect() as conn:
             free, held = sweeper.count(conn, now)
             waiting = int(conn.execute(select(func.count()).select_from(_RET)
                                        .where(_RET.c.expires_at.is_(None), *scope))
@@ -478,44 +466,8 @@ class RetentionService(_Service):
                     active_hold_clause(now),
                     *([] if tenant is None else [_HOLDS.c.tenant == tenant]))).scalar_one())
             conn.rollback()
-        self._vault._audit_admin("retention.report", actor=actor, tenant=tenant or "*",
+        self._k.audit("retention.report", actor=actor, tenant=tenant or "*",
                                  reason="summary")
         return RetentionReport(generated_at=now, expired_unheld=free, expired_held=held,
                                waiting=waiting, upcoming=upcoming, active_holds=holds,
                                runs=tuple(self.runs(limit=runs, tenant=tenant)))
-
-    def _backfill(self) -> int:
-        """Give every record that has no expiry row one (records written before the
-        retention schema existed, i.e. by a vault upgraded past migration 0003).
-
-        Runs in batches, each in its own transaction; returns how many were added.
-        """
-        ret = _expiry._RET
-        return self._recompute_all(
-            ~select(ret.c.record_id).where(ret.c.record_id == _RECORDS.c.id).exists())
-
-    def _recompute_all(self, *where: ColumnElement[bool]) -> int:
-        """Recompute the expiry of every record (but anonymised ones) that matches
-        ``where``, in batches by id, each in a transaction of its own (retried);
-        returns how many were recomputed."""
-        vault = self._vault
-        after, count = "", 0
-        while True:
-            for attempt in transaction_attempts():
-                with attempt, vault.engine.begin() as conn:
-                    rows = conn.execute(
-                        select(_RECORDS.c.tenant, _RECORDS.c.id)
-                        .where(_RECORDS.c.subject_id != _expiry.ANONYMOUS_SUBJECT,
-                               _RECORDS.c.id > after, *where)
-                        .order_by(_RECORDS.c.id).limit(_expiry._CHUNK)).all()
-                    by_tenant: dict[str, list[str]] = {}
-                    for row in rows:
-                        by_tenant.setdefault(row.tenant, []).append(row.id)
-                    done = sum(_expiry.recompute(conn, self._schedule, vault.schemas, tenant,
-                                                 record_ids=ids,
-                                                 regime_for=vault.jurisdictions.regime_for)
-                               for tenant, ids in by_tenant.items())
-            if not rows:
-                return count
-            count += done
-            after = rows[-1].id

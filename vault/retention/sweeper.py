@@ -30,13 +30,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import structlog
 from sqlalchemy import (
     Connection,
     String,
-    Table,
     and_,
     any_,
     bindparam,
@@ -49,8 +48,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from vault._kernel import REASON_LIMIT, Kernel
 from vault.audit.chain import AuditEvent, Decision
 from vault.crypto.envelope import RecordContext
+from vault.crypto.framing import decode_envelopes, encode_envelopes
 from vault.errors import CryptoError, NotFound
 from vault.retention.expiry import (
     ANONYMOUS_SUBJECT,
@@ -59,36 +60,22 @@ from vault.retention.expiry import (
     decide,
     subject_info,
 )
-from vault.retention.holds import active_hold_clause, lock_tenants
+from vault.retention.holdrules import active_hold_clause, lock_tenants
 from vault.retention.schedule import record_expiries
-from vault.retention.tables import (
-    LegalHoldRow,
-    RetentionRow,
-    RetentionRunRow,
-    RetentionSubjectRow,
-    ShredBatchRow,
-    ShredQueueRow,
-)
-from vault.store.codec import decode_envelopes, encode_envelopes
-from vault.store.models import BlindIndexRow, RecordRow, SubjectRow
 from vault.store.retry import transaction_attempts
-
-if TYPE_CHECKING:
-    from vault.facade import Vault
+from vault.store.tables import BLIND_INDEX as _BLIND
+from vault.store.tables import LEGAL_HOLDS as _HOLDS
+from vault.store.tables import RECORDS as _RECORDS
+from vault.store.tables import RETENTION as _RET
+from vault.store.tables import RETENTION_RUNS as _RUNS
+from vault.store.tables import RETENTION_SUBJECTS as _EVENTS
+from vault.store.tables import SHRED_BATCHES as _BATCHES
+from vault.store.tables import SHRED_QUEUE as _QUEUE
+from vault.store.tables import SUBJECTS as _SUBJECTS
 
 __all__ = ["RunStatus", "SweepReport", "Sweeper"]
 
 log = structlog.get_logger(__name__)
-
-_RET = cast(Table, RetentionRow.__table__)
-_RUNS = cast(Table, RetentionRunRow.__table__)
-_HOLDS = cast(Table, LegalHoldRow.__table__)
-_EVENTS = cast(Table, RetentionSubjectRow.__table__)
-_QUEUE = cast(Table, ShredQueueRow.__table__)
-_BATCHES = cast(Table, ShredBatchRow.__table__)
-_RECORDS = cast(Table, RecordRow.__table__)
-_BLIND = cast(Table, BlindIndexRow.__table__)
-_SUBJECTS = cast(Table, SubjectRow.__table__)
 
 Progress = Callable[[int, int], None]
 _CHUNK = 2000
@@ -242,14 +229,14 @@ def _unheld(now: dt.datetime) -> Any:
 class Sweeper:
     """One sweep over the expired records of a vault (use :meth:`run`)."""
 
-    def __init__(self, vault: Vault, *, batch_size: int, actor: str,
+    def __init__(self, kernel: Kernel, *, batch_size: int, actor: str,
                  tenant: str | None = None) -> None:
-        self._vault = vault
-        self._engine = vault.engine
+        self._k = kernel
+        self._engine = kernel.engine
         self._batch_size = batch_size
         self._actor = actor
         self._tenant = tenant
-        self._schedule = vault.retention.schedule
+        self._schedule = kernel.rules.schedule
         self._conn: Connection | None = None
         self._pseudonyms: dict[tuple[str, str], str] = {}
         self._st = _statements(self._engine.dialect.name)
@@ -275,7 +262,7 @@ class Sweeper:
         key = (tenant, subject_id)
         found = self._pseudonyms.get(key)
         if found is None:
-            found = self._pseudonyms[key] = self._vault.pseudonym(tenant, subject_id)
+            found = self._pseudonyms[key] = self._k.pseudonym(tenant, subject_id)
         return found
 
     @contextmanager
@@ -344,7 +331,7 @@ class Sweeper:
     # ------------------------------------------------------------------ run
 
     def run(self, *, dry_run: bool, progress: Progress | None = None) -> SweepReport:
-        now = self._vault.clock.now()
+        now = self._k.clock.now()
         report = SweepReport(run_id=uuid.uuid4().hex[:16], dry_run=dry_run,
                              status=RunStatus.RUNNING, started_at=now, cutoff=now)
         with self._engine.begin() as conn:
@@ -364,11 +351,11 @@ class Sweeper:
                 "batches": 0, "records_deleted": 0,
                 "records_pruned": 0, "records_anonymised": 0, "subjects_shredded": 0,
                 "held": held}])
-            self._vault.audit_log.append(conn, [AuditEvent(
+            self._k.audit_log.append(conn, [AuditEvent(
                 tenant=self._tenant or "*", actor=self._actor, action="retention.sweep_start",
                 decision=Decision.ALLOW,
                 reason=(f"run:{report.run_id}:expired:{free}:held:{held}"
-                        + (":dry" if dry_run else ""))[:64])])
+                        + (":dry" if dry_run else ""))[:REASON_LIMIT])])
         if progress is not None:
             progress(0, free)
         if dry_run:
@@ -392,8 +379,8 @@ class Sweeper:
                         progress(min(done, max(free, done)), max(free, done))
                 self._flush_shred_queue(report, run_id=report.run_id)
             if report.subjects_shredded:
-                self._vault.keystore.checkpoint()
-        report.finished_at = self._vault.clock.now()
+                self._k.keystore.checkpoint()
+        report.finished_at = self._k.clock.now()
         report.status = RunStatus.DRY_RUN if dry_run else RunStatus.COMPLETED
         with self._engine.begin() as conn:
             conn.execute(update(_RUNS).where(_RUNS.c.id == report.run_id).values(
@@ -402,12 +389,12 @@ class Sweeper:
                     {"batches": report.batches, "records_deleted": report.records_deleted,
                      "records_pruned": report.records_pruned,
                      "records_anonymised": report.records_anonymised} if dry_run else {})))
-            self._vault.audit_log.append(conn, [AuditEvent(
+            self._k.audit_log.append(conn, [AuditEvent(
                 tenant=self._tenant or "*", actor=self._actor, action="retention.sweep_end",
                 decision=Decision.ALLOW,
                 reason=(f"run:{report.run_id}:d{report.records_deleted}"
                         f":p{report.records_pruned}:a{report.records_anonymised}"
-                        f":s{report.subjects_shredded}:h{report.held}")[:64])])
+                        f":s{report.subjects_shredded}:h{report.held}")[:REASON_LIMIT])])
         return report
 
     # ------------------------------------------------------------------ one batch
@@ -481,9 +468,9 @@ class Sweeper:
             by_tenant[r.tenant].append(r.subject_id)
         for tenant, sids in by_tenant.items():
             for sid, si in subject_info(conn, tenant, sids,
-                                        regime_for=self._vault.jurisdictions.regime_for).items():
+                                        regime_for=self._k.rules.jurisdictions.regime_for).items():
                 info[(tenant, sid)] = si
-        schemas = self._vault.schemas
+        schemas = self._k.rules.schemas
         default = SubjectInfo(regime="default")
         for r in records:
             schema = schemas.get(r.collection)
@@ -524,7 +511,7 @@ class Sweeper:
     def _apply(self, conn: Connection, outcomes: list[tuple[Any, Outcome]],
                info: dict[tuple[str, str], SubjectInfo], report: SweepReport) -> dict[str, int]:
         counts = {"delete": 0, "prune": 0, "anonymise": 0, "reschedule": 0}
-        now = self._vault.clock.now()
+        now = self._k.clock.now()
         deleted: list[str] = []
         pruned: list[dict[str, Any]] = []
         blind_gone: dict[frozenset[str], list[str]] = defaultdict(list)
@@ -609,14 +596,14 @@ class Sweeper:
                                                       if s != ANONYMOUS_SUBJECT)),
                 fields=tuple(sorted(t["fields"])),
                 reason=f"run:{report.run_id}:batch:{report.batches + 1}"))
-        self._vault.audit_log.append(conn, events)
+        self._k.audit_log.append(conn, events)
         return counts
 
     def _anonymise(self, conn: Connection, items: list[tuple[Any, Outcome]],
                    now: dt.datetime) -> int:
         """Re-encrypt the kept fields under the tenant's anonymous key; returns how
         many records had to be deleted instead (their subject's key was gone)."""
-        vault = self._vault
+        k = self._k
         by_tenant: dict[str, list[tuple[Any, Outcome]]] = defaultdict(list)
         for row, out in items:
             by_tenant[row.tenant].append((row, out))
@@ -624,9 +611,9 @@ class Sweeper:
         for tenant, group in by_tenant.items():
             anon = self._anonymous_key(conn, tenant, now)
             # The keys that can still be had (a lost one sends its records to deletion).
-            keys = vault.keystore.get_keys(tenant, sorted({row.subject_id for row, _ in group}),
+            keys = k.keystore.get_keys(tenant, sorted({row.subject_id for row, _ in group}),
                                            missing_ok=True)
-            cipher = vault._cipher
+            cipher = k.cipher
             updates, gone = [], []
             blind: dict[frozenset[str], list[str]] = defaultdict(list)
             for row, out in group:
@@ -671,17 +658,17 @@ class Sweeper:
         return dropped
 
     def _anonymous_key(self, conn: Connection, tenant: str, now: dt.datetime) -> Any:
-        vault = self._vault
+        k = self._k
         exists_row = conn.execute(select(_SUBJECTS.c.subject_id).where(
             _SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id == ANONYMOUS_SUBJECT)).first()
         if exists_row is None:
             conn.execute(insert(_SUBJECTS), [{
                 "tenant": tenant, "subject_id": ANONYMOUS_SUBJECT,
-                "pseudonym": vault.pseudonym(tenant, ANONYMOUS_SUBJECT),
+                "pseudonym": k.pseudonym(tenant, ANONYMOUS_SUBJECT),
                 "jurisdiction": None, "created_at": now}])
-        if vault.keystore.existing(tenant, [ANONYMOUS_SUBJECT]):
-            return vault.keystore.get_key(tenant, ANONYMOUS_SUBJECT)
-        return vault.keystore.create_keys(tenant, [ANONYMOUS_SUBJECT])[0]
+        if k.keystore.existing(tenant, [ANONYMOUS_SUBJECT]):
+            return k.keystore.get_key(tenant, ANONYMOUS_SUBJECT)
+        return k.keystore.create_keys(tenant, [ANONYMOUS_SUBJECT])[0]
 
     # ------------------------------------------------------------------ shredding
 
@@ -788,7 +775,7 @@ class Sweeper:
         """Shred the subjects of these queue rows of one tenant (batch rows by id, and
         per-subject rows) unless held. Returns None if a tenant-wide hold applies
         (nothing is taken), else the subjects still queued because a hold covers them."""
-        now = self._vault.clock.now()
+        now = self._k.clock.now()
         with self._tx() as conn:
             lock_tenants(conn, [tenant])
             held_rows = conn.execute(select(_HOLDS.c.subject_id).where(
@@ -824,11 +811,11 @@ class Sweeper:
                     "t": tenant, "ids": self._st.ids(candidates[i:i + _CHUNK])}).scalars())
             shredded = [s for s in taken if s not in alive]
             if shredded:
-                self._vault.keystore.destroy_many(tenant, shredded, checkpoint=False)
+                self._k.keystore.destroy_many(tenant, shredded, checkpoint=False)
                 for i in range(0, len(shredded), _CHUNK):
                     conn.execute(self._st.forget_events, {
                         "t": tenant, "ids": self._st.ids(shredded[i:i + _CHUNK])})
-                self._vault.audit_log.append(conn, [AuditEvent(
+                self._k.audit_log.append(conn, [AuditEvent(
                     tenant=tenant, actor=self._actor, action="retention.shred",
                     decision=Decision.ALLOW,
                     subjects=self._pseudonyms_of(tenant, shredded),

@@ -12,13 +12,15 @@ parameters from error messages, so SQL errors never print customer values.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-__all__ = ["is_postgres", "is_sqlite", "make_engine"]
+__all__ = ["is_postgres", "is_sqlite", "make_engine", "read_only"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
@@ -30,6 +32,17 @@ def is_sqlite(engine: Engine) -> bool:
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+@contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    """A connection for reading: on SQLite a deferred transaction (it takes no
+    write lock), rolled back at the end on every backend."""
+    with engine.connect().execution_options(sqlite_begin="deferred") as conn:
+        try:
+            yield conn
+        finally:
+            conn.rollback()
 
 
 def make_engine(url: str, *, pool_size: int = 5, sqlite_synchronous: str = "FULL") -> Engine:

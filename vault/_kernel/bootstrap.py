@@ -1,0 +1,266 @@
+"""Bootstrap: create, upgrade or open a vault's databases and build its :class:`Kernel`.
+
+``init`` validates every policies file before it creates anything, so a broken
+file leaves no half-made vault. ``open`` refuses a vault that was never
+initialised or needs migrating. ``upgrade`` migrates the data database, gives
+records written before retention existed their expiry and opens the vault.
+Each records the configuration it ran with (:mod:`vault.audit.config`).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from vault._kernel.kernel import Kernel, Rules
+from vault.audit.config import config_items, record_config
+from vault.audit.log import AuditLog
+from vault.clock import Clock, SystemClock
+from vault.config import VaultSettings
+from vault.crypto.blind_index import BlindIndexer
+from vault.crypto.envelope import AESGCMFieldCipher
+from vault.crypto.keys import KeyProvider, LocalKeyProvider
+from vault.crypto.keystore import KeyStore
+from vault.crypto.pseudonym import Pseudonymizer
+from vault.errors import ConfigError
+from vault.policy.engine import CasbinPolicyEngine
+from vault.retention import expiry
+from vault.store import migrate
+from vault.store.engine import make_engine
+from vault.store.tables import META
+
+__all__ = ["init", "open_kernel", "settings_of", "upgrade"]
+
+
+def settings_of(
+    home: str | os.PathLike[str] | None,
+    settings: VaultSettings | None,
+    **values: Any,
+) -> VaultSettings:
+    """The settings of a call to ``Vault.init``/``open``/``upgrade``: ``settings`` as
+    given, or built from ``home`` and the individual options (not both).
+
+    Raises:
+        ConfigError: both were given, or a value is wrong.
+    """
+    if settings is not None:
+        if home is not None or any(v is not None for v in values.values()):
+            raise ConfigError("pass either settings= or individual options, not both")
+        return settings
+    for name in ("key_file", "policies"):
+        if name in values:
+            values[name] = Path(values[name]) if values[name] else None
+    return VaultSettings.build(home=Path(home) if home is not None else None, **values)
+
+
+def _check_separation(cfg: VaultSettings) -> None:
+    if cfg.resolved_database_url == cfg.resolved_keystore_url:
+        raise ConfigError(
+            "the key store must be a different database from the data database, "
+            "or crypto-shredding would not survive a restored data backup"
+        )
+
+
+def init(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
+    """Create what :func:`open_kernel` needs: key file, key store, schema, default
+    policy, the first configuration snapshot; audited as ``vault.init``.
+
+    Raises:
+        ConfigError: the vault is already initialised or settings are wrong.
+    """
+    _check_separation(cfg)
+    if cfg.database_url is None or cfg.keystore_url is None or cfg.key_file is None:
+        cfg.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_path = cfg.resolved_key_file
+    if key_path.exists():
+        raise ConfigError(f"a key file already exists at {key_path}; this vault is initialised")
+    # Validate policies before creating anything, so a broken file leaves no half-made vault.
+    policies_dir = cfg.resolved_policies
+    rules = Rules.load(policies_dir)
+    data_engine = make_engine(cfg.resolved_database_url,
+                              sqlite_synchronous=cfg.sqlite_synchronous)
+    with data_engine.connect() as conn:
+        if migrate.current_revision(data_engine) is not None or conn.dialect.has_table(
+            conn, "vault_meta"
+        ):
+            data_engine.dispose()
+            raise ConfigError("the data database is already initialised")
+    provider = LocalKeyProvider.create(key_path)
+    migrate.upgrade(data_engine)
+    keystore_engine = make_engine(cfg.resolved_keystore_url,
+                                  sqlite_synchronous=cfg.sqlite_synchronous)
+    clk = clock or SystemClock()
+    keystore = KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clk)
+    keystore.create_schema()
+    audit_log = AuditLog(data_engine, chains=cfg.audit_chains, clock=clk)
+    vault_id = uuid.uuid4().hex
+    with data_engine.begin() as conn:
+        conn.execute(
+            insert(META),
+            [
+                {"key": "audit_chains", "value": str(cfg.audit_chains)},
+                {"key": "created_at", "value": clk.now().isoformat()},
+                {"key": "format", "value": "1"},
+                {"key": "vault_id", "value": vault_id},
+            ],
+        )
+        audit_log.create_heads(conn)
+    policy = CasbinPolicyEngine(
+        data_engine, policies_dir / "model.conf", clock=clk,
+        refresh_interval=cfg.policy_refresh_seconds,
+    )
+    loaded = policy.load_defaults(policies_dir / "policy.csv")
+    kernel = _assemble(cfg, rules, data_engine, keystore_engine, provider, policy, clk,
+                       vault_id=vault_id, chains=cfg.audit_chains, keystore=keystore)
+    try:
+        with data_engine.begin() as conn:  # no record yet: no expiry to recompute
+            expiry.store_fingerprint(conn, _fingerprint(rules), clk.now())
+        kernel.audit("vault.init", reason=f"rules:{loaded}")
+        _record_config(kernel)
+    except BaseException:
+        kernel.close()
+        raise
+    return kernel
+
+
+def upgrade(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
+    """Migrate an initialised vault's data database to the newest schema, give
+    records written before retention existed their expiry, and open it.
+
+    Idempotent: on a vault already at the newest schema it only opens it. The
+    upgrade is audited (``vault.upgrade``, with the revisions and the count).
+
+    Raises:
+        ConfigError: the vault was never initialised or cannot be reached.
+        KeyManagementError: the key file is missing or unsafe.
+    """
+    _check_separation(cfg)
+    LocalKeyProvider.load(cfg.resolved_key_file)  # refuse before touching anything
+    data_engine = make_engine(cfg.resolved_database_url)
+    try:
+        before = migrate.current_revision(data_engine)
+        if before is None:
+            raise ConfigError("this vault is not initialised: run `vault init` first")
+        if before != migrate.head_revision():
+            migrate.upgrade(data_engine)
+    except SQLAlchemyError:
+        raise ConfigError("the data database cannot be migrated or reached") from None
+    finally:
+        data_engine.dispose()
+    kernel = open_kernel(cfg, clock)
+    try:
+        rules = kernel.rules
+        added = expiry.backfill(kernel.engine, rules.schedule, rules.schemas,
+                                regime_for=rules.jurisdictions.regime_for)
+        if before != migrate.head_revision() or added:
+            kernel.audit("vault.upgrade",
+                         reason=f"{before}>{migrate.head_revision()}:expiry:{added}")
+    except BaseException:
+        kernel.close()
+        raise
+    return kernel
+
+
+def open_kernel(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
+    """Open an initialised vault.
+
+    A configuration (settings, policies files) different from the one the
+    vault was last opened with is recorded and audited as ``config.change``.
+
+    Raises:
+        ConfigError: if it was never initialised or needs migrating.
+        KeyManagementError: if the key file is missing or unsafe.
+        AuditError: a configuration change could not be recorded (fail closed).
+    """
+    _check_separation(cfg)
+    provider = LocalKeyProvider.load(cfg.resolved_key_file)
+    data_engine = make_engine(cfg.resolved_database_url,
+                              sqlite_synchronous=cfg.sqlite_synchronous)
+    try:
+        revision = migrate.current_revision(data_engine)
+    except SQLAlchemyError:
+        data_engine.dispose()
+        raise ConfigError("the data database cannot be reached") from None
+    if revision is None:
+        data_engine.dispose()
+        raise ConfigError("this vault is not initialised: run `vault init` first")
+    if revision != migrate.head_revision():
+        data_engine.dispose()
+        raise ConfigError("the data database needs migrating: run `vault upgrade`")
+    clk = clock or SystemClock()
+    policies_dir = cfg.resolved_policies
+    try:
+        rules = Rules.load(policies_dir)
+    except BaseException:
+        data_engine.dispose()
+        raise
+    policy = CasbinPolicyEngine(
+        data_engine, policies_dir / "model.conf", clock=clk,
+        refresh_interval=cfg.policy_refresh_seconds,
+    )
+    keystore_engine = make_engine(cfg.resolved_keystore_url,
+                                  sqlite_synchronous=cfg.sqlite_synchronous)
+    with data_engine.connect() as conn:
+        meta = {row.key: row.value for row in conn.execute(select(META.c.key, META.c.value))}
+    kernel = _assemble(
+        cfg, rules, data_engine, keystore_engine, provider, policy, clk,
+        vault_id=meta.get("vault_id") or meta.get("created_at", "unknown"),
+        chains=int(meta.get("audit_chains", cfg.audit_chains)))
+    try:
+        _record_config(kernel)
+    except BaseException:
+        kernel.close()
+        raise
+    return kernel
+
+
+def _assemble(
+    cfg: VaultSettings,
+    rules: Rules,
+    data_engine: Engine,
+    keystore_engine: Engine,
+    provider: KeyProvider,
+    policy: CasbinPolicyEngine,
+    clock: Clock,
+    *,
+    vault_id: str,
+    chains: int,
+    keystore: KeyStore | None = None,
+) -> Kernel:
+    return Kernel(
+        settings=cfg,
+        vault_id=vault_id,
+        engine=data_engine,
+        keystore_engine=keystore_engine,
+        keystore=keystore
+        or KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clock),
+        provider=provider,
+        cipher=AESGCMFieldCipher(),
+        indexer=BlindIndexer(provider.index_root_key(), truncate_to=cfg.blind_index_bytes),
+        pseudonyms=Pseudonymizer(provider.pseudonym_key()),
+        policy=policy,
+        rules=rules,
+        audit_log=AuditLog(data_engine, chains=chains, clock=clock),
+        clock=clock,
+    )
+
+
+def _fingerprint(rules: Rules) -> str:
+    return expiry.fingerprint(rules.schedule, rules.schemas, rules.jurisdictions)
+
+
+def _record_config(kernel: Kernel) -> None:
+    """Snapshot the configuration this process opened with and audit a change
+    (``config.baseline`` / ``config.change``, see :mod:`vault.audit.config`).
+
+    Raises:
+        AuditError: the snapshot or its entry could not be written (fail closed).
+    """
+    cfg = kernel.settings
+    items = config_items(cfg, cfg.resolved_policies)
+    record_config(kernel.engine, kernel.audit_log, items, now=kernel.clock.now())

@@ -1,0 +1,105 @@
+"""What every ``vault`` command shares: consoles, options, opening the vault,
+one-line errors and progress bars.
+
+Only the CLI (and the gateway) read ``VAULT_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from vault.config import VaultSettings
+from vault.errors import VaultError
+from vault.facade import Vault
+
+__all__ = ["HomeOpt", "TenantOpt", "configure_logging", "err", "fail", "guard", "open_vault",
+           "out", "progress_bar", "settings_from_env"]
+
+out = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Vault folder (embedded default). Env: VAULT_HOME.",
+                 show_default=False),
+]
+TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant (domain) of the role.")]
+
+
+
+def configure_logging(verbose: bool) -> None:
+    """The CLI is an application, so it configures structlog: stderr, redacted."""
+    import logging
+
+    import structlog
+
+    from vault.logging import RedactingProcessor
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            RedactingProcessor(),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.DEBUG if verbose else logging.WARNING
+        ),
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def settings_from_env(home: Path | None) -> VaultSettings:
+    return VaultSettings.from_env(home=home)
+
+
+@contextmanager
+def open_vault(home: Path | None) -> Iterator[Vault]:
+    with Vault.open(settings=settings_from_env(home)) as vault:
+        yield vault
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def guard(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn every VaultError into a one-line message and exit code 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except VaultError as exc:
+            raise fail(f"{exc.message} [{exc.code}]") from None
+
+    return wrapper
+
+
+def progress_bar(*, auto_refresh: bool = True) -> Progress:
+    """A progress bar on stderr; ``auto_refresh=False`` draws only on ``refresh()``
+    (no drawing thread)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+        auto_refresh=auto_refresh,
+    )

@@ -1,0 +1,657 @@
+"""The data path: put, put_many, get, get_many, find, update, delete.
+
+Every call follows the same path (see DESIGN.md): validate against the
+collection schema, decide with the policy (default deny), check consent,
+restriction and cross-border rules for every subject touched
+(:class:`~vault.records.gate.DataGate`), touch the store, encrypt or decrypt
+with the subject's own data key, and append the audit entry in the same
+transaction (:class:`vault._kernel.Call`). A denial is audited too, in a
+transaction of its own, before the error is raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, delete, select, update
+
+from vault._kernel import NAMED_LIMIT, Call, Kernel, RecordHooks
+from vault.audit.chain import AuditEvent, Decision, chain_for
+from vault.consent.decision import Verdict
+from vault.crypto.framing import decode_envelopes, encode_envelopes
+from vault.crypto.keystore import DataKey
+from vault.errors import (
+    AccessDenied,
+    DecryptionError,
+    InvalidData,
+    KeyDestroyed,
+    LegalHoldActive,
+    NotFound,
+    UnknownField,
+)
+from vault.records.gate import CONSENT_REFUSALS, DataGate, consent_error
+from vault.records.sealing import (
+    Sealer,
+    disclosed,
+    encode_value,
+    new_id,
+    visible_fields,
+)
+from vault.retention.holdrules import ensure_not_held
+from vault.schema import CollectionSchema, FieldSpec
+from vault.store.bulk import BulkInsert
+from vault.store.tables import BLIND_INDEX, RECORDS, SUBJECTS
+from vault.types import Actor, Record, check_identifier, check_jurisdiction
+from vault.validation import normalize_for_index, validate_record
+
+__all__ = ["RecordService"]
+
+_IN_CHUNK = 500
+
+# Statements of the hot paths, built once (building one costs more than
+# running it from SQLAlchemy's compiled cache).
+# Rows are looked up by primary key alone, and their tenant and collection
+# checked here: with "tenant = ? AND collection = ?" in the WHERE clause a
+# planner with stale statistics scans the whole (tenant, collection) index.
+_SELECT_ROWS = select(
+    RECORDS.c.id, RECORDS.c.subject_id, RECORDS.c.envelopes, RECORDS.c.tenant,
+    RECORDS.c.collection,
+    # The subject's restriction flag and jurisdiction come with its records, so
+    # the consent gate of a read needs no statement of its own in the common case.
+    SUBJECTS.c.restricted_at, SUBJECTS.c.jurisdiction,
+).select_from(RECORDS.outerjoin(SUBJECTS, and_(
+    SUBJECTS.c.tenant == RECORDS.c.tenant, SUBJECTS.c.subject_id == RECORDS.c.subject_id,
+))).where(RECORDS.c.id.in_(bindparam("in_ids", expanding=True)))
+# The rows of a batch write, as tuples in one executemany each (vault.store.bulk).
+_BULK_SUBJECTS = BulkInsert(SUBJECTS, ("tenant", "subject_id", "pseudonym", "jurisdiction",
+                                       "created_at"))
+_BULK_RECORDS = BulkInsert(RECORDS, ("id", "tenant", "collection", "subject_id", "envelopes",
+                                     "created_at", "updated_at", "version"))
+_BULK_BLIND = BulkInsert(BLIND_INDEX, ("tenant", "collection", "field", "digest", "record_id"))
+
+
+def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class RecordService:
+    """Encrypted, access-controlled, audited records (the facade's data methods).
+
+    ``hooks`` hear of inserted and updated records inside the write's transaction.
+    """
+
+    def __init__(self, kernel: Kernel, *, hooks: RecordHooks) -> None:
+        self._k = kernel
+        self._hooks = hooks
+        self._seal = Sealer(kernel)
+        self._gate = DataGate(kernel)
+
+    # ------------------------------------------------------------------ writes
+
+    def put_many(
+        self,
+        actor: Actor,
+        collection: str,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        purpose: str,
+        subject_ids: Sequence[str | None] | None = None,
+        jurisdiction: str | None = None,
+    ) -> list[str]:
+        """Store many records in one transaction (see ``Vault.put_many``)."""
+        call, schema = self._begin(actor, "write", collection, purpose)
+        subject_ids = self._check_batch(call, items, subject_ids, jurisdiction)
+        values = [self._validate(call, schema, item, partial=False) for item in items]
+        written = sorted({name for v in values for name, x in v.items() if x is not None})
+        self._require(call, schema, "write", written)
+        if not items:
+            return []
+        tenant = call.actor.tenant
+        given = sorted({s for s in subject_ids if s is not None})
+        known = self._known_subjects(call, given, jurisdiction)
+        subjects = [s if s is not None else new_id() for s in subject_ids]
+        new_subjects = list(dict.fromkeys(s for s in subjects if s not in known))
+        gate_events = self._gate_write(call, schema, subjects, written,
+                                       {s: jurisdiction for s in new_subjects})
+        try:
+            keys = self._subject_keys(tenant, subjects, create=self._creatable(
+                tenant, new_subjects, set(given)))
+        except KeyDestroyed as exc:
+            call.refuse(exc, fields=written)
+        # One pseudonym per subject, used by the subject rows and the audit entries.
+        pseudonyms = {s: self._k.pseudonym(tenant, s) for s in dict.fromkeys(subjects)}
+        record_rows, index_rows, events = self._seal_batch(
+            call, schema, subjects, values, keys, pseudonyms)
+        now = record_rows[0]["created_at"]
+
+        def insert(conn: Connection) -> None:
+            if new_subjects:
+                _BULK_SUBJECTS.execute(conn, [
+                    (tenant, s, pseudonyms[s], jurisdiction, now) for s in new_subjects
+                ])
+            _BULK_RECORDS.execute(conn, [
+                (r["id"], tenant, schema.name, r["subject_id"], r["envelopes"], now, now, 1)
+                for r in record_rows
+            ])
+            self._hooks.records_inserted(conn, tenant, schema, record_rows, values,
+                                         new_subjects, jurisdiction)
+            _BULK_BLIND.execute(conn, index_rows)
+            call.record(events)
+            call.record(gate_events)
+
+        call.run(insert)
+        return [row["id"] for row in record_rows]
+
+    def _check_batch(self, call: Call, items: object, subject_ids: object,
+                     jurisdiction: object) -> list[str | None]:
+        """The arguments of ``put_many`` other than the data, or an audited refusal."""
+        if isinstance(items, Mapping) or not isinstance(items, Sequence):
+            call.refuse(InvalidData("items must be a sequence of mappings"))
+        if subject_ids is None:
+            subject_ids = [None] * len(items)
+        if not isinstance(subject_ids, Sequence) or len(subject_ids) != len(items):
+            call.refuse(InvalidData("subject_ids must pair one-to-one with items"))
+        if jurisdiction is not None:
+            try:
+                check_jurisdiction(jurisdiction)
+            except InvalidData as exc:
+                call.refuse(exc)
+        for sid in subject_ids:
+            if sid is not None:
+                try:
+                    check_identifier(sid, "subject_id")
+                except InvalidData as exc:
+                    call.refuse(exc)
+        return list(subject_ids)
+
+    def _known_subjects(self, call: Call, given: Sequence[str],
+                        jurisdiction: str | None) -> set[str]:
+        """Which of the caller's subject ids exist; a jurisdiction other than the one
+        recorded for one of them is refused."""
+        known: set[str] = set()
+        if not given:
+            return known
+        tenant = call.actor.tenant
+        with self._k.read_only() as conn:
+            for chunk in _chunks(given):
+                for sid, stored in conn.execute(
+                    select(SUBJECTS.c.subject_id, SUBJECTS.c.jurisdiction)
+                    .where(SUBJECTS.c.tenant == tenant, SUBJECTS.c.subject_id.in_(chunk))
+                ):
+                    known.add(sid)
+                    if jurisdiction is not None and stored != jurisdiction:
+                        # Recorded at creation; a different one here is a conflict,
+                        # not a change (set_jurisdiction is audited). The message
+                        # does not say which one: a writer may not read a subject's
+                        # jurisdiction (subjects.get needs consent.manage). The
+                        # refusal is the subject's business.
+                        conn.rollback()
+                        call.refuse(InvalidData(
+                            f"a subject of this write already has another jurisdiction "
+                            f"than {jurisdiction}; change it with "
+                            "subjects.set_jurisdiction", field="jurisdiction"),
+                            subjects=(self._k.pseudonym(tenant, sid),))
+        return known
+
+    def _seal_batch(
+        self, call: Call, schema: CollectionSchema, subjects: Sequence[str],
+        values: Sequence[Mapping[str, Any]], keys: Mapping[str, DataKey],
+        pseudonyms: Mapping[str, str],
+    ) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]], list[AuditEvent]]:
+        """Encrypt and index every record of a batch; the audit entries, one per chain
+        (as :meth:`Kernel.group_by_chain` would merge one event per record, without
+        building those 10,000 events first)."""
+        tenant = call.actor.tenant
+        now = self._k.clock.now()
+        record_rows: list[dict[str, Any]] = []
+        index_rows: list[tuple[Any, ...]] = []
+        chains = self._k.audit_log.chains
+        groups: dict[int, tuple[list[str], list[str], set[str]]] = {}
+        for subject, value in zip(subjects, values, strict=True):
+            record_id = new_id()
+            plaintexts = {name: encode_value(x) for name, x in value.items() if x is not None}
+            record_rows.append({
+                "id": record_id, "tenant": tenant, "collection": schema.name,
+                "subject_id": subject,
+                "envelopes": self._seal.seal(keys[subject], tenant, schema, record_id,
+                                             subject, plaintexts),
+                "created_at": now, "updated_at": now, "version": 1,
+            })
+            self._seal.index_tuples(index_rows, tenant, schema, record_id, value)
+            pseudonym = pseudonyms[subject]
+            ids, named, fields = groups.setdefault(chain_for((pseudonym,), chains),
+                                                   ([], [], set()))
+            ids.append(record_id)
+            named.append(pseudonym)
+            fields.update(plaintexts)
+        events = [
+            AuditEvent(tenant=tenant, actor=call.actor.id, action="write",
+                       decision=Decision.ALLOW, collection=schema.name, record_ids=tuple(ids),
+                       subjects=tuple(dict.fromkeys(named)), fields=tuple(sorted(fields)),
+                       purpose=call.purpose)
+            for ids, named, fields in groups.values()
+        ]
+        return record_rows, index_rows, events
+
+    def _creatable(self, tenant: str, new_subjects: Sequence[str],
+                   given: set[str]) -> list[str]:
+        """New subjects that need a data key.
+
+        Only caller-supplied subject ids can already have one (from a write
+        interrupted between the key store and the data database); generated
+        ids are fresh. A destroyed key raises KeyDestroyed: the id is burnt.
+        """
+        maybe = [s for s in new_subjects if s in given]
+        present = self._k.keystore.existing(tenant, maybe) if maybe else {}
+        if any(present.values()):
+            raise KeyDestroyed("the data subject's key was destroyed (crypto-shredded)")
+        return [s for s in new_subjects if s not in present]
+
+    def update(
+        self,
+        actor: Actor,
+        collection: str,
+        record_id: str,
+        changes: Mapping[str, Any],
+        *,
+        purpose: str,
+    ) -> None:
+        """Change some fields of a record (see ``Vault.update``)."""
+        call, schema = self._begin(actor, "update", collection, purpose)
+        rid = self._record_id(call, record_id)
+        values = self._validate(call, schema, changes, partial=True, record_ids=[rid])
+        if not values:
+            call.refuse(InvalidData("no changes given"), record_ids=[rid])
+        self._require(call, schema, "write", sorted(values), record_ids=[rid])
+        tenant = call.actor.tenant
+        purpose = _purpose(call)
+
+        def change(conn: Connection) -> None:
+            row = self._load_rows(conn, tenant, schema.name, [rid]).get(rid)
+            if row is None:
+                raise NotFound(f"no record {rid} in {schema.name}")
+            refused, gate_events = self._gate.check(
+                conn, call.actor, schema, purpose, [row.subject_id], sorted(values))
+            if refused:
+                raise consent_error(purpose, refused)
+            pseudonym = self._k.pseudonym(tenant, row.subject_id)
+            key = self._k.keystore.get_key(tenant, row.subject_id)
+            envelopes = decode_envelopes(row.envelopes)
+            envelopes.update(self._seal.encrypt_fields(key, tenant, schema, rid,
+                                                       row.subject_id, values))
+            for name, value in values.items():
+                if value is None:
+                    envelopes.pop(name, None)
+            conn.execute(
+                update(RECORDS).where(RECORDS.c.id == rid).values(
+                    envelopes=encode_envelopes(envelopes), updated_at=self._k.clock.now(),
+                    version=RECORDS.c.version + 1)
+            )
+            self._hooks.records_updated(conn, tenant, [rid])
+            touched = [n for n in values if n in schema.searchable_fields]
+            if touched:
+                conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id == rid,
+                                                       BLIND_INDEX.c.field.in_(touched)))
+                rows: list[tuple[Any, ...]] = []
+                self._seal.index_tuples(rows, tenant, schema, rid,
+                                        {n: values[n] for n in touched})
+                _BULK_BLIND.execute(conn, rows)
+            call.record([AuditEvent(
+                tenant=tenant, actor=call.actor.id, action="update", decision=Decision.ALLOW,
+                collection=schema.name, record_ids=(rid,), subjects=(pseudonym,),
+                fields=tuple(sorted(values)), purpose=purpose,
+            )])
+            call.record(gate_events)
+
+        try:
+            call.run(change)
+        except CONSENT_REFUSALS as exc:
+            call.refuse(exc, record_ids=[rid])
+        except (NotFound, KeyDestroyed, DecryptionError) as exc:
+            call.refuse(exc, record_ids=[rid], decision=Decision.ERROR)
+
+    def delete(self, actor: Actor, collection: str, record_id: str, *, purpose: str) -> None:
+        """Delete a record and its blind-index entries (see ``Vault.delete``)."""
+        call, schema = self._begin(actor, "delete", collection, purpose)
+        rid = self._record_id(call, record_id)
+        self._require(call, schema, "delete", schema.field_names, record_ids=[rid])
+        tenant = call.actor.tenant
+
+        def remove(conn: Connection) -> None:
+            row = self._load_rows(conn, tenant, schema.name, [rid]).get(rid)
+            if row is None:
+                raise NotFound(f"no record {rid} in {schema.name}")
+            ensure_not_held(conn, tenant, row.subject_id, self._k.clock.now())
+            conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id == rid))
+            conn.execute(delete(RECORDS).where(RECORDS.c.id == rid))
+            call.record([AuditEvent(
+                tenant=tenant, actor=call.actor.id, action="delete", decision=Decision.ALLOW,
+                collection=schema.name, record_ids=(rid,),
+                subjects=(self._k.pseudonym(tenant, row.subject_id),),
+                fields=tuple(sorted(decode_envelopes(row.envelopes))), purpose=call.purpose,
+            )])
+
+        try:
+            call.run(remove)
+        except (NotFound, LegalHoldActive) as exc:
+            call.refuse(exc, record_ids=[rid], decision=Decision.ERROR)
+
+    # ------------------------------------------------------------------ reads
+
+    def get_many(
+        self,
+        actor: Actor,
+        collection: str,
+        record_ids: Sequence[str],
+        *,
+        purpose: str,
+        fields: Sequence[str] | None = None,
+    ) -> list[Record]:
+        """Read records in one transaction (see ``Vault.get``/``get_many``)."""
+        call, schema = self._begin(actor, "read", collection, purpose)
+        if isinstance(record_ids, str) or not isinstance(record_ids, Sequence):
+            call.refuse(InvalidData("record_ids must be a sequence of ids"))
+        ids = [self._record_id(call, r) for r in record_ids]
+        if not ids:
+            return []
+        return self._read(call, schema, ids, fields)
+
+    def find(self, actor: Actor, collection: str, *, purpose: str,
+             **equals: Any) -> list[Record]:
+        """Find records by blind index (see ``Vault.find``)."""
+        call, schema = self._begin(actor, "search", collection, purpose)
+        if not equals:
+            call.refuse(InvalidData("find needs at least one field=value criterion"))
+        wanted: dict[str, str] = {}
+        for name, value in equals.items():
+            try:
+                spec: FieldSpec = schema.field(name)
+                if not spec.searchable:
+                    raise InvalidData(f"field {name} is not searchable", field=name)
+                wanted[name] = normalize_for_index(spec, value)
+            except InvalidData as exc:
+                call.refuse(exc, fields=[name] if name in schema.fields else [])
+        self._require(call, schema, "search", sorted(wanted))
+        tenant = call.actor.tenant
+        with self._k.engine.connect() as conn:
+            ids: set[str] | None = None
+            for name, normalized in wanted.items():
+                digest = self._seal.digest(tenant, schema, name, normalized)
+                hits = set(conn.execute(
+                    select(BLIND_INDEX.c.record_id).where(
+                        BLIND_INDEX.c.tenant == tenant, BLIND_INDEX.c.collection == schema.name,
+                        BLIND_INDEX.c.field == name, BLIND_INDEX.c.digest == digest)
+                ).scalars())
+                ids = hits if ids is None else ids & hits
+            conn.rollback()
+        return self._read(call, schema, sorted(ids or ()), None, must_exist=False,
+                          verify=wanted)
+
+    def subject_records(self, tenant: str, subject_id: str) -> list[str]:
+        """Ids of every record of a subject (ids only; no data, no audit)."""
+        with self._k.engine.connect() as conn:
+            return list(conn.execute(
+                select(RECORDS.c.id).where(RECORDS.c.tenant == tenant,
+                                           RECORDS.c.subject_id == subject_id)
+                .order_by(RECORDS.c.created_at)
+            ).scalars())
+
+    def _read(
+        self,
+        call: Call,
+        schema: CollectionSchema,
+        ids: Sequence[str],
+        fields: Sequence[str] | None,
+        *,
+        must_exist: bool = True,
+        verify: Mapping[str, str] | None = None,
+    ) -> list[Record]:
+        requested = self._requested(call, schema, fields, record_ids=ids)
+        readable, maskable = self._read_decisions(call, schema, requested, record_ids=ids)
+        actor, purpose, action = call.actor, _purpose(call), call.action
+        tenant = actor.tenant
+        unique_ids = list(dict.fromkeys(ids))
+        rows: dict[str, Any] = {}
+        refused: dict[str, Verdict] = {}
+
+        def read(conn: Connection) -> list[Record]:
+            nonlocal rows, refused
+            rows = self._load_rows(conn, tenant, schema.name, unique_ids)
+            missing = [r for r in unique_ids if r not in rows]
+            if missing and must_exist:
+                raise NotFound(f"{len(missing)} record(s) not found in {schema.name}: "
+                               f"{', '.join(missing[:5])}")
+            subject_ids = list(dict.fromkeys(row.subject_id for row in rows.values()))
+            refused, gate_events = self._gate.check(
+                conn, actor, schema, purpose, subject_ids,
+                [f for f in requested if f in readable or f in maskable], loaded=rows)
+            if refused and must_exist:
+                raise consent_error(purpose, refused)
+            if refused:  # find: the refused subjects' records are withheld
+                gate_events += self._gate.withheld_events(actor, schema, purpose, action,
+                                                          rows, refused)
+                subject_ids = [s for s in subject_ids if s not in refused]
+            try:
+                keys = self._k.keystore.get_keys(tenant, subject_ids)
+            except KeyDestroyed:
+                if must_exist:
+                    raise
+                # find: the erased subjects' records are left out.
+                keys = self._k.keystore.get_keys(tenant, subject_ids, missing_ok=True)
+            records: dict[str, Record] = {}
+            visible = visible_fields(requested, readable, maskable)
+            for rid in unique_ids:
+                row = rows.get(rid)
+                if row is None or row.subject_id not in keys:
+                    continue
+                key = keys[row.subject_id]
+                if verify and not self._seal.matches(key, tenant, schema, row, verify):
+                    continue
+                records[rid] = self._seal.view(key, tenant, schema, row, readable, maskable,
+                                               requested, visible)
+            call.record(self._read_events(call, schema, list(records.values())))
+            call.record(gate_events)
+            return [records[r] for r in ids if r in records]
+
+        try:
+            return call.run(read)
+        except CONSENT_REFUSALS as exc:
+            call.refuse(exc, record_ids=list(unique_ids[:NAMED_LIMIT]),
+                        subjects=[self._k.pseudonym(tenant, s)
+                                  for s in list(refused)[:NAMED_LIMIT]])
+        except (NotFound, KeyDestroyed, DecryptionError) as exc:
+            subjects = []
+            if isinstance(exc, KeyDestroyed | DecryptionError):
+                subjects = [self._k.pseudonym(tenant, r.subject_id)
+                            for r in rows.values()][:NAMED_LIMIT]
+            call.refuse(exc, record_ids=list(unique_ids[:NAMED_LIMIT]), subjects=subjects,
+                        decision=Decision.ERROR)
+
+    def _read_events(self, call: Call, schema: CollectionSchema,
+                     records: Sequence[Record]) -> list[AuditEvent]:
+        """The audit entries of a read: the same as one event per subject merged by
+        :meth:`Kernel.group_by_chain`, built in one pass (this runs once per record read)."""
+        by_subject: dict[str, list[Record]] = {}
+        for record in records:
+            by_subject.setdefault(record.subject_id, []).append(record)
+        tenant = call.actor.tenant
+        chains = self._k.audit_log.chains
+        groups: dict[int, tuple[list[str], list[str], set[str]]] = {}
+        shown: dict[tuple[tuple[str, ...], frozenset[str]], tuple[str, ...]] = {}
+        for subject, recs in by_subject.items():
+            pseudonym = self._k.pseudonym(tenant, subject)
+            chain = chain_for((pseudonym,), chains) if len(by_subject) > 1 else 0
+            ids, subjects, fields = groups.setdefault(chain, ([], [], set()))
+            subjects.append(pseudonym)
+            for record in recs:
+                ids.append(record.id)
+                if not record.masked:  # what disclosed() gives: the names read
+                    fields.update(record.data)
+                    continue
+                shape = (tuple(record.data), record.masked)
+                names = shown.get(shape)
+                if names is None:
+                    names = shown[shape] = disclosed([record])
+                fields.update(names)
+        return [
+            AuditEvent(
+                tenant=tenant, actor=call.actor.id, action=call.action,
+                decision=Decision.ALLOW, collection=schema.name, record_ids=tuple(ids),
+                subjects=tuple(dict.fromkeys(subjects)), fields=tuple(sorted(fields)),
+                purpose=call.purpose,
+            )
+            for ids, subjects, fields in groups.values()
+        ]
+
+    # ------------------------------------------------------------------ checks
+
+    def _begin(self, actor: object, action: str, collection: object,
+               purpose: object) -> tuple[Call, CollectionSchema]:
+        """Check the actor, collection and purpose; audit and raise on a bad one."""
+        if not isinstance(actor, Actor):
+            raise InvalidData("actor must be a vault.Actor", field="actor")
+        rules = self._k.rules
+        call = Call(self._k, actor, action)
+        coll_name = collection if isinstance(collection, str) else None
+        purp = purpose if isinstance(purpose, str) else None
+        try:
+            if coll_name is None:
+                raise InvalidData("collection must be a string", field="collection")
+            schema = rules.schemas.get(coll_name)
+        except InvalidData as exc:
+            call.collection = coll_name if coll_name in rules.schemas else None
+            call.purpose = purp if purp in rules.purposes else None
+            call.refuse(exc)
+        call.collection = schema.name
+        try:
+            if purp is None:
+                raise InvalidData("purpose must be a string", field="purpose")
+            rules.purposes.get(purp)
+        except InvalidData as exc:
+            call.refuse(exc)
+        call.purpose = purp
+        return call, schema
+
+    def _record_id(self, call: Call, record_id: object) -> str:
+        try:
+            return check_identifier(record_id, "record_id")
+        except InvalidData as exc:
+            call.refuse(exc)
+
+    def _validate(self, call: Call, schema: CollectionSchema, data: object, *,
+                  partial: bool, record_ids: Sequence[str] = ()) -> dict[str, Any]:
+        try:
+            if not isinstance(data, Mapping):
+                raise InvalidData("data must be a mapping of field names to values")
+            region = data.get("country")
+            return validate_record(
+                schema, data, partial=partial,
+                default_region=region.upper() if isinstance(region, str) and len(region) == 2
+                else None,
+            )
+        except InvalidData as exc:
+            fields = [exc.field] if exc.field is not None and exc.field in schema.fields else []
+            call.refuse(exc, fields=fields, record_ids=record_ids)
+
+    def _require(self, call: Call, schema: CollectionSchema, action: str,
+                 fields: Sequence[str], *, record_ids: Sequence[str] = (),
+                 subjects: Sequence[str] = ()) -> None:
+        """Raise AccessDenied (audited as the call's action) unless the policy allows
+        ``action`` on every field."""
+        actor = call.actor
+        allowed = self._k.policy.allowed_fields(
+            actor.id, actor.tenant, schema.name, action, _purpose(call), tuple(fields)
+        )
+        denied = sorted(set(fields) - allowed)
+        if denied:
+            call.refuse(
+                AccessDenied(f"{action} denied on {schema.name}: {', '.join(denied)}"),
+                fields=denied, record_ids=record_ids, subjects=subjects,
+            )
+
+    def _requested(self, call: Call, schema: CollectionSchema,
+                   fields: Sequence[str] | None, *,
+                   record_ids: Sequence[str] = ()) -> tuple[str, ...]:
+        if fields is None:
+            return schema.field_names
+        if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
+            call.refuse(InvalidData("fields must be a sequence of field names", field="fields"),
+                        record_ids=record_ids)
+        for name in fields:
+            if name not in schema.fields:
+                call.refuse(UnknownField(f"collection {schema.name} has no such field",
+                                         field=None), record_ids=record_ids)
+        return tuple(dict.fromkeys(fields))
+
+    def _read_decisions(self, call: Call, schema: CollectionSchema,
+                        requested: Sequence[str], *,
+                        record_ids: Sequence[str] = ()) -> tuple[frozenset[str], frozenset[str]]:
+        actor, purpose = call.actor, _purpose(call)
+        fields = tuple(requested)
+        readable = self._k.policy.allowed_fields(
+            actor.id, actor.tenant, schema.name, "read", purpose, fields)
+        maskable = self._k.policy.allowed_fields(
+            actor.id, actor.tenant, schema.name, "read_masked", purpose, fields) - readable
+        if not readable and not maskable:
+            call.refuse(
+                AccessDenied(f"read denied on every requested field of {schema.name}"),
+                fields=fields, record_ids=record_ids,
+            )
+        return readable, maskable
+
+    def _gate_write(
+        self, call: Call, schema: CollectionSchema, subjects: Sequence[str],
+        fields: Sequence[str], new_subjects: Mapping[str, str | None],
+    ) -> list[AuditEvent]:
+        """The consent gate before a write: refuse the whole batch (audited) if any
+        subject is refused; otherwise return the transfer audit events."""
+        purpose = _purpose(call)
+        if all(s in new_subjects for s in subjects):
+            # Only subjects this write creates: nothing stored to look up.
+            refused, events = self._gate.check(None, call.actor, schema, purpose, subjects,
+                                               fields, new_subjects=new_subjects)
+        else:
+            with self._k.read_only() as conn:
+                refused, events = self._gate.check(conn, call.actor, schema, purpose,
+                                                   subjects, fields,
+                                                   new_subjects=new_subjects)
+        if refused:
+            tenant = call.actor.tenant
+            call.refuse(consent_error(purpose, refused), fields=fields,
+                        subjects=[self._k.pseudonym(tenant, s)
+                                  for s in list(refused)[:NAMED_LIMIT]])
+        return events
+
+    # ------------------------------------------------------------------ store
+
+    def _subject_keys(
+        self, tenant: str, subject_ids: Sequence[str], *, create: Sequence[str] = ()
+    ) -> dict[str, DataKey]:
+        keys: dict[str, DataKey] = {}
+        if create:
+            for key in self._k.keystore.create_keys(tenant, create):
+                keys[key.subject_id] = key
+        existing = [s for s in subject_ids if s not in keys]
+        if existing:
+            keys.update(self._k.keystore.get_keys(tenant, existing))
+        return keys
+
+    @staticmethod
+    def _load_rows(conn: Connection, tenant: str, collection: str,
+                   record_ids: Sequence[str]) -> dict[str, Any]:
+        rows: dict[str, Any] = {}
+        for chunk in _chunks(record_ids):
+            for row in conn.execute(_SELECT_ROWS, {"in_ids": list(chunk)}):
+                if row.tenant == tenant and row.collection == collection:
+                    rows[row.id] = row
+        return rows
+
+
+def _purpose(call: Call) -> str:
+    """The purpose of a call past :meth:`RecordService._begin` (checked there)."""
+    if call.purpose is None:  # pragma: no cover - _begin refuses first
+        raise AssertionError("the call's purpose was not checked")
+    return call.purpose
+

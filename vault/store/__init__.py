@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy models, engines, migrations, retries and bulk inserts."""
