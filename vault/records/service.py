@@ -45,7 +45,7 @@ from vault.store.tables import BLIND_INDEX, RECORDS, SUBJECTS
 from vault.types import Actor, Record, check_identifier, check_jurisdiction
 from vault.validation import normalize_for_index, validate_record
 
-__all__ = ["RecordService"]
+__all__ = ["RecordService", "load_rows"]
 
 _IN_CHUNK = 500
 
@@ -269,7 +269,7 @@ class RecordService:
         purpose = _purpose(call)
 
         def change(conn: Connection) -> None:
-            row = self._load_rows(conn, tenant, schema.name, [rid]).get(rid)
+            row = load_rows(conn, tenant, schema.name, [rid]).get(rid)
             if row is None:
                 raise NotFound(f"no record {rid} in {schema.name}")
             refused, gate_events = self._gate.check(
@@ -320,7 +320,7 @@ class RecordService:
         tenant = call.actor.tenant
 
         def remove(conn: Connection) -> None:
-            row = self._load_rows(conn, tenant, schema.name, [rid]).get(rid)
+            row = load_rows(conn, tenant, schema.name, [rid]).get(rid)
             if row is None:
                 raise NotFound(f"no record {rid} in {schema.name}")
             ensure_not_held(conn, tenant, row.subject_id, self._k.clock.now())
@@ -418,7 +418,7 @@ class RecordService:
 
         def read(conn: Connection) -> list[Record]:
             nonlocal rows, refused
-            rows = self._load_rows(conn, tenant, schema.name, unique_ids)
+            rows = load_rows(conn, tenant, schema.name, unique_ids)
             missing = [r for r in unique_ids if r not in rows]
             if missing and must_exist:
                 raise NotFound(f"{len(missing)} record(s) not found in {schema.name}: "
@@ -638,15 +638,18 @@ class RecordService:
             keys.update(self._k.keystore.get_keys(tenant, existing))
         return keys
 
-    @staticmethod
-    def _load_rows(conn: Connection, tenant: str, collection: str,
-                   record_ids: Sequence[str]) -> dict[str, Any]:
-        rows: dict[str, Any] = {}
-        for chunk in _chunks(record_ids):
-            for row in conn.execute(_SELECT_ROWS, {"in_ids": list(chunk)}):
-                if row.tenant == tenant and row.collection == collection:
-                    rows[row.id] = row
-        return rows
+
+
+def load_rows(conn: Connection, tenant: str, collection: str,
+              record_ids: Sequence[str]) -> dict[str, Any]:
+    """The stored rows of these records of ``collection`` in ``tenant`` (others are
+    left out), each with its subject's ``restricted_at`` and ``jurisdiction``."""
+    rows: dict[str, Any] = {}
+    for chunk in _chunks(record_ids):
+        for row in conn.execute(_SELECT_ROWS, {"in_ids": list(chunk)}):
+            if row.tenant == tenant and row.collection == collection:
+                rows[row.id] = row
+    return rows
 
 
 def _purpose(call: Call) -> str:
