@@ -11,8 +11,8 @@ How the periods are counted (legal background: ``JURISDICTIONS.md``):
   zone (a profile setting): a request sent at 23:30 UTC reaches a controller
   in Shanghai on the next day.
 - Counting starts on the day after receipt (GDPR: Regulation 1182/71 Art.
-  3(1) leaves out the day of the event; CCPA §7021 and the PRC's working-day
-  practice count "within N days" the same way).
+  3(1) leaves out the day of the event; for the CCPA and PIPL clocks this is
+  the project's reading, ``JURISDICTIONS.md``).
 - ``calendar_day``: N days later. ``business_day``: the Nth Monday-to-Friday
   that is not a holiday of the profile's calendar. ``working_day`` (PRC
   工作日): the same, but a Saturday or Sunday the calendar makes a working day
@@ -446,9 +446,11 @@ class HolidaysPackageCalendar:
         return day in self._year(day.year).holidays
 
     def is_adjusted_working_day(self, day: dt.date) -> bool:
+        # The year first: a day of an uncovered year is refused, weekday or not.
+        this_year = self._year(day.year)
         if day.weekday() < _SATURDAY:
             return False
-        if day in self._year(day.year).working_weekend_days:
+        if day in this_year.working_weekend_days:
             return True
         # A late-December weekend day can be made a working day by the notice of
         # the next year's New Year holiday; consult that year when it is known.
@@ -457,6 +459,11 @@ class HolidaysPackageCalendar:
 
     def __repr__(self) -> str:
         return f"HolidaysPackageCalendar({self._place()!r})"
+
+
+def _calendar(profile: ClockProfile, calendar: HolidayCalendar | None) -> HolidayCalendar:
+    # "is None", not "or": a calendar may be a mapping, and an empty one is falsy.
+    return calendar if calendar is not None else calendar_for(profile)
 
 
 def calendar_for(profile: ClockProfile) -> HolidayCalendar:
@@ -623,7 +630,7 @@ def acknowledge_by(profile: ClockProfile, kind: str, received_at: dt.datetime, *
     received_on = day_of_receipt(profile, received_at)
     if rule is None:
         return None
-    return due_date(rule, received_on, calendar or calendar_for(profile))
+    return due_date(rule, received_on, _calendar(profile, calendar))
 
 
 def respond_by(profile: ClockProfile, kind: str, received_at: dt.datetime, *,
@@ -646,7 +653,7 @@ def respond_by(profile: ClockProfile, kind: str, received_at: dt.datetime, *,
     """
     received_on = day_of_receipt(profile, received_at)
     return due_date(profile.clock_for(kind).respond, received_on,
-                    calendar or calendar_for(profile))
+                    _calendar(profile, calendar))
 
 
 def extension_notice_by(profile: ClockProfile, kind: str, received_at: dt.datetime, *,
@@ -674,7 +681,7 @@ def extension_notice_by(profile: ClockProfile, kind: str, received_at: dt.dateti
     received_on = day_of_receipt(profile, received_at)
     if clock.extension is None:
         return None
-    calendar = calendar or calendar_for(profile)
+    calendar = _calendar(profile, calendar)
     return min(due_date(clock.respond, received_on, calendar),
                due_date(clock.extension.notify_by, received_on, calendar))
 
@@ -706,7 +713,7 @@ def extended_due(profile: ClockProfile, kind: str, received_at: dt.datetime, *,
         ConfigError: the calendar does not cover the period.
     """
     _aware(requested_at, "requested_at")
-    calendar = calendar or calendar_for(profile)
+    calendar = _calendar(profile, calendar)
     last = extension_notice_by(profile, kind, received_at, calendar=calendar)
     extension = profile.clock_for(kind).extension
     if last is None or extension is None:
