@@ -83,6 +83,28 @@ class Deadline(_Strict):
     unit: Literal["calendar_day", "business_day", "working_day", "calendar_month"]
     extension: int | None = Field(default=None, ge=1)
     notify_by: int | None = Field(default=None, ge=1)
+    # A due day that is not a business day moves to the next one (GDPR: Regulation
+    # 1182/71 Art. 3(4)). Off unless the profile says so: CCPA's 45 days do not roll.
+    roll_to_business_day: bool = False
+
+
+class ClockSettings(_Strict):
+    """Where a regime's request clocks run (read by :mod:`vault.dsar.clocks`).
+
+    ``time_zone`` (an IANA name) makes the day of receipt a date; the holiday
+    calendar is the ``holidays`` package's ``holiday_country`` (ISO 3166-1
+    alpha-2, None = weekends only), ``holiday_subdivision`` and
+    ``holiday_categories``; ``announced_yearly`` marks a calendar fixed by a
+    yearly announcement (China's State Council notice), whose years are covered
+    only once the package carries that announcement.
+    """
+
+    time_zone: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    holiday_country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
+    holiday_subdivision: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,10}$")] | None = None
+    holiday_categories: tuple[Name, ...] = ("public",)
+    announced_yearly: bool = False
 
 
 class Period(_Strict):
@@ -164,6 +186,7 @@ class JurisdictionProfile(_Strict):
     cross_border: CrossBorder
     gpc: GPCRule = GPCRule()
     erase_on_withdrawal: bool = False
+    clock: ClockSettings | None = None
 
     @model_validator(mode="after")
     def _overrides_name_rights(self) -> JurisdictionProfile:
