@@ -177,13 +177,21 @@ def _plain_address(text: str) -> bool:
     return True
 
 
-def _email(spec: FieldSpec, value: Any, region: str | None) -> str | _Empty:
+def _stripped(spec: FieldSpec, value: Any) -> str | _Empty:
+    """A single-line text value, stripped and within its length (or empty)."""
     text = _require_str(spec, value)
     _check_raw(spec, text)
     text = text.strip()
     if not text:
         return _EMPTY
     _check_length(spec, text)
+    return text
+
+
+def _email(spec: FieldSpec, value: Any, region: str | None) -> str | _Empty:
+    text = _stripped(spec, value)
+    if isinstance(text, _Empty):
+        return text
     if _plain_address(text):
         return text
     try:
@@ -196,12 +204,9 @@ def _email(spec: FieldSpec, value: Any, region: str | None) -> str | _Empty:
 
 
 def _phone(spec: FieldSpec, value: Any, region: str | None) -> str | _Empty:
-    text = _require_str(spec, value)
-    _check_raw(spec, text)
-    text = text.strip()
-    if not text:
-        return _EMPTY
-    _check_length(spec, text)
+    text = _stripped(spec, value)
+    if isinstance(text, _Empty):
+        return text
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:

@@ -67,12 +67,8 @@ def _check_separation(cfg: VaultSettings) -> None:
 
 
 def init(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
-    """Create what :func:`open_kernel` needs: key file, key store, schema, default
-    policy, the first configuration snapshot; audited as ``vault.init``.
-
-    Raises:
-        ConfigError: the vault is already initialised or settings are wrong.
-    """
+    """The kernel of :meth:`Vault.init <vault.Vault.init>`: key file, key store,
+    schema, default policy and the first configuration snapshot (``vault.init``)."""
     _check_separation(cfg)
     if cfg.database_url is None or cfg.keystore_url is None or cfg.key_file is None:
         cfg.home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -129,16 +125,8 @@ def init(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
 
 
 def upgrade(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
-    """Migrate an initialised vault's data database to the newest schema, give
-    records written before retention existed their expiry, and open it.
-
-    Idempotent: on a vault already at the newest schema it only opens it. The
-    upgrade is audited (``vault.upgrade``, with the revisions and the count).
-
-    Raises:
-        ConfigError: the vault was never initialised or cannot be reached.
-        KeyManagementError: the key file is missing or unsafe.
-    """
+    """The kernel of :meth:`Vault.upgrade <vault.Vault.upgrade>` (migrate, backfill
+    expiries, open; idempotent and audited)."""
     _check_separation(cfg)
     LocalKeyProvider.load(cfg.resolved_key_file)  # refuse before touching anything
     data_engine = make_engine(cfg.resolved_database_url)
@@ -167,16 +155,8 @@ def upgrade(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
 
 
 def open_kernel(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
-    """Open an initialised vault.
-
-    A configuration (settings, policies files) different from the one the
-    vault was last opened with is recorded and audited as ``config.change``.
-
-    Raises:
-        ConfigError: if it was never initialised or needs migrating.
-        KeyManagementError: if the key file is missing or unsafe.
-        AuditError: a configuration change could not be recorded (fail closed).
-    """
+    """The kernel of :meth:`Vault.open <vault.Vault.open>`; a configuration change
+    is recorded and audited before it is returned (fail closed)."""
     _check_separation(cfg)
     provider = LocalKeyProvider.load(cfg.resolved_key_file)
     data_engine = make_engine(cfg.resolved_database_url,

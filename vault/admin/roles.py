@@ -7,6 +7,7 @@ the caller is the local operator who holds the key file, recorded as ``system``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vault._kernel import Kernel
@@ -38,20 +39,21 @@ class RoleService:
             UnknownRole: the policy defines no such role.
             AccessDenied: ``actor`` may not administer the policy.
         """
-        check_identifier(user, "user")
-        self._k.authorise(actor, "policy", "policy.admin", tenant=tenant)
-        changed = self._k.policy.assign_role(user, role, tenant=tenant)
-        self._k.audit("roles.assign", actor=actor, tenant=tenant,
-                                 reason=f"{role}:{user}" if changed else f"unchanged:{role}:{user}")
-        return changed
+        return self._change("roles.assign", self._k.policy.assign_role, user, role,
+                            tenant=tenant, actor=actor)
 
     def revoke(self, user: str, role: str, *, tenant: str, actor: Actor | None = None) -> bool:
         """Take ``role`` in ``tenant`` away from ``user``; False if it was not held."""
+        return self._change("roles.revoke", self._k.policy.revoke_role, user, role,
+                            tenant=tenant, actor=actor)
+
+    def _change(self, action: str, apply: Callable[..., bool], user: str, role: str, *,
+                tenant: str, actor: Actor | None) -> bool:
         check_identifier(user, "user")
         self._k.authorise(actor, "policy", "policy.admin", tenant=tenant)
-        changed = self._k.policy.revoke_role(user, role, tenant=tenant)
-        self._k.audit("roles.revoke", actor=actor, tenant=tenant,
-                                 reason=f"{role}:{user}" if changed else f"unchanged:{role}:{user}")
+        changed = apply(user, role, tenant=tenant)
+        self._k.audit(action, actor=actor, tenant=tenant,
+                      reason=f"{role}:{user}" if changed else f"unchanged:{role}:{user}")
         return changed
 
     def list(self, *, tenant: str | None = None, user: str | None = None) -> list[RoleAssignment]:

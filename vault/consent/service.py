@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Table, func, insert, select, update
 
 from vault._kernel import REASON_LIMIT, ConsentHooks, Kernel
 from vault.audit.chain import AuditEvent, Decision
@@ -286,11 +286,8 @@ class ConsentService:
               ) -> list[ConsentState]:
         """The current state of every (purpose, scope) the subject has events for."""
         tenant, subject_id = self._read_access("consent.state", subject_id, tenant, actor)
-        with self._k.engine.connect() as conn:
-            rows = conn.execute(select(_STATE).where(
-                _STATE.c.tenant == tenant, _STATE.c.subject_id == subject_id
-            ).order_by(_STATE.c.purpose, _STATE.c.scope)).all()
-        return [state_from(r) for r in rows]
+        return [state_from(r) for r in self._subject_rows(
+            _STATE, tenant, subject_id, _STATE.c.purpose, _STATE.c.scope)]
 
     def ask_again_from(self, state: ConsentState) -> dt.datetime | None:
         """When the business may ask again after the opt-out ``state`` records (a
@@ -329,11 +326,15 @@ class ConsentService:
                 ) -> list[ConsentEvent]:
         """Every ledger event of the subject, oldest first."""
         tenant, subject_id = self._read_access("consent.history", subject_id, tenant, actor)
-        with self._k.engine.connect() as conn:
-            rows = conn.execute(select(_EVENTS).where(
-                _EVENTS.c.tenant == tenant, _EVENTS.c.subject_id == subject_id
-            ).order_by(_EVENTS.c.seq)).all()
-        return [event_from(r) for r in rows]
+        return [event_from(r) for r in self._subject_rows(
+            _EVENTS, tenant, subject_id, _EVENTS.c.seq)]
+
+    def _subject_rows(self, table: Table, tenant: str, subject_id: str,
+                      *order: ColumnElement[Any]) -> Sequence[Row[Any]]:
+        with self._k.read_only() as conn:
+            return conn.execute(select(table).where(
+                table.c.tenant == tenant, table.c.subject_id == subject_id
+            ).order_by(*order)).all()
 
     def receipt(self, event_id: str, *, tenant: str, actor: Actor | None = None
                 ) -> dict[str, Any]:

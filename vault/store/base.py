@@ -63,23 +63,23 @@ _NAMING = {
 }
 
 
+# The column types of Python annotations, the same in both databases.
+_TYPE_MAP: dict[Any, Any] = {
+    dt.datetime: UTCDateTime(),
+    bytes: LargeBinary(),
+    int: BigInteger().with_variant(Integer(), "sqlite"),
+}
+
+
 class Base(DeclarativeBase):
     """Tables of the data database."""
 
     metadata = MetaData(naming_convention=_NAMING)
-    type_annotation_map = {  # noqa: RUF012 (SQLAlchemy reads it as a class attribute)
-        dt.datetime: UTCDateTime(),
-        bytes: LargeBinary(),
-        int: BigInteger().with_variant(Integer(), "sqlite"),
-    }
+    type_annotation_map = _TYPE_MAP
 
 
 class KeyStoreBase(DeclarativeBase):
     """Tables of the key store, a database kept apart from the data."""
 
     metadata = MetaData(naming_convention=_NAMING)
-    type_annotation_map = {  # noqa: RUF012 (SQLAlchemy reads it as a class attribute)
-        dt.datetime: UTCDateTime(),
-        bytes: LargeBinary(),
-        int: BigInteger().with_variant(Integer(), "sqlite"),
-    }
+    type_annotation_map = _TYPE_MAP
