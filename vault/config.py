@@ -61,6 +61,11 @@ class VaultSettings(BaseSettings):
         report_usual_min_accesses: actors with fewer accesses are not judged.
         report_burst_reads / report_burst_minutes: more reads than this by one
             actor within that many minutes is a burst.
+        search_miss_limit: searches by one actor that matched nothing, within
+            ``search_miss_window_seconds``, after which its searches are refused
+            (audited, ``search_miss_limit``) until the window has passed; 0 (the
+            default) sets no limit. Misses are counted from the audit log, so the
+            limit holds across processes.
     """
 
     model_config = SettingsConfigDict(env_prefix="VAULT_", frozen=True, extra="forbid")
@@ -79,6 +84,8 @@ class VaultSettings(BaseSettings):
     report_usual_min_accesses: int = Field(default=20, ge=1)
     report_burst_reads: int = Field(default=100, ge=1)
     report_burst_minutes: int = Field(default=5, ge=1)
+    search_miss_limit: int = Field(default=0, ge=0)
+    search_miss_window_seconds: int = Field(default=3600, ge=1)
 
     @field_validator("database_url", "keystore_url")
     @classmethod

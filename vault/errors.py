@@ -121,9 +121,18 @@ class InvalidTenant(InvalidData):
 
 
 class AccessDenied(VaultError):
-    """The policy refused the request (default deny)."""
+    """The policy refused the request (default deny).
+
+    Attributes:
+        reason: a stable sub-code of the refusal when there is one (e.g.
+            ``search_miss_limit``), recorded in the audit entry; None otherwise.
+    """
 
     code = "access_denied"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class _ConsentRefusal(AccessDenied):

@@ -64,7 +64,7 @@ EXPECTED: dict[str, set[Cell]] = {
     "support_agent": (
         grant(("full_name", "email", "device_info", "support_notes"), ("read",), SUPPORT)
         | grant(("phone",), ("read_masked",), SUPPORT)
-        | grant(("email", "phone"), ("search",), SUPPORT)
+        | grant(("email",), ("search",), SUPPORT)
         | grant(("support_notes", "device_info"), ("write",), SUPPORT)
     ),
     "marketing": (
@@ -80,7 +80,8 @@ EXPECTED: dict[str, set[Cell]] = {
     "crm_service": (
         (
             grant(FIELDS, ("read", "write", "search", "delete"), ("account_management",))
-            - {("national_id", "read", "account_management")}
+            - {("national_id", "read", "account_management"),
+               ("national_id", "search", "account_management")}
         )
         | {("national_id", "read", "legal_obligation")}
     ),

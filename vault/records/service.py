@@ -11,10 +11,11 @@ transaction of its own, before the error is raised.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
 from vault._kernel import NAMED_LIMIT, Call, Kernel, RecordHooks
 from vault.audit.chain import AuditEvent, Decision, chain_for
@@ -41,13 +42,15 @@ from vault.records.sealing import (
 from vault.retention.holdrules import ensure_not_held
 from vault.schema import CollectionSchema, FieldSpec
 from vault.store.bulk import BulkInsert
-from vault.store.tables import BLIND_INDEX, RECORDS, SUBJECTS
+from vault.store.tables import AUDIT_LOG, BLIND_INDEX, RECORDS, SUBJECTS
 from vault.types import Actor, Record, check_identifier, check_jurisdiction
 from vault.validation import normalize_for_index, validate_record
 
 __all__ = ["RecordService", "load_rows"]
 
 _IN_CHUNK = 500
+#: The reason of the audit entry of a search that matched nothing.
+MISSED = "matched:0"
 
 # Statements of the hot paths, built once (building one costs more than
 # running it from SQLAlchemy's compiled cache).
@@ -373,7 +376,13 @@ class RecordService:
                 wanted[name] = normalize_for_index(spec, value)
             except InvalidData as exc:
                 call.refuse(exc, fields=[name] if name in schema.fields else [])
-        self._require(call, schema, "search", sorted(wanted))
+        searched = sorted(wanted)
+        self._require(call, schema, "search", searched)
+        # A search answers "does a record hold this value?": on a field the actor
+        # may not read unmasked it would be an oracle for the value (guess, search,
+        # repeat), so it needs the right to read the field in clear as well.
+        self._require(call, schema, "read", searched, why="search needs read")
+        self._limit_misses(call)
         tenant = call.actor.tenant
         with self._k.engine.connect() as conn:
             ids: set[str] | None = None
@@ -387,7 +396,25 @@ class RecordService:
                 ids = hits if ids is None else ids & hits
             conn.rollback()
         return self._read(call, schema, sorted(ids or ()), None, must_exist=False,
-                          verify=wanted)
+                          verify=wanted, searched=searched)
+
+    def _limit_misses(self, call: Call) -> None:
+        """Refuse (audited) an actor past ``search_miss_limit`` misses in the window."""
+        cfg = self._k.settings
+        if not cfg.search_miss_limit:
+            return
+        since = self._k.clock.now() - dt.timedelta(seconds=cfg.search_miss_window_seconds)
+        with self._k.read_only() as conn:
+            misses = conn.execute(select(func.count()).select_from(AUDIT_LOG).where(
+                AUDIT_LOG.c.ts >= since, AUDIT_LOG.c.tenant == call.actor.tenant,
+                AUDIT_LOG.c.actor == call.actor.id, AUDIT_LOG.c.action == "search",
+                AUDIT_LOG.c.decision == Decision.ALLOW.value,
+                AUDIT_LOG.c.reason == MISSED)).scalar_one()
+        if misses >= cfg.search_miss_limit:
+            call.refuse(AccessDenied(
+                f"search refused: {misses} searches matched nothing in the last "
+                f"{cfg.search_miss_window_seconds} s (search_miss_limit)",
+                reason="search_miss_limit"))
 
     def subject_records(self, tenant: str, subject_id: str) -> list[str]:
         """Ids of every record of a subject (ids only; no data, no audit)."""
@@ -407,6 +434,7 @@ class RecordService:
         *,
         must_exist: bool = True,
         verify: Mapping[str, str] | None = None,
+        searched: Sequence[str] | None = None,
     ) -> list[Record]:
         requested = self._requested(call, schema, fields, record_ids=ids)
         readable, maskable = self._read_decisions(call, schema, requested, record_ids=ids)
@@ -452,6 +480,13 @@ class RecordService:
                 records[rid] = self._seal.view(key, tenant, schema, row, readable, maskable,
                                                requested, visible)
             call.record(self._read_events(call, schema, list(records.values())))
+            if searched is not None:
+                # Every search is an access, hit or miss: which fields it searched
+                # on and how many records matched (no value, no record id).
+                call.record([AuditEvent(
+                    tenant=tenant, actor=actor.id, action=action, decision=Decision.ALLOW,
+                    collection=schema.name, fields=tuple(searched), purpose=purpose,
+                    reason=f"matched:{len(records)}")])
             call.record(gate_events)
             return [records[r] for r in ids if r in records]
 
@@ -557,9 +592,9 @@ class RecordService:
 
     def _require(self, call: Call, schema: CollectionSchema, action: str,
                  fields: Sequence[str], *, record_ids: Sequence[str] = (),
-                 subjects: Sequence[str] = ()) -> None:
+                 subjects: Sequence[str] = (), why: str | None = None) -> None:
         """Raise AccessDenied (audited as the call's action) unless the policy allows
-        ``action`` on every field."""
+        ``action`` on every field; ``why`` heads the message."""
         actor = call.actor
         allowed = self._k.policy.allowed_fields(
             actor.id, actor.tenant, schema.name, action, _purpose(call), tuple(fields)
@@ -567,7 +602,8 @@ class RecordService:
         denied = sorted(set(fields) - allowed)
         if denied:
             call.refuse(
-                AccessDenied(f"{action} denied on {schema.name}: {', '.join(denied)}"),
+                AccessDenied(f"{why or action + ' denied'} on {schema.name}: "
+                             f"{', '.join(denied)}"),
                 fields=denied, record_ids=record_ids, subjects=subjects,
             )
 

@@ -23,9 +23,10 @@ from vault.retention.tables import (
     ShredBatchRow,
     ShredQueueRow,
 )
-from vault.store.models import BlindIndexRow, Meta, RecordRow, SubjectRow
+from vault.store.models import AuditEntryRow, BlindIndexRow, Meta, RecordRow, SubjectRow
 
 __all__ = [
+    "AUDIT_LOG",
     "BLIND_INDEX",
     "CONSENT_EVENTS",
     "CONSENT_STATE",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 RECORDS = cast(Table, RecordRow.__table__)
+AUDIT_LOG = cast(Table, AuditEntryRow.__table__)
 SUBJECTS = cast(Table, SubjectRow.__table__)
 BLIND_INDEX = cast(Table, BlindIndexRow.__table__)
 META = cast(Table, Meta.__table__)
