@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from vault._kernel import Kernel
+from vault._kernel import ADMIN_PURPOSE, Kernel
 from vault.audit.chain import Decision, VerifyReport
 from vault.audit.checkpoint import (
     has_checkpoints,
@@ -30,7 +30,7 @@ from vault.audit.report import (
     ReportView,
 )
 from vault.audit.report import report as build_report
-from vault.errors import AuditError, ConfigError
+from vault.errors import AccessDenied, AuditError, ConfigError
 from vault.types import Actor
 
 __all__ = ["AuditService"]
@@ -165,12 +165,28 @@ class AuditService:
             filters: since, until, tenant, actor_id, subject (a subject id: it is
                 turned into its pseudonym), action, decision, purpose, collection.
 
+        A reader is confined to its own tenant: without a ``tenant`` filter the
+        report covers the reader's tenant, and another tenant's is refused
+        (audited) unless the policy grants the reader ``audit.read_all``. The
+        local operator (``actor`` None) reads every tenant.
+
         Raises:
             InvalidData: a bad filter, view or limit.
+            AccessDenied: the actor may not read the audit trail, or not that tenant's.
         """
         self._k.authorise(actor, "audit", "audit.read", tenant=actor.tenant if actor else "*")
         if "actor_id" in filters:
             filters["actor"] = filters.pop("actor_id")
+        if actor is not None and not self._k.policy.is_allowed(
+                actor.id, actor.tenant, "audit", "audit.read_all", ADMIN_PURPOSE):
+            wanted = filters.get("tenant")
+            if wanted is None:
+                filters["tenant"] = actor.tenant
+            elif wanted != actor.tenant:
+                self._k.audit("audit.read", actor=actor, decision=Decision.DENY,
+                              reason="other_tenant", purpose=ADMIN_PURPOSE)
+                raise AccessDenied("audit.read denied: a report of another tenant needs "
+                                   "audit.read_all", reason="other_tenant")
         parsed = ReportFilters.parse(**filters)
         result = build_report(self._k.engine, parsed, view=view,
                               pseudonym=self._k.pseudonym,
