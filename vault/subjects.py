@@ -10,7 +10,8 @@ subject for any purpose that is not ``restricted_use`` in ``purposes.toml``
 
 Each change is written with its audit entry (on the subject's chain) in one
 transaction. When ``actor`` is given, the policy decides: ``consent.manage``
-for the jurisdiction, ``dsar.process`` for restriction.
+to read a subject, ``subjects.jurisdiction`` to change its regime,
+``dsar.process`` for restriction.
 """
 
 from __future__ import annotations
@@ -77,14 +78,22 @@ class SubjectService:
                          actor: Actor | None = None) -> SubjectInfo:
         """Change the subject's jurisdiction (e.g. the customer moved); audited with
         the old and new regime. Consents already given keep the regime they were
-        given under in the ledger; decisions use the new profile from now on.
+        given under in the ledger (no event is added); decisions use the new profile
+        from now on.
+
+        A change of regime can take away opt-in, separate consent and
+        localisation, so it needs its own privilege: ``subjects.jurisdiction`` on
+        ``subjects`` (the DPO's in the default policy), not ``consent.manage``.
 
         Raises:
             InvalidData: a malformed code. NotFound: no such subject.
+            AccessDenied: ``actor`` may not change a subject's regime (audited).
         """
         if jurisdiction is not None:
             check_jurisdiction(jurisdiction)
-        before = self.get(subject_id, tenant=tenant, actor=actor)
+        tenant = check_tenant(tenant)
+        self._k.authorise(actor, "subjects", "subjects.jurisdiction", tenant=tenant)
+        before = self.get(subject_id, tenant=tenant)
         regime = self._k.rules.jurisdictions.regime_for(jurisdiction)
         self._change(before, "subjects.jurisdiction", actor,
                      {"jurisdiction": jurisdiction}, f"{before.regime}>{regime}")

@@ -417,7 +417,7 @@ def test_jurisdiction_change_is_audited_and_changes_the_regime(vault: Vault) -> 
     """Moving a subject from CA to DE switches marketing from opt-out to opt-in."""
     rid = new_subject(vault, "s1", "US-CA")
     assert vault.get(MAYA, "customers", rid, purpose="marketing").data
-    info = vault.subjects.set_jurisdiction("s1", "DE", tenant="acme", actor=CRM)
+    info = vault.subjects.set_jurisdiction("s1", "DE", tenant="acme", actor=DANA)
     assert (info.jurisdiction, info.regime) == ("DE", "gdpr")
     entry = last_audit(vault)
     assert (entry.action, entry.reason) == ("subjects.jurisdiction", "ccpa>gdpr")
@@ -425,6 +425,25 @@ def test_jurisdiction_change_is_audited_and_changes_the_regime(vault: Vault) -> 
         vault.get(MAYA, "customers", rid, purpose="marketing")
     with pytest.raises(InvalidData):
         vault.subjects.set_jurisdiction("s1", "germany", tenant="acme")
+
+
+def test_changing_a_regime_needs_its_own_privilege(vault: Vault) -> None:
+    """consent.manage (crm_service records consents) is not enough to move a subject
+    out of PIPL: relabelling CN -> US-CA would drop opt-in and localisation. The
+    refusal is audited; the DPO's change records old and new regime and makes no
+    consent appear in the ledger."""
+    rid = new_subject(vault, "cn", "CN")
+    with pytest.raises(AccessDenied):
+        vault.subjects.set_jurisdiction("cn", "US-CA", tenant="acme", actor=CRM)
+    entry = last_audit(vault)
+    assert (entry.actor, entry.action, entry.decision) == (
+        "crm", "subjects.jurisdiction", "deny")
+    assert vault.subjects.get("cn", tenant="acme").regime == "pipl"
+    with pytest.raises(ConsentRequired):
+        vault.get(MAYA, "customers", rid, purpose="marketing")
+    vault.subjects.set_jurisdiction("cn", "US-CA", tenant="acme", actor=DANA)
+    assert (last_audit(vault).reason, vault.consent.history("cn", tenant="acme")) == (
+        "pipl>ccpa", [])
 
 
 def test_every_code_a_profile_claims_can_be_a_subjects_jurisdiction(vault: Vault) -> None:
