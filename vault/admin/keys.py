@@ -17,7 +17,7 @@ from vault.audit.chain import Decision
 from vault.errors import LegalHoldActive, VaultError
 from vault.retention.holdrules import ensure_not_held
 from vault.store.tables import BLIND_INDEX, RECORDS
-from vault.types import Actor, check_identifier
+from vault.types import Actor, check_identifier, check_tenant
 
 __all__ = ["KeyService", "KeyStatus", "Progress", "RotationResult"]
 
@@ -104,6 +104,7 @@ class KeyService:
         or a restored key store would bring the key back.
         """
         check_identifier(subject_id, "subject_id")
+        check_tenant(tenant)
         self._k.authorise(actor, "keys", "keys.destroy", tenant=tenant)
         pseudonym = self._k.pseudonym(tenant, subject_id)
         self._destroy_unless_held(tenant, subject_id, actor=actor, purpose=purpose)

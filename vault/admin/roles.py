@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vault._kernel import Kernel
-from vault.types import Actor, check_identifier
+from vault.types import Actor, check_identifier, check_tenant
 
 __all__ = ["RoleAssignment", "RoleService"]
 
@@ -58,6 +58,8 @@ class RoleService:
 
     def list(self, *, tenant: str | None = None, user: str | None = None) -> list[RoleAssignment]:
         """Role assignments, optionally of one tenant or one user."""
+        if tenant is not None:
+            check_tenant(tenant)
         return [
             RoleAssignment(u, r, t)
             for u, r, t in self._k.policy.list_assignments(tenant=tenant)

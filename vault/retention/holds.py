@@ -154,6 +154,7 @@ class HoldService:
         """
         query = select(_HOLDS).order_by(_HOLDS.c.placed_at.desc(), _HOLDS.c.id)
         if tenant is not None:
+            check_tenant(tenant)
             query = query.where(_HOLDS.c.tenant == tenant)
         if subject_id is not None:
             query = query.where(or_(_HOLDS.c.subject_id == subject_id,
@@ -166,6 +167,9 @@ class HoldService:
 
     def is_held(self, tenant: str, subject_id: str | None = None) -> bool:
         """Whether a hold applies now to the subject (or, without one, to the tenant)."""
+        check_tenant(tenant)
+        if subject_id is not None:
+            check_identifier(subject_id, "subject_id")
         now = self._k.clock.now()
         with self._k.read_only() as conn:
             held = holds_applying(conn, tenant, [subject_id] if subject_id else [], now)

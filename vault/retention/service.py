@@ -31,7 +31,7 @@ from vault.store.tables import RETENTION as _RET
 from vault.store.tables import RETENTION_RUNS as _RUNS
 from vault.store.tables import RETENTION_SUBJECTS as _EVENTS
 from vault.store.tables import SUBJECTS as _SUBJECTS
-from vault.types import SYSTEM_ACTOR, Actor, check_identifier
+from vault.types import SYSTEM_ACTOR, Actor, check_identifier, check_tenant
 
 __all__ = ["PlanEntry", "RetentionPlan", "RetentionReport", "RetentionService", "RunSummary"]
 
@@ -234,6 +234,7 @@ class RetentionService:
             NotFound: the subject is unknown in this tenant.
             AccessDenied: ``actor`` may not record retention events (audited).
         """
+        check_tenant(tenant)
         kind = self._event(event)
         check_identifier(subject_id, "subject_id")
         if at is not None and (not isinstance(at, dt.datetime) or at.tzinfo is None):
@@ -249,6 +250,7 @@ class RetentionService:
         Raises:
             InvalidData, NotFound, AccessDenied: as :meth:`record_event`.
         """
+        check_tenant(tenant)
         kind = self._event(event)
         check_identifier(subject_id, "subject_id")
         self._k.authorise(actor, "retention", "retention.event", tenant=tenant)
@@ -321,6 +323,8 @@ class RetentionService:
             raise InvalidData("until must be an aware datetime", field="until")
         if not isinstance(limit, int) or limit < 1:
             raise InvalidData("limit must be a positive integer", field="limit")
+        if tenant is not None:
+            check_tenant(tenant)
         self._k.authorise(actor, "retention", "retention.read", tenant=tenant or "*")
         self._refresh_expiries(actor)
         horizon = until or now
@@ -394,6 +398,8 @@ class RetentionService:
         """
         if not isinstance(batch_size, int) or not 1 <= batch_size <= 100_000:
             raise InvalidData("batch_size must be between 1 and 100000", field="batch_size")
+        if tenant is not None:
+            check_tenant(tenant)
         self._k.authorise(actor, "retention", "retention.run", tenant=tenant or "*")
         self._refresh_expiries(actor)
         sweeper = Sweeper(self._k, batch_size=batch_size, tenant=tenant,
@@ -407,6 +413,8 @@ class RetentionService:
         """The latest sweeps, newest first (or the one with ``run_id``); with ``tenant``,
         only the sweeps limited to that tenant (a sweep of every tenant counts the
         other tenants' records too, so it is not listed there)."""
+        if tenant is not None:
+            check_tenant(tenant)
         query = select(_RUNS).order_by(_RUNS.c.started_at.desc(), _RUNS.c.id).limit(limit)
         if run_id is not None:
             query = query.where(_RUNS.c.id == run_id)
@@ -443,6 +451,8 @@ class RetentionService:
         Raises:
             AccessDenied: ``actor`` may not read retention in the tenant (audited).
         """
+        if tenant is not None:
+            check_tenant(tenant)
         self._k.authorise(actor, "retention", "retention.read", tenant=tenant or "*")
         self._refresh_expiries(actor)
         now = self._k.clock.now()
