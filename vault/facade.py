@@ -312,9 +312,14 @@ class Vault:
         """
         return self._records.find(actor, collection, purpose=purpose, **equals)
 
-    def subject_records(self, tenant: str, subject_id: str) -> list[str]:
-        """Ids of every record of a subject (ids only; no data, no audit)."""
-        return self._records.subject_records(tenant, subject_id)
+    def subject_records(self, tenant: str, subject_id: str, *,
+                        actor: Actor | None = None) -> list[str]:
+        """Ids of every record of a subject, oldest first (ids only, no data).
+
+        Authorised (``dsar.process`` when ``actor`` is given) and audited
+        (``subjects.records``).
+        """
+        return self._records.subject_records(tenant, subject_id, actor=actor)
 
     # ------------------------------------------------------------------ what it is made of
 

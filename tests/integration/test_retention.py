@@ -424,6 +424,7 @@ def test_hold_placement_is_authorised_and_validated(rv: Vault) -> None:
         rv.holds.place("acme", "s1", reason="x" * 201)
     with pytest.raises(InvalidData):
         rv.holds.place("acme", "s1", reason="X-1", until=T0 - dt.timedelta(days=1))
+    put(rv, {"full_name": "Held"}, subject="s1")
     hold = rv.holds.place("acme", "s1", reason="X-1")
     with pytest.raises(NotFound):
         rv.holds.lift("no-such-hold")

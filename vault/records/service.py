@@ -43,7 +43,7 @@ from vault.retention.holdrules import ensure_not_held
 from vault.schema import CollectionSchema, FieldSpec
 from vault.store.bulk import BulkInsert
 from vault.store.tables import AUDIT_LOG, BLIND_INDEX, RECORDS, SUBJECTS
-from vault.types import Actor, Record, check_identifier, check_jurisdiction
+from vault.types import Actor, Record, check_identifier, check_jurisdiction, check_tenant
 from vault.validation import normalize_for_index, validate_record
 
 __all__ = ["RecordService", "load_rows"]
@@ -416,14 +416,27 @@ class RecordService:
                 f"{cfg.search_miss_window_seconds} s (search_miss_limit)",
                 reason="search_miss_limit"))
 
-    def subject_records(self, tenant: str, subject_id: str) -> list[str]:
-        """Ids of every record of a subject (ids only; no data, no audit)."""
-        with self._k.engine.connect() as conn:
-            return list(conn.execute(
+    def subject_records(self, tenant: str, subject_id: str, *,
+                        actor: Actor | None = None) -> list[str]:
+        """Ids of every record of a subject, oldest first (ids only, no data).
+
+        Which records a person has is itself personal: ``actor`` needs
+        ``dsar.process`` (the local operator, None, needs nothing), and every call
+        is audited (``subjects.records``, with the subject's pseudonym).
+        """
+        check_tenant(tenant)
+        check_identifier(subject_id, "subject_id")
+        self._k.authorise(actor, "dsar", "dsar.process", tenant=tenant)
+        with self._k.read_only() as conn:
+            ids = list(conn.execute(
                 select(RECORDS.c.id).where(RECORDS.c.tenant == tenant,
                                            RECORDS.c.subject_id == subject_id)
                 .order_by(RECORDS.c.created_at)
             ).scalars())
+        self._k.audit("subjects.records", actor=actor, tenant=tenant,
+                      subjects=(self._k.pseudonym(tenant, subject_id),),
+                      reason=f"records:{len(ids)}")
+        return ids
 
     def _read(
         self,

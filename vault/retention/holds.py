@@ -28,11 +28,16 @@ from vault.audit.chain import AuditEvent, Decision
 from vault.errors import InvalidData, NotFound
 from vault.retention.holdrules import active_hold_clause, holds_applying, lock_tenants
 from vault.store.tables import LEGAL_HOLDS as _HOLDS
+from vault.store.tables import SUBJECTS as _SUBJECTS
 from vault.types import SYSTEM_ACTOR, Actor, check_identifier, check_tenant
 
 __all__ = ["HoldService", "LegalHold"]
 
-_REASON = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+# A case or matter reference: letters, digits, spaces and a little punctuation.
+# No "@" or "+" (an e-mail address or an international phone number), and no
+# long run of digits (a phone number or an id): the reason is stored in clear.
+_REASON = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _./:#()-]{0,199}")
+_LONG_NUMBER = re.compile(r"\d(?:[ ./-]?\d){7,}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,25 +79,37 @@ class HoldService:
 
         Args:
             reason: a case or matter reference (e.g. ``LIT-2026-014``), at most 200
-                characters. Misuse: never put personal data here; it is stored in
-                clear and shown to whoever lists holds.
+                letters, digits, spaces and ``_./:#()-``. Misuse: never put personal
+                data here; it is stored in clear and shown to whoever lists holds
+                (an e-mail address or a phone number is refused).
             until: when the hold ends by itself (aware datetime), or None.
 
         Raises:
             InvalidData: a bad tenant, subject id, reason or ``until``.
             AccessDenied: ``actor`` may not manage holds (audited).
+            NotFound: no such subject in the tenant (nothing is held).
         """
         check_tenant(tenant)
         if subject_id is not None:
             check_identifier(subject_id, "subject_id")
-        if not isinstance(reason, str) or not _REASON.fullmatch(reason.strip() or "\x00"):
-            raise InvalidData("reason must be 1-200 printable characters (a case reference)",
+        if (not isinstance(reason, str) or not _REASON.fullmatch(reason.strip())
+                or _LONG_NUMBER.search(reason)):
+            raise InvalidData("reason must be a case reference of 1-200 letters, digits, "
+                              "spaces and _./:#()- (no e-mail address or phone number)",
                               field="reason")
         now = self._k.clock.now()
         if until is not None and (not isinstance(until, dt.datetime) or until.tzinfo is None
                                   or until <= now):
             raise InvalidData("until must be an aware datetime in the future", field="until")
         self._k.authorise(actor, "holds", "holds.manage", tenant=tenant)
+        if subject_id is not None:
+            with self._k.read_only() as conn:
+                known = conn.execute(select(_SUBJECTS.c.subject_id).where(
+                    _SUBJECTS.c.tenant == tenant, _SUBJECTS.c.subject_id == subject_id)).first()
+            if known is None:
+                # A typo would otherwise leave the real subject unprotected, silently.
+                raise NotFound(f"no data subject {subject_id} in tenant {tenant}; "
+                               "nothing was held")
         hold = LegalHold(id=uuid.uuid4().hex, tenant=tenant, subject_id=subject_id,
                          reason=reason.strip(), placed_by=actor.id if actor else SYSTEM_ACTOR,
                          placed_at=now, until=until, lifted_at=None, lifted_by=None)
