@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from vault import Actor, Vault, VaultSettings
 from vault.audit import VerifyReport, verify_database
 from vault.audit import log as audit_log_module
-from vault.audit.chain import HASH_FORMAT, SEP, format_ts, payload
+from vault.audit.chain import HASH_FORMAT, SEP, entry_hash_v2, format_ts, payload
 from vault.audit.checkpoint import key_fingerprint, write_checkpoint
 from vault.cli import app
 from vault.crypto.keys import LocalKeyProvider
@@ -116,6 +116,14 @@ def rehash(row: dict[str, Any], chain: int, position: int, prev: str) -> str:
     ts = row["ts"]
     if isinstance(ts, str):  # SQLite gives the stored text back through raw SQL
         ts = dt.datetime.fromisoformat(ts).replace(tzinfo=dt.UTC)
+    if row.get("format", 1) == 2:
+        return entry_hash_v2(
+            seq=row["seq"], chain=chain, chain_seq=position, ts=format_ts(ts),
+            request_id=row["request_id"], tenant=row["tenant"], actor=row["actor"],
+            action=row["action"], collection=row["collection"], record_ids=row["record_ids"],
+            subjects=row["subjects"], fields=row["fields"], purpose=row["purpose"],
+            decision=row["decision"], reason=row["reason"], context=row["context"],
+            prev_hash=prev)
     body = payload(format_ts(ts), row["request_id"], row["tenant"], row["actor"],
                    row["action"], row["collection"], row["record_ids"], row["subjects"],
                    row["fields"], row["purpose"], row["decision"], row["reason"], prev)

@@ -1,9 +1,28 @@
 """Pure hash-chain logic of the audit log: hashing, chain choice, verification.
 
 No I/O here: :mod:`vault.audit.log` feeds rows in. Each entry's hash covers
-every column of the entry (including its chain number and position) and the
-previous entry's hash, so a modified, deleted, inserted, reordered or moved
-entry breaks the chain at a named place.
+the previous entry's hash and the entry's columns, so a modified, deleted,
+inserted, reordered or moved entry breaks the chain at a named place.
+
+Entry formats (the ``format`` column of each row):
+
+* **Format 2** (written since migration 0007) binds every column: the hash
+  input is the UTF-8 encoding of these values joined by U+001F (no value may
+  hold a control character, see :func:`clean_text`)::
+
+      vault.audit.f2, chain, chain_seq, seq, ts, request_id, tenant, actor,
+      action, collection, record_ids, subjects, fields, purpose, decision,
+      reason, context, prev_hash
+
+  ``ts`` is :func:`format_ts` (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, UTC), an absent
+  ``collection``/``purpose``/``reason`` is U+001E, ``context`` is
+  :func:`encode_context` (canonical JSON, ``{}`` when empty). The format
+  itself is bound by the tag: a row relabelled format 1 is hashed as format 1.
+* **Format 1** (every entry written before 0007) leaves ``seq`` out (and has no
+  context): ``vault.audit.v2, chain, chain_seq, ts, request_id, ..., reason,
+  prev_hash``. Such entries keep verifying by these rules; a format-1 entry
+  after a format-2 entry in the same chain is damage (the switch point is per
+  chain, one way), and a format-1 row must hold the empty context.
 """
 
 from __future__ import annotations
@@ -12,9 +31,10 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
@@ -26,20 +46,38 @@ __all__ = [
     "Damage",
     "Finding",
     "ROW_COLUMNS",
+    "ROW_COLUMNS_V2",
     "TEXT_COLUMNS",
     "VerifyReport",
     "chain_for",
+    "encode_context",
     "encode_list",
     "entry_hash",
+    "entry_hash_v2",
     "format_ts",
     "payload",
     "hash_text",
+    "hash_text_v2",
     "verify_rows",
     "verify_texts",
 ]
 
 GENESIS_HASH = "0" * 64
 HASH_FORMAT = "vault.audit.v2"
+"""The tag of entry format 1 (named before formats were numbered)."""
+HASH_FORMAT_2 = "vault.audit.f2"
+"""The tag of entry format 2."""
+FORMAT_1 = 1
+FORMAT_2 = 2
+CURRENT_FORMAT = FORMAT_2
+EMPTY_CONTEXT = "{}"
+CONTEXT_KEYS = frozenset({
+    "credential_id", "factor", "factor_at", "host", "on_behalf_of", "operator", "os_user",
+})
+"""The keys an entry's context may hold: ids and names of the machinery around a
+call, never personal data about a data subject. (The request's correlation id
+is the ``request_id`` column, bound in both formats, so it is not repeated here.)"""
+CONTEXT_VALUE_MAX = 128
 SEP = "\x1f"  # unit separator: no column may contain a control character
 NONE_MARK = "\x1e"  # an absent value
 ADMIN_CHAIN = 0
@@ -52,13 +90,21 @@ ROW_COLUMNS = (
 )
 """The order of the values of each row given to :func:`verify_rows`."""
 
+ROW_COLUMNS_V2 = (*ROW_COLUMNS, "format", "context")
+"""Rows given to :func:`verify_rows` may also carry their format and context
+(rows of :data:`ROW_COLUMNS` alone are format 1)."""
+
 TEXT_COLUMNS = ("seq", "chain", "chain_seq", "text", "subjects", "prev_hash", "hash")
 """The order of the values of each row given to :func:`verify_texts`: ``text`` is
 the entry's hash input as UTF-8 bytes (see :func:`hash_text`), assembled by the
 database so that the driver hands over one value instead of fifteen."""
 
 _SEP_B = SEP.encode()
-_PREFIX_B = HASH_FORMAT.encode()
+_SEPARATORS = {HASH_FORMAT.encode(): 15, HASH_FORMAT_2.encode(): 17}
+"""Separators in a written entry's hash input, by tag."""
+# The byte at which the two tags differ ("vault.audit.v2" / "vault.audit.f2").
+_TAG_BYTE = 12
+_FORMAT_1_BYTE = HASH_FORMAT.encode()[_TAG_BYTE]
 
 FINDINGS_LIMIT = 1000
 """Findings kept by one verification; the walk goes on to the end regardless."""
@@ -107,6 +153,8 @@ class AuditEvent:
     """What happened, before it is placed in a chain.
 
     Only ids, field names, pseudonyms and outcomes: never a value.
+    ``context`` (format 2) names the machinery around the call (keys in
+    :data:`CONTEXT_KEYS`; see :func:`encode_context`): never personal data.
     """
 
     tenant: str
@@ -119,6 +167,8 @@ class AuditEvent:
     fields: tuple[str, ...] = ()
     purpose: str | None = None
     reason: str | None = None
+    context: Mapping[str, str | int | bool] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False, compare=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +253,65 @@ def encode_list(items: Sequence[str]) -> str:
     return json.dumps(list(items), separators=(",", ":"), ensure_ascii=True)
 
 
+def encode_context(context: Mapping[str, str | int | bool]) -> str:
+    """The canonical text of an entry's context: a JSON object with sorted keys,
+    no whitespace, ASCII only (so it holds no control character), ``{}`` if empty.
+
+    Raises:
+        ValueError: a key outside :data:`CONTEXT_KEYS`, or a value that is not a
+            string (at most :data:`CONTEXT_VALUE_MAX` characters), int or bool.
+            Messages name the key, never the value.
+    """
+    if not context:
+        return EMPTY_CONTEXT
+    clean: dict[str, str | int | bool] = {}
+    for key, value in context.items():
+        if key not in CONTEXT_KEYS:
+            raise ValueError(f"unknown audit context key {key!r}" if isinstance(key, str)
+                             else "audit context keys are strings")
+        if isinstance(value, str):
+            if len(value) > CONTEXT_VALUE_MAX:
+                raise ValueError(f"audit context value of {key} is too long")
+            clean[key] = clean_text(value)
+        elif isinstance(value, bool | int):
+            clean[key] = value
+        else:
+            raise ValueError(f"audit context value of {key} must be a string, int or bool")
+    return json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def entry_hash_v2(
+    *,
+    seq: int,
+    chain: int,
+    chain_seq: int,
+    ts: str,
+    request_id: str,
+    tenant: str,
+    actor: str,
+    action: str,
+    collection: str | None,
+    record_ids: str,
+    subjects: str,
+    fields: str,
+    purpose: str | None,
+    decision: str,
+    reason: str | None,
+    context: str,
+    prev_hash: str,
+) -> str:
+    """SHA-256 of a format-2 entry (see the module docstring): every column bound,
+    ``seq``, ``ts`` (as :func:`format_ts` gives it) and ``context`` (as
+    :func:`encode_context` gives it) included."""
+    parts = (
+        HASH_FORMAT_2, str(chain), str(chain_seq), str(seq), ts, request_id, tenant, actor,
+        action, collection if collection is not None else NONE_MARK, record_ids, subjects,
+        fields, purpose if purpose is not None else NONE_MARK, decision,
+        reason if reason is not None else NONE_MARK, context, prev_hash,
+    )
+    return hashlib.sha256(SEP.join(parts).encode("utf-8")).hexdigest()
+
+
 def entry_hash(
     *,
     chain: int,
@@ -221,7 +330,8 @@ def entry_hash(
     reason: str | None,
     prev_hash: str,
 ) -> str:
-    """SHA-256 over every column, joined by the unit separator (U+001F).
+    """SHA-256 of a format-1 entry: its columns but ``seq``, joined by the unit
+    separator (U+001F). New entries are format 2 (:func:`entry_hash_v2`).
 
     The encoding is unambiguous because no column may contain a control
     character (:func:`clean_text` enforces it on append; ids, timestamps and
@@ -287,10 +397,44 @@ def hash_text(chain: int, chain_seq: int, ts: str, request_id: str, tenant: str,
         present(reason), prev_hash)).encode("utf-8")
 
 
+def hash_text_v2(seq: int, chain: int, chain_seq: int, ts: str, request_id: str, tenant: str,
+                 actor: str, action: str, collection: str | None, record_ids: str,
+                 subjects: str, fields: str, purpose: str | None, decision: str,
+                 reason: str | None, context: str, prev_hash: str) -> bytes:
+    """:func:`hash_text` for a format-2 entry (what :func:`entry_hash_v2` hashes)."""
+    def present(value: str | None) -> str:
+        return NONE_MARK if value is None else value.replace(NONE_MARK, "\ufffd")
+
+    return SEP.join((
+        HASH_FORMAT_2, str(chain), str(chain_seq), str(seq), ts, request_id, tenant, actor,
+        action, present(collection), record_ids, subjects, fields, present(purpose), decision,
+        present(reason), context, prev_hash)).encode("utf-8")
+
+
+def _malformed(words: bytes, seq: int, chain: int, pos: int) -> Finding:
+    """The finding for a row the database found malformed (see :func:`verify_texts`)."""
+    said: list[str] = []
+    for word in words.decode("ascii", "replace").split():
+        column, _, kind = word.partition(":")
+        if column == "format":
+            said.append("its format is unknown")
+        elif column == "context":
+            said.append("it is of format 1 but holds a context")
+        elif kind == "form":
+            said.append(f"its {column} is not in canonical form")
+        else:
+            said.append(f"its {column} holds a {kind or 'wrong-typed'} value")
+    what = ", ".join(said) or "a column holds a value of the wrong type"
+    return Finding(Damage.MODIFIED, chain, pos, seq,
+                   f"entry {seq} (chain {chain}, position {pos}): {what}; the entry was "
+                   "altered or forged")
+
+
 def _hash_at(text: bytes, chain: int, position: int) -> str:
-    """The hash the entry of ``text`` would have at (``chain``, ``position``)."""
-    body = text.split(_SEP_B, 3)[3]
-    return hashlib.sha256(_SEP_B.join((_PREFIX_B, str(chain).encode(), str(position).encode(),
+    """The hash the entry of ``text`` would have at (``chain``, ``position``): chain
+    and position come right after the tag in both formats."""
+    tag, _chain, _position, body = text.split(_SEP_B, 3)
+    return hashlib.sha256(_SEP_B.join((tag, str(chain).encode(), str(position).encode(),
                                        body))).hexdigest()
 
 
@@ -305,14 +449,15 @@ def _written_in(row: Sequence[Any], chains: int, heads: Mapping[int, ChainHead]
     own chain (reordering, renumbering).
     """
     text = bytes(row[3])
-    if text.count(_SEP_B) != 15:
+    tag = text.split(_SEP_B, 1)[0]
+    if text.count(_SEP_B) != _SEPARATORS.get(tag):
         return None  # not an entry's text at all
     body = text.split(_SEP_B, 3)[3]
     own, chain, pos = str(row[6]), int(row[1]), int(row[2])
     sha256 = hashlib.sha256
 
     def matches(c: int, p: int) -> bool:
-        return sha256(_SEP_B.join((_PREFIX_B, str(c).encode(), str(p).encode(), body))
+        return sha256(_SEP_B.join((tag, str(c).encode(), str(p).encode(), body))
                       ).hexdigest() == own
 
     expected = subject_chain(row[4], chains)
@@ -425,12 +570,26 @@ def verify_rows(
     chains: int,
     all_heads: Mapping[int, ChainHead] | None = None,
 ) -> VerifyReport:
-    """:func:`verify_texts` for rows of :data:`ROW_COLUMNS` (``ts`` already
-    formatted by :func:`format_ts`): each entry's hash input is built here."""
-    return verify_texts(
-        ((row[0], row[1], row[2], hash_text(*row[1:16]), row[10], row[15], row[16])
-         for row in rows),
-        heads, chains=chains, all_heads=all_heads)
+    """:func:`verify_texts` for rows of :data:`ROW_COLUMNS` (format 1) or
+    :data:`ROW_COLUMNS_V2` (``ts`` already formatted by :func:`format_ts`): each
+    entry's hash input is built here, by the rules of its format."""
+    def texts() -> Iterator[tuple[Any, ...]]:
+        for row in rows:
+            fmt = row[17] if len(row) > 17 else FORMAT_1
+            if fmt == FORMAT_2:
+                text = hash_text_v2(*row[0:15], row[18], row[15])  # type: ignore[call-arg]
+            elif fmt == FORMAT_1 and (len(row) <= 18 or row[18] == EMPTY_CONTEXT):
+                text = hash_text(*row[1:16])
+            else:
+                text = _MALFORMED_PY + b" format" if fmt not in (FORMAT_1, FORMAT_2) else (
+                    _MALFORMED_PY + b" context")
+            yield (row[0], row[1], row[2], text, row[10], row[15], row[16])
+
+    return verify_texts(texts(), heads, chains=chains, all_heads=all_heads,
+                        malformed=_MALFORMED_PY)
+
+
+_MALFORMED_PY = b"\x00malformed"
 
 
 def verify_texts(
@@ -439,6 +598,7 @@ def verify_texts(
     *,
     chains: int,
     all_heads: Mapping[int, ChainHead] | None = None,
+    malformed: bytes | None = None,
 ) -> VerifyReport:
     """Verify rows of :data:`TEXT_COLUMNS` ordered by (chain, chain_seq) against the
     recorded chain heads. Walks everything and reports every finding (up to
@@ -446,20 +606,27 @@ def verify_texts(
 
     ``heads`` are the heads of the chains the rows cover (a part of the log when
     it is walked in parts); ``all_heads``, every chain's, help to find where a
-    damaged entry was written (default: ``heads``).
+    damaged entry was written (default: ``heads``). A ``text`` starting with
+    ``malformed`` stands for a row whose columns are not of their types (or
+    whose format is unknown, or a format-1 row with a context): the rest of it
+    names what is wrong (``" column:type"`` words). The caller makes the prefix
+    unpredictable, so no stored hash can match such a text.
 
     Per entry: the hash of its text (which holds the chain and position it stands
     at) must be its hash; it must link to the entry before it and stand at the next
     position; it must stand in the chain its subjects' first pseudonym chooses
-    (so an entry moved to another chain and rehashed there is still caught). Per
-    chain: the last entry must be the recorded head. An entry whose hash fails is
+    (so an entry moved to another chain and rehashed there is still caught); it
+    must not be of format 1 after an entry of format 2; its ``seq`` must be
+    above the ``seq`` of the entries before it (appending assigns it under the
+    chain's lock). Per chain: the last entry must be the recorded head. An entry whose hash fails is
     searched for where it was written, to tell a moved, reordered or renumbered
     entry from a modified one.
 
     Why the text needs no further parsing: a stored entry's hash input holds
-    exactly 15 separators, because no value may contain one (:func:`clean_text`);
-    with its 15 columns joined by 15 separators, a tampered row that hashes the
-    same cannot hide a separator in a value, so every column renders exactly as
+    exactly 15 (format 1) or 17 (format 2) separators, because no value may
+    contain one (:func:`clean_text`); with its columns joined by that many
+    separators, a tampered row that hashes the same cannot hide a separator in a
+    value, so every column renders exactly as
     written (an absent value too: see :func:`hash_text`).
     """
     count = 0
@@ -476,6 +643,9 @@ def verify_texts(
     searches = 0
     sha256 = hashlib.sha256
     empty_subjects = "[]"
+    format_2_seen = False
+    format_1_byte = _FORMAT_1_BYTE
+    tag_byte = _TAG_BYTE
 
     def close(chain: int, length: int, last_hash: str | None) -> None:
         head = heads.get(chain)
@@ -506,13 +676,17 @@ def verify_texts(
                 close(current, expected_pos - 1, prev)
             current, expected_pos, prev, last_seq, before, offset = (
                 chain, 1, GENESIS_HASH, -1, None, 0)
+            format_2_seen = False
             seen.add(chain)
             if not 0 <= chain <= chains:
                 findings.append(Finding(Damage.UNKNOWN_CHAIN, chain, pos, seq,
                                         f"entry {seq} is in chain {chain}, which does not exist"))
         count += 1
         if sha256(text).hexdigest() != own:
-            if len(bad) < FINDINGS_LIMIT:
+            if malformed is not None and bytes(text[:len(malformed)]) == malformed:
+                if len(findings) < FINDINGS_LIMIT:
+                    findings.append(_malformed(bytes(text[len(malformed):]), seq, chain, pos))
+            elif len(bad) < FINDINGS_LIMIT:
                 entry = _Bad(seq, chain, pos, before)
                 if offset and _hash_at(text, chain, pos - offset) == own:
                     entry.written, entry.searched = (chain, pos - offset), True
@@ -524,6 +698,14 @@ def verify_texts(
                 bad.append(entry)
             prev = None
         else:
+            if text[tag_byte] == format_1_byte:
+                if format_2_seen and len(findings) < FINDINGS_LIMIT:
+                    findings.append(Finding(
+                        Damage.MODIFIED, chain, pos, seq,
+                        f"entry {seq} (chain {chain}, position {pos}) is of format 1 after "
+                        "entries of format 2: it was rewritten in the older format"))
+            else:
+                format_2_seen = True
             # The chain its subjects choose (chain_for, inlined): pseudonyms are hex.
             if subjects == empty_subjects:
                 home = 0
@@ -538,6 +720,12 @@ def verify_texts(
                     Damage.MOVED, chain, pos, seq,
                     f"entry {seq} stands in chain {chain} but its subjects belong to {where}: "
                     "it was moved there and rehashed"))
+            elif (seq <= last_seq and pos == expected_pos
+                  and (prev is None or prev_hash == prev) and len(findings) < FINDINGS_LIMIT):
+                findings.append(Finding(
+                    Damage.MODIFIED, chain, pos, seq,
+                    f"entry {seq} (chain {chain}, position {pos}) has a sequence number "
+                    "below an earlier entry's in its chain: its seq was rewritten"))
             # After a damaged entry its successor's link is not judged: a reordered
             # predecessor breaks it too, and the damage is already named.
             if ((pos != expected_pos or (prev_hash != prev and prev is not None))

@@ -8,11 +8,23 @@ to move a head with ``UPDATE ... WHERE length = remembered AND head_hash =
 remembered`` (which locks the row as well): if another writer moved it since,
 nothing matches and the head is read and locked as above. The common case
 costs two statements per chain instead of three.
+
+Entries are written in format 2 (see :mod:`vault.audit.chain`), whose hash
+binds the global ``seq`` too, so the writer assigns it before hashing instead
+of leaving it to the database: on SQLite, ``max(seq) + 1`` onwards (the write
+lock taken at ``BEGIN IMMEDIATE`` makes it stable until commit, and the
+primary key is the backstop); on PostgreSQL, values of the column's own
+sequence (``nextval``, never rolled back, so concurrent writers never collide).
+Within a chain ``seq`` increases with the position, which ``verify`` checks:
+values drawn before a chain's head was locked are used only if the head had
+not moved since this process last wrote it; otherwise fresh ones are drawn
+after the lock.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
@@ -21,13 +33,18 @@ from typing import Any, cast
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.audit.chain import (
+    CURRENT_FORMAT,
+    EMPTY_CONTEXT,
     FINDINGS_LIMIT,
+    FORMAT_1,
+    FORMAT_2,
     GENESIS_HASH,
     HASH_FORMAT,
+    HASH_FORMAT_2,
     AuditEvent,
     ChainHead,
     Damage,
@@ -35,8 +52,9 @@ from vault.audit.chain import (
     VerifyReport,
     chain_for,
     clean_text,
+    encode_context,
     encode_list,
-    entry_hash,
+    entry_hash_v2,
     format_ts,
     verify_texts,
 )
@@ -69,6 +87,10 @@ _MOVE_HEAD = (
     .where(_HEAD.c.chain == bindparam("head_chain"))
     .values(length=bindparam("new_length"), head_hash=bindparam("new_hash"))
 )
+_MAX_SEQ = select(func.coalesce(func.max(_ENTRY.c.seq), 0))
+_SEQUENCE_NAME = text("SELECT pg_get_serial_sequence('audit_log', 'seq')")
+_NEXT_SEQS = text("SELECT nextval(CAST(:sequence AS regclass)) "
+                  "FROM generate_series(1, :count)")
 _MOVE_KNOWN_HEAD = (
     update(_HEAD)
     .where(_HEAD.c.chain == bindparam("head_chain"), _HEAD.c.length == bindparam("old_length"),
@@ -77,32 +99,103 @@ _MOVE_KNOWN_HEAD = (
 )
 
 
-# The hash input of every entry (vault.audit.chain.hash_text), built by the database:
-# the driver then hands over one value per entry instead of fifteen, which is most of
-# what a walk costs. A stored NONE_MARK (U+001E) in a nullable column becomes U+FFFD,
-# so it cannot pass for an absent value.
-_SQLITE_TEXT_FORMAT = HASH_FORMAT.replace("%", "%%") + "\x1f%s" * 15
-_NULLABLE_SQLITE = "coalesce(replace({0}, char(30), char(65533)), char(30))"
+# The hash input of every entry (vault.audit.chain.hash_text / hash_text_v2), built by
+# the database: the driver then hands over one value per entry instead of seventeen,
+# which is most of what a walk costs. A stored NONE_MARK (U+001E) in a nullable column
+# becomes U+FFFD, so it cannot pass for an absent value; likewise a "T" in a SQLite ts
+# (stored "YYYY-MM-DD HH:MM:SS.ffffff"), so that "2026-01-01T09:00:00.000000", which
+# sorts apart from the stored form, cannot pass for it.
+_SQLITE_FORMAT_1 = HASH_FORMAT.replace("%", "%%") + "\x1f%s" * 15
+_SQLITE_FORMAT_2 = HASH_FORMAT_2.replace("%", "%%") + "\x1f%s" * 17
+_NULLABLE_SQLITE = "coalesce(replace({0}, '\x1e', '\ufffd'), '\x1e')"
 _NULLABLE_PG = "coalesce(replace({0}, chr(30), chr(65533)), chr(30))"
+_TS_SQLITE = "replace(replace(ts, 'T', '\ufffd'), ' ', 'T') || 'Z'"
+_TS_PG = "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+# SQLite keeps a value of any storage class in any column, and printf('%s', ...)
+# renders a BLOB like the text it holds: a row cast to BLOB would hash as before
+# and yet fall out of every report filter. Text columns must hold text (TEXT
+# affinity turns a number into text, and NOT NULL keeps NULL out, while the
+# declared types hold: see _check_schema), so per row it is enough that none holds
+# a BLOB (BLOBs sort above everything: one max() for all) and that ts, of NUMERIC
+# affinity, holds text (numbers sort below text).
+_TEXT_COLUMNS = ("request_id", "tenant", "actor", "action", "record_ids", "subjects", "fields",
+                 "decision", "context", "prev_hash", "hash")
+_NULLABLE_COLUMNS = ("collection", "purpose", "reason")
+_WELL_TYPED_SQLITE = (
+    "max(ts, " + ", ".join(_TEXT_COLUMNS)
+    + "".join(f", ifnull({c}, '')" for c in _NULLABLE_COLUMNS) + ") < X'' AND ts >= ''")
+# What is wrong with a row that is not well typed: " column:storage-class" words.
+_TYPE_WORDS_SQLITE = " || ".join(
+    ["CASE WHEN typeof(ts) != 'text' THEN ' ts:' || typeof(ts) ELSE '' END"]
+    + [f"CASE WHEN typeof({c}) != 'text' THEN ' {c}:' || typeof({c}) ELSE '' END"
+       for c in _TEXT_COLUMNS]
+    + [f"CASE WHEN typeof({c}) NOT IN ('text', 'null') THEN ' {c}:' || typeof({c}) ELSE '' END"
+       for c in _NULLABLE_COLUMNS])
+
+_COLUMNS_1 = ("chain{i}, chain_seq{i}, {ts}, request_id, tenant, actor, action, {collection}, "
+              "record_ids, subjects, fields, {purpose}, decision, {reason}, prev_hash")
+_COLUMNS_2 = ("chain{i}, chain_seq{i}, seq{i}, {ts}, request_id, tenant, actor, action, "
+              "{collection}, record_ids, subjects, fields, {purpose}, decision, {reason}, "
+              "context, prev_hash")
 
 
-def _text_sql(dialect: str) -> str:
-    if dialect == "sqlite":  # ts stored as "YYYY-MM-DD HH:MM:SS.ffffff"
-        return ("CAST(printf(?, chain, chain_seq, replace(ts, ' ', 'T') || 'Z', request_id, "
-                "tenant, actor, action, " + _NULLABLE_SQLITE.format("collection")
-                + ", record_ids, subjects, fields, " + _NULLABLE_SQLITE.format("purpose")
-                + ", decision, " + _NULLABLE_SQLITE.format("reason") + ", prev_hash) AS BLOB)")
-    if not re.fullmatch(r"[a-z0-9.]+", HASH_FORMAT):
+def _columns(template: str, ts: str, nullable: str, integer: str = "") -> str:
+    return template.format(ts=ts, i=integer,
+                           **{c: nullable.format(c) for c in _NULLABLE_COLUMNS})
+
+
+def _text_sql(dialect: str, malformed: str) -> str:
+    """The expression of an entry's hash input, by its format. A row the rules
+    cannot hash (an unknown format, a format-1 row with a context, on SQLite a
+    column of the wrong storage class) gets ``malformed`` and words saying why
+    instead (see :func:`vault.audit.chain.verify_texts`)."""
+    if not re.fullmatch(r"[0-9a-f]{32}", malformed) or not all(
+            re.fullmatch(r"[a-z0-9.]+", tag) for tag in (HASH_FORMAT, HASH_FORMAT_2)):
         raise AuditError("unexpected hash format name")
-    return (f"convert_to(concat_ws(chr(31), '{HASH_FORMAT}', chain::text, chain_seq::text, "
-            "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), request_id, "
-            "tenant, actor, action, " + _NULLABLE_PG.format("collection")
-            + ", record_ids, subjects, fields, " + _NULLABLE_PG.format("purpose")
-            + ", decision, " + _NULLABLE_PG.format("reason") + ", prev_hash), 'UTF8')")
+    bad = f"'{malformed}'"
+    if dialect == "sqlite":
+        one = f"printf(:f1, {_columns(_COLUMNS_1, _TS_SQLITE, _NULLABLE_SQLITE)})"
+        two = f"printf(:f2, {_columns(_COLUMNS_2, _TS_SQLITE, _NULLABLE_SQLITE)})"
+        return (f"CAST(CASE WHEN {_WELL_TYPED_SQLITE} THEN CASE format WHEN {FORMAT_2} THEN "
+                f"{two} WHEN {FORMAT_1} THEN CASE context WHEN '{EMPTY_CONTEXT}' THEN {one} "
+                f"ELSE {bad} || ' context' END ELSE {bad} || ' format' END "
+                f"ELSE {bad} || {_TYPE_WORDS_SQLITE} END AS BLOB)")
+    one = (f"concat_ws(chr(31), '{HASH_FORMAT}', "
+           f"{_columns(_COLUMNS_1, _TS_PG, _NULLABLE_PG, '::text')})")
+    two = (f"concat_ws(chr(31), '{HASH_FORMAT_2}', "
+           f"{_columns(_COLUMNS_2, _TS_PG, _NULLABLE_PG, '::text')})")
+    return (f"convert_to(CASE format WHEN {FORMAT_2} THEN {two} WHEN {FORMAT_1} THEN "
+            f"CASE context WHEN '{EMPTY_CONTEXT}' THEN {one} ELSE {bad} || ' context' END "
+            f"ELSE {bad} || ' format' END, 'UTF8')")
 
 
 # SQLite: the rows whose chain and position are integers (any column holds any type there).
 _TYPED_SQLITE = "typeof(chain) = 'integer' AND typeof(chain_seq) = 'integer'"
+
+# SQLite: the declared type (affinity) and NOT NULL of each audit_log column that the
+# per-row check relies on. A table rebuilt with other declarations is damage.
+_AFFINITY = {
+    **dict.fromkeys(_TEXT_COLUMNS, ("TEXT", True)),
+    **dict.fromkeys(_NULLABLE_COLUMNS, ("TEXT", False)),
+    "seq": ("INTEGER", True), "chain": ("INTEGER", True), "chain_seq": ("INTEGER", True),
+    "format": ("INTEGER", True), "ts": ("NUMERIC", True),
+}
+
+
+def _affinity(declared: str) -> str:
+    """SQLite's affinity rules (https://sqlite.org/datatype3.html, 3.1)."""
+    upper = declared.upper()
+    if "INT" in upper:
+        return "INTEGER"
+    if any(word in upper for word in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in upper or not upper:
+        return "BLOB"
+    if any(word in upper for word in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
+
 
 _SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f-]{1,64}")
 
@@ -119,13 +212,16 @@ def _progress_of(progress: Callable[[int, int], None] | None, total: int
     return step
 
 
-def _entries(chain: int, events: Sequence[AuditEvent], length: int, prev: str, ts: str,
-             now: Any, request_id: str | None) -> tuple[list[dict[str, Any]], int, str]:
-    """The rows of ``events`` appended after (``length``, ``prev``): rows, new length, new head."""
+def _entries(chain: int, events: Sequence[AuditEvent], seqs: Sequence[int], length: int,
+             prev: str, ts: str, now: Any, request_id: str | None
+             ) -> tuple[list[dict[str, Any]], int, str]:
+    """The format-2 rows of ``events`` (numbered ``seqs``) appended after (``length``,
+    ``prev``): rows, new length, new head."""
     rows: list[dict[str, Any]] = []
-    for event in events:
+    for event, seq in zip(events, seqs, strict=True):
         length += 1
         row = {
+            "seq": seq,
             "chain": chain,
             "chain_seq": length,
             "request_id": request_id,
@@ -140,10 +236,12 @@ def _entries(chain: int, events: Sequence[AuditEvent], length: int, prev: str, t
             "purpose": None if event.purpose is None else clean_text(event.purpose),
             "decision": event.decision.value,
             "reason": None if event.reason is None else clean_text(event.reason),
+            "context": encode_context(event.context),
             "prev_hash": prev,
         }
-        row["hash"] = prev = entry_hash(ts=ts, **row)  # type: ignore[arg-type]
+        row["hash"] = prev = entry_hash_v2(ts=ts, **row)  # type: ignore[arg-type]
         row["ts"] = now
+        row["format"] = CURRENT_FORMAT
         rows.append(row)
     return rows, length, prev
 
@@ -159,6 +257,7 @@ class AuditLog:
         # by the conditional head update (a rolled-back or foreign write only
         # costs the usual read).
         self._known: dict[int, tuple[int, str]] = {}
+        self._sequence: str | None = None  # PostgreSQL: the seq column's sequence
 
     @property
     def chains(self) -> int:
@@ -191,13 +290,20 @@ class AuditLog:
         ts = format_ts(now)
         request_id = current_request_id()
         try:
+            postgres = is_postgres(self._engine)
+            # SQLite: one draw for the whole call (the write lock is already held).
+            drawn = iter(() if postgres else self._draw_seqs(conn, len(events)))
             # Lock heads in chain order so two writers never deadlock.
             for chain in sorted(by_chain):
                 events_of = by_chain[chain]
+                seqs: list[int] = [] if postgres else [next(drawn) for _ in events_of]
                 rows: list[dict[str, Any]] | None = None
                 known = self._known.get(chain)
                 if known is not None:
-                    rows, length, last = _entries(chain, events_of, *known, ts, now, request_id)
+                    if postgres:
+                        seqs = self._draw_seqs(conn, len(events_of))
+                    rows, length, last = _entries(chain, events_of, seqs, *known, ts, now,
+                                                  request_id)
                     moved = conn.execute(_MOVE_KNOWN_HEAD, {
                         "head_chain": chain, "old_length": known[0], "old_hash": known[1],
                         "new_length": length, "new_hash": last}).rowcount
@@ -208,7 +314,11 @@ class AuditLog:
                     if head is None:
                         raise AuditError(
                             f"audit chain {chain} has no head; was the vault initialised?")
-                    rows, length, last = _entries(chain, events_of, int(head.length),
+                    if postgres:
+                        # Under the lock: numbers drawn before it (for the guess above)
+                        # may be below those another writer has put in this chain since.
+                        seqs = self._draw_seqs(conn, len(events_of))
+                    rows, length, last = _entries(chain, events_of, seqs, int(head.length),
                                                   str(head.head_hash), ts, now, request_id)
                     conn.execute(_MOVE_HEAD,
                                  {"head_chain": chain, "new_length": length, "new_hash": last})
@@ -225,6 +335,20 @@ class AuditLog:
                       retryable=retryable)
             raise AuditError("the audit entry could not be written",
                              retryable=retryable) from None
+
+    def _draw_seqs(self, conn: Connection, count: int) -> list[int]:
+        """``count`` new global sequence numbers, ascending (see the module docstring)."""
+        if not is_postgres(self._engine):
+            top = conn.execute(_MAX_SEQ).scalar_one()
+            start = int(top) + 1
+            return list(range(start, start + count))
+        if self._sequence is None:
+            name = conn.execute(_SEQUENCE_NAME).scalar_one()
+            if name is None:
+                raise AuditError("the audit log's seq column has no sequence")
+            self._sequence = str(name)
+        return sorted(int(v) for v in conn.execute(
+            _NEXT_SEQS, {"sequence": self._sequence, "count": count}).scalars())
 
     def write(self, events: Sequence[AuditEvent]) -> None:
         """Append ``events`` in a transaction of their own (denials, admin events),
@@ -329,8 +453,14 @@ class AuditLog:
         no trigger stands in the way) would stop the walk. Then those rows (and
         heads) are named as damage and the rest of the log is walked without them.
         """
+        schema = self._schema_findings()
         try:
-            return self._walk_chains(progress, workers)
+            report = self._walk_chains(progress, workers)
+            if not schema:
+                return report
+            return VerifyReport.from_findings(
+                [*schema, *report.findings], entries=report.entries, chains=report.chains,
+                heads=report.heads)
         except (TypeError, ValueError, AuditError):
             if self._engine.dialect.name != "sqlite":
                 raise
@@ -345,8 +475,33 @@ class AuditLog:
                                     _progress_of(progress, sum(h.length for h in heads.values())),
                                     heads, typed_only=True)
             return VerifyReport.from_findings(
-                [*walked.findings, *untyped], entries=walked.entries + rows,
+                [*schema, *walked.findings, *untyped], entries=walked.entries + rows,
                 chains=walked.chains, heads=walked.heads)
+
+    def _schema_findings(self) -> list[Finding]:
+        """SQLite: the audit_log columns whose declared type or NOT NULL differ from
+        the schema's (the per-row type check relies on them; only a table rebuilt by
+        hand changes them)."""
+        if self._engine.dialect.name != "sqlite":
+            return []
+        with self._snapshot() as conn:
+            declared = {str(r[1]): (str(r[2]), bool(r[3])) for r in
+                        conn.exec_driver_sql("PRAGMA table_info(audit_log)")}
+        findings: list[Finding] = []
+        for column, (affinity, not_null) in _AFFINITY.items():
+            if column not in declared:
+                what = "is missing"
+            elif _affinity(declared[column][0]) != affinity:
+                what = f"has lost its {affinity} type"
+            elif not_null and not declared[column][1] and column != "seq":
+                what = "accepts NULL"
+            else:
+                continue
+            findings.append(Finding(
+                Damage.MODIFIED, None, None, None,
+                f"the audit_log table was rebuilt: its column {column} {what}, so its rows "
+                "cannot be trusted to hold what they were written with"))
+        return findings
 
     def _untyped(self, conn: Connection) -> tuple[list[Finding], int]:
         """SQLite: entries whose chain or position, and heads whose length, is not an
@@ -425,7 +580,9 @@ class AuditLog:
             ([f"chain >= {int(low)}"] if low is not None else [])
             + ([f"chain <= {int(high)}"] if high is not None else [])
             + ([_TYPED_SQLITE] if typed_only else []))
-        sql = (f"SELECT seq, chain, chain_seq, {_text_sql(self._engine.dialect.name)}, "  # noqa: S608
+        # Unpredictable, so that no stored hash can be the hash of a malformed row's text.
+        malformed = secrets.token_hex(16)
+        sql = (f"SELECT seq, chain, chain_seq, {_text_sql(self._engine.dialect.name, malformed)}, "  # noqa: S608
                f"subjects, prev_hash, hash FROM audit_log {'WHERE ' + where if where else ''} "
                "ORDER BY chain, chain_seq")
         if everywhere is None:
@@ -435,7 +592,7 @@ class AuditLog:
         fetch: Callable[[int], Sequence[Sequence[Any]]]
         if self._engine.dialect.name == "sqlite":
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            cursor.execute(sql, (_SQLITE_TEXT_FORMAT,))
+            cursor.execute(sql, {"f1": _SQLITE_FORMAT_1, "f2": _SQLITE_FORMAT_2})
             fetch, close = cursor.fetchmany, cursor.close
         else:
             result = conn.execution_options(stream_results=True, yield_per=10_000
@@ -453,6 +610,7 @@ class AuditLog:
                 progress(done)
 
         try:
-            return verify_texts(rows(), heads, chains=self._chains, all_heads=everywhere)
+            return verify_texts(rows(), heads, chains=self._chains, all_heads=everywhere,
+                                malformed=malformed.encode())
         finally:
             close()

@@ -58,7 +58,13 @@ JSON schema 1::
      "per_day": [{"day", "allowed", "denied", "errors"}],
      "denials_by_actor": [{"tenant", "actor", "denials"}],
      "denials_by_field": [{"field", "denials"}],
-     "columns": [name], "rows": [{column: value}]}
+     "columns": [name], "rows": [{column: value}],
+     "altered_entries": [{"seq", "time", "tenant", "actor", "action", "decision",
+                          "altered"}]}
+
+``altered_entries`` appears only when the log holds entries (SQLite) whose
+columns are not of their storage class or form: they are left out of every
+figure and listed there instead (see :attr:`AuditReport.altered`).
 
 Misuse: a report reads the whole audit trail, which says who works on which
 subject when. Reach it through ``Vault.audit.report`` (or the CLI), which
@@ -78,13 +84,13 @@ import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import IO, Any, NamedTuple, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import ColumnElement, Connection, Engine, Select, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, func, or_, select, text
 from sqlalchemy import Table as SATable
 
 from vault.audit.chain import Decision
@@ -306,6 +312,11 @@ class AuditReport:
             (``(none)`` for refusals naming no field).
         truncated: True if more than ``limit`` rows matched.
         limit: the row limit (None: unlimited).
+        altered: entries within the filters whose stored columns are not of their
+            type or form (SQLite keeps a BLOB in any column; only a hand-made change
+            does that): listed apart, with the columns that are wrong, and left out
+            of every figure, so that they can neither hide nor break the report.
+            ``vault audit verify`` names them as damage.
     """
 
     view: ReportView
@@ -327,6 +338,7 @@ class AuditReport:
     denials_by_field: list[FieldCount]
     truncated: bool = False
     limit: int | None = ROW_LIMIT
+    altered: list[Row] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -394,6 +406,85 @@ def _scope(view: ReportView) -> _Clauses:
     if view is ReportView.PRIVILEGED:
         return [_privileged()]
     return []
+
+
+# SQLite: an entry whose text columns hold text (no BLOB: BLOBs sort above
+# everything, so one max() tells) and whose ts is text in the stored form. Other
+# rows would fall out of equality and time filters, or break the conversions.
+_TS_FORM = "-".join(["[0-9]" * 4, "[0-9]" * 2, "[0-9]" * 2]) + " " + ":".join(
+    ["[0-9]" * 2] * 3) + "." + "[0-9]" * 6
+_REPORT_TEXT = ("request_id", "tenant", "actor", "action", "record_ids", "subjects", "fields",
+                "decision", "prev_hash", "hash")
+_REPORT_NULLABLE = ("collection", "purpose", "reason")
+_SOUND_SQLITE = (
+    "max(ts, " + ", ".join(_REPORT_TEXT) + "".join(f", ifnull({c}, '')" for c in _REPORT_NULLABLE)
+    + f") < X'' AND ts >= '' AND ts GLOB '{_TS_FORM}'")
+_ALTERED_LIMIT = 1000
+
+
+def _sound(engine: Engine) -> _Clauses:
+    """The clause that keeps rows of altered storage class out of the figures (SQLite)."""
+    if engine.dialect.name != "sqlite":
+        return []  # PostgreSQL columns hold only their own type
+    return [cast(ColumnElement[bool], text(_SOUND_SQLITE))]
+
+
+def _altered(conn: Connection, filters: ReportFilters, pseudo: str | None,
+             view: ReportView) -> list[Row]:
+    """SQLite: the entries left out by :func:`_sound` that the filters and the view
+    would take, judged on their values read as UTF-8 text (at most
+    :data:`_ALTERED_LIMIT`). An entry whose time cannot be read is kept."""
+    columns = ("ts", "tenant", "actor", "action", "decision", "collection", "purpose",
+               "subjects")
+    checked = ("ts", *_REPORT_TEXT, *_REPORT_NULLABLE)
+    sql = ("SELECT seq, " + ", ".join(f"CAST({c} AS BLOB)" for c in columns) + ", "  # noqa: S608
+           + ", ".join(f"typeof({c})" for c in checked)
+           + f" FROM audit_log WHERE NOT ({_SOUND_SQLITE}) ORDER BY seq")
+    found: list[Row] = []
+    for raw in conn.exec_driver_sql(sql):
+        values = {c: None if v is None else bytes(v).decode("utf-8", "replace")
+                  for c, v in zip(columns, raw[1:1 + len(columns)], strict=True)}
+        kinds = dict(zip(checked, raw[1 + len(columns):], strict=True))
+        if not _takes(values, filters, pseudo, view):
+            continue
+        wrong = [f"{c}:{k}" for c, k in kinds.items()
+                 if k not in ("text", "null") or (k == "null" and c not in _REPORT_NULLABLE)]
+        stamp = values["ts"] or ""
+        if kinds["ts"] == "text" and not wrong:
+            wrong.append("ts:form")
+        found.append({"seq": int(raw[0]), "time": stamp, "tenant": values["tenant"] or "",
+                      "actor": values["actor"] or "", "action": values["action"] or "",
+                      "decision": values["decision"] or "", "altered": " ".join(wrong)})
+        if len(found) >= _ALTERED_LIMIT:
+            break
+    return found
+
+
+def _takes(values: dict[str, str | None], filters: ReportFilters, pseudo: str | None,
+           view: ReportView) -> bool:
+    """Whether the filters and the view would take an entry of these values."""
+    for name in ("tenant", "actor", "action", "decision", "purpose", "collection"):
+        wanted = getattr(filters, name)
+        if wanted is not None and values[name] != str(wanted):
+            return False
+    if pseudo is not None and f'"{pseudo}"' not in (values["subjects"] or ""):
+        return False
+    action = values["action"] or ""
+    if view in (ReportView.SUBJECT_ACCESS, ReportView.UNUSUAL_PURPOSE):
+        if action not in DATA_ACTIONS:
+            return False
+    elif view is ReportView.BURSTS:
+        if action not in READ_ACTIONS:
+            return False
+    elif view is ReportView.PRIVILEGED and not (
+            action in PRIVILEGED_ACTIONS or action.startswith(PRIVILEGED_PREFIXES)):
+        return False
+    try:
+        stamp = _aware((values["ts"] or "").replace("T", " ").rstrip("Z"))
+    except ValueError:
+        return True  # an unreadable time: it may belong to any window
+    return not ((filters.since is not None and stamp < filters.since)
+                or (filters.until is not None and stamp > filters.until))
 
 
 def _day(engine: Engine) -> ColumnElement[str]:
@@ -474,9 +565,10 @@ def report(
             raise InvalidData("a subject filter needs the vault's pseudonym function",
                               field="subject")
         pseudo = pseudonym(cast(str, filters.tenant), filters.subject)
-    where = _filter_clauses(filters, pseudo) + _scope(view)
+    where = _filter_clauses(filters, pseudo) + _scope(view) + _sound(engine)
     context = _Context(engine, filters, where, limits, limit)
     with _snapshot(engine) as conn:
+        altered = _altered(conn, filters, pseudo, view) if engine.dialect.name == "sqlite" else []
         day = _day(engine)
         by_day: dict[str, list[int]] = {}
         for d, decision, n in conn.execute(
@@ -511,7 +603,7 @@ def report(
         denials_by_actor=denials_by_actor,
         denials_by_field=[FieldCount(k, n) for k, n in
                           sorted(per_field.items(), key=lambda kv: (-kv[1], kv[0]))],
-        truncated=truncated, limit=limit,
+        truncated=truncated, limit=limit, altered=altered,
     )
 
 
@@ -642,7 +734,7 @@ def _view_denials(conn: Connection, ctx: _Context) -> _Result:
 def _view_unusual(conn: Connection, ctx: _Context) -> _Result:
     t, filters = ctx.thresholds, ctx.filters
     allowed = [_T.c.decision == Decision.ALLOW.value, _T.c.action.in_(DATA_ACTIONS)]
-    base = _filter_clauses(filters, None, baseline=True) + allowed
+    base = _filter_clauses(filters, None, baseline=True) + allowed + _sound(ctx.engine)
     if t.usual_baseline_days and filters.since is not None:
         base += [_T.c.ts >= filters.since - dt.timedelta(days=t.usual_baseline_days),
                  _T.c.ts < filters.since]
@@ -769,6 +861,10 @@ def rich_table(rep: AuditReport) -> Table:
         caption += "; " + ", ".join(f"{k}={v}" for k, v in rep.filters.items())
     if rep.truncated:
         caption += f"; only the first {rep.limit} rows shown"
+    if rep.altered:
+        caption += (f"; {len(rep.altered)} entries with altered columns left out (seq "
+                    + ", ".join(str(r["seq"]) for r in rep.altered[:20])
+                    + (", ..." if len(rep.altered) > 20 else "") + "): run vault audit verify")
     table = Table(title=rep.title, caption=caption + "; times in UTC", caption_justify="left")
     numeric = {c for c in rep.columns if rep.rows and isinstance(rep.rows[0].get(c), int)}
     times = {c for c in rep.columns if c in _TIME_COLUMNS}
@@ -814,7 +910,7 @@ def to_json(rep: AuditReport) -> str:
     """The whole report as JSON (``schema_version`` 1; see the module docstring)."""
     start = _iso(rep.since) if rep.since else None
     end = _iso(rep.until) if rep.until else None
-    return json.dumps({
+    doc: dict[str, Any] = {
         "schema_version": JSON_SCHEMA_VERSION,
         "view": rep.view.value,
         "title": rep.title,
@@ -832,7 +928,10 @@ def to_json(rep: AuditReport) -> str:
                              for f in rep.denials_by_field],
         "columns": rep.columns,
         "rows": rep.rows,
-    }, indent=2, ensure_ascii=False)
+    }
+    if rep.altered:  # only when there are: a report of a sound log is as it always was
+        doc["altered_entries"] = rep.altered
+    return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
 def _e(value: object) -> str:
@@ -970,6 +1069,13 @@ def to_html(rep: AuditReport) -> str:
                       f"records read by one actor within {t.burst_minutes} minutes.</p>")
     note = (f'<p class="meta" id="truncated">Only the first {rep.limit} rows are shown.</p>'
             if rep.truncated else "")
+    altered = ""
+    if rep.altered:
+        altered = (f'<h2 id="altered-title">Entries with altered columns ({len(rep.altered)})'
+                   '</h2><p class="meta">Their stored values are not of their column\'s type '
+                   "or form, which only a change made outside Vault does: they are left out "
+                   "of every figure above. Run <code>vault audit verify</code>.</p>"
+                   + _table("altered", list(rep.altered[0]), rep.altered))
     by_field = _table("denials-by-field", ["field", "denials"],
                       ({"field": f.name, "denials": f.denials} for f in rep.denials_by_field),
                       narrow=True)
@@ -1005,6 +1111,7 @@ Data subjects appear only as keyed pseudonyms; the log holds no personal data.</
 {by_field}
 <h2>{_e(rep.title)}</h2>{thresholds}{note}
 {_table("rows", rep.columns, rep.rows)}
+{altered}
 </body></html>
 """
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, LargeBinary, SmallInteger, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.store.base import Base, bigint_pk, str64, str128
@@ -84,7 +84,10 @@ class AuditEntryRow(Base):
     """One audit entry. Append-only: database triggers refuse UPDATE and DELETE.
 
     ``subjects`` holds keyed pseudonyms, ``fields`` field names and
-    ``record_ids`` ids, each as a JSON list: never a value.
+    ``record_ids`` ids, each as a JSON list: never a value. ``format`` is the
+    entry format its hash follows (1: before migration 0007; 2: every column
+    bound, see :mod:`vault.audit.chain`); ``context`` the canonical JSON of its
+    context (``{}`` in format 1).
     """
 
     __tablename__ = "audit_log"
@@ -106,6 +109,8 @@ class AuditEntryRow(Base):
     reason: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    format: Mapped[int] = mapped_column(SmallInteger, server_default="1")
+    context: Mapped[str] = mapped_column(Text, server_default="{}")
 
     __table_args__ = (
         UniqueConstraint("chain", "chain_seq"),
