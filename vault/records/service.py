@@ -43,6 +43,7 @@ from vault.retention.holdrules import ensure_not_held
 from vault.schema import CollectionSchema, FieldSpec
 from vault.store.bulk import BulkInsert
 from vault.store.tables import AUDIT_LOG, BLIND_INDEX, RECORDS, SUBJECTS
+from vault.store.wal import truncate_wal
 from vault.types import Actor, Record, check_identifier, check_jurisdiction, check_tenant
 from vault.validation import normalize_for_index, validate_record
 
@@ -314,6 +315,9 @@ class RecordService:
             call.refuse(exc, record_ids=[rid])
         except (NotFound, KeyDestroyed, DecryptionError) as exc:
             call.refuse(exc, record_ids=[rid], decision=Decision.ERROR)
+        # The replaced envelopes must not stay readable in the WAL while the
+        # subject's key is live (a rectification is a deletion of the old value).
+        truncate_wal(self._k.engine)
 
     def delete(self, actor: Actor, collection: str, record_id: str, *, purpose: str) -> None:
         """Delete a record and its blind-index entries (see ``Vault.delete``)."""
@@ -340,6 +344,7 @@ class RecordService:
             call.run(remove)
         except (NotFound, LegalHoldActive) as exc:
             call.refuse(exc, record_ids=[rid], decision=Decision.ERROR)
+        truncate_wal(self._k.engine)  # no deleted bytes stay in the WAL
 
     # ------------------------------------------------------------------ reads
 
