@@ -26,7 +26,7 @@ from vault._kernel import REASON_LIMIT, Kernel, SubjectHooks
 from vault.audit.chain import AuditEvent, Decision
 from vault.errors import InvalidData, NotFound
 from vault.store.tables import SUBJECTS as _SUBJECTS
-from vault.types import SYSTEM_ACTOR, Actor, check_identifier, check_jurisdiction, check_tenant
+from vault.types import Actor, actor_id, check_identifier, check_jurisdiction, check_tenant
 
 __all__ = ["SubjectInfo", "SubjectService"]
 
@@ -137,6 +137,6 @@ class SubjectService:
                 # Another regime may keep the data for another period.
                 self._hooks.subject_changed(conn, before.tenant, before.subject_id)
             k.audit_log.append(conn, [AuditEvent(
-                tenant=before.tenant, actor=actor.id if actor else SYSTEM_ACTOR, action=action,
+                tenant=before.tenant, actor=actor_id(actor), action=action,
                 decision=Decision.ALLOW, reason=reason[:REASON_LIMIT],
                 subjects=(k.pseudonym(before.tenant, before.subject_id),))])

@@ -16,6 +16,7 @@ __all__ = [
     "RecordId",
     "SubjectId",
     "TenantId",
+    "actor_id",
     "check_identifier",
     "check_jurisdiction",
     "check_tenant",
@@ -45,6 +46,11 @@ def check_identifier(value: object, what: str) -> str:
     if not isinstance(value, str) or not _IDENT.fullmatch(value):
         raise InvalidData(f"{what} is not a valid identifier", field=what)
     return value
+
+
+def actor_id(actor: Actor | None) -> str:
+    """The id an action is attributed to: the actor's, or the local operator's."""
+    return actor.id if actor is not None else SYSTEM_ACTOR
 
 
 def check_tenant(value: object) -> str:

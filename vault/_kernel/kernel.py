@@ -39,7 +39,7 @@ from vault.policy.purposes import PurposeRegistry, load_purposes
 from vault.retention.schedule import RetentionSchedule, load_schedule
 from vault.schema import SchemaRegistry, load_schemas
 from vault.store.engine import read_only
-from vault.types import SYSTEM_ACTOR, Actor
+from vault.types import Actor, actor_id
 
 __all__ = ["ADMIN_PURPOSE", "NAMED_LIMIT", "REASON_LIMIT", "EventFields", "Kernel", "Rules"]
 
@@ -156,7 +156,7 @@ class Kernel:
         actor, reason = fields.get("actor"), fields.get("reason")
         return AuditEvent(
             tenant=actor.tenant if actor else fields.get("tenant", "*"),
-            actor=actor.id if actor else SYSTEM_ACTOR,
+            actor=actor_id(actor),
             action=action, decision=fields.get("decision", Decision.ALLOW),
             collection=fields.get("collection"),
             record_ids=tuple(fields.get("record_ids", ())),

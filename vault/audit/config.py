@@ -50,7 +50,7 @@ from vault.audit.chain import ADMIN_CHAIN, AuditEvent, Decision
 from vault.audit.log import AuditLog
 from vault.config import VaultSettings
 from vault.errors import AuditError
-from vault.store.engine import is_postgres, is_sqlite
+from vault.store.engine import is_postgres, is_sqlite, read_only
 from vault.store.models import AuditEntryRow, AuditHead, ConfigSnapshotRow
 from vault.store.retry import transaction_attempts
 
@@ -180,9 +180,8 @@ def record_config(engine: Engine, audit: AuditLog, items: Mapping[str, str], *,
     """
     digest = combined_digest(items)
     try:
-        with engine.connect().execution_options(sqlite_begin="deferred") as conn:
+        with read_only(engine) as conn:
             newest = conn.execute(_NEWEST_DIGEST).scalar()
-            conn.rollback()
         if newest == digest:
             return None
         for attempt in transaction_attempts():

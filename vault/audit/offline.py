@@ -15,7 +15,7 @@ from vault.audit.checkpoint import load_public_key
 from vault.audit.log import AuditLog
 from vault.clock import SystemClock
 from vault.errors import ConfigError
-from vault.store.engine import make_engine
+from vault.store.engine import make_engine, read_only
 from vault.store.models import Meta
 
 __all__ = ["verify_database"]
@@ -53,7 +53,7 @@ def verify_database(
     engine = make_engine(database_url)
     try:
         try:
-            with engine.connect().execution_options(sqlite_begin="deferred") as conn:
+            with read_only(engine) as conn:
                 meta = {r.key: r.value for r in conn.execute(select(Meta.key, Meta.value))}
         except SQLAlchemyError:
             raise ConfigError("the database cannot be read as a vault data database") from None

@@ -52,7 +52,7 @@ from vault.store.tables import CONSENT_EVENTS as _EVENTS
 from vault.store.tables import CONSENT_STATE as _STATE
 from vault.store.tables import RETENTION_SUBJECTS as _RETENTION_EVENTS
 from vault.store.tables import SUBJECTS as _SUBJECTS
-from vault.types import SYSTEM_ACTOR, Actor, check_identifier, check_tenant
+from vault.types import Actor, actor_id, check_identifier, check_tenant
 
 __all__ = ["AskAgain", "ConsentService", "ConsentSummary", "GPCResult"]
 
@@ -495,7 +495,7 @@ class ConsentService:
             self._deny(action, exc, tenant, actor, None)
         pseudonym = k.pseudonym(tenant, subject_id)
         signing_key = k.provider.signing_key()
-        actor_id = actor.id if actor is not None else SYSTEM_ACTOR
+        by = actor_id(actor)
         recorded: list[ConsentEvent] = []
         try:
             for attempt in transaction_attempts():
@@ -525,7 +525,7 @@ class ConsentService:
                             notice_version=notice.version if notice else None,
                             notice_hash=notice.text_sha256 if notice else None,
                             occurred_at=now, expires_at=spec.expires_at, source=spec.source,
-                            evidence=spec.evidence, conflict=conflict, actor=actor_id)
+                            evidence=spec.evidence, conflict=conflict, actor=by)
                         body = build_receipt(event, vault_id=k.vault_id, notice=notice,
                                              public_key=signing_key.public_key())
                         result = conn.execute(insert(_EVENTS).values(
@@ -535,7 +535,7 @@ class ConsentService:
                             method=event.method.value, notice_id=event.notice_id,
                             notice_version=event.notice_version, notice_hash=event.notice_hash,
                             occurred_at=now, expires_at=event.expires_at, source=event.source,
-                            evidence=event.evidence, conflict=conflict, actor=actor_id,
+                            evidence=event.evidence, conflict=conflict, actor=by,
                             receipt=json.dumps(body, sort_keys=True, ensure_ascii=False),
                             signature=sign_receipt(body, signing_key)))
                         seq = int(cast(Any, result.inserted_primary_key)[0])
@@ -559,7 +559,7 @@ class ConsentService:
                         if conflict:
                             reason += f":{conflict}"
                         audit.append(AuditEvent(
-                            tenant=tenant, actor=actor_id, action=action,
+                            tenant=tenant, actor=by, action=action,
                             decision=Decision.ALLOW, subjects=(pseudonym,),
                             purpose=event.purpose, reason=reason[:REASON_LIMIT],
                             record_ids=(event.event_id,)))

@@ -48,13 +48,13 @@ from vault.clock import Clock, SystemClock
 from vault.errors import (
     ConfigError,
     InvalidData,
-    InvalidTenant,
     PolicyError,
     UnknownRole,
     VaultError,
 )
 from vault.policy.adapter import SQLAlchemyCasbinAdapter
 from vault.store.base import Base
+from vault.types import check_tenant
 
 __all__ = [
     "ADMIN_ACTIONS",
@@ -87,7 +87,6 @@ ADMIN_ACTIONS: Final = {
 # Casbin's "a name always has itself as a role" shortcut.
 _USER_PREFIX: Final = "user:"
 
-_TENANT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _ACTOR_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@:/+=-]{0,199}")
 _ROLE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -688,9 +687,7 @@ def _user_key(actor_id: object) -> str:
 
 
 def _check_tenant(tenant: object) -> str:
-    if not isinstance(tenant, str) or not _TENANT_RE.fullmatch(tenant):
-        raise InvalidTenant("the tenant id is malformed", field="tenant")
-    return tenant
+    return check_tenant(tenant)
 
 
 def _check_role(role: object) -> str:

@@ -29,7 +29,7 @@ from vault.errors import InvalidData, NotFound
 from vault.retention.holdrules import active_hold_clause, holds_applying, lock_tenants
 from vault.store.tables import LEGAL_HOLDS as _HOLDS
 from vault.store.tables import SUBJECTS as _SUBJECTS
-from vault.types import SYSTEM_ACTOR, Actor, check_identifier, check_tenant
+from vault.types import Actor, actor_id, check_identifier, check_tenant
 
 __all__ = ["HoldService", "LegalHold"]
 
@@ -111,7 +111,7 @@ class HoldService:
                 raise NotFound(f"no data subject {subject_id} in tenant {tenant}; "
                                "nothing was held")
         hold = LegalHold(id=uuid.uuid4().hex, tenant=tenant, subject_id=subject_id,
-                         reason=reason.strip(), placed_by=actor.id if actor else SYSTEM_ACTOR,
+                         reason=reason.strip(), placed_by=actor_id(actor),
                          placed_at=now, until=until, lifted_at=None, lifted_by=None)
         subjects = (self._k.pseudonym(tenant, subject_id),) if subject_id else ()
         with self._k.engine.begin() as conn:
@@ -138,7 +138,7 @@ class HoldService:
             raise NotFound(f"hold {hold_id} was already lifted")
         self._k.authorise(actor, "holds", "holds.manage", tenant=hold.tenant)
         now = self._k.clock.now()
-        by = actor.id if actor else SYSTEM_ACTOR
+        by = actor_id(actor)
         subjects = ((self._k.pseudonym(hold.tenant, hold.subject_id),)
                     if hold.subject_id else ())
         with self._k.engine.begin() as conn:
@@ -194,7 +194,7 @@ class HoldService:
 
     def _event(self, action: str, tenant: str, actor: Actor | None,
                subjects: tuple[str, ...], reason: str) -> AuditEvent:
-        return AuditEvent(tenant=tenant, actor=actor.id if actor else SYSTEM_ACTOR,
+        return AuditEvent(tenant=tenant, actor=actor_id(actor),
                           action=action, decision=Decision.ALLOW, subjects=subjects,
                           reason=reason[:REASON_LIMIT],
                           purpose=ADMIN_PURPOSE if actor else None)

@@ -31,7 +31,7 @@ from vault.store.tables import RETENTION as _RET
 from vault.store.tables import RETENTION_RUNS as _RUNS
 from vault.store.tables import RETENTION_SUBJECTS as _EVENTS
 from vault.store.tables import SUBJECTS as _SUBJECTS
-from vault.types import SYSTEM_ACTOR, Actor, check_identifier, check_tenant
+from vault.types import SYSTEM_ACTOR, Actor, actor_id, check_identifier, check_tenant
 
 __all__ = ["PlanEntry", "RetentionPlan", "RetentionReport", "RetentionService", "RunSummary"]
 
@@ -299,7 +299,7 @@ class RetentionService:
                                   subject_id=subject_id,
                                   regime_for=k.rules.jurisdictions.regime_for)
         k.audit_log.append(conn, [AuditEvent(
-            tenant=tenant, actor=actor.id if actor else SYSTEM_ACTOR, action=action,
+            tenant=tenant, actor=actor_id(actor), action=action,
             decision=Decision.ALLOW, subjects=(k.pseudonym(tenant, subject_id),),
             reason=f"{column}:records:{count}")])
         return count
@@ -403,7 +403,7 @@ class RetentionService:
         self._k.authorise(actor, "retention", "retention.run", tenant=tenant or "*")
         self._refresh_expiries(actor)
         sweeper = Sweeper(self._k, batch_size=batch_size, tenant=tenant,
-                          actor=actor.id if actor else SYSTEM_ACTOR)
+                          actor=actor_id(actor))
         return sweeper.run(dry_run=dry_run, progress=progress)
 
     # ------------------------------------------------------------------ history and report
