@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from vault.errors import ConfigError
 
@@ -29,6 +31,11 @@ def bundled_policies() -> Path:
         if (candidate / "model.conf").is_file():
             return candidate
     raise ConfigError("no policies folder found; pass policies= or set VAULT_POLICIES")
+
+
+# The (backend, driver) pairs Vault runs on; "" is SQLAlchemy's default driver.
+_DRIVERS = {("sqlite", ""), ("sqlite", "pysqlite"), ("postgresql", ""),
+            ("postgresql", "psycopg"), ("postgresql", "psycopg2")}
 
 
 class VaultSettings(BaseSettings):
@@ -89,9 +96,21 @@ class VaultSettings(BaseSettings):
 
     @field_validator("database_url", "keystore_url")
     @classmethod
-    def _no_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
+    def _database_url(cls, value: str | None) -> str | None:
+        # The message never quotes the URL: it may carry a password.
+        if value is None:
+            return None
+        if not value.strip():
             raise ValueError("must not be empty")
+        try:
+            url = make_url(value)
+            url.port  # noqa: B018 (parsing the port is the check)
+        except (ArgumentError, ValueError):
+            raise ValueError("is not a database URL") from None
+        backend, driver = url.get_backend_name(), url.get_driver_name()
+        if (backend, driver) not in _DRIVERS:
+            raise ValueError("must be a sqlite:/// or postgresql:// URL "
+                             "(drivers: pysqlite, psycopg)")
         return value
 
     @classmethod

@@ -128,9 +128,11 @@ class Kernel:
 
     # ------------------------------------------------------------------ authorisation
 
-    def authorise(self, actor: Actor | None, obj: str, action: str, *, tenant: str) -> None:
-        """Let ``actor`` do the administrative ``action`` on ``obj`` in ``tenant``, or
-        audit the refusal and raise AccessDenied. ``actor`` None is the local operator.
+    def authorise(self, actor: Actor | None, obj: str, action: str, *,
+                  tenant: str | None = None) -> None:
+        """Let ``actor`` do the administrative ``action`` on ``obj`` in ``tenant`` (by
+        default the actor's own), or audit the refusal and raise AccessDenied.
+        ``actor`` None is the local operator.
 
         Raises:
             InvalidData: ``actor`` is not an Actor.
@@ -140,7 +142,7 @@ class Kernel:
             return
         if not isinstance(actor, Actor):
             raise InvalidData("actor must be a vault.Actor", field="actor")
-        allowed = actor.tenant in (tenant, "*") and self.policy.is_allowed(
+        allowed = actor.tenant in (tenant or actor.tenant, "*") and self.policy.is_allowed(
             actor.id, actor.tenant, obj, action, ADMIN_PURPOSE)
         if not allowed:
             self.audit(action, actor=actor, decision=Decision.DENY, reason="access_denied",

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 
 from vault._kernel import Kernel
 from vault.audit.chain import Decision
-from vault.errors import LegalHoldActive, VaultError
+from vault.errors import InvalidData, LegalHoldActive, VaultError
 from vault.retention.holdrules import ensure_not_held
 from vault.store.tables import BLIND_INDEX, RECORDS
 from vault.types import Actor, check_identifier, check_tenant
@@ -78,6 +78,9 @@ class KeyService:
         Raises:
             KeyManagementError: it is current, unknown, or data keys still use it.
         """
+        if isinstance(version, bool) or not isinstance(version, int) or not (
+                1 <= version < 2**31):
+            raise InvalidData("version must be a KEK version number", field="version")
         self._k.authorise(actor, "keys", "keys.rotate", tenant="*")
         try:
             self._k.keystore.retire(version)

@@ -100,6 +100,10 @@ class NoticeRegistry:
         Raises:
             InvalidData: no such notice version.
         """
+        if not isinstance(notice_id, str) or isinstance(version, bool) or not isinstance(
+                version, int):
+            raise InvalidData("a notice is a string id and an integer version",
+                              field="notice")
         notice = self._notices.get((notice_id, version))
         if notice is None:
             raise InvalidData("unknown notice id or version", field="notice")

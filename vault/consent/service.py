@@ -208,7 +208,8 @@ class ConsentService:
             if notice_hash is not None and notice_hash.lower() != notice.text_sha256:
                 raise InvalidData("notice_hash does not match the registered notice text",
                                   field="notice_hash")
-            if expires_at is not None and (expires_at.tzinfo is None
+            if expires_at is not None and (not isinstance(expires_at, dt.datetime)
+                                           or expires_at.tzinfo is None
                                            or expires_at <= self._k.clock.now()):
                 raise InvalidData("expires_at must be an aware time in the future",
                                   field="expires_at")

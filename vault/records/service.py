@@ -630,7 +630,8 @@ class RecordService:
                    record_ids: Sequence[str] = ()) -> tuple[str, ...]:
         if fields is None:
             return schema.field_names
-        if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
+        if (isinstance(fields, str) or not isinstance(fields, Sequence)
+                or not all(isinstance(f, str) for f in fields)):
             call.refuse(InvalidData("fields must be a sequence of field names", field="fields"),
                         record_ids=record_ids)
         for name in fields:

@@ -321,7 +321,7 @@ class RetentionService:
         now = self._k.clock.now()
         if until is not None and (not isinstance(until, dt.datetime) or until.tzinfo is None):
             raise InvalidData("until must be an aware datetime", field="until")
-        if not isinstance(limit, int) or limit < 1:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10**9:
             raise InvalidData("limit must be a positive integer", field="limit")
         if tenant is not None:
             check_tenant(tenant)
