@@ -10,6 +10,7 @@ The tree::
     │   ├── UnknownPurpose     the purpose registry does not know it
     │   ├── UnknownRole
     │   └── InvalidTenant
+    ├── ApprovalRequired       a change waits for a second administrator
     ├── AccessDenied           the policy refused (default deny)
     │   ├── ConsentRequired    the purpose needs a consent the subject has not given
     │   ├── SubjectRestricted  processing restricted (GDPR Art. 18, PIPL Art. 44)
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDenied",
+    "ApprovalRequired",
     "AuditError",
     "ConfigError",
     "ConsentRequired",
@@ -118,6 +120,20 @@ class InvalidTenant(InvalidData):
     """The tenant identifier is malformed."""
 
     code = "invalid_tenant"
+
+
+class ApprovalRequired(VaultError):
+    """A change that needs a second administrator was recorded as pending.
+
+    Attributes:
+        change_id: the pending change, for ``v.policy.approve`` by another administrator.
+    """
+
+    code = "approval_required"
+
+    def __init__(self, message: str, *, change_id: str) -> None:
+        super().__init__(message)
+        self.change_id = change_id
 
 
 class AccessDenied(VaultError):

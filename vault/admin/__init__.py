@@ -5,13 +5,14 @@ Each lives in a module of its own and takes the kernel; none imports another.
 
 from vault.admin.audit import AuditService
 from vault.admin.keys import KeyService, KeyStatus, RotationResult
-from vault.admin.policy import PolicyService
+from vault.admin.policy import PendingChange, PolicyService
 from vault.admin.roles import RoleAssignment, RoleService
 
 __all__ = [
     "AuditService",
     "KeyService",
     "KeyStatus",
+    "PendingChange",
     "PolicyService",
     "RoleAssignment",
     "RoleService",

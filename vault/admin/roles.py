@@ -1,8 +1,9 @@
 """``v.roles``: assign, revoke and list roles per tenant (Casbin grouping rules).
 
 Each change is audited on the administrative chain. When an ``actor`` is given
-the policy decides whether it may act (``policy.admin``); when it is omitted,
-the caller is the local operator who holds the key file, recorded as ``system``.
+the policy decides whether it may act (``policy.admin``), and it may not give
+itself a role that grants data actions; when it is omitted, the caller is the
+local operator who holds the key file, recorded as ``system``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vault._kernel import Kernel
+from vault.audit.chain import Decision
+from vault.errors import AccessDenied
+from vault.policy.engine import ALLOW, DATA_ACTIONS
 from vault.types import Actor, check_identifier, check_tenant
 
 __all__ = ["RoleAssignment", "RoleService"]
@@ -37,8 +41,16 @@ class RoleService:
 
         Raises:
             UnknownRole: the policy defines no such role.
-            AccessDenied: ``actor`` may not administer the policy.
+            AccessDenied: ``actor`` may not administer the policy, or would give
+                itself a role that grants data actions (separation of duties;
+                audited as ``self_grant``).
         """
+        if actor is not None and user == getattr(actor, "id", None) and self._grants_data(role):
+            self._k.authorise(actor, "policy", "policy.admin", tenant=tenant)
+            self._k.audit("roles.assign", actor=actor, tenant=tenant,
+                          decision=Decision.DENY, reason=f"self_grant:{role}")
+            raise AccessDenied("no one gives themselves a role that grants data actions",
+                               reason="self_grant")
         return self._change("roles.assign", self._k.policy.assign_role, user, role,
                             tenant=tenant, actor=actor)
 
@@ -46,6 +58,10 @@ class RoleService:
         """Take ``role`` in ``tenant`` away from ``user``; False if it was not held."""
         return self._change("roles.revoke", self._k.policy.revoke_role, user, role,
                             tenant=tenant, actor=actor)
+
+    def _grants_data(self, role: str) -> bool:
+        return any(rule[0] == role and rule[3] in DATA_ACTIONS and rule[5] == ALLOW
+                   for rule in self._k.policy.rules())
 
     def _change(self, action: str, apply: Callable[..., bool], user: str, role: str, *,
                 tenant: str, actor: Actor | None) -> bool:

@@ -258,6 +258,37 @@ def policy_check(
     raise typer.Exit(1)
 
 
+@policy_app.command("pending")
+@guard
+def policy_pending(
+    home: HomeOpt = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+) -> None:
+    """List rule changes that grant a data action and wait for a second administrator."""
+    with open_vault(home) as vault:
+        table = Table(title="Pending policy changes")
+        for col in ("id", "change", "tenant", "requested by", "at"):
+            table.add_column(col, overflow="fold")
+        for c in vault.policy.pending(tenant=tenant):
+            table.add_row(c.id, c.rule, c.tenant, c.requested_by, c.requested_at.isoformat())
+        out.print(table)
+
+
+@policy_app.command("approve")
+@guard
+def policy_approve(
+    change_id: Annotated[str, typer.Argument(metavar="CHANGE_ID")],
+    reject: Annotated[bool, typer.Option("--reject", help="Decline it instead.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Apply (or, with --reject, decline) a pending change; audited."""
+    with open_vault(home) as vault:
+        change = (vault.policy.reject(change_id) if reject
+                  else vault.policy.approve(change_id))
+    out.print(f"{change.state}: {change.rule} in {change.tenant}", markup=False,
+              highlight=False)
+
+
 # ---------------------------------------------------------------- audit
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "DATA_ACTIONS",
     "DENY",
     "WILDCARD",
+    "check_rule",
     "CasbinPolicyEngine",
 ]
 
@@ -409,7 +410,7 @@ class CasbinPolicyEngine:
             InvalidTenant, InvalidData: a malformed value.
             PolicyError: the change could not be stored.
         """
-        rule = _check_rule(role, tenant, obj, action, purpose, effect)
+        rule = check_rule(role, tenant, obj, action, purpose, effect)
         return self._change(lambda: bool(self._enforcer.add_named_policy("p", rule)))
 
     def remove_rule(
@@ -427,7 +428,7 @@ class CasbinPolicyEngine:
             InvalidTenant, InvalidData: a malformed value.
             PolicyError: the change could not be stored.
         """
-        rule = _check_rule(role, tenant, obj, action, purpose, effect)
+        rule = check_rule(role, tenant, obj, action, purpose, effect)
         return self._change(lambda: bool(self._enforcer.remove_named_policy("p", rule)))
 
     def rules(self) -> list[tuple[str, ...]]:
@@ -702,7 +703,7 @@ def _check_name(name: object, what: str) -> str:
     return name
 
 
-def _check_rule(
+def check_rule(
     role: str, tenant: str, obj: str, action: str, purpose: str, effect: str
 ) -> list[str]:
     _check_role(role)
@@ -741,7 +742,7 @@ def _parse_policy_csv(path: Path) -> list[tuple[str, list[str]]]:
                     f"(role, tenant, object, action, purpose, effect), found {len(values)}"
                 )
             try:
-                rules.append(("p", _check_rule(*values)))
+                rules.append(("p", check_rule(*values)))
             except VaultError as exc:
                 raise ConfigError(f"{where}: {exc.message}") from None
             roles.add(values[0])

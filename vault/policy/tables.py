@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.store.base import Base, UTCDateTime, bigint_pk
 
-__all__ = ["POLICY_STATE_ID", "CasbinRule", "PolicyState"]
+__all__ = ["POLICY_STATE_ID", "CasbinRule", "PolicyChangeRow", "PolicyState"]
 
 #: The id of the only row of ``policy_state``.
 POLICY_STATE_ID = 1
@@ -48,3 +48,24 @@ class PolicyState(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     version: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class PolicyChangeRow(Base):
+    """A change of a rule that grants a data action, waiting for a second
+    administrator (``state`` pending, then approved or rejected; never deleted)."""
+
+    __tablename__ = "policy_changes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    op: Mapped[str] = mapped_column(String(8))
+    role: Mapped[str] = mapped_column(String(255))
+    tenant: Mapped[str] = mapped_column(String(255))
+    obj: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(255))
+    effect: Mapped[str] = mapped_column(String(8))
+    requested_by: Mapped[str] = mapped_column(String(128))
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(16))
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -22,6 +22,7 @@ legal_holds, retention_runs
                SELECT, INSERT, UPDATE (holds are lifted, never deleted)
 retention_fingerprints
                SELECT, INSERT (a recomputation adds a row)
+policy_changes SELECT, INSERT, UPDATE (a pending change is decided, never deleted)
 vault_meta, alembic_version
                SELECT
 data_keys      SELECT, INSERT, UPDATE (destruction overwrites the key), in
@@ -58,6 +59,7 @@ _DATA_GRANTS = (
     ("SELECT, INSERT, UPDATE, DELETE", "retention_shred_batches"),
     ("SELECT, INSERT, UPDATE", "retention_runs"),
     ("SELECT, INSERT", "retention_fingerprints"),
+    ("SELECT, INSERT, UPDATE", "policy_changes"),
     ("SELECT, INSERT, UPDATE", "legal_holds"),
     ("SELECT", "vault_meta"),
     ("SELECT", "alembic_version"),

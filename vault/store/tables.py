@@ -14,6 +14,7 @@ from typing import cast
 from sqlalchemy import Table
 
 from vault.consent.tables import ConsentEventRow, ConsentStateRow
+from vault.policy.tables import PolicyChangeRow
 from vault.retention.tables import (
     LegalHoldRow,
     RetentionFingerprintRow,
@@ -32,6 +33,7 @@ __all__ = [
     "CONSENT_STATE",
     "LEGAL_HOLDS",
     "META",
+    "POLICY_CHANGES",
     "RECORDS",
     "RETENTION",
     "RETENTION_FINGERPRINTS",
@@ -47,6 +49,7 @@ AUDIT_LOG = cast(Table, AuditEntryRow.__table__)
 SUBJECTS = cast(Table, SubjectRow.__table__)
 BLIND_INDEX = cast(Table, BlindIndexRow.__table__)
 META = cast(Table, Meta.__table__)
+POLICY_CHANGES = cast(Table, PolicyChangeRow.__table__)
 CONSENT_EVENTS = cast(Table, ConsentEventRow.__table__)
 CONSENT_STATE = cast(Table, ConsentStateRow.__table__)
 RETENTION = cast(Table, RetentionRow.__table__)
