@@ -14,6 +14,7 @@ import functools
 import json
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -42,7 +42,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.clock import Clock, SystemClock
 from vault.crypto.keys import KeyProvider
-from vault.errors import CryptoError, KeyDestroyed, KeyManagementError, NotFound
+from vault.errors import (
+    CryptoError,
+    KeyDestroyed,
+    KeyManagementError,
+    NotFound,
+    ShreddingIncomplete,
+)
 from vault.store.base import KeyStoreBase, bigint_pk
 
 __all__ = ["DataKey", "DataKeyRow", "KeyStore"]
@@ -127,9 +133,15 @@ class KeyStore:
         cache_size: int = 10_000,
         cache_ttl: float = 300.0,
         clock: Clock | None = None,
+        checkpoint_attempts: int = 5,
+        checkpoint_wait: float = 0.1,
     ) -> None:
         if cache_size < 1:
             raise KeyManagementError("cache_size must be at least 1")
+        if checkpoint_attempts < 1 or checkpoint_wait <= 0:
+            raise KeyManagementError("checkpoint_attempts and checkpoint_wait must be positive")
+        self._checkpoint_attempts = checkpoint_attempts
+        self._checkpoint_wait = checkpoint_wait
         self._engine = engine
         self._provider = provider
         self._cache_size = cache_size
@@ -358,6 +370,10 @@ class KeyStore:
         """Destroy the subject's data key, leaving a tombstone. Idempotent.
 
         Returns True if key material was destroyed now, False if there was none.
+
+        Raises:
+            ShreddingIncomplete: the key is destroyed, but the SQLite WAL still
+                holds its old bytes (see :meth:`checkpoint`).
         """
         with self._lock:
             self._epoch += 1
@@ -381,13 +397,13 @@ class KeyStore:
                         "kek_version": self._provider.current_kek_version(),
                         "wrapped": None, "created_at": now, "destroyed_at": now,
                     }])
-        if self._engine.dialect.name == "sqlite":
+        try:
             # Push the change out of the WAL so no copy of the old page lingers there.
-            with self._engine.connect().execution_options(sqlite_begin="none") as conn:
-                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
-        with self._lock:
-            self._epoch += 1
-            self._cache.pop((tenant, subject_id), None)
+            self.checkpoint()
+        finally:
+            with self._lock:
+                self._epoch += 1
+                self._cache.pop((tenant, subject_id), None)
         return destroyed
 
     def destroy_many(self, tenant: str, subject_ids: Sequence[str], *,
@@ -400,6 +416,10 @@ class KeyStore:
 
         Returns:
             How many keys held material that is now destroyed.
+
+        Raises:
+            ShreddingIncomplete: the keys are destroyed, but the SQLite WAL still
+                holds their old bytes (see :meth:`checkpoint`).
         """
         wanted = list(dict.fromkeys(subject_ids))
         if not wanted:
@@ -427,19 +447,54 @@ class KeyStore:
                         "kek_version": self._provider.current_kek_version(),
                         "wrapped": None, "created_at": now, "destroyed_at": now,
                     } for sid in absent])
-        if checkpoint:
-            self.checkpoint()
-        with self._lock:
-            for sid in wanted:
-                self._cache.pop((tenant, sid), None)
+        try:
+            if checkpoint:
+                self.checkpoint()
+        finally:
+            with self._lock:
+                for sid in wanted:
+                    self._cache.pop((tenant, sid), None)
         return destroyed
 
     def checkpoint(self) -> None:
         """SQLite: copy the WAL into the key file and empty the WAL, so destroyed key
-        material no longer lingers there (no-op on other databases)."""
-        if self._engine.dialect.name == "sqlite":
+        material no longer lingers there (no-op on other databases).
+
+        SQLite does not raise when a checkpoint cannot finish: it reports "busy" in
+        its result row, for instance while another connection (in any process) holds
+        a read transaction that still uses the WAL. That result is checked; a busy
+        checkpoint is retried ``checkpoint_attempts`` times, each waiting at most
+        ``checkpoint_wait`` seconds for the readers (instead of the engine's 30 s
+        busy timeout) and as long again between attempts.
+
+        Raises:
+            ShreddingIncomplete: the WAL could not be emptied. Keys destroyed
+                before the call stay destroyed (their tombstones are committed), but
+                their old wrapped bytes may remain in the WAL file until the next
+                successful checkpoint: call this again once the readers are gone.
+        """
+        if self._engine.dialect.name != "sqlite":
+            return
+        wait_ms = max(1, int(self._checkpoint_wait * 1000))
+        for attempt in range(self._checkpoint_attempts):
+            if attempt:
+                time.sleep(self._checkpoint_wait)
             with self._engine.connect().execution_options(sqlite_begin="none") as conn:
-                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+                usual = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={wait_ms}")
+                try:
+                    # (busy, frames in the WAL, frames checkpointed); busy=0 means done.
+                    result = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={int(usual or 0)}")
+            if result is None or int(result[0]) == 0:
+                return
+        raise ShreddingIncomplete(
+            "the data key is destroyed in the key store, but its WAL could not be "
+            "checkpointed (another connection holds a read transaction): the old "
+            "wrapped key may remain in the key store's -wal file until the next "
+            "checkpoint; end that reader and run the checkpoint again"
+        )
 
     # ------------------------------------------------------------------ rotation
 
