@@ -105,7 +105,8 @@ def init(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
     keystore_engine = make_engine(cfg.resolved_keystore_url,
                                   sqlite_synchronous=cfg.sqlite_synchronous)
     clk = clock or SystemClock()
-    keystore = KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clk)
+    keystore = KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clk,
+                        destroyed_check=cfg.destroyed_check_seconds)
     keystore.create_schema()
     audit_log = AuditLog(data_engine, chains=cfg.audit_chains, clock=clk)
     vault_id = uuid.uuid4().hex
@@ -210,6 +211,7 @@ def open_kernel(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
         vault_id=meta.get("vault_id") or meta.get("created_at", "unknown"),
         chains=int(meta.get("audit_chains", cfg.audit_chains)))
     try:
+        kernel.keystore.create_schema()  # a key store older than its destruction counter
         _record_config(kernel)
     except BaseException:
         kernel.close()
@@ -236,7 +238,8 @@ def _assemble(
         engine=data_engine,
         keystore_engine=keystore_engine,
         keystore=keystore
-        or KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clock),
+        or KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clock,
+                    destroyed_check=cfg.destroyed_check_seconds),
         provider=provider,
         cipher=AESGCMFieldCipher(),
         indexer=BlindIndexer(provider.index_root_key(), truncate_to=cfg.blind_index_bytes),
