@@ -42,7 +42,7 @@ ALL_SETTINGS = {
     "audit_chains", "blind_index_bytes", "dek_cache_size", "policy_refresh_seconds",
     "sqlite_synchronous", "report_usual_share", "report_usual_min_accesses",
     "report_burst_reads", "report_burst_minutes",
-    "home", "database_url", "keystore_url", "key_file", "policies",
+    "home", "database_url", "keystore_url", "key_file", "policies", "destroyed_check_seconds",
 }
 
 
