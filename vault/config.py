@@ -56,6 +56,14 @@ class VaultSettings(BaseSettings):
         audit_chains: number of audit hash chains for subjects (fixed at init).
         blind_index_bytes: bytes of each blind-index HMAC kept (8..32).
         dek_cache_size: unwrapped data keys kept in memory.
+        destroyed_check_seconds: the longest time (default 5 s) for which a
+            process may still serve, from its cache, the data key of a subject
+            erased (crypto-shredded) by another process: the cache looks at the
+            key store's destruction counter at most this often and then drops
+            the keys of subjects that have a tombstone. Once it has looked,
+            reads and writes of the erased subject raise ``KeyDestroyed``. The
+            process that destroys a key stops serving it at once. 0 looks at
+            every cache use (one small key-store query per read and write).
         policy_refresh_seconds: how often a process checks for policy changes
             made by another process.
         sqlite_synchronous: ``FULL`` (default): every SQLite commit (data,
@@ -85,6 +93,7 @@ class VaultSettings(BaseSettings):
     audit_chains: int = Field(default=16, ge=1, le=1024)
     blind_index_bytes: int = Field(default=32, ge=8, le=32)
     dek_cache_size: int = Field(default=10_000, ge=1)
+    destroyed_check_seconds: float = Field(default=5.0, ge=0, le=300)
     policy_refresh_seconds: float = Field(default=0.5, gt=0, le=60)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     report_usual_share: float = Field(default=0.05, gt=0, lt=1)

@@ -21,6 +21,7 @@ The tree::
     │   ├── KeyDestroyed       the subject's data key was crypto-shredded
     │   └── InvalidReceipt     a consent receipt's signature or content does not verify
     ├── KeyManagementError     rotation/retirement refused, key file unsafe
+    │   └── ShreddingIncomplete  key destroyed, but its old bytes may remain in the WAL
     ├── AuditError             the audit entry could not be written; nothing returned
     ├── PolicyError            the policy engine failed (treated as deny)
     └── LegalHoldActive        a legal hold forbids deleting or shredding this data
@@ -48,6 +49,7 @@ __all__ = [
     "LegalHoldActive",
     "NotFound",
     "PolicyError",
+    "ShreddingIncomplete",
     "SubjectRestricted",
     "TransferRefused",
     "UnknownCollection",
@@ -238,6 +240,14 @@ class KeyManagementError(VaultError):
     """A key operation was refused (unsafe key file, retiring a key in use...)."""
 
     code = "key_management_error"
+
+
+class ShreddingIncomplete(KeyManagementError):
+    """A data key is destroyed in the key store, but SQLite could not checkpoint the
+    WAL (another connection held a read snapshot), so the old wrapped key may remain
+    in ``keys.db-wal`` until the next successful checkpoint."""
+
+    code = "shredding_incomplete"
 
 
 class AuditError(VaultError):

@@ -43,7 +43,7 @@ ALL_SETTINGS = {
     "sqlite_synchronous", "report_usual_share", "report_usual_min_accesses",
     "report_burst_reads", "report_burst_minutes",
     "search_miss_limit", "search_miss_window_seconds",  # audited: they change who may search
-    "home", "database_url", "keystore_url", "key_file", "policies",
+    "home", "database_url", "keystore_url", "key_file", "policies", "destroyed_check_seconds",
 }
 
 

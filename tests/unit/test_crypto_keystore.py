@@ -419,7 +419,7 @@ def test_cache_is_bounded_lru(new_store: Any) -> None:
 
 def test_cache_expires_after_ttl(new_store: Any) -> None:
     clock = FixedClock(T0)
-    reader: KeyStore = new_store(cache_ttl=60, clock=clock)
+    reader: KeyStore = new_store(cache_ttl=60, clock=clock, destroyed_check=3600)
     writer: KeyStore = new_store()
     reader.create_keys("acme", ["s1"])
     clock.advance(dt.timedelta(seconds=30))

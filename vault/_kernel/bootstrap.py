@@ -5,6 +5,12 @@ file leaves no half-made vault. ``open`` refuses a vault that was never
 initialised or needs migrating. ``upgrade`` migrates the data database, gives
 records written before retention existed their expiry and opens the vault.
 Each records the configuration it ran with (:mod:`vault.audit.config`).
+
+SQLite database files (data and key store, with their ``-wal``/``-shm``) are
+created 0600; ``init`` and ``open`` refuse one that group or others may read or
+write, as the key file is refused (:func:`vault.store.engine.check_private_files`).
+``upgrade`` tightens such files to 0600 instead and audits it, because it is
+the operator's step that brings an existing vault up to date.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from vault.errors import ConfigError
 from vault.policy.engine import CasbinPolicyEngine
 from vault.retention import expiry
 from vault.store import migrate
-from vault.store.engine import make_engine
+from vault.store.engine import check_private_files, make_engine
 from vault.store.tables import META
 
 __all__ = ["init", "open_kernel", "settings_of", "upgrade"]
@@ -58,6 +64,13 @@ def settings_of(
     return VaultSettings.build(home=Path(home) if home is not None else None, **values)
 
 
+def _check_files(cfg: VaultSettings, *, tighten: bool = False) -> list[str]:
+    """Refuse (or, with ``tighten``, make 0600) SQLite database files that group or
+    others may access; returns the names of the files tightened."""
+    return [path.name for url in (cfg.resolved_database_url, cfg.resolved_keystore_url)
+            for path in check_private_files(url, tighten=tighten)]
+
+
 def _check_separation(cfg: VaultSettings) -> None:
     if cfg.resolved_database_url == cfg.resolved_keystore_url:
         raise ConfigError(
@@ -72,6 +85,7 @@ def init(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
     _check_separation(cfg)
     if cfg.database_url is None or cfg.keystore_url is None or cfg.key_file is None:
         cfg.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_files(cfg)
     key_path = cfg.resolved_key_file
     if key_path.exists():
         raise ConfigError(f"a key file already exists at {key_path}; this vault is initialised")
@@ -91,7 +105,8 @@ def init(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
     keystore_engine = make_engine(cfg.resolved_keystore_url,
                                   sqlite_synchronous=cfg.sqlite_synchronous)
     clk = clock or SystemClock()
-    keystore = KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clk)
+    keystore = KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clk,
+                        destroyed_check=cfg.destroyed_check_seconds)
     keystore.create_schema()
     audit_log = AuditLog(data_engine, chains=cfg.audit_chains, clock=clk)
     vault_id = uuid.uuid4().hex
@@ -126,9 +141,10 @@ def init(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
 
 def upgrade(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
     """The kernel of :meth:`Vault.upgrade <vault.Vault.upgrade>` (migrate, backfill
-    expiries, open; idempotent and audited)."""
+    expiries, make SQLite database files 0600, open; idempotent and audited)."""
     _check_separation(cfg)
     LocalKeyProvider.load(cfg.resolved_key_file)  # refuse before touching anything
+    tightened = _check_files(cfg, tighten=True)
     data_engine = make_engine(cfg.resolved_database_url)
     try:
         before = migrate.current_revision(data_engine)
@@ -148,6 +164,8 @@ def upgrade(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
         if before != migrate.head_revision() or added:
             kernel.audit("vault.upgrade",
                          reason=f"{before}>{migrate.head_revision()}:expiry:{added}")
+        if tightened:
+            kernel.audit("vault.upgrade", reason=f"file_mode_600:{','.join(tightened)}")
     except BaseException:
         kernel.close()
         raise
@@ -159,6 +177,7 @@ def open_kernel(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
     is recorded and audited before it is returned (fail closed)."""
     _check_separation(cfg)
     provider = LocalKeyProvider.load(cfg.resolved_key_file)
+    _check_files(cfg)
     data_engine = make_engine(cfg.resolved_database_url,
                               sqlite_synchronous=cfg.sqlite_synchronous)
     try:
@@ -192,6 +211,7 @@ def open_kernel(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
         vault_id=meta.get("vault_id") or meta.get("created_at", "unknown"),
         chains=int(meta.get("audit_chains", cfg.audit_chains)))
     try:
+        kernel.keystore.create_schema()  # a key store older than its destruction counter
         _record_config(kernel)
     except BaseException:
         kernel.close()
@@ -218,7 +238,8 @@ def _assemble(
         engine=data_engine,
         keystore_engine=keystore_engine,
         keystore=keystore
-        or KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clock),
+        or KeyStore(keystore_engine, provider, cache_size=cfg.dek_cache_size, clock=clock,
+                    destroyed_check=cfg.destroyed_check_seconds),
         provider=provider,
         cipher=AESGCMFieldCipher(),
         indexer=BlindIndexer(provider.index_root_key(), truncate_to=cfg.blind_index_bytes),

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 
 from vault._kernel import Kernel
 from vault.audit.chain import Decision
-from vault.errors import InvalidData, LegalHoldActive, VaultError
+from vault.errors import InvalidData, LegalHoldActive, ShreddingIncomplete, VaultError
 from vault.retention.holdrules import ensure_not_held
 from vault.store.tables import BLIND_INDEX, RECORDS
 from vault.types import Actor, check_identifier, check_tenant
@@ -102,6 +102,10 @@ class KeyService:
         Raises:
             LegalHoldActive: a legal hold applies to the subject or its tenant
                 (audited; nothing is destroyed).
+            ShreddingIncomplete: on SQLite, the key is destroyed and the index
+                entries removed, but the key store's WAL could not be emptied, so
+                the old wrapped key may remain in ``keys.db-wal`` until the next
+                checkpoint (audited with decision ERROR).
 
         Misuse: this cannot be undone. Keep the key store's own backups short-lived,
         or a restored key store would bring the key back.
@@ -110,7 +114,11 @@ class KeyService:
         check_tenant(tenant)
         self._k.authorise(actor, "keys", "keys.destroy", tenant=tenant)
         pseudonym = self._k.pseudonym(tenant, subject_id)
-        self._destroy_unless_held(tenant, subject_id, actor=actor, purpose=purpose)
+        incomplete: ShreddingIncomplete | None = None
+        try:
+            self._destroy_unless_held(tenant, subject_id, actor=actor, purpose=purpose)
+        except ShreddingIncomplete as exc:
+            incomplete = exc  # the key is destroyed: finish the erasure, audit an error
         # The index entries (linkable tokens) go, and the audit entry is written,
         # in one transaction.
         with self._k.engine.begin() as conn:
@@ -119,7 +127,11 @@ class KeyService:
             conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id.in_(ids)))
             self._k.audit_log.append(conn, [self._k.event(
                 "keys.destroy", actor=actor, tenant=tenant, subjects=(pseudonym,),
-                purpose=purpose)])
+                purpose=purpose,
+                decision=Decision.ALLOW if incomplete is None else Decision.ERROR,
+                reason=None if incomplete is None else incomplete.code)])
+        if incomplete is not None:
+            raise incomplete
 
     def _destroy_unless_held(self, tenant: str, subject_id: str, *, actor: Actor | None,
                              purpose: str) -> None:

@@ -3,8 +3,16 @@
 It lives in its own database, apart from the data. Destroying a subject's
 DEK (crypto-shredding) leaves a tombstone row with no key material, so the
 subject's ciphertexts are unreadable in the data database and in every copy
-of it. Unwrapped DEKs are kept in a bounded LRU cache with a time limit, so a
-destruction made by another process is honoured within ``cache_ttl`` seconds.
+of it. The tombstone is *the* definition of an erased subject
+(:meth:`KeyStore.is_destroyed`).
+
+Unwrapped DEKs are kept in a bounded LRU cache with a time limit
+(``cache_ttl``). Every destruction also increments a one-row destruction
+counter in the key store, in the same transaction as the tombstone. A process
+reads that counter at most every ``destroyed_check`` seconds (default 5), when
+it next uses its cache; if it moved, the cached keys of subjects that now have
+a tombstone are dropped. So a destruction made by another process is honoured
+within ``destroyed_check`` seconds, and a cached read costs no key-store query.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import functools
 import json
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +30,8 @@ from typing import cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
+    BigInteger,
+    Connection,
     Engine,
     Index,
     Integer,
@@ -33,7 +44,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -42,10 +52,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.clock import Clock, SystemClock
 from vault.crypto.keys import KeyProvider
-from vault.errors import CryptoError, KeyDestroyed, KeyManagementError, NotFound
+from vault.errors import (
+    CryptoError,
+    KeyDestroyed,
+    KeyManagementError,
+    NotFound,
+    ShreddingIncomplete,
+)
 from vault.store.base import KeyStoreBase, bigint_pk
 
-__all__ = ["DataKey", "DataKeyRow", "KeyStore"]
+__all__ = ["DataKey", "DataKeyRow", "DestructionCounterRow", "KeyStore"]
 
 Progress = Callable[[int, int], None]
 
@@ -69,7 +85,21 @@ class DataKeyRow(KeyStoreBase):
     )
 
 
+class DestructionCounterRow(KeyStoreBase):
+    """One row (id 1) counting destructions; incremented with every tombstone, so
+    another process learns cheaply that something was destroyed since it looked."""
+
+    __tablename__ = "destruction_counter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
 _T = cast(Table, DataKeyRow.__table__)
+_COUNTER = cast(Table, DestructionCounterRow.__table__)
+_READ_COUNTER = select(_COUNTER.c.value).where(_COUNTER.c.id == 1)
+_BUMP_COUNTER = (update(_COUNTER).where(_COUNTER.c.id == 1)
+                 .values(value=_COUNTER.c.value + 1))
 # Built once: every new subject runs it.
 _INSERT_RETURNING = insert(_T).returning(_T.c.id, _T.c.subject_id, _T.c.kek_version)
 
@@ -127,9 +157,35 @@ class KeyStore:
         cache_size: int = 10_000,
         cache_ttl: float = 300.0,
         clock: Clock | None = None,
+        checkpoint_attempts: int = 5,
+        checkpoint_wait: float = 0.1,
+        destroyed_check: float = 5.0,
     ) -> None:
+        """A key store on ``engine``; no connection is made yet.
+
+        Args:
+            engine: the key store's database (apart from the data database).
+            provider: the KEKs that wrap the data keys.
+            cache_size: unwrapped data keys kept in memory.
+            cache_ttl: seconds a cached key is kept at most.
+            clock: every time read, including the two below.
+            checkpoint_attempts / checkpoint_wait: see :meth:`checkpoint`.
+            destroyed_check: at most this many seconds pass between two looks at
+                the destruction counter while the cache is used; a key destroyed
+                by another process can be served from the cache for that long.
+                0 looks at every cache use (one small query per read).
+
+        Raises:
+            KeyManagementError: a parameter is out of range.
+        """
         if cache_size < 1:
             raise KeyManagementError("cache_size must be at least 1")
+        if destroyed_check < 0:
+            raise KeyManagementError("destroyed_check must not be negative")
+        if checkpoint_attempts < 1 or checkpoint_wait <= 0:
+            raise KeyManagementError("checkpoint_attempts and checkpoint_wait must be positive")
+        self._checkpoint_attempts = checkpoint_attempts
+        self._checkpoint_wait = checkpoint_wait
         self._engine = engine
         self._provider = provider
         self._cache_size = cache_size
@@ -137,10 +193,16 @@ class KeyStore:
         self._clock = clock or SystemClock()
         self._cache: OrderedDict[tuple[str, str], tuple[DataKey, dt.datetime]] = OrderedDict()
         self._lock = threading.Lock()
-        # Bumped by every destroy(): a key unwrapped from a row read before a
-        # destroy of this process committed is returned to that one caller but
-        # never cached, so the destroyed key cannot be served afterwards.
+        # Bumped by every destroy() and by every destruction noticed in another
+        # process: a key unwrapped from a row read before that destruction is
+        # returned to that one caller but never cached, so the destroyed key
+        # cannot be served afterwards.
         self._epoch = 0
+        self._destroyed_check = dt.timedelta(seconds=destroyed_check)
+        # The destruction counter as last read, and when (None: not yet read).
+        self._counter_seen: int | None = None
+        self._counter_read_at: dt.datetime | None = None
+        self._counter_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"KeyStore(url={self._engine.url.render_as_string(hide_password=True)!r})"
@@ -151,12 +213,96 @@ class KeyStore:
         return self._engine
 
     def create_schema(self) -> None:
-        """Create the key store's table if it does not exist."""
-        KeyStoreBase.metadata.create_all(self._engine)
+        """Create the key store's tables (and the destruction counter's row) if they
+        do not exist. Idempotent: an opened vault calls it too, so a key store made
+        before the counter existed gets it.
+
+        Raises:
+            KeyManagementError: the schema is missing and cannot be created (for
+                instance by a PostgreSQL role without CREATE; run `vault upgrade`).
+        """
+        try:
+            KeyStoreBase.metadata.create_all(self._engine)
+            with self._engine.begin() as conn:
+                if conn.execute(_READ_COUNTER).first() is None:
+                    conn.execute(insert(_COUNTER), [{"id": 1, "value": 0}])
+        except IntegrityError:
+            pass  # another process inserted the counter row meanwhile
+        except SQLAlchemyError:
+            raise KeyManagementError(
+                "the key store's schema cannot be created or checked; "
+                "run `vault upgrade` as the database owner") from None
+
+    # ------------------------------------------------------------------ destructions elsewhere
+
+    def _notice_destructions(self) -> None:
+        """Drop cached keys of subjects destroyed by another process (or connection),
+        looking at the destruction counter at most every ``destroyed_check``.
+
+        Raises:
+            KeyManagementError: the key store cannot be reached (fail closed: no
+                cached key is served when it is not known to be still live).
+        """
+        read_at = self._counter_read_at
+        if read_at is not None and self._clock.now() - read_at < self._destroyed_check:
+            return
+        with self._counter_lock:
+            # The time is taken before the counter is read: a destruction committed
+            # after that read is seen at the next look, within the window.
+            now = self._clock.now()
+            read_at = self._counter_read_at
+            if read_at is not None and now - read_at < self._destroyed_check:
+                return  # another thread has just looked
+            try:
+                with self._engine.connect().execution_options(
+                        sqlite_begin="deferred") as conn:
+                    value = conn.execute(_READ_COUNTER).scalar()
+                    conn.rollback()
+            except SQLAlchemyError:
+                raise KeyManagementError("the key store cannot be reached") from None
+            counter = int(value or 0)
+            if self._counter_seen is None or counter != self._counter_seen:
+                with self._lock:
+                    self._epoch += 1  # rows read before now are not cached
+                self._forget_destroyed()
+            self._counter_seen = counter
+            self._counter_read_at = now
+
+    def _forget_destroyed(self) -> None:
+        """Drop from the cache every key whose subject has a tombstone."""
+        with self._lock:
+            cached: dict[str, list[str]] = {}
+            for tenant, sid in self._cache:
+                cached.setdefault(tenant, []).append(sid)
+        if not cached:
+            return
+        gone: list[tuple[str, str]] = []
+        try:
+            with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+                for tenant, sids in cached.items():
+                    for start in range(0, len(sids), 500):
+                        gone.extend((tenant, sid) for sid in self._destroyed_among(
+                            conn, tenant, sids[start:start + 500]))
+                conn.rollback()
+        except SQLAlchemyError:
+            raise KeyManagementError("the key store cannot be reached") from None
+        with self._lock:
+            for key in gone:
+                self._cache.pop(key, None)
+
+    @staticmethod
+    def _destroyed_among(conn: Connection, tenant: str, subject_ids: Sequence[str]) -> set[str]:
+        """Which of these subjects are erased: they have a tombstone (a key row
+        without key material). The one definition used everywhere."""
+        return set(conn.execute(
+            select(_T.c.subject_id).where(_T.c.tenant == tenant,
+                                          _T.c.subject_id.in_(list(subject_ids)),
+                                          _T.c.wrapped.is_(None))).scalars())
 
     # ------------------------------------------------------------------ cache
 
     def _cached(self, tenant: str, subject_id: str) -> DataKey | None:
+        self._notice_destructions()
         with self._lock:
             hit = self._cache.get((tenant, subject_id))
             if hit is None:
@@ -171,6 +317,7 @@ class KeyStore:
     def _cached_many(self, tenant: str,
                      subject_ids: Sequence[str]) -> tuple[dict[str, DataKey], list[str]]:
         """Cached keys of several subjects (one lock, one clock read), and the rest."""
+        self._notice_destructions()
         found: dict[str, DataKey] = {}
         missing: list[str] = []
         cache = self._cache
@@ -246,6 +393,7 @@ class KeyStore:
         wanted = list(dict.fromkeys(subject_ids))
         if not wanted:
             return []
+        self._notice_destructions()  # the new keys are cached: count from here
         now = self._clock.now()
         epoch = self._epoch_now()
         rows = []
@@ -346,18 +494,21 @@ class KeyStore:
         return found
 
     def is_destroyed(self, tenant: str, subject_id: str) -> bool:
-        """Whether the subject's key has been destroyed."""
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(_T.c.wrapped).where(_T.c.tenant == tenant, _T.c.subject_id == subject_id)
-            ).first()
+        """Whether the subject is erased: its key row is a tombstone. This is the
+        definition of an erased subject; it always asks the database."""
+        with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+            destroyed = self._destroyed_among(conn, tenant, [subject_id])
             conn.rollback()
-        return row is not None and row.wrapped is None
+        return bool(destroyed)
 
     def destroy(self, tenant: str, subject_id: str) -> bool:
         """Destroy the subject's data key, leaving a tombstone. Idempotent.
 
         Returns True if key material was destroyed now, False if there was none.
+
+        Raises:
+            ShreddingIncomplete: the key is destroyed, but the SQLite WAL still
+                holds its old bytes (see :meth:`checkpoint`).
         """
         with self._lock:
             self._epoch += 1
@@ -381,13 +532,14 @@ class KeyStore:
                         "kek_version": self._provider.current_kek_version(),
                         "wrapped": None, "created_at": now, "destroyed_at": now,
                     }])
-        if self._engine.dialect.name == "sqlite":
+            self._count_destruction(conn)
+        try:
             # Push the change out of the WAL so no copy of the old page lingers there.
-            with self._engine.connect().execution_options(sqlite_begin="none") as conn:
-                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
-        with self._lock:
-            self._epoch += 1
-            self._cache.pop((tenant, subject_id), None)
+            self.checkpoint()
+        finally:
+            with self._lock:
+                self._epoch += 1
+                self._cache.pop((tenant, subject_id), None)
         return destroyed
 
     def destroy_many(self, tenant: str, subject_ids: Sequence[str], *,
@@ -400,6 +552,10 @@ class KeyStore:
 
         Returns:
             How many keys held material that is now destroyed.
+
+        Raises:
+            ShreddingIncomplete: the keys are destroyed, but the SQLite WAL still
+                holds their old bytes (see :meth:`checkpoint`).
         """
         wanted = list(dict.fromkeys(subject_ids))
         if not wanted:
@@ -427,19 +583,62 @@ class KeyStore:
                         "kek_version": self._provider.current_kek_version(),
                         "wrapped": None, "created_at": now, "destroyed_at": now,
                     } for sid in absent])
-        if checkpoint:
-            self.checkpoint()
-        with self._lock:
-            for sid in wanted:
-                self._cache.pop((tenant, sid), None)
+            self._count_destruction(conn)
+        try:
+            if checkpoint:
+                self.checkpoint()
+        finally:
+            with self._lock:
+                for sid in wanted:
+                    self._cache.pop((tenant, sid), None)
         return destroyed
+
+    @staticmethod
+    def _count_destruction(conn: Connection) -> None:
+        """Increment the destruction counter in the transaction that writes tombstones,
+        so other processes notice them (see :meth:`_notice_destructions`)."""
+        if conn.execute(_BUMP_COUNTER).rowcount == 0:
+            conn.execute(insert(_COUNTER), [{"id": 1, "value": 1}])
 
     def checkpoint(self) -> None:
         """SQLite: copy the WAL into the key file and empty the WAL, so destroyed key
-        material no longer lingers there (no-op on other databases)."""
-        if self._engine.dialect.name == "sqlite":
+        material no longer lingers there (no-op on other databases).
+
+        SQLite does not raise when a checkpoint cannot finish: it reports "busy" in
+        its result row, for instance while another connection (in any process) holds
+        a read transaction that still uses the WAL. That result is checked; a busy
+        checkpoint is retried ``checkpoint_attempts`` times, each waiting at most
+        ``checkpoint_wait`` seconds for the readers (instead of the engine's 30 s
+        busy timeout) and as long again between attempts.
+
+        Raises:
+            ShreddingIncomplete: the WAL could not be emptied. Keys destroyed
+                before the call stay destroyed (their tombstones are committed), but
+                their old wrapped bytes may remain in the WAL file until the next
+                successful checkpoint: call this again once the readers are gone.
+        """
+        if self._engine.dialect.name != "sqlite":
+            return
+        wait_ms = max(1, int(self._checkpoint_wait * 1000))
+        for attempt in range(self._checkpoint_attempts):
+            if attempt:
+                time.sleep(self._checkpoint_wait)
             with self._engine.connect().execution_options(sqlite_begin="none") as conn:
-                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+                usual = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={wait_ms}")
+                try:
+                    # (busy, frames in the WAL, frames checkpointed); busy=0 means done.
+                    result = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+                finally:
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={int(usual or 0)}")
+            if result is None or int(result[0]) == 0:
+                return
+        raise ShreddingIncomplete(
+            "the data key is destroyed in the key store, but its WAL could not be "
+            "checkpointed (another connection holds a read transaction): the old "
+            "wrapped key may remain in the key store's -wal file until the next "
+            "checkpoint; end that reader and run the checkpoint again"
+        )
 
     # ------------------------------------------------------------------ rotation
 

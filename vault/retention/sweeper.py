@@ -52,7 +52,7 @@ from vault._kernel import REASON_LIMIT, Kernel
 from vault.audit.chain import AuditEvent, Decision
 from vault.crypto.envelope import RecordContext
 from vault.crypto.framing import decode_envelopes, encode_envelopes
-from vault.errors import CryptoError, NotFound
+from vault.errors import CryptoError, NotFound, ShreddingIncomplete
 from vault.retention.expiry import (
     ANONYMOUS_SUBJECT,
     Outcome,
@@ -378,10 +378,20 @@ class Sweeper:
                     if progress is not None:
                         progress(min(done, max(free, done)), max(free, done))
                 self._flush_shred_queue(report, run_id=report.run_id)
-            if report.subjects_shredded:
+        incomplete: ShreddingIncomplete | None = None
+        if not dry_run and report.subjects_shredded:
+            try:
                 self._k.keystore.checkpoint()
+            except ShreddingIncomplete as exc:
+                # The keys are destroyed, but their old bytes may still be in the key
+                # store's WAL: the run is recorded and audited as failed, then raised.
+                incomplete = exc
         report.finished_at = self._k.clock.now()
-        report.status = RunStatus.DRY_RUN if dry_run else RunStatus.COMPLETED
+        if dry_run:
+            report.status = RunStatus.DRY_RUN
+        else:
+            report.status = RunStatus.COMPLETED if incomplete is None else RunStatus.FAILED
+        outcome = "" if incomplete is None else f":{incomplete.code}"
         with self._engine.begin() as conn:
             conn.execute(update(_RUNS).where(_RUNS.c.id == report.run_id).values(
                 finished_at=report.finished_at, status=report.status,
@@ -391,10 +401,13 @@ class Sweeper:
                      "records_anonymised": report.records_anonymised} if dry_run else {})))
             self._k.audit_log.append(conn, [AuditEvent(
                 tenant=self._tenant or "*", actor=self._actor, action="retention.sweep_end",
-                decision=Decision.ALLOW,
+                decision=Decision.ALLOW if incomplete is None else Decision.ERROR,
                 reason=(f"run:{report.run_id}:d{report.records_deleted}"
                         f":p{report.records_pruned}:a{report.records_anonymised}"
-                        f":s{report.subjects_shredded}:h{report.held}")[:REASON_LIMIT])])
+                        f":s{report.subjects_shredded}:h{report.held}"
+                        )[:REASON_LIMIT - len(outcome)] + outcome)])
+        if incomplete is not None:
+            raise incomplete
         return report
 
     # ------------------------------------------------------------------ one batch

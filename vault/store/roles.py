@@ -122,5 +122,6 @@ def grant_keystore_role(engine: Engine, role: str, *, password: str | None = Non
         _ensure_role(conn, role, password)
         schema = conn.execute(text("SELECT current_schema()")).scalar_one()
         conn.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
-        conn.execute(text(f'GRANT SELECT, INSERT, UPDATE ON "{schema}"."data_keys" TO "{role}"'))
+        conn.execute(text(f'GRANT SELECT, INSERT, UPDATE ON "{schema}"."data_keys", '
+                          f'"{schema}"."destruction_counter" TO "{role}"'))
         conn.execute(text(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
