@@ -152,3 +152,20 @@ def test_an_erasure_by_another_process_is_seen(sqlite_settings: VaultSettings) -
         clock.advance(dt.timedelta(seconds=5))
         with pytest.raises(KeyDestroyed):
             a.get(CRM, "customers", rid, purpose="account_management")
+
+
+def test_writes_for_an_erased_subject_are_refused_at_once(
+        pair: tuple[Vault, Vault], clock: FixedClock) -> None:
+    """Inside the read window too, no write re-creates an erased subject's records or
+    blind-index tokens: writes ask the key store for the tombstone every time."""
+    a, b = pair
+    rid = a.put(CRM, "customers", customer(3), purpose="account_management")
+    subject = a.get(CRM, "customers", rid, purpose="account_management").subject_id
+    b.keys.destroy(subject, tenant="acme")
+    with pytest.raises(KeyDestroyed):
+        a.put(CRM, "customers", customer(4), purpose="account_management", subject_id=subject)
+    with pytest.raises(KeyDestroyed):
+        a.update(CRM, "customers", rid, {"email": "back@example.cn"},
+                 purpose="account_management")
+    assert tokens_of(a, subject) == 0
+    assert a.subject_records("acme", subject) == [rid]

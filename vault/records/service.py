@@ -281,6 +281,7 @@ class RecordService:
             if refused:
                 raise consent_error(purpose, refused)
             pseudonym = self._k.pseudonym(tenant, row.subject_id)
+            self._refuse_erased(tenant, [row.subject_id])
             key = self._k.keystore.get_key(tenant, row.subject_id)
             envelopes = decode_envelopes(row.envelopes)
             envelopes.update(self._seal.encrypt_fields(key, tenant, schema, rid,
@@ -688,10 +689,22 @@ class RecordService:
         if create:
             for key in self._k.keystore.create_keys(tenant, create):
                 keys[key.subject_id] = key
-        existing = [s for s in subject_ids if s not in keys]
+        existing = list(dict.fromkeys(s for s in subject_ids if s not in keys))
         if existing:
+            self._refuse_erased(tenant, existing)
             keys.update(self._k.keystore.get_keys(tenant, existing))
         return keys
+
+    def _refuse_erased(self, tenant: str, subject_ids: Sequence[str]) -> None:
+        """A write asks the key store for tombstones every time (a read may serve a
+        cached key for ``destroyed_check_seconds``): nothing is written again for a
+        subject erased by another process a moment ago.
+
+        Raises:
+            KeyDestroyed: one of the subjects was crypto-shredded.
+        """
+        if any(self._k.keystore.existing(tenant, subject_ids).values()):
+            raise KeyDestroyed("the data subject's key was destroyed (crypto-shredded)")
 
 
 
