@@ -493,6 +493,36 @@ class KeyStore:
                         raise
         return found
 
+    def live_subjects(self, tenants: Sequence[str], *,
+                      batch_size: int = 5000) -> Iterable[tuple[str, str]]:
+        """(tenant, subject id) of every subject of these tenants that has a live data
+        key (key material, not a tombstone), read in batches by row id.
+
+        Raises:
+            KeyManagementError: the key store cannot be reached.
+        """
+        wanted = list(dict.fromkeys(tenants))
+        if not wanted:
+            return
+        last_id = 0
+        while True:
+            try:
+                with self._engine.connect().execution_options(
+                        sqlite_begin="deferred") as conn:
+                    rows = conn.execute(
+                        select(_T.c.id, _T.c.tenant, _T.c.subject_id)
+                        .where(_T.c.id > last_id, _T.c.tenant.in_(wanted),
+                               _T.c.wrapped.is_not(None))
+                        .order_by(_T.c.id).limit(batch_size)).all()
+                    conn.rollback()
+            except SQLAlchemyError:
+                raise KeyManagementError("the key store cannot be reached") from None
+            if not rows:
+                return
+            for row in rows:
+                yield row.tenant, row.subject_id
+            last_id = rows[-1].id
+
     def is_destroyed(self, tenant: str, subject_id: str) -> bool:
         """Whether the subject is erased: its key row is a tombstone. This is the
         definition of an erased subject; it always asks the database."""
