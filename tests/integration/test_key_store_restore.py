@@ -293,3 +293,27 @@ def test_the_cli_exits_3_on_a_resurrected_key(sqlite_settings: VaultSettings,
     assert code == 0 and "destroyed again" in output, output
     assert run("keys", "check-erasures")[0] == 0
     assert run("audit", "verify")[0] == 0
+
+
+def test_upgrade_marks_subjects_shredded_before_markers_existed(
+        home: VaultSettings, clock: FixedClock) -> None:
+    """A subject shredded before migration 0009 (simulated: its marker deleted) is
+    marked by `Vault.upgrade` from the key store's tombstone, audited, so that a
+    later restore of an older key store cannot bring it back."""
+    with reopen(home, clock) as v:
+        rid = v.put(CRM, "customers", customer(1), purpose=PURPOSE, subject_id="s-legacy")
+        v.keys.destroy("s-legacy", tenant="acme")
+        with v.engine.begin() as conn:
+            conn.execute(text("DELETE FROM erased_subjects"))
+    with Vault.upgrade(settings=home, clock=clock) as v:
+        with v.engine.connect() as conn:
+            rows = conn.execute(text("SELECT subject_id, action FROM erased_subjects")).all()
+        assert [tuple(r) for r in rows] == [("s-legacy", "vault.upgrade")]
+        assert [e.reason for e in entries(v, "vault.upgrade")][-1] == "erased_marked:1"
+        # The marker alone refuses the subject (the key store is not asked first).
+        with pytest.raises(KeyDestroyed):
+            v.get(CRM, "customers", rid, purpose=PURPOSE)
+    with Vault.upgrade(settings=home, clock=clock) as v:  # idempotent: nothing more
+        assert [e.reason for e in entries(v, "vault.upgrade")][-1] == "erased_marked:1"
+        assert len([e for e in entries(v, "vault.upgrade")
+                    if e.reason == "erased_marked:1"]) == 1

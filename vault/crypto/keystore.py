@@ -24,13 +24,14 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Connection,
     Engine,
     Index,
@@ -503,7 +504,20 @@ class KeyStore:
         """
         wanted = list(dict.fromkeys(tenants))
         if not wanted:
-            return
+            return iter(())
+        return self._subjects(_T.c.tenant.in_(wanted), _T.c.wrapped.is_not(None),
+                              batch_size=batch_size)
+
+    def destroyed_subjects(self, *, batch_size: int = 5000) -> Iterable[tuple[str, str]]:
+        """(tenant, subject id) of every tombstone, read in batches by row id.
+
+        Raises:
+            KeyManagementError: the key store cannot be reached.
+        """
+        return self._subjects(_T.c.wrapped.is_(None), batch_size=batch_size)
+
+    def _subjects(self, *where: ColumnElement[bool],
+                  batch_size: int) -> Iterator[tuple[str, str]]:
         last_id = 0
         while True:
             try:
@@ -511,8 +525,7 @@ class KeyStore:
                         sqlite_begin="deferred") as conn:
                     rows = conn.execute(
                         select(_T.c.id, _T.c.tenant, _T.c.subject_id)
-                        .where(_T.c.id > last_id, _T.c.tenant.in_(wanted),
-                               _T.c.wrapped.is_not(None))
+                        .where(_T.c.id > last_id, *where)
                         .order_by(_T.c.id).limit(batch_size)).all()
                     conn.rollback()
             except SQLAlchemyError:

@@ -11,14 +11,14 @@ refuses a marked subject whatever the key store holds, and
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from vault.store.tables import ERASED_SUBJECTS
 
-__all__ = ["erased_among", "mark_erased", "markers"]
+__all__ = ["backfill_markers", "erased_among", "mark_erased", "markers"]
 
 _CHUNK = 500
 
@@ -61,3 +61,29 @@ def markers(conn: Connection) -> Iterable[tuple[str, str, str]]:
     for row in conn.execute(select(ERASED_SUBJECTS.c.tenant, ERASED_SUBJECTS.c.subject_id,
                                    ERASED_SUBJECTS.c.pseudonym)):
         yield row.tenant, row.subject_id, row.pseudonym
+
+
+def backfill_markers(engine: Engine, tombstones: Iterable[tuple[str, str]],
+                     pseudonym: Callable[[str, str], str], now: dt.datetime) -> int:
+    """Mark every subject that has a tombstone in the key store but no marker yet
+    (shredded before markers existed); returns how many were marked."""
+    pending: dict[str, list[str]] = {}
+    marked = 0
+
+    def flush() -> int:
+        done = 0
+        with engine.begin() as conn:
+            for tenant, sids in pending.items():
+                present = erased_among(conn, tenant, sids)
+                missing = [s for s in sids if s not in present]
+                mark_erased(conn, tenant, {s: pseudonym(tenant, s) for s in missing},
+                            action="vault.upgrade", now=now)
+                done += len(missing)
+        pending.clear()
+        return done
+
+    for count, (tenant, sid) in enumerate(tombstones, start=1):
+        pending.setdefault(tenant, []).append(sid)
+        if count % _CHUNK == 0:
+            marked += flush()
+    return marked + (flush() if pending else 0)

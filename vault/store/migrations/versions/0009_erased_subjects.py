@@ -4,9 +4,10 @@ Written in the data database in the transaction of the destruction's audit entry
 (``keys.destroy``, ``retention.shred``), so that a key store restored from an
 older copy cannot bring an erased subject back: the data path refuses a marked
 subject whatever the key store holds. Rows are inserted, never updated or
-deleted. Subjects shredded before this revision have no marker;
-``vault keys check-erasures --repair`` (or ``v.keys.check_erasures(repair=True)``)
-marks any of them whose key is live again, from the audit log.
+deleted. Subjects shredded before this revision are marked by ``vault upgrade``
+from the key store's tombstones; ``vault keys check-erasures --repair`` (or
+``v.keys.check_erasures(repair=True)``) marks any whose key is live again, from
+the audit log.
 
 Revision ID: 0009
 Revises: 0008
