@@ -10,7 +10,7 @@ decisions per field and purpose, and a hash-chained audit log of every access.
 """
 
 from vault import errors
-from vault.admin import KeyStatus, RoleAssignment, RotationResult
+from vault.admin import KeyStatus, Resurrection, RoleAssignment, RotationResult
 from vault.audit.chain import Decision, VerifyReport
 from vault.audit.context import correlation_id
 from vault.clock import Clock, FixedClock, SystemClock
@@ -48,6 +48,7 @@ __all__ = [
     "LegalHoldActive",
     "NotFound",
     "Record",
+    "Resurrection",
     "RoleAssignment",
     "RotationResult",
     "SubjectRestricted",

@@ -38,6 +38,7 @@ from vault.policy.engine import CasbinPolicyEngine
 from vault.retention import expiry
 from vault.store import migrate
 from vault.store.engine import check_private_files, make_engine
+from vault.store.erasures import backfill_markers
 from vault.store.tables import META
 
 __all__ = ["init", "open_kernel", "settings_of", "upgrade"]
@@ -166,6 +167,12 @@ def upgrade(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
                          reason=f"{before}>{migrate.head_revision()}:expiry:{added}")
         if tightened:
             kernel.audit("vault.upgrade", reason=f"file_mode_600:{','.join(tightened)}")
+        # Subjects shredded before erasure markers existed get theirs now, from the
+        # key store's tombstones (before an older key store could be restored).
+        marked = backfill_markers(kernel.engine, kernel.keystore.destroyed_subjects(),
+                                  kernel.pseudonym, kernel.clock.now())
+        if marked:
+            kernel.audit("vault.upgrade", reason=f"erased_marked:{marked}")
     except BaseException:
         kernel.close()
         raise

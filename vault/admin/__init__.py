@@ -4,7 +4,7 @@ Each lives in a module of its own and takes the kernel; none imports another.
 """
 
 from vault.admin.audit import AuditService
-from vault.admin.keys import KeyService, KeyStatus, RotationResult
+from vault.admin.keys import KeyService, KeyStatus, Resurrection, RotationResult
 from vault.admin.policy import PendingChange, PolicyService
 from vault.admin.roles import RoleAssignment, RoleService
 
@@ -14,6 +14,7 @@ __all__ = [
     "KeyStatus",
     "PendingChange",
     "PolicyService",
+    "Resurrection",
     "RoleAssignment",
     "RoleService",
     "RotationResult",

@@ -22,6 +22,7 @@ from vault.audit.checkpoint import (
     load_public_key,
     write_checkpoint,
 )
+from vault.audit.erasures import find_resurrections, resurrection_findings
 from vault.audit.report import (
     ROW_LIMIT,
     AuditReport,
@@ -54,7 +55,10 @@ class AuditService:
         workers: int | None = None,
     ) -> VerifyReport:
         """Recompute every chain and compare it with the recorded heads and,
-        with ``checkpoints`` (a folder), with every signed checkpoint in it.
+        with ``checkpoints`` (a folder), with every signed checkpoint in it; then
+        compare the log's crypto-shreddings with the key store: a subject the log
+        says was destroyed whose data key is live again is a ``resurrected_key``
+        finding (see ``v.keys.check_erasures``).
 
         ``workers``: processes that walk the chains at once (1: this process;
         None: one per core for a large log, see :mod:`vault.audit.parallel`).
@@ -77,6 +81,16 @@ class AuditService:
         report = self._k.audit_log.verify(
             progress=progress, checkpoints=Path(checkpoints) if checkpoints else None,
             public_key=key, vault_id=self._k.vault_id, workers=workers)
+        # The log's crypto-shreddings against the key store: a destroyed key that
+        # is live again (an older key store restored) is damage too.
+        with self._k.read_only() as conn:
+            resurrected = find_resurrections(conn, self._k.keystore.live_subjects,
+                                             self._k.pseudonym)
+        if resurrected:
+            report = VerifyReport.from_findings(
+                [*report.findings, *resurrection_findings(resurrected)],
+                entries=report.entries, chains=report.chains, heads=report.heads,
+                checkpoints=report.checkpoints)
         self._k.audit(
             "audit.verify", actor=actor, decision=Decision.ALLOW,
             reason=(f"ok:checkpoints:{report.checkpoints}" if report.ok

@@ -14,12 +14,14 @@ from sqlalchemy import delete, select
 
 from vault._kernel import Kernel
 from vault.audit.chain import Decision
+from vault.audit.erasures import Resurrection, find_resurrections
 from vault.errors import InvalidData, LegalHoldActive, ShreddingIncomplete, VaultError
 from vault.retention.holdrules import ensure_not_held
+from vault.store.erasures import mark_erased
 from vault.store.tables import BLIND_INDEX, RECORDS
 from vault.types import Actor, check_identifier, check_tenant
 
-__all__ = ["KeyService", "KeyStatus", "Progress", "RotationResult"]
+__all__ = ["KeyService", "KeyStatus", "Progress", "Resurrection", "RotationResult"]
 
 Progress = Callable[[int, int], None]
 
@@ -107,8 +109,10 @@ class KeyService:
                 the old wrapped key may remain in ``keys.db-wal`` until the next
                 checkpoint (audited with decision ERROR).
 
-        Misuse: this cannot be undone. Keep the key store's own backups short-lived,
-        or a restored key store would bring the key back.
+        Misuse: this cannot be undone. A restored older copy of the key store brings
+        the wrapped key back; the data path still refuses the subject (its erasure
+        marker is in the data database), and :meth:`check_erasures` (and
+        ``audit.verify``) name it. Keep the key store's own backups short-lived.
         """
         check_identifier(subject_id, "subject_id")
         check_tenant(tenant)
@@ -119,12 +123,15 @@ class KeyService:
             self._destroy_unless_held(tenant, subject_id, actor=actor, purpose=purpose)
         except ShreddingIncomplete as exc:
             incomplete = exc  # the key is destroyed: finish the erasure, audit an error
-        # The index entries (linkable tokens) go, and the audit entry is written,
+        # The index entries (linkable tokens) go, the erasure marker (which a
+        # restored key store cannot undo) is written, and so is the audit entry,
         # in one transaction.
         with self._k.engine.begin() as conn:
             ids = select(RECORDS.c.id).where(RECORDS.c.tenant == tenant,
                                              RECORDS.c.subject_id == subject_id)
             conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id.in_(ids)))
+            mark_erased(conn, tenant, {subject_id: pseudonym}, action="keys.destroy",
+                        now=self._k.clock.now())
             self._k.audit_log.append(conn, [self._k.event(
                 "keys.destroy", actor=actor, tenant=tenant, subjects=(pseudonym,),
                 purpose=purpose,
@@ -147,3 +154,59 @@ class KeyService:
                                      subjects=(self._k.pseudonym(tenant, subject_id),),
                                      purpose=purpose)
             raise
+
+    def check_erasures(self, *, actor: Actor | None = None,
+                       repair: bool = False) -> list[Resurrection]:
+        """Subjects the audit log says were crypto-shredded (``keys.destroy``,
+        ``retention.shred``) whose data key is live in the key store again, as after
+        a restore of an older copy of the key store. Audited (``keys.check_erasures``).
+
+        The log is the authority: a subject is found even when its erasure marker
+        was deleted too (``marked`` False). The data path refuses a marked subject
+        whatever the key store holds.
+
+        ``repair``: destroy those keys again (tombstones) and write the missing
+        markers, audited with the subjects' pseudonyms.
+
+        Returns:
+            What was found (before any repair), oldest destruction first.
+
+        Raises:
+            AccessDenied: ``actor`` may not destroy keys (``keys.destroy``).
+            KeyManagementError: the key store cannot be reached.
+            ShreddingIncomplete: on SQLite, the repaired keys are destroyed but the
+                key store's WAL could not be emptied (audited as an error).
+        """
+        if not isinstance(repair, bool):
+            raise InvalidData("repair must be True or False", field="repair")
+        self._k.authorise(actor, "keys", "keys.destroy", tenant="*")
+        with self._k.read_only() as conn:
+            found = find_resurrections(conn, self._k.keystore.live_subjects,
+                                       self._k.pseudonym)
+        reason = f"resurrected:{len(found)}"
+        if not repair or not found:
+            self._k.audit("keys.check_erasures", actor=actor, reason=reason,
+                          subjects=tuple(dict.fromkeys(r.pseudonym for r in found)))
+            return found
+        by_tenant: dict[str, list[Resurrection]] = {}
+        for r in found:
+            by_tenant.setdefault(r.tenant, []).append(r)
+        incomplete: ShreddingIncomplete | None = None
+        for tenant, items in sorted(by_tenant.items()):
+            try:
+                self._k.keystore.destroy_many(tenant, [r.subject_id for r in items])
+            except ShreddingIncomplete as exc:
+                incomplete = exc  # the keys are destroyed: mark and audit an error
+        with self._k.engine.begin() as conn:
+            now = self._k.clock.now()
+            for tenant, items in sorted(by_tenant.items()):
+                mark_erased(conn, tenant, {r.subject_id: r.pseudonym for r in items},
+                            action=items[0].action or "keys.destroy", now=now)
+            self._k.audit_log.append(conn, [self._k.event(
+                "keys.check_erasures", actor=actor,
+                subjects=tuple(dict.fromkeys(r.pseudonym for r in found)),
+                decision=Decision.ALLOW if incomplete is None else Decision.ERROR,
+                reason=f"{reason}:repaired" if incomplete is None else incomplete.code)])
+        if incomplete is not None:
+            raise incomplete
+        return found

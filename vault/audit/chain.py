@@ -135,6 +135,9 @@ class Damage(StrEnum):
     BAD_SIGNATURE = "bad_signature"  # a checkpoint's signature does not verify (forged/altered)
     CHECKPOINT_GAP = "checkpoint_chain_broken"  # a checkpoint missing, replaced or out of order
     BAD_CHECKPOINT = "bad_checkpoint"  # a checkpoint is malformed, of another vault or key
+    # A subject the log says was crypto-shredded has a live data key again (a key
+    # store restored from an older copy); see vault.audit.erasures.
+    RESURRECTED_KEY = "resurrected_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +235,7 @@ _PRIORITY = {
     Damage.INSERTED: 6,
     Damage.HEAD_MISMATCH: 7,
     Damage.UNKNOWN_CHAIN: 8,
+    Damage.RESURRECTED_KEY: 8,
 }
 
 

@@ -179,6 +179,31 @@ def keys_retire(version: int, home: HomeOpt = None) -> None:
     out.print(f"KEK version {version} retired")
 
 
+@keys_app.command("check-erasures")
+@guard
+def keys_check_erasures(
+    home: HomeOpt = None,
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Destroy the resurrected keys again and mark the subjects.")] = False,
+) -> None:
+    """Find subjects the audit log says were crypto-shredded whose data key is live
+    again (a key store restored from an older copy); exit 3 if any is left."""
+    with open_vault(home) as vault:
+        found = vault.keys.check_erasures(repair=repair)
+    if not found:
+        out.print("[green]no erased subject has a live data key[/]")
+        return
+    for r in found:
+        where = f"entry {r.audit_seq}" if r.audit_seq is not None else "marker only"
+        err.print(f"  {r.tenant:<20} {r.pseudonym[:16]}  {r.action or '-':<16} {where}"
+                  f"{'' if r.marked else '  (not marked)'}", markup=False, highlight=False)
+    if repair:
+        out.print(f"{len(found)} resurrected data key(s) destroyed again")
+        return
+    raise fail(f"{len(found)} erased subject(s) have a live data key again; "
+               "run `vault keys check-erasures --repair`", 3)
+
+
 @keys_app.command("export-public-key")
 @guard
 def keys_export_public_key(

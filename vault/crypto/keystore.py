@@ -24,13 +24,14 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Connection,
     Engine,
     Index,
@@ -492,6 +493,48 @@ class KeyStore:
                     if not missing_ok:
                         raise
         return found
+
+    def live_subjects(self, tenants: Sequence[str], *,
+                      batch_size: int = 5000) -> Iterable[tuple[str, str]]:
+        """(tenant, subject id) of every subject of these tenants that has a live data
+        key (key material, not a tombstone), read in batches by row id.
+
+        Raises:
+            KeyManagementError: the key store cannot be reached.
+        """
+        wanted = list(dict.fromkeys(tenants))
+        if not wanted:
+            return iter(())
+        return self._subjects(_T.c.tenant.in_(wanted), _T.c.wrapped.is_not(None),
+                              batch_size=batch_size)
+
+    def destroyed_subjects(self, *, batch_size: int = 5000) -> Iterable[tuple[str, str]]:
+        """(tenant, subject id) of every tombstone, read in batches by row id.
+
+        Raises:
+            KeyManagementError: the key store cannot be reached.
+        """
+        return self._subjects(_T.c.wrapped.is_(None), batch_size=batch_size)
+
+    def _subjects(self, *where: ColumnElement[bool],
+                  batch_size: int) -> Iterator[tuple[str, str]]:
+        last_id = 0
+        while True:
+            try:
+                with self._engine.connect().execution_options(
+                        sqlite_begin="deferred") as conn:
+                    rows = conn.execute(
+                        select(_T.c.id, _T.c.tenant, _T.c.subject_id)
+                        .where(_T.c.id > last_id, *where)
+                        .order_by(_T.c.id).limit(batch_size)).all()
+                    conn.rollback()
+            except SQLAlchemyError:
+                raise KeyManagementError("the key store cannot be reached") from None
+            if not rows:
+                return
+            for row in rows:
+                yield row.tenant, row.subject_id
+            last_id = rows[-1].id
 
     def is_destroyed(self, tenant: str, subject_id: str) -> bool:
         """Whether the subject is erased: its key row is a tombstone. This is the

@@ -42,7 +42,8 @@ from vault.records.sealing import (
 from vault.retention.holdrules import ensure_not_held
 from vault.schema import CollectionSchema, FieldSpec
 from vault.store.bulk import BulkInsert
-from vault.store.tables import AUDIT_LOG, BLIND_INDEX, RECORDS, SUBJECTS
+from vault.store.erasures import erased_among
+from vault.store.tables import AUDIT_LOG, BLIND_INDEX, ERASED_SUBJECTS, RECORDS, SUBJECTS
 from vault.store.wal import truncate_wal
 from vault.types import Actor, Record, check_identifier, check_jurisdiction, check_tenant
 from vault.validation import normalize_for_index, validate_record
@@ -62,10 +63,14 @@ _SELECT_ROWS = select(
     RECORDS.c.id, RECORDS.c.subject_id, RECORDS.c.envelopes, RECORDS.c.tenant,
     RECORDS.c.collection,
     # The subject's restriction flag and jurisdiction come with its records, so
-    # the consent gate of a read needs no statement of its own in the common case.
-    SUBJECTS.c.restricted_at, SUBJECTS.c.jurisdiction,
+    # the consent gate of a read needs no statement of its own in the common case;
+    # so does its erasure marker, which a restored key store cannot undo.
+    SUBJECTS.c.restricted_at, SUBJECTS.c.jurisdiction, ERASED_SUBJECTS.c.erased_at,
 ).select_from(RECORDS.outerjoin(SUBJECTS, and_(
     SUBJECTS.c.tenant == RECORDS.c.tenant, SUBJECTS.c.subject_id == RECORDS.c.subject_id,
+)).outerjoin(ERASED_SUBJECTS, and_(
+    ERASED_SUBJECTS.c.tenant == RECORDS.c.tenant,
+    ERASED_SUBJECTS.c.subject_id == RECORDS.c.subject_id,
 ))).where(RECORDS.c.id.in_(bindparam("in_ids", expanding=True)))
 # The rows of a batch write, as tuples in one executemany each (vault.store.bulk).
 _BULK_SUBJECTS = BulkInsert(SUBJECTS, ("tenant", "subject_id", "pseudonym", "jurisdiction",
@@ -179,6 +184,13 @@ class RecordService:
             return known
         tenant = call.actor.tenant
         with self._k.read_only() as conn:
+            erased = erased_among(conn, tenant, given)
+            if erased:
+                # Marked erased in the data database: refused whatever the key
+                # store says (an older copy of it may have been restored).
+                conn.rollback()
+                call.refuse(_destroyed(), subjects=[
+                    self._k.pseudonym(tenant, s) for s in sorted(erased)[:NAMED_LIMIT]])
             for chunk in _chunks(given):
                 for sid, stored in conn.execute(
                     select(SUBJECTS.c.subject_id, SUBJECTS.c.jurisdiction)
@@ -276,6 +288,8 @@ class RecordService:
             row = load_rows(conn, tenant, schema.name, [rid]).get(rid)
             if row is None:
                 raise NotFound(f"no record {rid} in {schema.name}")
+            if row.erased_at is not None:
+                raise _destroyed()
             refused, gate_events = self._gate.check(
                 conn, call.actor, schema, purpose, [row.subject_id], sorted(values))
             if refused:
@@ -480,6 +494,12 @@ class RecordService:
                 gate_events += self._gate.withheld_events(actor, schema, purpose, action,
                                                           rows, refused)
                 subject_ids = [s for s in subject_ids if s not in refused]
+            # A subject marked erased is refused whatever the key store holds.
+            erased = {row.subject_id for row in rows.values() if row.erased_at is not None}
+            if erased and must_exist:
+                raise _destroyed()
+            if erased:  # find: the erased subjects' records are left out
+                subject_ids = [s for s in subject_ids if s not in erased]
             try:
                 keys = self._k.keystore.get_keys(tenant, subject_ids)
             except KeyDestroyed:
@@ -711,13 +731,18 @@ class RecordService:
 def load_rows(conn: Connection, tenant: str, collection: str,
               record_ids: Sequence[str]) -> dict[str, Any]:
     """The stored rows of these records of ``collection`` in ``tenant`` (others are
-    left out), each with its subject's ``restricted_at`` and ``jurisdiction``."""
+    left out), each with its subject's ``restricted_at``, ``jurisdiction`` and
+    ``erased_at`` (its erasure marker, None if it has none)."""
     rows: dict[str, Any] = {}
     for chunk in _chunks(record_ids):
         for row in conn.execute(_SELECT_ROWS, {"in_ids": list(chunk)}):
             if row.tenant == tenant and row.collection == collection:
                 rows[row.id] = row
     return rows
+
+
+def _destroyed() -> KeyDestroyed:
+    return KeyDestroyed("the data subject's key was destroyed (crypto-shredded)")
 
 
 def _purpose(call: Call) -> str:

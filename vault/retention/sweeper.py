@@ -62,6 +62,7 @@ from vault.retention.expiry import (
 )
 from vault.retention.holdrules import active_hold_clause, lock_tenants
 from vault.retention.schedule import record_expiries
+from vault.store.erasures import mark_erased
 from vault.store.retry import transaction_attempts
 from vault.store.tables import BLIND_INDEX as _BLIND
 from vault.store.tables import LEGAL_HOLDS as _HOLDS
@@ -828,6 +829,9 @@ class Sweeper:
                 for i in range(0, len(shredded), _CHUNK):
                     conn.execute(self._st.forget_events, {
                         "t": tenant, "ids": self._st.ids(shredded[i:i + _CHUNK])})
+                # The erasure markers, which a restored key store cannot undo.
+                mark_erased(conn, tenant, {s: self._pseudonym(tenant, s) for s in shredded},
+                            action="retention.shred", now=now)
                 self._k.audit_log.append(conn, [AuditEvent(
                     tenant=tenant, actor=self._actor, action="retention.shred",
                     decision=Decision.ALLOW,

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.store.base import Base, bigint_pk, str64, str128
 
-__all__ = ["AuditEntryRow", "AuditHead", "BlindIndexRow", "ConfigSnapshotRow", "Meta", "RecordRow",
-           "SubjectRow"]
+__all__ = ["AuditEntryRow", "AuditHead", "BlindIndexRow", "ConfigSnapshotRow", "ErasedSubjectRow",
+           "Meta", "RecordRow", "SubjectRow"]
 
 
 class Meta(Base):
@@ -40,6 +40,25 @@ class SubjectRow(Base):
     # Set while processing is restricted (GDPR Art. 18, PIPL Art. 44); see vault.subjects.
     restricted_at: Mapped[dt.datetime | None]
     restriction_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class ErasedSubjectRow(Base):
+    """A crypto-shredded subject, written in the data database in the transaction of
+    the destruction's audit entry (``keys.destroy`` or ``retention.shred``).
+
+    The key store's tombstone can be undone by restoring an older copy of the key
+    store; this marker is not in it, so the data path refuses a marked subject
+    even when its key is live again (see :mod:`vault.store.erasures`). Rows are
+    only inserted (the application role has no UPDATE or DELETE on them).
+    """
+
+    __tablename__ = "erased_subjects"
+
+    tenant: Mapped[str128] = mapped_column(primary_key=True)
+    subject_id: Mapped[str64] = mapped_column(primary_key=True)
+    pseudonym: Mapped[str64]
+    action: Mapped[str64]
+    erased_at: Mapped[dt.datetime]
 
 
 class RecordRow(Base):

@@ -23,6 +23,8 @@ legal_holds, retention_runs
 retention_fingerprints
                SELECT, INSERT (a recomputation adds a row)
 policy_changes SELECT, INSERT, UPDATE (a pending change is decided, never deleted)
+erased_subjects
+               SELECT, INSERT (an erasure is never undone)
 vault_meta, alembic_version
                SELECT
 data_keys      SELECT, INSERT, UPDATE (destruction overwrites the key), in
@@ -60,6 +62,7 @@ _DATA_GRANTS = (
     ("SELECT, INSERT, UPDATE", "retention_runs"),
     ("SELECT, INSERT", "retention_fingerprints"),
     ("SELECT, INSERT, UPDATE", "policy_changes"),
+    ("SELECT, INSERT", "erased_subjects"),
     ("SELECT, INSERT, UPDATE", "legal_holds"),
     ("SELECT", "vault_meta"),
     ("SELECT", "alembic_version"),

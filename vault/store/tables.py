@@ -24,13 +24,21 @@ from vault.retention.tables import (
     ShredBatchRow,
     ShredQueueRow,
 )
-from vault.store.models import AuditEntryRow, BlindIndexRow, Meta, RecordRow, SubjectRow
+from vault.store.models import (
+    AuditEntryRow,
+    BlindIndexRow,
+    ErasedSubjectRow,
+    Meta,
+    RecordRow,
+    SubjectRow,
+)
 
 __all__ = [
     "AUDIT_LOG",
     "BLIND_INDEX",
     "CONSENT_EVENTS",
     "CONSENT_STATE",
+    "ERASED_SUBJECTS",
     "LEGAL_HOLDS",
     "META",
     "POLICY_CHANGES",
@@ -48,6 +56,8 @@ RECORDS = cast(Table, RecordRow.__table__)
 AUDIT_LOG = cast(Table, AuditEntryRow.__table__)
 SUBJECTS = cast(Table, SubjectRow.__table__)
 BLIND_INDEX = cast(Table, BlindIndexRow.__table__)
+#: Crypto-shredded subjects (survives a restore of the key store).
+ERASED_SUBJECTS = cast(Table, ErasedSubjectRow.__table__)
 META = cast(Table, Meta.__table__)
 POLICY_CHANGES = cast(Table, PolicyChangeRow.__table__)
 CONSENT_EVENTS = cast(Table, ConsentEventRow.__table__)

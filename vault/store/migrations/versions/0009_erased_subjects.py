@@ -1,0 +1,42 @@
+"""Erasure markers: ``erased_subjects``, one row per crypto-shredded subject.
+
+Written in the data database in the transaction of the destruction's audit entry
+(``keys.destroy``, ``retention.shred``), so that a key store restored from an
+older copy cannot bring an erased subject back: the data path refuses a marked
+subject whatever the key store holds. Rows are inserted, never updated or
+deleted. Subjects shredded before this revision are marked by ``vault upgrade``
+from the key store's tombstones; ``vault keys check-erasures --repair`` (or
+``v.keys.check_erasures(repair=True)``) marks any whose key is live again, from
+the audit log.
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from vault.store.base import UTCDateTime
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "erased_subjects",
+        sa.Column("tenant", sa.String(128), primary_key=True),
+        sa.Column("subject_id", sa.String(64), primary_key=True),
+        sa.Column("pseudonym", sa.String(64), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("erased_at", UTCDateTime(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("erased_subjects")
