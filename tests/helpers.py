@@ -1,5 +1,5 @@
-"""Helpers shared by test files: the shipped policy's names and a key provider
-that can hold a reader inside ``unwrap``."""
+"""Helpers shared by test files: the shipped policy's names, a key provider that
+can hold a reader inside ``unwrap``, and a watch on the SELECTs an engine sends."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
 
 from vault.crypto.keys import LocalKeyProvider
 
@@ -51,6 +52,16 @@ class PausingProvider(LocalKeyProvider):
         if hook is not None:
             hook()
         return super().unwrap(version, wrapped)
+
+
+def on_select(engine: Engine, record: Callable[[str], None]) -> None:
+    """Call ``record`` with every SELECT statement sent through ``engine``."""
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            record(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
 
 
 def start_paused_in_unwrap(provider: PausingProvider, target: Callable[[], object],

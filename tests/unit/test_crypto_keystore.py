@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, text
 
 from vault.clock import FixedClock
 from vault.crypto.envelope import AESGCMFieldCipher, FieldContext
@@ -17,7 +17,7 @@ from vault.crypto.keystore import DataKey, KeyStore
 from vault.errors import KeyDestroyed, KeyManagementError, NotFound
 from vault.store.engine import make_engine
 
-from ..helpers import PausingProvider, start_paused_in_unwrap
+from ..helpers import PausingProvider, on_select, start_paused_in_unwrap
 
 CIPHER = AESGCMFieldCipher()
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -101,10 +101,10 @@ class SelectCounter:
 
     def __init__(self, engine: Engine) -> None:
         self.count = 0
-        event.listen(engine, "before_cursor_execute", self._seen)
+        on_select(engine, self._seen)
 
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "data_keys" in statement:
+    def _seen(self, statement: str) -> None:
+        if "data_keys" in statement:
             self.count += 1
 
 

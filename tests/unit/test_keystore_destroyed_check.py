@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, text
 
 from vault.clock import FixedClock
 from vault.crypto.keystore import KeyStore
 from vault.errors import KeyDestroyed, KeyManagementError
 from vault.store.engine import make_engine
 
-from ..helpers import PausingProvider, start_paused_in_unwrap
+from ..helpers import PausingProvider, on_select, start_paused_in_unwrap
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -25,11 +25,7 @@ class Statements:
 
     def __init__(self, engine: Engine) -> None:
         self.seen: list[str] = []
-        event.listen(engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            self.seen.append(statement)
+        on_select(engine, self.seen.append)
 
 
 @pytest.fixture
