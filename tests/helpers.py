@@ -1,5 +1,6 @@
 """Helpers shared by test files: the shipped policy's names, a key provider that
-can hold a reader inside ``unwrap``, and a watch on the SELECTs an engine sends."""
+can hold a reader inside ``unwrap``, a watch on the SELECTs an engine sends, and
+the audit log's triggers taken away."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 
 from vault.crypto.keys import LocalKeyProvider
+from vault.store.engine import is_postgres
 
 # The fields of the shipped ``customers`` collection, in schema order.
 CUSTOMER_FIELDS = (
@@ -52,6 +54,18 @@ class PausingProvider(LocalKeyProvider):
         if hook is not None:
             hook()
         return super().unwrap(version, wrapped)
+
+
+def disable_triggers(engine: Engine, *, again: bool = False) -> None:
+    """What an attacker with DDL rights does first: let the audit log be changed
+    (``again``: as often as needed; otherwise SQLite's triggers must still be there)."""
+    if_exists = "IF EXISTS " if again else ""
+    with engine.begin() as conn:
+        if is_postgres(engine):
+            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
+        else:
+            conn.execute(text(f"DROP TRIGGER {if_exists}audit_log_no_update"))
+            conn.execute(text(f"DROP TRIGGER {if_exists}audit_log_no_delete"))
 
 
 def on_select(engine: Engine, record: Callable[[str], None]) -> None:

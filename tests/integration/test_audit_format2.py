@@ -24,11 +24,11 @@ from vault.audit.report import report as run_report
 from vault.store import migrate
 
 from ..conftest import ROLE_USERS
+from ..helpers import disable_triggers
 from .test_audit_tamper import (
     chains_by_length,
     check,
     checkpointed,
-    disable_triggers,
     entry,
     execute,
     is_postgres,

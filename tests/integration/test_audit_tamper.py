@@ -32,6 +32,7 @@ from vault.errors import AccessDenied, AuditError, ConfigError
 from vault.store.engine import make_engine
 
 from ..conftest import POLICIES, ROLE_USERS
+from ..helpers import disable_triggers
 from .test_data_path import customer
 
 CRM = Actor("crm", "acme")
@@ -90,18 +91,6 @@ def checkpointed(vault: Vault, tmp_path: Path) -> Iterator[tuple[Vault, Path]]:
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
-
-
-def disable_triggers(engine: Engine, *, again: bool = False) -> None:
-    """What an attacker with DDL rights does first (``again``: as often as needed;
-    otherwise SQLite's triggers must still be there)."""
-    if_exists = "IF EXISTS " if again else ""
-    with engine.begin() as conn:
-        if is_postgres(engine):
-            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
-        else:
-            conn.execute(text(f"DROP TRIGGER {if_exists}audit_log_no_update"))
-            conn.execute(text(f"DROP TRIGGER {if_exists}audit_log_no_delete"))
 
 
 def rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
