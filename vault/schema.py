@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -121,6 +121,28 @@ DEFAULT_MAX_BYTES = 16_384
 _PATTERN_TYPES = frozenset({FieldType.STRING, FieldType.TEXT})
 
 
+def _type_the_setting_applies_to(
+    info: ValidationInfo, value: object, applies: Callable[[FieldType], bool], refusal: str
+) -> FieldType | None:
+    """The field's type, for a validator of a type-specific setting (``value``).
+
+    None when the type is unknown (its own validation failed) or when the setting
+    does not apply to it and is unset; the validator then returns ``value`` as is.
+
+    Raises:
+        ValueError: the setting is given for a type it does not apply to
+            (``refusal``, with ``{kind}`` filled in).
+    """
+    kind: FieldType | None = info.data.get("type")
+    if kind is None:
+        return None
+    if not applies(kind):
+        if value is not None:
+            raise ValueError(refusal.format(kind=kind))
+        return None
+    return kind
+
+
 def describe_name(name: object, *, what: str = "field") -> str:
     """Return a printable description of a user-supplied name, never echoing junk.
 
@@ -186,26 +208,21 @@ class FieldSpec(BaseModel):
     @field_validator("max_length")
     @classmethod
     def _max_length_for_type(cls, value: int | None, info: ValidationInfo) -> int | None:
-        kind = info.data.get("type")
+        kind = _type_the_setting_applies_to(
+            info, value, DEFAULT_MAX_LENGTH.__contains__,
+            "max_length does not apply to {kind} fields")
         if kind is None:
             return value
-        default = DEFAULT_MAX_LENGTH.get(kind)
-        if default is None:
-            if value is not None:
-                raise ValueError(f"max_length does not apply to {kind} fields")
-            return None
-        return default if value is None else value
+        return DEFAULT_MAX_LENGTH[kind] if value is None else value
 
     @field_validator("max_bytes")
     @classmethod
     def _max_bytes_for_type(cls, value: int | None, info: ValidationInfo) -> int | None:
-        kind = info.data.get("type")
+        kind = _type_the_setting_applies_to(
+            info, value, lambda kind: kind is FieldType.JSON,
+            "max_bytes applies only to json fields, not {kind}")
         if kind is None:
             return value
-        if kind is not FieldType.JSON:
-            if value is not None:
-                raise ValueError(f"max_bytes applies only to json fields, not {kind}")
-            return None
         return DEFAULT_MAX_BYTES if value is None else value
 
     @field_validator("values")
@@ -213,13 +230,11 @@ class FieldSpec(BaseModel):
     def _values_for_enum(
         cls, value: tuple[str, ...] | None, info: ValidationInfo
     ) -> tuple[str, ...] | None:
-        kind = info.data.get("type")
+        kind = _type_the_setting_applies_to(
+            info, value, lambda kind: kind is FieldType.ENUM,
+            "values applies only to enum fields, not {kind}")
         if kind is None:
             return value
-        if kind is not FieldType.ENUM:
-            if value is not None:
-                raise ValueError(f"values applies only to enum fields, not {kind}")
-            return None
         if not value:
             raise ValueError("enum fields need a non-empty list of values")
         if len(set(value)) != len(value):

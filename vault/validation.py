@@ -424,15 +424,7 @@ def normalize_for_index(spec: FieldSpec, value: Any, *, default_region: str | No
     if normalized is _EMPTY:
         raise _refuse(spec, "must not be empty")
     assert isinstance(normalized, str)
-    if spec.type is FieldType.EMAIL:
-        return unicodedata.normalize("NFC", normalized.casefold())
-    if spec.type in _FOLDED_TYPES:
-        folded = unicodedata.normalize("NFKC", normalized)
-        folded = " ".join(unicodedata.normalize("NFKC", folded.casefold()).split())
-        if not folded:
-            raise _refuse(spec, "must not be empty")
-        return folded
-    return normalized
+    return _fold_for_index(spec, normalized)
 
 
 def index_form(spec: FieldSpec, value: Any) -> str:
@@ -447,10 +439,16 @@ def index_form(spec: FieldSpec, value: Any) -> str:
     """
     if spec.type is FieldType.JSON or not isinstance(value, str):
         raise _refuse(spec, "cannot be used for equality search")
+    return _fold_for_index(spec, value)
+
+
+def _fold_for_index(spec: FieldSpec, value: str) -> str:
+    """The case and Unicode folding shared by :func:`normalize_for_index` and
+    :func:`index_form`, applied to a value already in canonical form."""
     if spec.type is FieldType.EMAIL:
         return unicodedata.normalize("NFC", value.casefold())
     if spec.type in _FOLDED_TYPES:
-        # Same steps as normalize_for_index: NFKC first (it can produce capitals).
+        # NFKC first: it can produce capitals, which the case fold then removes.
         folded = unicodedata.normalize("NFKC", value)
         folded = " ".join(unicodedata.normalize("NFKC", folded.casefold()).split())
         if not folded:

@@ -24,15 +24,18 @@ from vault.audit.report import report as run_report
 from vault.store import migrate
 
 from ..conftest import ROLE_USERS
+from ..helpers import disable_triggers
 from .test_audit_tamper import (
     chains_by_length,
     check,
+    checkpointed,
     entry,
     execute,
     is_postgres,
     rehash,
     rows,
     set_head,
+    vault_with_customers,
 )
 from .test_data_path import customer
 
@@ -44,33 +47,18 @@ PURPOSE = "account_management"
 def made(settings: VaultSettings, tmp_path: Path) -> Iterator[tuple[Vault, Path]]:
     """A vault with reads, writes, a denial and an entry with a context, and one
     signed checkpoint (not the ``vault`` fixture, which asserts the log verifies)."""
-    vault = Vault.init(settings=settings.model_copy(update={"audit_chains": 3}))
-    for user, role in ROLE_USERS.items():
-        vault.roles.assign(user, role, tenant="acme")
-    for n in range(8):
-        rid = vault.put(CRM, "customers", customer(n), purpose=PURPOSE)
-        vault.get(CRM, "customers", rid, purpose=PURPOSE)
+    vault, rid = vault_with_customers(settings, 8)
     with pytest.raises(AccessDenied):  # a deny entry
         vault.get(Actor("maya", "acme"), "customers", rid, purpose="sales_outreach")
     vault.audit_log.write([AuditEvent(
         tenant="acme", actor="ops", action="keys.rotate", decision=Decision.ALLOW,
         context={"operator": "ops-7", "host": "vault-1", "os_user": "svc"})])
-    folder = tmp_path / "checkpoints"
-    vault.audit.checkpoint(folder)
-    try:
-        yield vault, folder
-    finally:
-        vault.close()
+    yield from checkpointed(vault, tmp_path)
 
 
 def no_triggers(engine: Engine) -> None:
     """What an insider with DDL rights does first (as often as needed)."""
-    with engine.begin() as conn:
-        if is_postgres(engine):
-            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
-        else:
-            conn.execute(text("DROP TRIGGER IF EXISTS audit_log_no_update"))
-            conn.execute(text("DROP TRIGGER IF EXISTS audit_log_no_delete"))
+    disable_triggers(engine, again=True)
 
 
 def places(report: VerifyReport) -> list[tuple[str, int | None, int | None, int | None]]:

@@ -19,6 +19,8 @@ from vault.audit import parallel
 from vault.audit.chain import AuditEvent, Decision, VerifyReport
 from vault.cli import app
 
+from ..helpers import disable_triggers
+
 pytestmark = pytest.mark.skipif(not parallel.can_fork(), reason="needs fork (Linux)")
 
 
@@ -73,12 +75,8 @@ def test_workers_agree_with_the_serial_walk(big: Vault, parts: list[int]) -> Non
 
 def test_damage_in_several_parts_is_found_by_each_worker(big: Vault, parts: list[int]) -> None:
     engine = big.engine
+    disable_triggers(engine)
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
-        else:
-            conn.execute(text("DROP TRIGGER audit_log_no_update"))
-            conn.execute(text("DROP TRIGGER audit_log_no_delete"))
         # one modified entry low in chain 2, one deleted in chain 15, a stray chain 99
         conn.execute(text("UPDATE audit_log SET actor = 'mallory' "
                           "WHERE chain = 2 AND chain_seq = 3"))

@@ -32,6 +32,7 @@ from vault.errors import AccessDenied, AuditError, ConfigError
 from vault.store.engine import make_engine
 
 from ..conftest import POLICIES, ROLE_USERS
+from ..helpers import disable_triggers
 from .test_data_path import customer
 
 CRM = Actor("crm", "acme")
@@ -55,15 +56,28 @@ def busy(settings: VaultSettings, tmp_path: Path) -> Iterator[tuple[Vault, Path]
 
     Not the ``vault`` fixture: that one asserts at teardown that the log verifies.
     """
+    vault, rid = vault_with_customers(settings, CUSTOMERS)
+    for _ in range(3):  # one chain strictly longer than the others
+        vault.get(CRM, "customers", rid, purpose=PURPOSE)
+    yield from checkpointed(vault, tmp_path)
+
+
+def vault_with_customers(settings: VaultSettings, count: int) -> tuple[Vault, str]:
+    """A vault over three chains with the role users assigned in ``acme`` and
+    ``count`` customers each written and read once; and the last one's record id."""
     vault = Vault.init(settings=settings.model_copy(update={"audit_chains": 3}))
     for user, role in ROLE_USERS.items():
         vault.roles.assign(user, role, tenant="acme")
     rid = ""
-    for n in range(CUSTOMERS):
+    for n in range(count):
         rid = vault.put(CRM, "customers", customer(n), purpose=PURPOSE)
         vault.get(CRM, "customers", rid, purpose=PURPOSE)
-    for _ in range(3):  # one chain strictly longer than the others
-        vault.get(CRM, "customers", rid, purpose=PURPOSE)
+    return vault, rid
+
+
+def checkpointed(vault: Vault, tmp_path: Path) -> Iterator[tuple[Vault, Path]]:
+    """For a fixture: sign a checkpoint of ``vault``, yield it with the checkpoint
+    folder, and close it afterwards."""
     folder = tmp_path / "checkpoints"
     vault.audit.checkpoint(folder)
     try:
@@ -77,16 +91,6 @@ def busy(settings: VaultSettings, tmp_path: Path) -> Iterator[tuple[Vault, Path]
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
-
-
-def disable_triggers(engine: Engine) -> None:
-    """What an attacker with DDL rights does first."""
-    with engine.begin() as conn:
-        if is_postgres(engine):
-            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
-        else:
-            conn.execute(text("DROP TRIGGER audit_log_no_update"))
-            conn.execute(text("DROP TRIGGER audit_log_no_delete"))
 
 
 def rows(engine: Engine, sql: str, **params: Any) -> list[Any]:

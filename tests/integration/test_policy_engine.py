@@ -26,25 +26,14 @@ from vault.policy.tables import CasbinRule
 from vault.store.engine import make_engine
 
 from ..conftest import PG_URL, require_postgres
+from ..helpers import CUSTOMER_FIELDS
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
 MODEL = POLICIES / "model.conf"
 DEFAULTS = POLICIES / "policy.csv"
 
-FIELDS = (
-    "full_name",
-    "email",
-    "phone",
-    "postal_address",
-    "birth_date",
-    "national_id",
-    "country",
-    "preferred_language",
-    "marketing_segment",
-    "device_info",
-    "support_notes",
-)
+FIELDS = CUSTOMER_FIELDS
 SUPPORT_READ = frozenset({"full_name", "email", "device_info", "support_notes"})
 CASBIN_LOGGERS = ("casbin", "casbin.enforcer", "casbin.policy", "casbin.role")
 

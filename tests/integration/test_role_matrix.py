@@ -16,34 +16,13 @@ import pytest
 from vault.policy.engine import CasbinPolicyEngine
 from vault.store.engine import make_engine
 
+from ..helpers import CUSTOMER_FIELDS, PURPOSE_NAMES
+
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
-FIELDS = (
-    "full_name",
-    "email",
-    "phone",
-    "postal_address",
-    "birth_date",
-    "national_id",
-    "country",
-    "preferred_language",
-    "marketing_segment",
-    "device_info",
-    "support_notes",
-)
+FIELDS = CUSTOMER_FIELDS
 ACTIONS = ("read", "read_masked", "write", "delete", "search", "export")
-PURPOSES = (
-    "account_management",
-    "customer_support",
-    "sales_outreach",
-    "marketing",
-    "sale",
-    "sharing",
-    "analytics",
-    "legal_obligation",
-    "dsar_fulfilment",
-    "security",
-)
+PURPOSES = PURPOSE_NAMES
 Cell = tuple[str, str, str]  # (field, action, purpose)
 
 

@@ -16,6 +16,7 @@ from vault.crypto.keys import LocalKeyProvider
 from vault.errors import KeyManagementError
 from vault.store.engine import is_postgres
 
+from ..helpers import disable_triggers
 from .test_data_path import CRM, DANA, customer, record_count
 
 CANARIES = {
@@ -210,15 +211,6 @@ def test_retire_refused_while_keys_depend_on_version(vault: Vault) -> None:
 # ------------------------------------------------------------------ audit tampering
 
 
-def _disable_audit_triggers(vault: Vault) -> None:
-    with vault.engine.begin() as conn:
-        if is_postgres(vault.engine):
-            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
-        else:
-            conn.execute(text("DROP TRIGGER audit_log_no_update"))
-            conn.execute(text("DROP TRIGGER audit_log_no_delete"))
-
-
 def test_audit_log_refuses_update_and_delete(vault: Vault) -> None:
     """Raw SQL UPDATE and DELETE on the audit log are refused by the database."""
     vault.put(CRM, "customers", customer(), purpose="account_management")
@@ -258,7 +250,7 @@ def test_verify_detects_altered_audit_row(vault: Vault) -> None:
     """Changing one audit column through raw SQL makes verify fail at that entry."""
     vault.put(CRM, "customers", customer(), purpose="account_management")
     assert vault.audit.verify().ok
-    _disable_audit_triggers(vault)
+    disable_triggers(vault.engine)
     with vault.engine.begin() as conn:
         seq = conn.execute(text("SELECT seq FROM audit_log WHERE action = 'write'")).scalar_one()
         conn.execute(text("UPDATE audit_log SET purpose = 'marketing' WHERE seq = :s"), {"s": seq})
@@ -276,7 +268,7 @@ def test_verify_detects_altered_audit_row(vault: Vault) -> None:
 def test_verify_detects_deleted_tail_entry(vault: Vault) -> None:
     """Deleting the newest entry of a chain is detected against the chain head."""
     vault.put(CRM, "customers", customer(), purpose="account_management")
-    _disable_audit_triggers(vault)
+    disable_triggers(vault.engine)
     with vault.engine.begin() as conn:
         row = conn.execute(text("SELECT * FROM audit_log WHERE action = 'write'")).mappings().one()
         conn.execute(text("DELETE FROM audit_log WHERE seq = :s"), {"s": row["seq"]})

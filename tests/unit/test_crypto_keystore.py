@@ -9,31 +9,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, text
 
 from vault.clock import FixedClock
 from vault.crypto.envelope import AESGCMFieldCipher, FieldContext
-from vault.crypto.keys import LocalKeyProvider
 from vault.crypto.keystore import DataKey, KeyStore
 from vault.errors import KeyDestroyed, KeyManagementError, NotFound
 from vault.store.engine import make_engine
+
+from ..helpers import PausingProvider, on_select, start_paused_in_unwrap
 
 CIPHER = AESGCMFieldCipher()
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 
-class FlakyProvider(LocalKeyProvider):
+class FlakyProvider(PausingProvider):
     """Fails every wrap after ``fail_after`` successful ones (a crash mid-rewrap)."""
 
     fail_after: int | None = None
     wraps = 0
-    on_unwrap: Any = None
-
-    def unwrap(self, version: int, wrapped: bytes) -> bytes:
-        hook, self.on_unwrap = self.on_unwrap, None
-        if hook is not None:
-            hook()
-        return super().unwrap(version, wrapped)
 
     def wrap(self, dek: bytes) -> tuple[int, bytes]:
         if self.fail_after is not None and self.wraps >= self.fail_after:
@@ -107,10 +101,10 @@ class SelectCounter:
 
     def __init__(self, engine: Engine) -> None:
         self.count = 0
-        event.listen(engine, "before_cursor_execute", self._seen)
+        on_select(engine, self._seen)
 
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "data_keys" in statement:
+    def _seen(self, statement: str) -> None:
+        if "data_keys" in statement:
             self.count += 1
 
 
@@ -458,17 +452,9 @@ def test_a_read_racing_destroy_does_not_resurrect_the_key_in_the_cache(
         store: KeyStore, provider: FlakyProvider) -> None:
     store.create_keys("acme", ["s1"])
     store.clear_cache()
-    in_unwrap, resume = threading.Event(), threading.Event()
-
-    def pause() -> None:
-        in_unwrap.set()
-        resume.wait(5)
-
-    provider.on_unwrap = pause
-    reader = threading.Thread(target=lambda: store.get_key("acme", "s1"))
-    reader.start()
-    if not in_unwrap.wait(5):  # the reader has the row (with key material) in hand
-        pytest.fail("the reader never reached unwrap")  # not an AssertionError: no xfail
+    # the reader has the row (with key material) in hand
+    reader, resume = start_paused_in_unwrap(provider, lambda: store.get_key("acme", "s1"),
+                                            "reader")
     destroyer = threading.Thread(target=lambda: store.destroy("acme", "s1"))
     destroyer.start()
     destroyer.join(timeout=2)  # a fix may make destroy wait for the reader: allowed

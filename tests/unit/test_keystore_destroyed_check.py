@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, text
 
 from vault.clock import FixedClock
-from vault.crypto.keys import LocalKeyProvider
 from vault.crypto.keystore import KeyStore
 from vault.errors import KeyDestroyed, KeyManagementError
 from vault.store.engine import make_engine
 
+from ..helpers import PausingProvider, on_select, start_paused_in_unwrap
+
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
-
-
-class PausingProvider(LocalKeyProvider):
-    """Runs ``on_unwrap`` (once) before unwrapping: a reader holding a row in hand."""
-
-    on_unwrap: Any = None
-
-    def unwrap(self, version: int, wrapped: bytes) -> bytes:
-        hook, self.on_unwrap = self.on_unwrap, None
-        if hook is not None:
-            hook()
-        return super().unwrap(version, wrapped)
 
 
 class Statements:
@@ -37,11 +25,7 @@ class Statements:
 
     def __init__(self, engine: Engine) -> None:
         self.seen: list[str] = []
-        event.listen(engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            self.seen.append(statement)
+        on_select(engine, self.seen.append)
 
 
 @pytest.fixture
@@ -124,17 +108,8 @@ def test_a_load_racing_a_noticed_destruction_is_not_cached(
     writer: KeyStore = new_store(clock=clock)
     reader.create_keys("acme", ["s1", "s2"])
     reader.clear_cache()
-    in_unwrap, resume = threading.Event(), threading.Event()
-
-    def pause() -> None:
-        in_unwrap.set()
-        resume.wait(5)
-
-    provider.on_unwrap = pause
-    loader = threading.Thread(target=lambda: reader.get_key("acme", "s1"))
-    loader.start()
-    if not in_unwrap.wait(5):
-        pytest.fail("the loader never reached unwrap")
+    loader, resume = start_paused_in_unwrap(provider, lambda: reader.get_key("acme", "s1"),
+                                            "loader")
     writer.destroy("acme", "s1")
     clock.advance(dt.timedelta(seconds=5))
     reader.get_key("acme", "s2")  # this thread notices the destruction

@@ -10,20 +10,11 @@ from pydantic import ValidationError
 from vault.errors import ConfigError, UnknownPurpose
 from vault.policy.purposes import Purpose, PurposeRegistry, load_purposes
 
+from ..helpers import PURPOSE_NAMES
+
 SHIPPED = Path(__file__).resolve().parents[2] / "policies" / "purposes.toml"
 
-SHIPPED_NAMES = {
-    "account_management",
-    "customer_support",
-    "sales_outreach",
-    "marketing",
-    "sale",
-    "sharing",
-    "analytics",
-    "legal_obligation",
-    "dsar_fulfilment",
-    "security",
-}
+SHIPPED_NAMES = set(PURPOSE_NAMES)
 
 
 def _write(tmp_path: Path, text: str) -> Path:

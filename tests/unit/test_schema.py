@@ -19,22 +19,10 @@ from vault.schema import (
     load_schemas,
 )
 
+from ..helpers import CUSTOMER_FIELDS
+
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 CUSTOMERS_TOML = POLICIES / "collections" / "customers.toml"
-
-CUSTOMER_FIELDS = (
-    "full_name",
-    "email",
-    "phone",
-    "postal_address",
-    "birth_date",
-    "national_id",
-    "country",
-    "preferred_language",
-    "marketing_segment",
-    "device_info",
-    "support_notes",
-)
 
 
 def _policies_with(

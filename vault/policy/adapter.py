@@ -13,7 +13,7 @@ to Casbin.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -127,15 +127,14 @@ class SQLAlchemyCasbinAdapter(BatchAdapter):  # type: ignore[misc]  # casbin is 
     def add_policies(self, sec: str, ptype: str, rules: Iterable[Sequence[str]]) -> bool:
         """Store rules not stored yet; False if every one of them was."""
         rows = [_row(ptype, rule) for rule in rules]
-        try:
-            with self._write() as conn:
-                fresh = [row for row in _unique(rows) if not _exists(conn, row)]
-                if not fresh:
-                    raise _NoChange
+
+        def store(conn: Connection) -> bool:
+            fresh = [row for row in _unique(rows) if not _exists(conn, row)]
+            if fresh:
                 conn.execute(insert(CasbinRule), fresh)
-        except _NoChange:
-            return False
-        return True
+            return bool(fresh)
+
+        return self._write_if_changed(store)
 
     def remove_policy(self, sec: str, ptype: str, rule: Sequence[str]) -> bool:
         """Delete one rule; False (and no version change) if it was not stored."""
@@ -144,16 +143,14 @@ class SQLAlchemyCasbinAdapter(BatchAdapter):  # type: ignore[misc]  # casbin is 
     def remove_policies(self, sec: str, ptype: str, rules: Iterable[Sequence[str]]) -> bool:
         """Delete rules; False if none of them was stored."""
         rows = [_row(ptype, rule) for rule in rules]
-        try:
-            with self._write() as conn:
-                removed = 0
-                for row in rows:
-                    removed += conn.execute(delete(CasbinRule).where(_match(row))).rowcount
-                if removed == 0:
-                    raise _NoChange
-        except _NoChange:
-            return False
-        return True
+
+        def remove(conn: Connection) -> bool:
+            removed = 0
+            for row in rows:
+                removed += conn.execute(delete(CasbinRule).where(_match(row))).rowcount
+            return removed != 0
+
+        return self._write_if_changed(remove)
 
     def remove_filtered_policy(
         self, sec: str, ptype: str, field_index: int, *field_values: str
@@ -165,13 +162,8 @@ class SQLAlchemyCasbinAdapter(BatchAdapter):  # type: ignore[misc]  # casbin is 
         for offset, value in enumerate(field_values):
             if value:
                 conditions.append(_VALUE_COLUMNS[field_index + offset] == value)
-        try:
-            with self._write() as conn:
-                if conn.execute(delete(CasbinRule).where(and_(*conditions))).rowcount == 0:
-                    raise _NoChange
-        except _NoChange:
-            return False
-        return True
+        return self._write_if_changed(
+            lambda conn: conn.execute(delete(CasbinRule).where(and_(*conditions))).rowcount != 0)
 
     def replace_rules(
         self,
@@ -213,6 +205,17 @@ class SQLAlchemyCasbinAdapter(BatchAdapter):  # type: ignore[misc]  # casbin is 
         except _NoChange:
             return 0
         return len(fresh)
+
+    def _write_if_changed(self, change: Callable[[Connection], bool]) -> bool:
+        """Run ``change`` in a :meth:`_write` transaction; when it reports that it
+        changed nothing, roll back (the version stays) and return False."""
+        try:
+            with self._write() as conn:
+                if not change(conn):
+                    raise _NoChange
+        except _NoChange:
+            return False
+        return True
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:

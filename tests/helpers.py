@@ -1,0 +1,99 @@
+"""Helpers shared by test files: the shipped policy's names, a key provider that
+can hold a reader inside ``unwrap``, a watch on the SELECTs an engine sends, and
+the audit log's triggers taken away."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, text
+
+from vault.crypto.keys import LocalKeyProvider
+from vault.store.engine import is_postgres
+
+# The fields of the shipped ``customers`` collection, in schema order.
+CUSTOMER_FIELDS = (
+    "full_name",
+    "email",
+    "phone",
+    "postal_address",
+    "birth_date",
+    "national_id",
+    "country",
+    "preferred_language",
+    "marketing_segment",
+    "device_info",
+    "support_notes",
+)
+
+# The purposes in the shipped policies/purposes.toml, in file order.
+PURPOSE_NAMES = (
+    "account_management",
+    "customer_support",
+    "sales_outreach",
+    "marketing",
+    "sale",
+    "sharing",
+    "analytics",
+    "legal_obligation",
+    "dsar_fulfilment",
+    "security",
+)
+
+
+class PausingProvider(LocalKeyProvider):
+    """Runs ``on_unwrap`` (once) before unwrapping: a reader holding a row in hand."""
+
+    on_unwrap: Any = None
+
+    def unwrap(self, version: int, wrapped: bytes) -> bytes:
+        hook, self.on_unwrap = self.on_unwrap, None
+        if hook is not None:
+            hook()
+        return super().unwrap(version, wrapped)
+
+
+def disable_triggers(engine: Engine, *, again: bool = False) -> None:
+    """What an attacker with DDL rights does first: let the audit log be changed
+    (``again``: as often as needed; otherwise SQLite's triggers must still be there)."""
+    if_exists = "IF EXISTS " if again else ""
+    with engine.begin() as conn:
+        if is_postgres(engine):
+            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
+        else:
+            conn.execute(text(f"DROP TRIGGER {if_exists}audit_log_no_update"))
+            conn.execute(text(f"DROP TRIGGER {if_exists}audit_log_no_delete"))
+
+
+def on_select(engine: Engine, record: Callable[[str], None]) -> None:
+    """Call ``record`` with every SELECT statement sent through ``engine``."""
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            record(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+
+
+def start_paused_in_unwrap(provider: PausingProvider, target: Callable[[], object],
+                           who: str) -> tuple[threading.Thread, threading.Event]:
+    """Start ``target`` in a thread and wait until it is paused inside ``unwrap``.
+
+    Returns the thread and the event that lets it go on; fails the test (not an
+    AssertionError: no xfail) if the thread never gets there.
+    """
+    in_unwrap, resume = threading.Event(), threading.Event()
+
+    def pause() -> None:
+        in_unwrap.set()
+        resume.wait(5)
+
+    provider.on_unwrap = pause
+    thread = threading.Thread(target=target)
+    thread.start()
+    if not in_unwrap.wait(5):
+        pytest.fail(f"the {who} never reached unwrap")
+    return thread, resume
