@@ -11,31 +11,41 @@ tell retention), and delegates its data methods to the record service
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, Self
-
-from sqlalchemy import Engine
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, Self, TypeVar, overload
 
 from vault._kernel import Kernel, bootstrap
 from vault.admin import AuditService, KeyService, PolicyService, RoleService
-from vault.audit.log import AuditLog
 from vault.clock import Clock
 from vault.config import VaultSettings
-from vault.consent.notices import NoticeRegistry
 from vault.consent.service import ConsentService
-from vault.crypto.keystore import KeyStore
-from vault.jurisdiction import JurisdictionRegistry
-from vault.policy.engine import CasbinPolicyEngine
-from vault.policy.purposes import PurposeRegistry
 from vault.records import RecordService
 from vault.retention.holds import HoldService
 from vault.retention.service import RetentionService
-from vault.schema import SchemaRegistry
 from vault.store.engine import is_sqlite
 from vault.subjects import SubjectService
 from vault.types import Actor, Record
 
 __all__ = ["Vault"]
+
+T = TypeVar("T")
+
+
+class _Part(Generic[T]):
+    """A read-only attribute of :class:`Vault` taken from its kernel."""
+
+    def __init__(self, get: Callable[[Kernel], T]) -> None:
+        self._get = get
+
+    @overload
+    def __get__(self, vault: None, owner: type[Vault]) -> Self: ...
+    @overload
+    def __get__(self, vault: Vault, owner: type[Vault] | None = None) -> T: ...
+    def __get__(self, vault: Vault | None, owner: type[Vault] | None = None) -> T | Self:
+        return self if vault is None else self._get(vault._kernel)
+
+    def __set__(self, vault: Vault, value: object) -> None:
+        raise AttributeError("the parts of an open vault cannot be replaced")
 
 PathLike = str | os.PathLike[str]
 
@@ -101,14 +111,9 @@ class Vault:
 
     @classmethod
     def upgrade(
-        cls,
-        home: PathLike | None = None,
-        *,
-        database_url: str | None = None,
-        keystore_url: str | None = None,
-        key_file: PathLike | None = None,
-        policies: PathLike | None = None,
-        settings: VaultSettings | None = None,
+        cls, home: PathLike | None = None, *, database_url: str | None = None,
+        keystore_url: str | None = None, key_file: PathLike | None = None,
+        policies: PathLike | None = None, settings: VaultSettings | None = None,
         clock: Clock | None = None,
     ) -> Vault:
         """Migrate an initialised vault's data database to the newest schema, give
@@ -128,14 +133,9 @@ class Vault:
 
     @classmethod
     def open(
-        cls,
-        home: PathLike | None = None,
-        *,
-        database_url: str | None = None,
-        keystore_url: str | None = None,
-        key_file: PathLike | None = None,
-        policies: PathLike | None = None,
-        settings: VaultSettings | None = None,
+        cls, home: PathLike | None = None, *, database_url: str | None = None,
+        keystore_url: str | None = None, key_file: PathLike | None = None,
+        policies: PathLike | None = None, settings: VaultSettings | None = None,
         clock: Clock | None = None,
     ) -> Vault:
         """Open an initialised vault.
@@ -327,46 +327,17 @@ class Vault:
         """The keyed pseudonym under which the audit log knows this subject."""
         return self._kernel.pseudonym(tenant, subject_id)
 
-    @property
-    def schemas(self) -> SchemaRegistry:
-        return self._kernel.rules.schemas
-
-    @property
-    def purposes(self) -> PurposeRegistry:
-        return self._kernel.rules.purposes
-
-    @property
-    def jurisdictions(self) -> JurisdictionRegistry:
-        return self._kernel.rules.jurisdictions
-
-    @property
-    def notices(self) -> NoticeRegistry:
-        return self._kernel.rules.notices
-
-    @property
-    def engine(self) -> Engine:
-        return self._kernel.engine
-
-    @property
-    def keystore(self) -> KeyStore:
-        return self._kernel.keystore
-
-    @property
-    def policy_engine(self) -> CasbinPolicyEngine:
-        return self._kernel.policy
-
-    @property
-    def audit_log(self) -> AuditLog:
-        return self._kernel.audit_log
-
-    @property
-    def vault_id(self) -> str:
-        """This vault's id (named in signed audit checkpoints)."""
-        return self._kernel.vault_id
-
-    @property
-    def clock(self) -> Clock:
-        return self._kernel.clock
+    schemas = _Part(lambda k: k.rules.schemas)
+    purposes = _Part(lambda k: k.rules.purposes)
+    jurisdictions = _Part(lambda k: k.rules.jurisdictions)
+    notices = _Part(lambda k: k.rules.notices)
+    engine = _Part(lambda k: k.engine)
+    keystore = _Part(lambda k: k.keystore)
+    policy_engine = _Part(lambda k: k.policy)
+    audit_log = _Part(lambda k: k.audit_log)
+    #: This vault's id (named in signed audit checkpoints).
+    vault_id = _Part(lambda k: k.vault_id)
+    clock = _Part(lambda k: k.clock)
 
     @property
     def is_embedded(self) -> bool:

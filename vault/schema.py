@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -45,6 +45,7 @@ from pydantic import (
 
 from vault.crypto.masking import MaskStyle
 from vault.errors import ConfigError, UnknownCollection, UnknownField
+from vault.types import Registry
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -362,14 +363,14 @@ class CollectionSchema(BaseModel):
         return _private(self)["_required"]  # type: ignore[no-any-return]
 
 
-class SchemaRegistry:
+class SchemaRegistry(Registry[CollectionSchema]):
     """The collections known to a vault, by name.
 
     Iterating yields the :class:`CollectionSchema` objects sorted by name;
     ``in`` tests a collection name.
     """
 
-    __slots__ = ("_schemas",)
+    __slots__ = ()
 
     def __init__(self, schemas: Iterable[CollectionSchema]) -> None:
         """Build a registry.
@@ -382,9 +383,7 @@ class SchemaRegistry:
             if schema.name in by_name:
                 raise ConfigError(f"collection {schema.name!r} is declared twice")
             by_name[schema.name] = schema
-        self._schemas: Mapping[str, CollectionSchema] = MappingProxyType(
-            dict(sorted(by_name.items()))
-        )
+        super().__init__(dict(sorted(by_name.items())))
 
     def get(self, name: str) -> CollectionSchema:
         """Return the schema of collection ``name``.
@@ -394,7 +393,7 @@ class SchemaRegistry:
                 it looks like a collection name.
         """
         try:
-            return self._schemas[name]
+            return self._items[name]
         except (KeyError, TypeError):
             raise UnknownCollection(
                 f"unknown collection {describe_name(name, what='collection')}"
@@ -403,19 +402,10 @@ class SchemaRegistry:
     @property
     def names(self) -> tuple[str, ...]:
         """Collection names, sorted."""
-        return tuple(self._schemas)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self._schemas
-
-    def __iter__(self) -> Iterator[CollectionSchema]:
-        return iter(self._schemas.values())
-
-    def __len__(self) -> int:
-        return len(self._schemas)
+        return tuple(self._items)
 
     def __repr__(self) -> str:
-        return f"SchemaRegistry(names={list(self._schemas)!r})"
+        return f"SchemaRegistry(names={list(self._items)!r})"
 
 
 def load_schemas(folder: Path) -> SchemaRegistry:

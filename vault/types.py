@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NewType
+from types import MappingProxyType
+from typing import Any, Generic, NewType, TypeVar
 
 from vault.errors import InvalidData, InvalidTenant
 
 __all__ = [
+    "Registry",
     "SYSTEM_ACTOR",
     "Actor",
     "Record",
@@ -135,3 +137,25 @@ class Record:
             f"collection={self.collection!r}, fields={sorted(self.data)!r}, "
             f"masked={sorted(self.masked)!r}, withheld={sorted(self.withheld)!r})"
         )
+
+
+_T = TypeVar("_T")
+
+
+class Registry(Generic[_T]):
+    """A read-only set of named definitions (collections, purposes): membership by
+    name, iteration over the definitions in the order given, and a length."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, _T]) -> None:
+        self._items: Mapping[str, _T] = MappingProxyType(dict(items))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._items
+
+    def __iter__(self) -> Iterator[_T]:
+        return iter(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -317,22 +317,9 @@ def entry_hash_v2(
 
 
 def entry_hash(
-    *,
-    chain: int,
-    chain_seq: int,
-    ts: str,
-    request_id: str,
-    tenant: str,
-    actor: str,
-    action: str,
-    collection: str | None,
-    record_ids: str,
-    subjects: str,
-    fields: str,
-    purpose: str | None,
-    decision: str,
-    reason: str | None,
-    prev_hash: str,
+    *, chain: int, chain_seq: int, ts: str, request_id: str, tenant: str, actor: str,
+    action: str, collection: str | None, record_ids: str, subjects: str, fields: str,
+    purpose: str | None, decision: str, reason: str | None, prev_hash: str,
 ) -> str:
     """SHA-256 of a format-1 entry: its columns but ``seq``, joined by the unit
     separator (U+001F). New entries are format 2 (:func:`entry_hash_v2`).

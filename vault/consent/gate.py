@@ -16,15 +16,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select
 
+from vault.consent import model
 from vault.consent.decision import SubjectFacts, Use, Verdict, decide
-from vault.consent.model import (
-    ConsentEvent,
-    ConsentMethod,
-    ConsentScope,
-    ConsentState,
-    ConsentStatus,
-    EventKind,
-)
 from vault.consent.notices import NoticeRegistry
 from vault.jurisdiction import ConsentModel, JurisdictionRegistry, SeparateConsentKind
 from vault.store.tables import CONSENT_STATE as _STATE
@@ -40,21 +33,22 @@ _RESTRICTED_SUBJECTS = select(_SUBJECTS.c.subject_id, _SUBJECTS.c.jurisdiction).
     _SUBJECTS.c.restricted_at.is_not(None))
 
 
-def event_from(row: Any) -> ConsentEvent:
-    return ConsentEvent(
+def event_from(row: Any) -> model.ConsentEvent:
+    return model.ConsentEvent(
         event_id=row.event_id, seq=int(row.seq), tenant=row.tenant, subject_id=row.subject_id,
-        purpose=row.purpose, scope=ConsentScope(row.scope), kind=EventKind(row.kind),
-        regime=row.regime, jurisdiction=row.jurisdiction, method=ConsentMethod(row.method),
+        purpose=row.purpose, scope=model.ConsentScope(row.scope), kind=model.EventKind(row.kind),
+        regime=row.regime, jurisdiction=row.jurisdiction, method=model.ConsentMethod(row.method),
         notice_id=row.notice_id,
         notice_version=None if row.notice_version is None else int(row.notice_version),
         notice_hash=row.notice_hash, occurred_at=row.occurred_at, expires_at=row.expires_at,
         source=row.source, evidence=row.evidence, conflict=row.conflict, actor=row.actor)
 
 
-def state_from(row: Any) -> ConsentState:
-    return ConsentState(
+def state_from(row: Any) -> model.ConsentState:
+    return model.ConsentState(
         tenant=row.tenant, subject_id=row.subject_id, purpose=row.purpose,
-        scope=ConsentScope(row.scope), status=ConsentStatus(row.status), regime=row.regime,
+        scope=model.ConsentScope(row.scope), status=model.ConsentStatus(row.status),
+        regime=row.regime,
         notice_id=row.notice_id,
         notice_version=None if row.notice_version is None else int(row.notice_version),
         expires_at=row.expires_at, event_id=row.event_id, event_seq=int(row.event_seq),
@@ -118,7 +112,7 @@ class ConsentGate:
         names = [c.name for c in _STATE.c]
         jurisdictions: dict[str, str | None] = {}
         restricted: set[str] = set()
-        states: dict[str, dict[ConsentScope, ConsentState]] = {}
+        states: dict[str, dict[model.ConsentScope, model.ConsentState]] = {}
         for start in range(0, len(subject_ids), _CHUNK):
             chunk = list(subject_ids[start:start + _CHUNK])
             joined = _SUBJECTS.outerjoin(_STATE, and_(

@@ -20,17 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = [
-    "ConsentEvent",
-    "ConsentKey",
-    "ConsentMethod",
-    "ConsentScope",
-    "ConsentState",
-    "ConsentStatus",
-    "EventKind",
-    "apply",
-    "replay",
-]
+__all__ = ["ConsentEvent", "ConsentKey", "ConsentMethod", "ConsentScope", "ConsentState",
+           "ConsentStatus", "EventKind", "apply", "replay"]
 
 
 class EventKind(StrEnum):

@@ -41,8 +41,8 @@ from vault.consent.model import (
     ConsentState,
     ConsentStatus,
     EventKind,
-    apply,
 )
+from vault.consent.model import apply as apply_event
 from vault.consent.notices import Notice
 from vault.consent.receipts import build_receipt, sign_receipt, verify_receipt
 from vault.errors import InvalidData, NotFound, VaultError
@@ -541,7 +541,7 @@ class ConsentService:
                             signature=sign_receipt(body, signing_key)))
                         seq = int(cast(Any, result.inserted_primary_key)[0])
                         event = _with_seq(event, seq)
-                        state = apply(previous, event)
+                        state = apply_event(previous, event)
                         values = {
                             "status": state.status.value, "regime": state.regime,
                             "notice_id": state.notice_id, "notice_version": state.notice_version,

@@ -56,15 +56,8 @@ from vault.policy.adapter import SQLAlchemyCasbinAdapter
 from vault.store.base import Base
 from vault.types import check_tenant
 
-__all__ = [
-    "ADMIN_ACTIONS",
-    "ALLOW",
-    "DATA_ACTIONS",
-    "DENY",
-    "WILDCARD",
-    "check_rule",
-    "CasbinPolicyEngine",
-]
+__all__ = ["ADMIN_ACTIONS", "ALLOW", "DATA_ACTIONS", "DENY", "WILDCARD", "check_rule",
+           "CasbinPolicyEngine"]
 
 log = structlog.get_logger(__name__)
 
@@ -414,13 +407,7 @@ class CasbinPolicyEngine:
         return self._change(lambda: bool(self._enforcer.add_named_policy("p", rule)))
 
     def remove_rule(
-        self,
-        role: str,
-        tenant: str,
-        obj: str,
-        action: str,
-        purpose: str,
-        effect: str = ALLOW,
+        self, role: str, tenant: str, obj: str, action: str, purpose: str, effect: str = ALLOW
     ) -> bool:
         """Remove a rule (same arguments as :meth:`add_rule`); False if absent.
 

@@ -13,16 +13,16 @@ data, so errors may name it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from types import MappingProxyType
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from vault._toml import load_model
 from vault.errors import ConfigError, UnknownPurpose
+from vault.types import Registry
 
 __all__ = ["LawfulBasis", "Purpose", "PurposeRegistry", "load_purposes"]
 
@@ -83,10 +83,10 @@ class _PurposesFile(BaseModel):
     purposes: dict[PurposeName, _PurposeEntry] = Field(min_length=1)
 
 
-class PurposeRegistry:
+class PurposeRegistry(Registry[Purpose]):
     """The known purposes, by name. Immutable once built."""
 
-    __slots__ = ("_purposes",)
+    __slots__ = ()
 
     def __init__(self, purposes: Iterable[Purpose]) -> None:
         by_name: dict[str, Purpose] = {}
@@ -94,7 +94,7 @@ class PurposeRegistry:
             if purpose.name in by_name:
                 raise ConfigError(f"purpose {purpose.name!r} is defined twice")
             by_name[purpose.name] = purpose
-        self._purposes: Mapping[str, Purpose] = MappingProxyType(by_name)
+        super().__init__(by_name)
 
     def get(self, name: str) -> Purpose:
         """Return the purpose called ``name``.
@@ -102,7 +102,7 @@ class PurposeRegistry:
         Raises:
             UnknownPurpose: no such purpose is registered.
         """
-        purpose = self._purposes.get(name) if isinstance(name, str) else None
+        purpose = self._items.get(name) if isinstance(name, str) else None
         if purpose is None:
             shown = repr(name) if isinstance(name, str) and _is_id(name) else "given"
             raise UnknownPurpose(f"the {shown} purpose is not registered", field="purpose")
@@ -111,19 +111,10 @@ class PurposeRegistry:
     @property
     def names(self) -> frozenset[str]:
         """Every registered purpose name."""
-        return frozenset(self._purposes)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self._purposes
-
-    def __iter__(self) -> Iterator[Purpose]:
-        return iter(self._purposes.values())
-
-    def __len__(self) -> int:
-        return len(self._purposes)
+        return frozenset(self._items)
 
     def __repr__(self) -> str:
-        return f"PurposeRegistry({sorted(self._purposes)!r})"
+        return f"PurposeRegistry({sorted(self._items)!r})"
 
 
 def _is_id(name: str) -> bool:

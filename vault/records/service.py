@@ -100,14 +100,8 @@ class RecordService:
     # ------------------------------------------------------------------ writes
 
     def put_many(
-        self,
-        actor: Actor,
-        collection: str,
-        items: Sequence[Mapping[str, Any]],
-        *,
-        purpose: str,
-        subject_ids: Sequence[str | None] | None = None,
-        jurisdiction: str | None = None,
+        self, actor: Actor, collection: str, items: Sequence[Mapping[str, Any]], *, purpose: str,
+        subject_ids: Sequence[str | None] | None = None, jurisdiction: str | None = None,
     ) -> list[str]:
         """Store many records in one transaction (see ``Vault.put_many``)."""
         call, schema = self._begin(actor, "write", collection, purpose)
@@ -266,12 +260,7 @@ class RecordService:
         return [s for s in new_subjects if s not in present]
 
     def update(
-        self,
-        actor: Actor,
-        collection: str,
-        record_id: str,
-        changes: Mapping[str, Any],
-        *,
+        self, actor: Actor, collection: str, record_id: str, changes: Mapping[str, Any], *,
         purpose: str,
     ) -> None:
         """Change some fields of a record (see ``Vault.update``)."""
@@ -364,12 +353,7 @@ class RecordService:
     # ------------------------------------------------------------------ reads
 
     def get_many(
-        self,
-        actor: Actor,
-        collection: str,
-        record_ids: Sequence[str],
-        *,
-        purpose: str,
+        self, actor: Actor, collection: str, record_ids: Sequence[str], *, purpose: str,
         fields: Sequence[str] | None = None,
     ) -> list[Record]:
         """Read records in one transaction (see ``Vault.get``/``get_many``)."""
@@ -459,15 +443,9 @@ class RecordService:
         return ids
 
     def _read(
-        self,
-        call: Call,
-        schema: CollectionSchema,
-        ids: Sequence[str],
-        fields: Sequence[str] | None,
-        *,
-        must_exist: bool = True,
-        verify: Mapping[str, str] | None = None,
-        searched: Sequence[str] | None = None,
+        self, call: Call, schema: CollectionSchema, ids: Sequence[str],
+        fields: Sequence[str] | None, *, must_exist: bool = True,
+        verify: Mapping[str, str] | None = None, searched: Sequence[str] | None = None,
     ) -> list[Record]:
         requested = self._requested(call, schema, fields, record_ids=ids)
         readable, maskable = self._read_decisions(call, schema, requested, record_ids=ids)
@@ -703,7 +681,7 @@ class RecordService:
     # ------------------------------------------------------------------ store
 
     def _subject_keys(
-        self, tenant: str, subject_ids: Sequence[str], *, create: Sequence[str] = ()
+        self, tenant: str, subject_ids: Sequence[str], *, create: Sequence[str] = (),
     ) -> dict[str, DataKey]:
         keys: dict[str, DataKey] = {}
         if create:

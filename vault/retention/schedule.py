@@ -44,19 +44,8 @@ from vault.errors import ConfigError
 from vault.retention._regime import DEFAULT_REGIME, REGIMES
 from vault.schema import NAME_PATTERN, Classification, CollectionSchema, SchemaRegistry
 
-__all__ = [
-    "Action",
-    "CategoryExpiry",
-    "Event",
-    "Period",
-    "RetentionRule",
-    "RetentionSchedule",
-    "SubjectEvents",
-    "add_period",
-    "category_expiry",
-    "load_schedule",
-    "record_expiries",
-]
+__all__ = ["Action", "CategoryExpiry", "Event", "Period", "RetentionRule", "RetentionSchedule",
+           "SubjectEvents", "add_period", "category_expiry", "load_schedule", "record_expiries"]
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 

@@ -1,21 +1,13 @@
-"""Initial schema: subjects, records, blind index, audit log with append-only triggers, policy.
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-23
-"""
-
-from __future__ import annotations
+"""Initial schema: subjects, records, blind index, audit log with append-only triggers, policy."""
 
 import sqlalchemy as sa
 from alembic import op
 
 from vault.store.base import UTCDateTime
+from vault.store.ddl import append_only
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -115,35 +107,7 @@ def upgrade() -> None:
         sa.Column("version", BIGINT, nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
     )
-    _append_only_triggers()
-
-
-def _append_only_triggers() -> None:
-    dialect = op.get_bind().dialect.name
-    if dialect == "sqlite":
-        for verb in ("UPDATE", "DELETE"):
-            op.execute(
-                f"CREATE TRIGGER audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
-                f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}'); END"
-            )
-    elif dialect == "postgresql":
-        op.execute(
-            "CREATE OR REPLACE FUNCTION vault_audit_append_only() RETURNS trigger "
-            "LANGUAGE plpgsql AS $$ BEGIN "
-            f"RAISE EXCEPTION '{APPEND_ONLY_MESSAGE}' USING ERRCODE = 'insufficient_privilege'; "
-            "END $$"
-        )
-        op.execute(
-            "CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON audit_log "
-            "FOR EACH ROW EXECUTE FUNCTION vault_audit_append_only()"
-        )
-        op.execute(
-            "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
-            "FOR EACH STATEMENT EXECUTE FUNCTION vault_audit_append_only()"
-        )
-        # ENABLE ALWAYS: the triggers fire even with session_replication_role = replica.
-        op.execute("ALTER TABLE audit_log ENABLE ALWAYS TRIGGER audit_log_no_update_delete")
-        op.execute("ALTER TABLE audit_log ENABLE ALWAYS TRIGGER audit_log_no_truncate")
+    append_only("audit_log", "vault_audit_append_only", APPEND_ONLY_MESSAGE)
 
 
 def downgrade() -> None:

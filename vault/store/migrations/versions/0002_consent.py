@@ -1,21 +1,13 @@
-"""Consent: append-only consent ledger, derived consent state, subject restriction.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-12-02
-"""
-
-from __future__ import annotations
+"""Consent: append-only consent ledger, derived consent state, subject restriction."""
 
 import sqlalchemy as sa
 from alembic import op
 
 from vault.store.base import UTCDateTime
+from vault.store.ddl import append_only
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -69,36 +61,7 @@ def upgrade() -> None:
     with op.batch_alter_table("subjects") as batch:
         batch.add_column(sa.Column("restricted_at", UTCDateTime()))
         batch.add_column(sa.Column("restriction_reason", sa.String(64)))
-    _append_only_triggers()
-
-
-def _append_only_triggers() -> None:
-    """The same pattern as the audit log's (0001): the database refuses rewrites."""
-    dialect = op.get_bind().dialect.name
-    if dialect == "sqlite":
-        for verb in ("UPDATE", "DELETE"):
-            op.execute(
-                f"CREATE TRIGGER consent_events_no_{verb.lower()} BEFORE {verb} "
-                f"ON consent_events BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}'); END"
-            )
-    elif dialect == "postgresql":
-        op.execute(
-            "CREATE OR REPLACE FUNCTION vault_consent_append_only() RETURNS trigger "
-            "LANGUAGE plpgsql AS $$ BEGIN "
-            f"RAISE EXCEPTION '{APPEND_ONLY_MESSAGE}' USING ERRCODE = 'insufficient_privilege'; "
-            "END $$"
-        )
-        op.execute(
-            "CREATE TRIGGER consent_events_no_update_delete BEFORE UPDATE OR DELETE "
-            "ON consent_events FOR EACH ROW EXECUTE FUNCTION vault_consent_append_only()"
-        )
-        op.execute(
-            "CREATE TRIGGER consent_events_no_truncate BEFORE TRUNCATE ON consent_events "
-            "FOR EACH STATEMENT EXECUTE FUNCTION vault_consent_append_only()"
-        )
-        op.execute("ALTER TABLE consent_events "
-                   "ENABLE ALWAYS TRIGGER consent_events_no_update_delete")
-        op.execute("ALTER TABLE consent_events ENABLE ALWAYS TRIGGER consent_events_no_truncate")
+    append_only("consent_events", "vault_consent_append_only", APPEND_ONLY_MESSAGE)
 
 
 def downgrade() -> None:

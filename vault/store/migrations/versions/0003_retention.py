@@ -1,11 +1,4 @@
-"""Retention: per-record expiry, subject events, legal holds, sweep runs, shred queue.
-
-Revision ID: 0003
-Revises: 0001 (the lead rechains it after 0002 at merge)
-Create Date: 2026-12-02
-"""
-
-from __future__ import annotations
+"""Retention: per-record expiry, subject events, legal holds, sweep runs, shred queue."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -14,8 +7,6 @@ from vault.store.base import UTCDateTime
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 

@@ -4,13 +4,7 @@
 records, the list of those subjects (one row written with the batch instead of
 one per subject). ``retention_runs.tenant`` is the tenant a run was limited to
 (NULL: every tenant, and every run made before this revision).
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-02
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
@@ -19,8 +13,6 @@ from vault.store.base import UTCDateTime
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 

@@ -5,13 +5,7 @@ recomputed for a changed schedule, schema categories or jurisdiction map (see
 ``RetentionService.fingerprint``); the newest row is the one in force. Rows are
 only ever added, so the application role needs INSERT and SELECT on it and
 nothing on ``vault_meta``.
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-12-02
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
@@ -20,8 +14,6 @@ from vault.store.base import UTCDateTime
 
 revision = "0006"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
 
 BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 

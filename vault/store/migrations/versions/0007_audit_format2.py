@@ -12,21 +12,13 @@ Downgrading keeps both columns: the audit log is evidence, and a format-2
 entry stripped of its format would no longer verify. An older release writing
 after a downgrade fills them with their defaults (format 1, ``{}``). Running
 this upgrade again on such a database only checks that they are there.
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-03
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

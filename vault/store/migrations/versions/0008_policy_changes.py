@@ -1,12 +1,6 @@
 """Separation of duties: rule changes that grant a data action wait for a second
 administrator (``policy_changes``; rows are decided, never deleted).
-
-Revision ID: 0008
-Revises: 0007
-Create Date: 2026-12-03
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
@@ -15,8 +9,6 @@ from vault.store.base import UTCDateTime
 
 revision = "0008"
 down_revision = "0007"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

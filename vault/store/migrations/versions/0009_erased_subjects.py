@@ -8,13 +8,7 @@ deleted. Subjects shredded before this revision are marked by ``vault upgrade``
 from the key store's tombstones; ``vault keys check-erasures --repair`` (or
 ``v.keys.check_erasures(repair=True)``) marks any whose key is live again, from
 the audit log.
-
-Revision ID: 0009
-Revises: 0008
-Create Date: 2026-12-03
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
@@ -23,8 +17,6 @@ from vault.store.base import UTCDateTime
 
 revision = "0009"
 down_revision = "0008"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
