@@ -390,6 +390,7 @@ class KeyStore:
 
         Raises:
             KeyDestroyed: a subject was crypto-shredded; its id cannot be reused.
+            KeyManagementError: the key store cannot be reached or written.
         """
         wanted = list(dict.fromkeys(subject_ids))
         if not wanted:
@@ -425,6 +426,8 @@ class KeyStore:
                     continue
             keys = self.get_keys(tenant, wanted)
             return [keys[sid] for sid in wanted]
+        except SQLAlchemyError:
+            raise KeyManagementError("the key store cannot be reached or written") from None
         by_subject = {}
         for made in inserted:
             by_subject[made.subject_id] = DataKey(
