@@ -20,7 +20,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+import structlog
+from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault._kernel.kernel import Kernel, Rules
@@ -38,8 +39,10 @@ from vault.policy.engine import CasbinPolicyEngine
 from vault.retention import expiry
 from vault.store import migrate
 from vault.store.engine import check_private_files, make_engine
-from vault.store.erasures import backfill_markers
-from vault.store.tables import META
+from vault.store.erasures import backfill_markers, erased_among, mark_erased
+from vault.store.tables import BLIND_INDEX, ERASED_SUBJECTS, META, RECORDS
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["init", "open_kernel", "settings_of", "upgrade"]
 
@@ -157,7 +160,9 @@ def upgrade(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
         raise ConfigError("the data database cannot be migrated or reached") from None
     finally:
         data_engine.dispose()
-    kernel = open_kernel(cfg, clock)
+    # Not the crash recovery of open: tombstones without markers are, here, the
+    # subjects shredded before markers existed, which get theirs below.
+    kernel = open_kernel(cfg, clock, recover_erasures=False)
     try:
         rules = kernel.rules
         added = expiry.backfill(kernel.engine, rules.schedule, rules.schemas,
@@ -179,7 +184,8 @@ def upgrade(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
     return kernel
 
 
-def open_kernel(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
+def open_kernel(cfg: VaultSettings, clock: Clock | None = None, *,
+                recover_erasures: bool = True) -> Kernel:
     """The kernel of :meth:`Vault.open <vault.Vault.open>`; a configuration change
     is recorded and audited before it is returned (fail closed)."""
     _check_separation(cfg)
@@ -220,10 +226,53 @@ def open_kernel(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
     try:
         kernel.keystore.create_schema()  # a key store older than its destruction counter
         _record_config(kernel)
+        if recover_erasures:
+            _recover_unrecorded_erasures(kernel)
     except BaseException:
         kernel.close()
         raise
     return kernel
+
+
+def _recover_unrecorded_erasures(kernel: Kernel) -> None:
+    """Finish crypto-shreddings that a crash cut in two.
+
+    A shredding (``keys.destroy``, the sweeper's ``retention.shred``) commits the
+    tombstone in the key store first, then, in the data database, removes the
+    subject's blind-index rows, writes its erasure marker and its audit entry. A
+    process killed in between leaves a destroyed key that the log does not record
+    and index rows that still link the subject's records
+    (``tests/security/test_crash_injection.py``). Every open compares two counts;
+    if the key store holds more tombstones than the data database holds markers,
+    the subjects without a marker get one, lose their index rows and are audited
+    (``keys.destroy``, reason ``recovered``), in one transaction.
+    """
+    with kernel.read_only() as conn:
+        marked = int(conn.execute(select(func.count()).select_from(ERASED_SUBJECTS))
+                     .scalar_one())
+    if kernel.keystore.destroyed_count() <= marked:
+        return
+    tombstones: dict[str, list[str]] = {}
+    for tenant, subject_id in kernel.keystore.destroyed_subjects():
+        tombstones.setdefault(tenant, []).append(subject_id)
+    now = kernel.clock.now()
+    events = []
+    with kernel.engine.begin() as conn:
+        for tenant, subject_ids in sorted(tombstones.items()):
+            present = erased_among(conn, tenant, subject_ids)
+            missing = [s for s in subject_ids if s not in present]
+            for start in range(0, len(missing), 500):
+                chunk = missing[start:start + 500]
+                records = select(RECORDS.c.id).where(RECORDS.c.tenant == tenant,
+                                                     RECORDS.c.subject_id.in_(chunk))
+                conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id.in_(records)))
+                pseudonyms = {s: kernel.pseudonym(tenant, s) for s in chunk}
+                mark_erased(conn, tenant, pseudonyms, action="keys.destroy", now=now)
+                events += [kernel.event("keys.destroy", tenant=tenant, subjects=(p,),
+                                        reason="recovered") for p in pseudonyms.values()]
+        if events:
+            kernel.audit_log.append(conn, kernel.group_by_chain(events))
+            log.warning("unrecorded_erasures_recovered", subjects=len(events))
 
 
 def _assemble(

@@ -688,6 +688,21 @@ class KeyStore:
 
     # ------------------------------------------------------------------ rotation
 
+    def destroyed_count(self) -> int:
+        """How many tombstones (destroyed data keys) the key store holds.
+
+        Raises:
+            KeyManagementError: the key store cannot be reached.
+        """
+        try:
+            with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+                count = conn.execute(select(func.count()).select_from(_T)
+                                     .where(_T.c.wrapped.is_(None))).scalar_one()
+                conn.rollback()
+        except SQLAlchemyError:
+            raise KeyManagementError("the key store cannot be reached") from None
+        return int(count)
+
     def count_by_kek_version(self) -> dict[int, int]:
         """Live (not destroyed) data keys per KEK version."""
         with self._engine.connect() as conn:
