@@ -500,9 +500,14 @@ class Driver:
                 if tomb != logged or tomb != (subject in marked):
                     self.violation(f"point {k}: {subject} key destroyed: {tomb}, shred "
                                    f"audited: {logged}, marked: {subject in marked}")
-            for rid in left & set(expired):
+            kept = [rid for rid in expired if rid in left]
+            for rid in kept:
                 if self.index_rows(nv, rid) == 0:
                     self.violation(f"point {k}: a kept record lost its index rows")
+            for record in nv.get_many(CRM, "customers", kept, purpose=PURPOSE):
+                n = expired.index(record.id)
+                if not self.same(record.data, self.person(n) | {"email": f"old.{n}@x.com"}):
+                    self.violation(f"point {k}: kept record {n} is not whole")
             self.report.extra["records_left_at_last_point"] = len(left & set(expired))
             self.tally(bool(gone))
 
