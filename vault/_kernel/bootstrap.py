@@ -34,7 +34,7 @@ from vault.crypto.envelope import AESGCMFieldCipher
 from vault.crypto.keys import KeyProvider, LocalKeyProvider
 from vault.crypto.keystore import KeyStore
 from vault.crypto.pseudonym import Pseudonymizer
-from vault.errors import ConfigError
+from vault.errors import ConfigError, ShreddingIncomplete
 from vault.policy.engine import CasbinPolicyEngine
 from vault.retention import expiry
 from vault.store import migrate
@@ -246,7 +246,27 @@ def _recover_unrecorded_erasures(kernel: Kernel) -> None:
     if the key store holds more tombstones than the data database holds markers,
     the subjects without a marker get one, lose their index rows and are audited
     (``keys.destroy``, reason ``recovered``), in one transaction.
+
+    On SQLite, an open that finds the key store's WAL not empty also checkpoints
+    it (one short attempt), as a shredding killed before its own checkpoint would
+    have done, so that destroyed keys' old bytes leave ``keys.db`` and
+    ``keys.db-wal``. If readers keep it busy, a warning is logged and a later
+    checkpoint does it.
     """
+    _mark_cut_shreddings(kernel)
+    engine = kernel.keystore.engine
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return
+    wal = Path(f"{engine.url.database}-wal")
+    if not wal.exists() or wal.stat().st_size == 0:
+        return
+    try:
+        kernel.keystore.checkpoint(attempts=1)
+    except ShreddingIncomplete:
+        log.warning("key_store_checkpoint_busy_at_open")
+
+
+def _mark_cut_shreddings(kernel: Kernel) -> None:
     with kernel.read_only() as conn:
         marked = int(conn.execute(select(func.count()).select_from(ERASED_SUBJECTS))
                      .scalar_one())

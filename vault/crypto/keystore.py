@@ -646,14 +646,15 @@ class KeyStore:
         if conn.execute(_BUMP_COUNTER).rowcount == 0:
             conn.execute(insert(_COUNTER), [{"id": 1, "value": 1}])
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, *, attempts: int | None = None) -> None:
         """SQLite: copy the WAL into the key file and empty the WAL, so destroyed key
         material no longer lingers there (no-op on other databases).
 
         SQLite does not raise when a checkpoint cannot finish: it reports "busy" in
         its result row, for instance while another connection (in any process) holds
         a read transaction that still uses the WAL. That result is checked; a busy
-        checkpoint is retried ``checkpoint_attempts`` times, each waiting at most
+        checkpoint is retried ``checkpoint_attempts`` (or ``attempts``) times, each
+        waiting at most
         ``checkpoint_wait`` seconds for the readers (instead of the engine's 30 s
         busy timeout) and as long again between attempts.
 
@@ -666,7 +667,7 @@ class KeyStore:
         if self._engine.dialect.name != "sqlite":
             return
         wait_ms = max(1, int(self._checkpoint_wait * 1000))
-        for attempt in range(self._checkpoint_attempts):
+        for attempt in range(attempts or self._checkpoint_attempts):
             if attempt:
                 time.sleep(self._checkpoint_wait)
             with self._engine.connect().execution_options(sqlite_begin="none") as conn:
