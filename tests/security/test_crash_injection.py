@@ -54,6 +54,8 @@ def _check(report: dict[str, Any]) -> None:
     assert report["consistent_absent"] and report["consistent_changes"], summary
 
 
+@pytest.mark.heavy
+@pytest.mark.slow
 @pytest.mark.parametrize("op", OPS)
 def test_sigkill_at_every_step_on_sqlite(op: str, tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
@@ -61,6 +63,8 @@ def test_sigkill_at_every_step_on_sqlite(op: str, tmp_path: Path) -> None:
     _check(_run(op, settings, tmp_path / "work"))
 
 
+@pytest.mark.heavy
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.parametrize("op", OPS)
 def test_sigkill_at_every_step_on_postgres(op: str, pg_schemas: PgSchemas,

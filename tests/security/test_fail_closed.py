@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from sqlalchemy import event, text
@@ -239,7 +239,7 @@ def test_every_data_operation_is_refused(settings: VaultSettings, fault: str) ->
 # ---------------------------------------------------------------- disk full
 
 
-def _disk_full_refused(reason: str) -> None:
+def _disk_full_refused(reason: str) -> NoReturn:
     if os.environ.get("VAULT_REQUIRE_DISKFULL") == "1":
         pytest.fail(f"{reason}; VAULT_REQUIRE_DISKFULL=1 demands the disk-full test")
     pytest.skip(reason)
@@ -250,8 +250,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs (root only); skipped with the reason where it cannot be mounted."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs",
-                           str(mount)], capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs",
+                               str(mount)], capture_output=True, text=True, check=False)
+    except OSError as exc:  # no mount(8) here
+        _disk_full_refused(f"cannot run mount: {type(exc).__name__}")
     if done.returncode != 0:
         _disk_full_refused(f"cannot mount a size-limited tmpfs: {done.stderr.strip()[:200]}")
     try:
