@@ -8,6 +8,7 @@ import os
 import random
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,19 +118,26 @@ def work(vault: Vault, worker: int, writes: int, *, read_every: int, search_ever
     return out
 
 
+def _wait_until(start_at: float) -> None:
+    """All writers start together, however long each took to spawn and open."""
+    time.sleep(max(0.0, start_at - time.time()))
+
+
 def sqlite_worker(home: str, worker: int, writes: int, read_every: int, search_every: int,
-                  lock: bool) -> WorkerResult:
+                  lock: bool, start_at: float) -> WorkerResult:
     """One writing process on a SQLite vault (``lock`` False: the control run)."""
     import vault.audit.log
 
     vault.audit.log.CHAIN_LOCK = lock
     with Vault.open(settings=settings_of(home, None, None)) as v:
+        _wait_until(start_at)
         return work(v, worker, writes, read_every=read_every, search_every=search_every,
                     check=lock)
 
 
 def pg_worker(home: str, database_url: str, keystore_url: str, first: int, threads: int,
-              writes: int, read_every: int, search_every: int, lock: bool) -> list[WorkerResult]:
+              writes: int, read_every: int, search_every: int, lock: bool,
+              start_at: float) -> list[WorkerResult]:
     """One process holding ``threads`` connections to a PostgreSQL vault, each its own
     ``Vault`` (engine and pool) in its own thread, started together."""
     import vault.audit.log
@@ -143,6 +151,7 @@ def pg_worker(home: str, database_url: str, keystore_url: str, first: int, threa
         try:
             with Vault.open(settings=settings) as v:
                 barrier.wait(timeout=120)
+                _wait_until(start_at)
                 results.append(work(v, worker, writes, read_every=read_every,
                                     search_every=search_every, check=lock))
         except BaseException as exc:  # reported by the test

@@ -46,6 +46,7 @@ from .matrix import (
 
 SQLITE_WRITES = int(os.environ.get("VAULT_MATRIX_SQLITE_WRITES", "500"))
 PG_WRITES = int(os.environ.get("VAULT_MATRIX_PG_WRITES", "250"))
+START = 4.0  # seconds from now at which every writer starts (after spawning and opening)
 
 
 def _prepare(settings: VaultSettings, *, control: bool) -> int:
@@ -127,7 +128,7 @@ def _run_sqlite(settings: VaultSettings, processes: int, writes: int, *, lock: b
     started = time.monotonic()
     with ctx.Pool(processes) as pool:
         results = pool.starmap(sqlite_worker, [
-            (str(settings.home), w, writes, read_every, search_every, lock)
+            (str(settings.home), w, writes, read_every, search_every, lock, time.time() + START)
             for w in range(1, processes + 1)])
     return results, time.monotonic() - started
 
@@ -140,7 +141,8 @@ def _run_pg(settings: VaultSettings, processes: int, threads: int, writes: int, 
     with ctx.Pool(processes) as pool:
         nested = pool.starmap(pg_worker, [
             (str(settings.home), settings.database_url, settings.keystore_url,
-             1 + p * threads, threads, writes, read_every, search_every, lock)
+             1 + p * threads, threads, writes, read_every, search_every, lock,
+             time.time() + START)
             for p in range(processes)])
     return [r for group in nested for r in group], time.monotonic() - started
 
@@ -178,7 +180,7 @@ def test_thirty_two_connections_write_read_and_search_on_postgres(
 def test_control_without_the_chain_lock_forks_on_sqlite(tmp_path: Path) -> None:
     settings = settings_of(str(tmp_path / "vault"), None, None)
     _prepare(settings, control=True)
-    results, _ = _run_sqlite(settings, 4, 40, lock=False, read_every=0, search_every=0)
+    results, _ = _run_sqlite(settings, 4, 60, lock=False, read_every=0, search_every=0)
     _check_control(settings, results, "sqlite control")
 
 
