@@ -115,8 +115,10 @@ def vault(settings: VaultSettings) -> Iterator[Vault]:
         v.roles.assign(user, role, tenant="acme")
     try:
         yield v
-        report = v.audit_log.verify()
-        assert report.ok, f"audit chain broken after test: {report}"
+        # The whole check (chains, erasures against the key store, record versions
+        # against the log), so that no test's ordinary use looks like damage.
+        report = v.audit.verify()
+        assert report.ok, f"audit damage after test: {report}"
     finally:
         v.close()
 

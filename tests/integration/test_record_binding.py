@@ -165,6 +165,5 @@ def test_records_of_an_older_vault_are_sealed_by_upgrade(vault: Vault) -> None:
         assert upgraded.get(CRM, "customers", rid, purpose=PURPOSE).data["email"]
         with upgraded.engine.begin() as conn:
             conn.execute(text("UPDATE records SET seal = NULL"))
-    with Vault.upgrade(settings=settings) as again:
-        with pytest.raises(DecryptionError):
-            again.get(CRM, "customers", rid, purpose=PURPOSE)
+    with Vault.upgrade(settings=settings) as again, pytest.raises(DecryptionError):
+        again.get(CRM, "customers", rid, purpose=PURPOSE)

@@ -20,9 +20,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from vault._kernel import seals
 from vault._kernel.kernel import Kernel, Rules
 from vault.audit.config import config_items, record_config
 from vault.audit.log import AuditLog
@@ -121,6 +122,8 @@ def init(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
                 {"key": "vault_id", "value": vault_id},
             ],
         )
+        # A new vault seals every record it writes: no seal is ever pending.
+        conn.execute(update(META).where(META.c.key == seals.SEALS_KEY).values(value=seals.DONE))
         audit_log.create_heads(conn)
     policy = CasbinPolicyEngine(
         data_engine, policies_dir / "model.conf", clock=clk,
@@ -173,6 +176,10 @@ def upgrade(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
                                   kernel.pseudonym, kernel.clock.now())
         if marked:
             kernel.audit("vault.upgrade", reason=f"erased_marked:{marked}")
+        # Records written before seals get theirs, once (vault._kernel.seals).
+        sealed = seals.seal_pending(kernel)
+        if sealed is not None:
+            kernel.audit("vault.upgrade", reason=f"records_sealed:{sealed}")
     except BaseException:
         kernel.close()
         raise

@@ -73,9 +73,11 @@ CURRENT_FORMAT = FORMAT_2
 EMPTY_CONTEXT = "{}"
 CONTEXT_KEYS = frozenset({
     "credential_id", "factor", "factor_at", "host", "on_behalf_of", "operator", "os_user",
+    "version",
 })
 """The keys an entry's context may hold: ids and names of the machinery around a
-call, never personal data about a data subject. (The request's correlation id
+call (and ``version``, the record version an update wrote), never personal data
+about a data subject. (The request's correlation id
 is the ``request_id`` column, bound in both formats, so it is not repeated here.)"""
 CONTEXT_VALUE_MAX = 128
 SEP = "\x1f"  # unit separator: no column may contain a control character
@@ -138,6 +140,10 @@ class Damage(StrEnum):
     # A subject the log says was crypto-shredded has a live data key again (a key
     # store restored from an older copy); see vault.audit.erasures.
     RESURRECTED_KEY = "resurrected_key"
+    # A record at an older version than the log records (a row rolled back to an
+    # older copy), or at one the log never recorded; see vault.audit.versions.
+    ROLLED_BACK = "record_rolled_back"
+    UNAUDITED_CHANGE = "record_unaudited_change"
 
 
 @dataclass(frozen=True, slots=True)

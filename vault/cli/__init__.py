@@ -226,22 +226,27 @@ def keys_export_public_key(
 
 @roles_app.command("assign")
 @guard
-def roles_assign(user: str, role: str, tenant: TenantOpt = "default",
-                 home: HomeOpt = None) -> None:
+def roles_assign(user: str, role: str, tenant: TenantOpt = "default", home: HomeOpt = None) -> None:
     """Give USER the ROLE in a tenant."""
-    with open_vault(home) as vault:
-        changed = vault.roles.assign(user, role, tenant=tenant)
-    out.print(f"{user} {'now has' if changed else 'already had'} role {role} in {tenant}")
+    _change_role(home, user, role, tenant, grant=True)
 
 
 @roles_app.command("revoke")
 @guard
-def roles_revoke(user: str, role: str, tenant: TenantOpt = "default",
-                 home: HomeOpt = None) -> None:
+def roles_revoke(user: str, role: str, tenant: TenantOpt = "default", home: HomeOpt = None) -> None:
     """Take ROLE in a tenant away from USER."""
+    _change_role(home, user, role, tenant, grant=False)
+
+
+def _change_role(home: Path | None, user: str, role: str, tenant: str, *, grant: bool) -> None:
     with open_vault(home) as vault:
-        changed = vault.roles.revoke(user, role, tenant=tenant)
-    out.print(f"{user} {'no longer has' if changed else 'did not have'} role {role} in {tenant}")
+        if grant:
+            changed = vault.roles.assign(user, role, tenant=tenant)
+            said = "now has" if changed else "already had"
+        else:
+            changed = vault.roles.revoke(user, role, tenant=tenant)
+            said = "no longer has" if changed else "did not have"
+    out.print(f"{user} {said} role {role} in {tenant}")
 
 
 @roles_app.command("list")

@@ -11,11 +11,22 @@ context: tenant, collection, record id, field name and subject id. A
 ciphertext moved to another record, field, subject or tenant, or whose header
 is altered, fails authentication. The nonce is drawn from the OS CSPRNG
 inside :meth:`AESGCMFieldCipher.encrypt`; callers cannot supply one.
+
+A record's envelopes are framed into one value (:mod:`vault.crypto.framing`)
+and the record as a whole carries a *seal*: an AES-GCM tag (no plaintext) under
+the same data key, in the same 22-byte header layout, whose associated data is
+the header, the label ``vault/record-seal/v1``, tenant, collection, record id,
+subject id, the record's version (u64) and the SHA-256 of the framed envelopes.
+Dropping, adding, reordering or replacing any field's envelope, writing back an
+older version's envelopes, or moving a seal to another record or version fails
+:meth:`AESGCMFieldCipher.check_seal`. (A whole row rolled back to an older,
+self-consistent copy is for the audit log to catch: it records every version.)
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import struct
 from collections.abc import Container, Iterable, Mapping
@@ -43,6 +54,9 @@ TAG_BYTES = 16
 _HEADER = struct.Struct(">BBQ")
 HEADER_BYTES = _HEADER.size + NONCE_BYTES
 _AD_LABEL = b"vault/field/v1"
+_SEAL_LABEL = b"vault/record-seal/v1"
+_VERSION = struct.Struct(">Q")
+SEAL_BYTES = HEADER_BYTES + TAG_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +99,19 @@ class RecordContext:
     re-encoding the shared parts for each field of a record.
     """
 
-    __slots__ = ("prefix", "suffix")
+    __slots__ = ("prefix", "seal_prefix", "suffix")
 
     def __init__(self, tenant: str, collection: str, record_id: str, subject_id: str) -> None:
         #: The encoded label, tenant, collection and record id; then the subject id.
         self.prefix = _scope(tenant, collection) + _lp(record_id)
         self.suffix = _lp(subject_id)
+        #: The record seal's label, tenant, collection, record id and subject id.
+        self.seal_prefix = _seal_scope(tenant, collection) + _lp(record_id) + self.suffix
+
+    def seal_data(self, header: bytes, version: int, framed: bytes) -> bytes:
+        """The associated data of the record's seal at ``version`` over ``framed``."""
+        return (header + self.seal_prefix + _VERSION.pack(version)
+                + hashlib.sha256(framed).digest())
 
     def field(self, name: str) -> BoundContext:
         return BoundContext(self.tail(name))
@@ -132,6 +153,11 @@ def _name_out(name: str) -> tuple[bytes, bytes]:
 @functools.lru_cache(maxsize=1024)
 def _scope(tenant: str, collection: str) -> bytes:
     return length_prefixed(_AD_LABEL, tenant, collection)
+
+
+@functools.lru_cache(maxsize=1024)
+def _seal_scope(tenant: str, collection: str) -> bytes:
+    return length_prefixed(_SEAL_LABEL, tenant, collection)
 
 
 class AESGCMFieldCipher:
@@ -281,6 +307,36 @@ class AESGCMFieldCipher:
         try:
             return key.aead.decrypt(nonce, envelope[HEADER_BYTES:],
                                     context.associated_data(header))
+        except InvalidTag:
+            raise DecryptionError() from None
+
+    def seal(self, key: DataKey, framed: bytes, record: RecordContext, version: int) -> bytes:
+        """The seal of a record's framed envelopes at ``version`` (see the module
+        docstring): a fresh random nonce, no plaintext, the tag over all of it."""
+        nonce = os.urandom(NONCE_BYTES)
+        header = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id) + nonce
+        return header + key.aead.encrypt(nonce, b"", record.seal_data(header, version, framed))
+
+    def check_seal(self, key: DataKey, seal: bytes | None, framed: bytes,
+                   record: RecordContext, version: int) -> None:
+        """Refuse a record whose seal does not vouch for exactly these framed
+        envelopes of this record at this version (or that has no seal).
+
+        Raises:
+            DecryptionError: for every failure, with no detail.
+        """
+        if seal is None or len(seal) != SEAL_BYTES:
+            raise DecryptionError()
+        if type(seal) is not bytes:
+            seal = bytes(seal)
+        if type(framed) is not bytes:
+            framed = bytes(framed)
+        header = seal[:HEADER_BYTES]
+        if header[:_HEADER.size] != _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id):
+            raise DecryptionError()
+        try:
+            key.aead.decrypt(header[_HEADER.size:], seal[HEADER_BYTES:],
+                             record.seal_data(header, version, framed))
         except InvalidTag:
             raise DecryptionError() from None
 

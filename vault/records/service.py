@@ -61,7 +61,7 @@ MISSED = "matched:0"
 # planner with stale statistics scans the whole (tenant, collection) index.
 _SELECT_ROWS = select(
     RECORDS.c.id, RECORDS.c.subject_id, RECORDS.c.envelopes, RECORDS.c.tenant,
-    RECORDS.c.collection,
+    RECORDS.c.collection, RECORDS.c.version, RECORDS.c.seal,
     # The subject's restriction flag and jurisdiction come with its records, so
     # the consent gate of a read needs no statement of its own in the common case;
     # so does its erasure marker, which a restored key store cannot undo.
@@ -76,7 +76,10 @@ _SELECT_ROWS = select(
 _BULK_SUBJECTS = BulkInsert(SUBJECTS, ("tenant", "subject_id", "pseudonym", "jurisdiction",
                                        "created_at"))
 _BULK_RECORDS = BulkInsert(RECORDS, ("id", "tenant", "collection", "subject_id", "envelopes",
-                                     "created_at", "updated_at", "version"))
+                                     "created_at", "updated_at", "version", "seal"))
+# An update locks its record's row first (PostgreSQL), so that two updates of one
+# record queue and each seals the version after the other's.
+_LOCK_RECORD = select(RECORDS.c.id).where(RECORDS.c.id == bindparam("rid")).with_for_update()
 _BULK_BLIND = BulkInsert(BLIND_INDEX, ("tenant", "collection", "field", "digest", "record_id"))
 
 
@@ -135,7 +138,8 @@ class RecordService:
                     (tenant, s, pseudonyms[s], jurisdiction, now) for s in new_subjects
                 ])
             _BULK_RECORDS.execute(conn, [
-                (r["id"], tenant, schema.name, r["subject_id"], r["envelopes"], now, now, 1)
+                (r["id"], tenant, schema.name, r["subject_id"], r["envelopes"], now, now, 1,
+                 r["seal"])
                 for r in record_rows
             ])
             self._hooks.records_inserted(conn, tenant, schema, record_rows, values,
@@ -222,12 +226,12 @@ class RecordService:
         for subject, value in zip(subjects, values, strict=True):
             record_id = new_id()
             plaintexts = {name: encode_value(x) for name, x in value.items() if x is not None}
+            framed, seal = self._seal.seal(keys[subject], tenant, schema, record_id,
+                                           subject, plaintexts)
             record_rows.append({
                 "id": record_id, "tenant": tenant, "collection": schema.name,
-                "subject_id": subject,
-                "envelopes": self._seal.seal(keys[subject], tenant, schema, record_id,
-                                             subject, plaintexts),
-                "created_at": now, "updated_at": now, "version": 1,
+                "subject_id": subject, "envelopes": framed,
+                "created_at": now, "updated_at": now, "version": 1, "seal": seal,
             })
             self._seal.index_tuples(index_rows, tenant, schema, record_id, value)
             pseudonym = pseudonyms[subject]
@@ -274,6 +278,7 @@ class RecordService:
         purpose = _purpose(call)
 
         def change(conn: Connection) -> None:
+            conn.execute(_LOCK_RECORD, {"rid": rid})
             row = load_rows(conn, tenant, schema.name, [rid]).get(rid)
             if row is None:
                 raise NotFound(f"no record {rid} in {schema.name}")
@@ -286,16 +291,22 @@ class RecordService:
             pseudonym = self._k.pseudonym(tenant, row.subject_id)
             self._refuse_erased(tenant, [row.subject_id])
             key = self._k.keystore.get_key(tenant, row.subject_id)
+            # The stored record must be the one its seal vouches for: an update
+            # never re-seals envelopes that were tampered with.
+            self._seal.check(key, tenant, schema, row)
             envelopes = decode_envelopes(row.envelopes)
             envelopes.update(self._seal.encrypt_fields(key, tenant, schema, rid,
                                                        row.subject_id, values))
             for name, value in values.items():
                 if value is None:
                     envelopes.pop(name, None)
+            framed = encode_envelopes(envelopes)
+            version = row.version + 1
             conn.execute(
                 update(RECORDS).where(RECORDS.c.id == rid).values(
-                    envelopes=encode_envelopes(envelopes), updated_at=self._k.clock.now(),
-                    version=RECORDS.c.version + 1)
+                    envelopes=framed, updated_at=self._k.clock.now(), version=version,
+                    seal=self._seal.reseal(key, tenant, schema.name, rid, row.subject_id,
+                                           framed, version))
             )
             self._hooks.records_updated(conn, tenant, [rid])
             touched = [n for n in values if n in schema.searchable_fields]
@@ -309,7 +320,7 @@ class RecordService:
             call.record([AuditEvent(
                 tenant=tenant, actor=call.actor.id, action="update", decision=Decision.ALLOW,
                 collection=schema.name, record_ids=(rid,), subjects=(pseudonym,),
-                fields=tuple(sorted(values)), purpose=purpose,
+                fields=tuple(sorted(values)), purpose=purpose, context={"version": version},
             )])
             call.record(gate_events)
 
