@@ -50,6 +50,7 @@ __all__ = [
     "TEXT_COLUMNS",
     "VerifyReport",
     "chain_for",
+    "decode_list",
     "encode_context",
     "encode_list",
     "entry_hash",
@@ -261,6 +262,18 @@ def format_ts(ts: dt.datetime) -> str:
 
 def encode_list(items: Sequence[str]) -> str:
     return json.dumps(list(items), separators=(",", ":"), ensure_ascii=True)
+
+
+def decode_list(text: object) -> list[str]:
+    """The strings of a stored list column (``record_ids``, ``subjects``, ``fields``);
+    nothing from a damaged one (verify's chain walk names that entry)."""
+    if not isinstance(text, str | bytes):
+        return []
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return []
+    return [item for item in items if isinstance(item, str)] if isinstance(items, list) else []
 
 
 def encode_context(context: Mapping[str, str | int | bool]) -> str:

@@ -13,13 +13,12 @@ older, self-consistent copy decrypts; this comparison is what finds it
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
-from vault.audit.chain import Damage, Decision, Finding
+from vault.audit.chain import Damage, Decision, Finding, decode_list
 from vault.store.tables import AUDIT_LOG, RECORDS
 
 __all__ = ["CHANGING_ACTIONS", "VersionMismatch", "find_version_mismatches",
@@ -54,16 +53,9 @@ def find_version_mismatches(conn: Connection) -> list[VersionMismatch]:
                AUDIT_LOG.c.decision == Decision.ALLOW.value)
         .order_by(AUDIT_LOG.c.seq))
     for row in rows:
-        try:
-            named = json.loads(row.record_ids)
-        except (TypeError, ValueError):
-            continue  # a damaged entry: verify's chain walk names it
-        if not isinstance(named, list):
-            continue
-        for rid in named:
-            if isinstance(rid, str):
-                changes[rid] += 1
-                last[rid] = (int(row.seq), int(row.chain), int(row.chain_seq))
+        for rid in decode_list(row.record_ids):
+            changes[rid] += 1
+            last[rid] = (int(row.seq), int(row.chain), int(row.chain_seq))
     found: list[VersionMismatch] = []
     for rec in conn.execute(select(RECORDS.c.tenant, RECORDS.c.collection, RECORDS.c.id,
                                    RECORDS.c.version).order_by(RECORDS.c.id)):
