@@ -33,6 +33,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault._kernel.kernel import Kernel, Rules
+from vault.audit.chain import AuditEvent, Decision
 from vault.audit.config import config_items, record_config
 from vault.audit.log import AuditLog
 from vault.clock import Clock, SystemClock
@@ -44,13 +45,14 @@ from vault.crypto.keys import KeyProvider, LocalKeyProvider, RootKeys
 from vault.crypto.keystore import KeyStore
 from vault.crypto.providers import ProviderSpec, open_provider, parse_provider_uri
 from vault.crypto.pseudonym import Pseudonymizer
-from vault.errors import ConfigError, VaultError
+from vault.errors import ConfigError, KeyManagementError, VaultError
 from vault.policy.engine import CasbinPolicyEngine
 from vault.retention import expiry
 from vault.store import migrate
 from vault.store.engine import check_private_files, make_engine
 from vault.store.erasures import backfill_markers
 from vault.store.tables import META
+from vault.types import actor_id
 
 __all__ = ["init", "open_kernel", "provider_opener", "settings_of", "upgrade"]
 
@@ -247,7 +249,11 @@ def open_kernel(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
     """The kernel of :meth:`Vault.open <vault.Vault.open>`; a configuration change
     is recorded and audited before it is returned (fail closed)."""
     _check_separation(cfg)
-    provider = _open_configured(cfg)
+    try:
+        provider = _open_configured(cfg)
+    except KeyManagementError as exc:
+        _audit_refused_open(cfg, exc, clock or SystemClock())
+        raise
     try:
         _check_files(cfg)
     except BaseException:
@@ -308,6 +314,29 @@ def open_kernel(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
         kernel.close()
         raise
     return kernel
+
+
+def _audit_refused_open(cfg: VaultSettings, exc: KeyManagementError, clock: Clock) -> None:
+    """Audit an open the key provider refused (token missing, wrong PIN, KMS down)
+    in the data database, when it can be reached and is initialised; best effort:
+    the error is raised whatever happens here."""
+    try:
+        engine = make_engine(cfg.resolved_database_url)
+    except VaultError:
+        return
+    try:
+        if migrate.current_revision(engine) != migrate.head_revision():
+            return
+        with engine.connect() as conn:
+            chains = conn.execute(select(META.c.value).where(
+                META.c.key == "audit_chains")).scalar()
+        AuditLog(engine, chains=int(chains or cfg.audit_chains), clock=clock).write([
+            AuditEvent(tenant="*", actor=actor_id(None), action="vault.open",
+                       decision=Decision.ERROR, reason=f"keys:{exc.code}")])
+    except (SQLAlchemyError, VaultError, ValueError):
+        log.warning("refused_open_not_audited", error=exc.code)
+    finally:
+        engine.dispose()
 
 
 def _join_migration(keystore: KeyStore) -> None:
