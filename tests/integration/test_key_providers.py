@@ -456,3 +456,46 @@ def test_unknown_provider_uris_are_refused_without_echo(tmp_path: Path) -> None:
     assert parse_provider_uri(str(tmp_path / "k.json")).path == tmp_path / "k.json"
     assert os.fspath(parse_provider_uri(f"file://{tmp_path}/k.json").path or "") == (
         f"{tmp_path}/k.json")
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_init_status_and_migrate(softhsm: SoftHSM, moto_kms: MotoKMS,
+                                     tmp_path: Path) -> None:
+    """`vault init --key-provider URI` makes the KEK in the token (no key file);
+    `vault keys status` names the provider and versions, no PIN; `vault keys migrate
+    --to URI` moves the keys to KMS with a progress bar and says what to set next."""
+    from typer.testing import CliRunner
+
+    from vault.cli import app
+
+    uri = softhsm.uri().split("&pin-source=")[0]
+    env = {"VAULT_POLICIES": str(POLICIES), "VAULT_HOME": str(tmp_path / "vault"),
+           "VAULT_PKCS11_PIN": PIN, "COLUMNS": "250"}
+    runner = CliRunner()
+
+    def run(*args: str, **more: str) -> tuple[int, str]:
+        result = runner.invoke(app, list(args), env={**env, **more})
+        return result.exit_code, result.output
+
+    code, output = run("init", "--key-provider", uri)
+    assert code == 0 and "no key file" in output and "pkcs11" in output, output
+    assert not (tmp_path / "vault" / "keyfile.json").exists()
+    with Vault.open(settings=_settings(tmp_path, uri, pkcs11_pin=PIN)) as v:
+        v.roles.assign("crm", "crm_service", tenant="acme")
+        v.put_many(CRM, "customers", [customer(n) for n in range(3)], purpose=PURPOSE)
+    code, output = run("keys", "status", VAULT_KEY_PROVIDER=uri)
+    assert code == 0 and "provider: pkcs11" in output and uri in output, output
+    assert PIN not in output
+    kms_uri = moto_kms.uri()
+    code, output = run("keys", "migrate", "--to", kms_uri, VAULT_KEY_PROVIDER=uri)
+    assert code == 0, output
+    assert "3 data keys rewrapped under aws-kms KEK version 2" in output
+    assert f"VAULT_KEY_PROVIDER={kms_uri}" in output
+    code, output = run("keys", "status", VAULT_KEY_PROVIDER=kms_uri)
+    assert code == 0 and "provider: aws-kms" in output, output
+    code, output = run("keys", "retire", "1", VAULT_KEY_PROVIDER=kms_uri)
+    assert code == 0, output
+    code, output = run("keys", "status", VAULT_KEY_PROVIDER="pkcs11:token=x;object=y")
+    assert code == 1 and "module-path" in output and PIN not in output
