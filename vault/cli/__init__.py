@@ -385,7 +385,7 @@ def audit_verify(
     if database_url is None and public_key is not None:
         # An auditor's machine holds no key file: read the data database only.
         settings = settings_from_env(home)
-        if not settings.resolved_key_file.exists():
+        if settings.key_provider is None and not settings.resolved_key_file.exists():
             database_url = settings.resolved_database_url
     # Drawn from this thread: workers=None only forks from a single-threaded process.
     with progress_bar(auto_refresh=False) as bar:
