@@ -367,6 +367,23 @@ def test_kms_keys_come_from_generate_data_key_under_the_alias(kms_vault: Vault,
     assert [r.data["email"] for r in got] == [f"li.wei{n}@example.cn" for n in range(5)]
 
 
+def test_a_fixed_kms_key_arn_serves_one_version_and_refuses_vault_rotation(
+        moto_kms: MotoKMS, tmp_path: Path) -> None:
+    """``aws-kms:<key ARN>``: the operator's key is version 1 (tagged); Vault's rotation
+    refuses and points at KMS's own (transparent) rotation."""
+    import boto3
+
+    arn = boto3.client("kms").create_key(Description="operator's key")["KeyMetadata"]["Arn"]
+    with _init(_settings(tmp_path, f"aws-kms:{arn}")) as v:
+        rid = v.put(CRM, "customers", customer(1), purpose=PURPOSE)
+        v.keystore.clear_cache()
+        assert v.get(CRM, "customers", rid, purpose=PURPOSE).data["email"] == (
+            "li.wei1@example.cn")
+        assert v.keys.status().versions == (1,)
+        with pytest.raises(KeyManagementError, match="automatic key rotation"):
+            v.keys.rotate()
+
+
 # ---------------------------------------------------------------- migration
 
 
