@@ -2,6 +2,7 @@
 
     python -m bench [--backend sqlite|postgres|all] [--records 10000] [--repeat 5]
                     [--quick] [--skip-million] [--json PATH] [--pg-url URL]
+                    [--only bulk,single,decisions,providers,scale] [--provider-records 1000]
 
 Every peer runs in this process, on the same backend and the same Faker
 customers (8 PII fields, 2 searchable), interleaved repetition by repetition,
@@ -37,6 +38,9 @@ from sqlalchemy import Engine, text
 from bench.data import FIELDS, customers, scale_customers
 from bench.peers import EncryptedTypePeer, PlainPeer
 from bench.policy import build_policies, raw_enforcer
+from bench.providers import label as provider_label
+from bench.providers import measure as measure_providers
+from bench.providers import moto, softhsm
 from vault import Actor, KeyDestroyed, Vault, VaultSettings
 from vault.store.engine import make_engine
 
@@ -143,9 +147,10 @@ class Backend:
                            sqlite_synchronous=self.synchronous)
 
 
-def open_vault(backend: Backend, label: str, policies: Path) -> tuple[Vault, dict[str, Any]]:
+def open_vault(backend: Backend, label: str, policies: Path,
+               key_provider: str | None = None) -> tuple[Vault, dict[str, Any]]:
     values = backend.settings(label, policies)
-    vault = Vault.init(settings=VaultSettings.build(**values))
+    vault = Vault.init(settings=VaultSettings.build(**values, key_provider=key_provider))
     vault.roles.assign("crm", "crm_service", tenant=TENANT)
     return vault, values
 
@@ -452,6 +457,19 @@ def rows(backend: str, r: dict[str, Any]) -> list[tuple[str, ...]]:
         p = d["propagation_s"]
         out.append(("policy change by another process enforced after", noise(p, "s"), "",
                     "", "<= 1 s (max)", "yes" if p["max"] <= 1.0 else "NO"))
+    if "providers" in r:
+        p = r["providers"]
+        n = f"{p['records']:,}"
+        for op, what in (("put_many", "new subjects"), ("cold_get_many", "keys unwrapped")):
+            base = p[op]["file"]
+            out.append((f"`{op}` {n} ({what}), key file", noise(base, "s"), "", "", "(info)",
+                        ""))
+            for kind in ("pkcs11", "aws-kms"):
+                if kind in p[op]:
+                    x = ratio(base, p[op][kind])
+                    out.append((f"`{op}` {n} ({what}), {kind} vs key file",
+                                noise(p[op][kind], "s"), noise(base, "s"), f"{x:.2f}x",
+                                "(info: provider cost)", ""))
     if "scale" in r:
         sizes = sorted(r["scale"], key=int)
         sc = r["scale"]
@@ -503,11 +521,30 @@ def run_backend(name: str, args: argparse.Namespace, people: list[dict[str, str]
             if "decisions" in args.only:
                 print(f"[{name}] policy decisions and propagation", flush=True)
                 out["decisions"] = decisions(vault, values, args.repeat)
+        if "providers" in args.only:
+            print(f"[{name}] key providers: put_many / cold get_many of "
+                  f"{args.provider_records:,} x {args.repeat}", flush=True)
+            out["providers"] = run_providers(backend, args, people[:args.provider_records],
+                                             policies)
         if "scale" in args.only:
             print(f"[{name}] scale: {', '.join(f'{s:,}' for s in args.sizes)} records",
                   flush=True)
             out["scale"] = scale(backend, people, args.sizes, args.repeat, policies)
     return out
+
+
+def run_providers(backend: Backend, args: argparse.Namespace, people: list[dict[str, str]],
+                  policies: Path) -> dict[str, Any]:
+    """The key file, SoftHSM2 and moto's KMS side by side (bench/providers.py)."""
+    with softhsm(backend.tmp / "softhsm") as hsm, moto() as kms:
+        uris: dict[str, str | None] = {"file": None}
+        if hsm is not None:
+            uris["pkcs11"] = hsm.format(label=provider_label())
+        if kms is not None:
+            uris["aws-kms"] = kms.format(label=provider_label())
+        return measure_providers(
+            lambda uri: open_vault(backend, f"kp_{uuid.uuid4().hex[:6]}", policies, uri),
+            uris, people, args.repeat, timed, Samples)
 
 
 class _Disposer:
@@ -533,9 +570,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="scale figures at 10,000 and 100,000 records instead of 1,000,000")
     parser.add_argument("--scale", type=int, default=None,
                         help="largest record count of the scale figures (overrides the above)")
-    parser.add_argument("--only", default="bulk,single,decisions,scale",
+    parser.add_argument("--only", default="bulk,single,decisions,providers,scale",
                         help="comma-separated figures to run (default: all of "
-                             "bulk,single,decisions,scale)")
+                             "bulk,single,decisions,providers,scale)")
+    parser.add_argument("--provider-records", type=int, default=1_000,
+                        help="customers per put_many/get_many of the key-provider figures "
+                             "(default 1,000: KMS makes one call per key)")
     parser.add_argument("--json", type=Path, default=None,
                         help="where to write the results (default bench/results/<time>.json)")
     parser.add_argument("--pg-url", default=os.environ.get("VAULT_BENCH_POSTGRES_URL", DEFAULT_PG))
@@ -548,6 +588,7 @@ def main(argv: list[str] | None = None) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if args.quick:
         args.records, args.repeat, args.single_ops = 1_000, 3, 50
+        args.provider_records = min(args.provider_records, 500)
     largest = args.scale or (10_000 if args.quick else
                              100_000 if args.skip_million else 1_000_000)
     args.sizes = [min(args.records, largest), largest] if largest > args.records else [largest]

@@ -94,18 +94,23 @@ class Vault:
         database_url: str | None = None,
         keystore_url: str | None = None,
         key_file: PathLike | None = None,
+        key_provider: str | None = None,
         policies: PathLike | None = None,
         audit_chains: int | None = None,
         settings: VaultSettings | None = None,
         clock: Clock | None = None,
     ) -> Vault:
-        """Create what :meth:`open` needs: key file, key store, schema, default policy.
+        """Create what :meth:`open` needs: the KEK (a key file, or in the HSM or KMS
+        ``key_provider`` names), key store, schema, default policy.
 
         Raises:
             ConfigError: if the vault is already initialised or settings are wrong.
+            KeyManagementError: the key provider refuses (KeyProviderUnavailable
+                when it cannot be reached).
         """
         cfg = bootstrap.settings_of(home, settings, database_url=database_url,
                                        keystore_url=keystore_url, key_file=key_file,
+                                       key_provider=key_provider,
                                        policies=policies, audit_chains=audit_chains)
         return cls(bootstrap.init(cfg, clock))
 
@@ -113,7 +118,8 @@ class Vault:
     def upgrade(
         cls, home: PathLike | None = None, *, database_url: str | None = None,
         keystore_url: str | None = None, key_file: PathLike | None = None,
-        policies: PathLike | None = None, settings: VaultSettings | None = None,
+        key_provider: str | None = None, policies: PathLike | None = None,
+        settings: VaultSettings | None = None,
         clock: Clock | None = None,
     ) -> Vault:
         """Migrate an initialised vault's data database to the newest schema, give
@@ -128,14 +134,15 @@ class Vault:
         """
         cfg = bootstrap.settings_of(home, settings, database_url=database_url,
                                        keystore_url=keystore_url, key_file=key_file,
-                                       policies=policies)
+                                       key_provider=key_provider, policies=policies)
         return cls(bootstrap.upgrade(cfg, clock))
 
     @classmethod
     def open(
         cls, home: PathLike | None = None, *, database_url: str | None = None,
         keystore_url: str | None = None, key_file: PathLike | None = None,
-        policies: PathLike | None = None, settings: VaultSettings | None = None,
+        key_provider: str | None = None, policies: PathLike | None = None,
+        settings: VaultSettings | None = None,
         clock: Clock | None = None,
     ) -> Vault:
         """Open an initialised vault.
@@ -147,12 +154,15 @@ class Vault:
 
         Raises:
             ConfigError: if it was never initialised or needs migrating.
-            KeyManagementError: if the key file is missing or unsafe.
+            KeyManagementError: if the key file is missing or unsafe, or the HSM or
+                KMS refuses (KeyProviderUnavailable: token missing, wrong PIN,
+                endpoint down; the failed attempt is audited when the data
+                database can be reached).
             AuditError: a configuration change could not be recorded (fail closed).
         """
         cfg = bootstrap.settings_of(home, settings, database_url=database_url,
                                        keystore_url=keystore_url, key_file=key_file,
-                                       policies=policies)
+                                       key_provider=key_provider, policies=policies)
         return cls(bootstrap.open_kernel(cfg, clock))
 
     def close(self) -> None:

@@ -81,7 +81,7 @@ class AuditService:
         """
         self._k.authorise(actor, "audit", "audit.read")
         key = (load_public_key(_pem_source(public_key)) if public_key is not None
-               else self._k.provider.signing_key().public_key())
+               else self._k.root_keys.signing_key().public_key())
         report = self._k.audit_log.verify(
             progress=progress, checkpoints=Path(checkpoints) if checkpoints else None,
             public_key=key, vault_id=self._k.vault_id, workers=workers)
@@ -122,7 +122,7 @@ class AuditService:
         """
         self._k.authorise(actor, "audit", "audit.read")
         folder = Path(out_dir)
-        signing_key = self._k.provider.signing_key()
+        signing_key = self._k.root_keys.signing_key()
         earlier = has_checkpoints(folder)
         report = self._k.audit_log.verify(
             checkpoints=folder if earlier else None,
@@ -151,7 +151,7 @@ class AuditService:
             AccessDenied: ``actor`` may not read the audit trail.
         """
         self._k.authorise(actor, "audit", "audit.read")
-        public = self._k.provider.signing_key().public_key()
+        public = self._k.root_keys.signing_key().public_key()
         pem = public.public_bytes(serialization.Encoding.PEM,
                                   serialization.PublicFormat.SubjectPublicKeyInfo)
         if path is not None:

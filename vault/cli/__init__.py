@@ -38,7 +38,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-keys_app = typer.Typer(help="Key-encryption keys: status, rotation, retirement.",
+keys_app = typer.Typer(help="Key-encryption keys: status, rotation, migration, retirement.",
                        no_args_is_help=True)
 roles_app = typer.Typer(help="Assign, revoke and list roles.", no_args_is_help=True)
 policy_app = typer.Typer(help="Inspect policy decisions.", no_args_is_help=True)
@@ -64,6 +64,11 @@ def init(
     database_url: Annotated[str | None, typer.Option(help="Data database URL.")] = None,
     keystore_url: Annotated[str | None, typer.Option(help="Key store URL (a separate DB).")] = None,
     key_file: Annotated[Path | None, typer.Option(help="Key file path (created 0600).")] = None,
+    key_provider: Annotated[str | None, typer.Option(
+        "--key-provider", metavar="URI",
+        help="Where the KEKs live: a key file path (default), pkcs11:token=...;object=..."
+             "?module-path=... (PIN from pin-source or VAULT_PKCS11_PIN), or "
+             "aws-kms:<key ARN or alias>. Env: VAULT_KEY_PROVIDER.")] = None,
     policies: Annotated[Path | None, typer.Option(help="Policies folder.")] = None,
     audit_chains: Annotated[int | None, typer.Option(help="Audit hash chains.")] = None,
     postgres_roles: Annotated[str | None, typer.Option(
@@ -71,14 +76,21 @@ def init(
         help="PostgreSQL: create ROLE for the application, with only SELECT and INSERT "
              "on the audit log. Password from VAULT_APP_ROLE_PASSWORD.")] = None,
 ) -> None:
-    """Create a vault: key file, key store, data database (migrated), default policy."""
+    """Create a vault: KEK (key file, HSM or KMS), key store, data database, default policy."""
     settings = VaultSettings.from_env(
         home=home, database_url=database_url, keystore_url=keystore_url, key_file=key_file,
-        policies=policies, audit_chains=audit_chains,
+        key_provider=key_provider, policies=policies, audit_chains=audit_chains,
     )
     with Vault.init(settings=settings) as vault:
         out.print(f"[green]initialised[/] vault in {vault.settings.home}")
-        out.print(f"  key file   {vault.settings.resolved_key_file} (mode 0600; back it up apart)")
+        status = vault.keys.status()
+        if status.provider == "file":
+            out.print(f"  key file   {vault.settings.resolved_key_file} "
+                      "(mode 0600; back it up apart)")
+        else:
+            out.print(f"  KEK        version {status.current_version} in {status.provider} "
+                      "(no key file; root keys wrapped in the key store)", markup=False,
+                      highlight=False)
         out.print(f"  roles      {', '.join(sorted(vault.roles.known()))}")
         if postgres_roles:
             _grant_roles(vault, postgres_roles)
@@ -139,17 +151,23 @@ def demo(
 @keys_app.command("status")
 @guard
 def keys_status(home: HomeOpt = None) -> None:
-    """Show KEK versions and how many data keys each one wraps."""
+    """Show the key provider, KEK versions and how many data keys each one wraps
+    (no secret: URIs carry no PIN)."""
     with open_vault(home) as vault:
         status = vault.keys.status()
-        table = Table(title="Key-encryption keys")
+        owner = {v: p.kind for p in status.providers for v in p.versions}
+        table = Table(title=f"Key-encryption keys (provider: {status.provider})")
         table.add_column("version", justify="right")
+        table.add_column("provider")
         table.add_column("state")
         table.add_column("data keys", justify="right")
         for version in status.versions:
             state = "current" if version == status.current_version else "old"
-            table.add_row(str(version), state, str(status.data_keys_by_version.get(version, 0)))
+            table.add_row(str(version), owner.get(version, status.provider), state,
+                          str(status.data_keys_by_version.get(version, 0)))
         out.print(table)
+        for info in status.providers:
+            out.print(f"  {info.kind:<8} {info.uri}", markup=False, highlight=False)
 
 
 @keys_app.command("rotate")
@@ -168,6 +186,30 @@ def keys_rotate(
         result = vault.keys.rotate(progress=step, resume=resume)
     out.print(f"KEK version {result.new_version} is current; "
               f"{result.rewrapped} data keys rewrapped")
+
+
+@keys_app.command("migrate")
+@guard
+def keys_migrate(
+    to: Annotated[str, typer.Option("--to", metavar="URI",
+                                    help="The new key provider (key file path, pkcs11:..., "
+                                         "aws-kms:...).")],
+    home: HomeOpt = None,
+) -> None:
+    """Rewrap every data key (and the root keys) under another key provider, online;
+    run it again to finish after a crash. Data rows are untouched."""
+    with open_vault(home) as vault, progress_bar() as bar:
+        task = bar.add_task("migrating data keys", total=None)
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = vault.keys.migrate(to, progress=step)
+    out.print(f"{result.rewrapped} data keys rewrapped under {result.kind} KEK version "
+              f"{result.new_version}", markup=False, highlight=False)
+    out.print(f"now set VAULT_KEY_PROVIDER={to} (or --key-provider) for every "
+              "process, then retire the old KEK versions with `vault keys retire N`",
+              markup=False, highlight=False)
 
 
 @keys_app.command("retire")
@@ -348,7 +390,7 @@ def audit_verify(
     if database_url is None and public_key is not None:
         # An auditor's machine holds no key file: read the data database only.
         settings = settings_from_env(home)
-        if not settings.resolved_key_file.exists():
+        if settings.key_provider is None and not settings.resolved_key_file.exists():
             database_url = settings.resolved_database_url
     # Drawn from this thread: workers=None only forks from a single-threaded process.
     with progress_bar(auto_refresh=False) as bar:

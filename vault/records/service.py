@@ -27,6 +27,7 @@ from vault.errors import (
     DecryptionError,
     InvalidData,
     KeyDestroyed,
+    KeyManagementError,
     LegalHoldActive,
     NotFound,
     UnknownField,
@@ -126,6 +127,8 @@ class RecordService:
                 tenant, new_subjects, set(given)))
         except KeyDestroyed as exc:
             call.refuse(exc, fields=written)
+        except KeyManagementError as exc:  # the HSM or KMS failed: nothing written
+            call.refuse(exc, fields=written, decision=Decision.ERROR)
         # One pseudonym per subject, used by the subject rows and the audit entries.
         pseudonyms = {s: self._k.pseudonym(tenant, s) for s in dict.fromkeys(subjects)}
         record_rows, index_rows, events = self._seal_batch(
@@ -328,7 +331,7 @@ class RecordService:
             call.run(change)
         except CONSENT_REFUSALS as exc:
             call.refuse(exc, record_ids=[rid])
-        except (NotFound, KeyDestroyed, DecryptionError) as exc:
+        except (NotFound, KeyDestroyed, DecryptionError, KeyManagementError) as exc:
             call.refuse(exc, record_ids=[rid], decision=Decision.ERROR)
         # The replaced envelopes must not stay readable in the WAL while the
         # subject's key is live (a rectification is a deletion of the old value).
@@ -524,9 +527,11 @@ class RecordService:
             call.refuse(exc, record_ids=list(unique_ids[:NAMED_LIMIT]),
                         subjects=[self._k.pseudonym(tenant, s)
                                   for s in list(refused)[:NAMED_LIMIT]])
-        except (NotFound, KeyDestroyed, DecryptionError) as exc:
+        except (NotFound, KeyDestroyed, DecryptionError, KeyManagementError) as exc:
+            # KeyManagementError: a key could not be unwrapped (the HSM or KMS is
+            # unavailable, or a wrapped key fails its binding): nothing returned.
             subjects = []
-            if isinstance(exc, KeyDestroyed | DecryptionError):
+            if isinstance(exc, KeyDestroyed | DecryptionError | KeyManagementError):
                 subjects = [self._k.pseudonym(tenant, r.subject_id)
                             for r in rows.values()][:NAMED_LIMIT]
             call.refuse(exc, record_ids=list(unique_ids[:NAMED_LIMIT]), subjects=subjects,
