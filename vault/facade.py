@@ -236,23 +236,32 @@ class Vault:
         changes: Mapping[str, Any],
         *,
         purpose: str,
+        if_version: int | None = None,
     ) -> None:
         """Change some fields of a record; a value of None removes an optional field.
 
-        Raises:
-            InvalidData, AccessDenied, NotFound, KeyDestroyed, AuditError.
-        """
-        self._records.update(actor, collection, record_id, changes, purpose=purpose)
+        ``if_version``: change it only if it is still at this version
+        (``Record.version`` of an earlier read), else raise VersionConflict.
 
-    def delete(self, actor: Actor, collection: str, record_id: str, *, purpose: str) -> None:
+        Raises:
+            InvalidData, AccessDenied, NotFound, KeyDestroyed, VersionConflict, AuditError.
+        """
+        self._records.update(actor, collection, record_id, changes, purpose=purpose,
+                             if_version=if_version)
+
+    def delete(self, actor: Actor, collection: str, record_id: str, *, purpose: str,
+               if_version: int | None = None) -> None:
         """Delete a record and its blind-index entries.
 
-        The actor needs ``delete`` on every field of the collection.
+        The actor needs ``delete`` on every field of the collection. ``if_version``
+        as in :meth:`update`.
 
         Raises:
             LegalHoldActive: a legal hold applies to the record's subject (audited).
+            VersionConflict: the record is not at ``if_version`` (audited).
         """
-        self._records.delete(actor, collection, record_id, purpose=purpose)
+        self._records.delete(actor, collection, record_id, purpose=purpose,
+                             if_version=if_version)
 
     # ------------------------------------------------------------------ reads
 
