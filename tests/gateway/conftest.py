@@ -76,7 +76,9 @@ def issuer(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> Issuer:
 def gateway_settings(issuer: Issuer, tmp_path: Path) -> GatewaySettings:
     return GatewaySettings(jwks_file=issuer.jwks_file, jwt_issuer=ISSUER,
                            jwt_audience=AUDIENCE, step_up_secret=STEP_UP_SECRET,  # type: ignore[arg-type]
-                           checkpoint_dir=tmp_path / "checkpoints")
+                           checkpoint_dir=tmp_path / "checkpoints",
+                           # The fuzzing sends thousands of requests a minute.
+                           rate_limit_per_minute=0, search_rate_limit_per_minute=0)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from vault.audit.report import ReportView, render
 from vault.consent.model import ConsentEvent, ConsentState
-from vault.gateway._core import Caller, GatewayDep, page_of
+from vault.gateway._core import GPC, Caller, GatewayDep, page_of
 from vault.gateway._models import (
     CheckpointOut,
     ConsentEventOut,
@@ -128,11 +128,15 @@ async def consent_receipt(gw: GatewayDep, who: Caller,
 
 @router.get("/subjects/{subject_id}", response_model=SubjectOut, tags=["subjects"],
             responses=problem_docs(403, 404))
-async def get_subject(gw: GatewayDep, who: Caller, subject_id: SubjectPath) -> SubjectOut:
+async def get_subject(gw: GatewayDep, who: Caller, subject_id: SubjectPath,
+                      sec_gpc: GPC = None) -> SubjectOut:
     """A subject's jurisdiction, regime and restriction (ids only)."""
-    info = await run_in_threadpool(gw.vault.subjects.get, subject_id,
-                                   tenant=who.actor.tenant, actor=who.actor)
-    return _subject(info)
+    def run() -> SubjectOut:
+        info = gw.vault.subjects.get(subject_id, tenant=who.actor.tenant, actor=who.actor)
+        gw.honour_gpc(who, sec_gpc, [subject_id])
+        return _subject(info)
+
+    return await run_in_threadpool(run)
 
 
 @router.put("/subjects/{subject_id}/jurisdiction", response_model=SubjectOut,

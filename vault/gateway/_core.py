@@ -19,14 +19,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vault.audit.chain import AuditEvent, Decision
 from vault.audit.context import audit_context
+from vault.consent.model import ConsentMethod
 from vault.errors import VaultError
 from vault.facade import Vault
 from vault.gateway._auth import AuthFailure, JWTVerifier, Principal, StepUpTokens
 from vault.gateway._idempotency import IdempotencyStore
+from vault.gateway._limits import RateLimiter
 from vault.gateway._problems import GatewayProblem
 from vault.gateway._settings import GatewaySettings
 
-__all__ = ["Caller", "Gateway", "GatewayDep", "Purpose", "caller", "page_of"]
+__all__ = ["GPC", "Caller", "Gateway", "GatewayDep", "Purpose", "caller", "page_of"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -43,6 +45,33 @@ class Gateway:
         self.jwt = JWTVerifier(settings, vault.clock)
         self.step_up = StepUpTokens(settings, vault.clock)
         self.idempotency = IdempotencyStore(vault.engine)
+        self.limits = RateLimiter(vault.engine)
+
+    def limit(self, who: Principal, kind: str, limit: int) -> None:
+        """Count a request of ``who`` against ``limit`` per minute (429 past it)."""
+        # A JWT's id changes with every token the issuer mints: count per caller.
+        key = (f"jwt:{who.actor.tenant}/{who.actor.id}"
+               if who.credential_id.startswith("jwt:") else who.credential_id)
+        self.limits.hit(key, kind, limit, self.vault.clock.now())
+
+    def honour_gpc(self, who: Principal, signal: str | None,
+                   subject_ids: Sequence[str]) -> None:
+        """``Sec-GPC: 1`` on a request about subjects: record the opt-out through the
+        consent service, once per subject (a subject whose ledger already holds a
+        GPC event is left alone). A caller that may not manage consent cannot
+        record it: the refusal is the library's (audited) and the request goes on."""
+        if signal is None or signal.strip() != "1":
+            return
+        tenant = who.actor.tenant
+        for sid in dict.fromkeys(subject_ids):
+            try:
+                history = self.vault.consent.history(sid, tenant=tenant, actor=who.actor)
+                if any(e.method is ConsentMethod.GPC for e in history):
+                    continue
+                self.vault.consent.apply_gpc(sid, source="gateway", tenant=tenant,
+                                             actor=who.actor)
+            except VaultError as exc:
+                log.warning("gateway_gpc_not_recorded", code=exc.code)
 
     def audit_refusal(self, *, tenant: str, actor: str, action: str, reason: str) -> None:
         """Audit a refusal the gateway makes before the library is reached."""
@@ -102,6 +131,7 @@ async def caller(
                                     actor=who.actor.id, action="gateway.step_up",
                                     reason=exc.reason)
             raise _unauthenticated("step_up_invalid") from None
+    await run_in_threadpool(gw.limit, who, "all", gw.settings.rate_limit_per_minute)
     with audit_context(credential_id=who.credential_id, factor=who.factor,
                        factor_at=None if who.factor_at is None
                        else who.factor_at.isoformat()):
@@ -126,6 +156,10 @@ async def purpose(
 
 
 Purpose = Annotated[str, Depends(purpose)]
+
+GPC = Annotated[str | None, Header(
+    alias="Sec-GPC", description="Global Privacy Control: 1 records an opt-out of sale "
+    "and sharing for the subject the request is about (once per subject).")]
 
 
 def _cursor_offset(cursor: str | None) -> int:

@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from vault.errors import InvalidData
 from vault.gateway._auth import Principal
-from vault.gateway._core import Caller, Gateway, GatewayDep, Purpose, page_of
+from vault.gateway._core import GPC, Caller, Gateway, GatewayDep, Purpose, page_of
 from vault.gateway._models import (
     BatchCreate,
     BatchCreated,
@@ -99,6 +99,7 @@ async def create_record(
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key",
         description="Retrying with the same key and body answers the first create.")] = None,
+    sec_gpc: GPC = None,
 ) -> Created:
     """Store a new record, every field encrypted under its subject's data key."""
     def put() -> Created:
@@ -106,6 +107,7 @@ async def create_record(
         subject = body.subject_id or _new_subject_id()
         rid = gw.vault.put(who.actor, collection, body.data, purpose=purpose,
                            subject_id=subject, jurisdiction=body.jurisdiction)
+        gw.honour_gpc(who, sec_gpc, [subject])
         return Created(id=rid, subject_id=subject)
 
     if idempotency_key is None:
@@ -189,6 +191,7 @@ async def search_records(gw: GatewayDep, who: Caller, purpose: Purpose,
     """Equality search through blind indexes; the criteria are in the body so that
     no value sits in a URL. Results are paged (``limit``, ``cursor``)."""
     def find() -> RecordPage:
+        gw.limit(who, "search", gw.settings.search_rate_limit_per_minute)
         sensitive = _sensitive(gw, collection) if not who.stepped_up and \
             gw.settings.needs_step_up("read_sensitive") else []
         if set(body.criteria) & set(sensitive):
@@ -209,11 +212,13 @@ async def get_record(
     gw: GatewayDep, who: Caller, purpose: Purpose, collection: CollectionPath,
     record_id: RecordPath, response: Response,
     fields: Annotated[list[str] | None, Query(description="Only these fields.")] = None,
+    sec_gpc: GPC = None,
 ) -> RecordOut:
     """Read one record; ``ETag`` is its version (for If-Match)."""
     def read() -> RecordOut:
         wanted, left_out = _fields(gw, who, collection, fields)
         record = gw.vault.get(who.actor, collection, record_id, purpose=purpose, fields=wanted)
+        gw.honour_gpc(who, sec_gpc, [record.subject_id])
         return _out(record, left_out)
 
     out = await run_in_threadpool(read)

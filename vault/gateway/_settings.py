@@ -41,6 +41,8 @@ class GatewaySettings(BaseSettings):
         max_body_bytes: requests with a larger body are refused (413).
         max_batch: items of one batch create or get.
         page_size / max_page_size: default and largest page of a list endpoint.
+        rate_limit_per_minute: requests per credential and minute (0: no limit).
+        search_rate_limit_per_minute: searches per credential and minute (stricter).
         cors_origins: origins allowed to call from a browser (none by default).
         hsts: send ``Strict-Transport-Security`` (on when serving TLS).
         checkpoint_dir: where ``POST /v1/audit/checkpoints`` writes (off when unset).
@@ -64,6 +66,8 @@ class GatewaySettings(BaseSettings):
     max_batch: int = Field(default=100, ge=1, le=1000)
     page_size: int = Field(default=50, ge=1)
     max_page_size: int = Field(default=500, ge=1)
+    rate_limit_per_minute: int = Field(default=1200, ge=0)
+    search_rate_limit_per_minute: int = Field(default=120, ge=0)
     cors_origins: tuple[str, ...] = ()
     hsts: bool = False
     checkpoint_dir: Path | None = None

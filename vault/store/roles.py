@@ -23,8 +23,8 @@ legal_holds, retention_runs
 retention_fingerprints
                SELECT, INSERT (a recomputation adds a row)
 policy_changes SELECT, INSERT, UPDATE (a pending change is decided, never deleted)
-gateway_idempotency
-               SELECT, INSERT, UPDATE, DELETE (the gateway's Idempotency-Keys)
+gateway_idempotency, gateway_rate_limits
+               SELECT, INSERT, UPDATE, DELETE (the gateway's shared state)
 erased_subjects
                SELECT, INSERT (an erasure is never undone)
 vault_meta, alembic_version
@@ -56,6 +56,7 @@ _DATA_GRANTS = (
     ("SELECT, INSERT, UPDATE, DELETE", "subjects"),
     ("SELECT, INSERT, UPDATE, DELETE", "blind_index"),
     ("SELECT, INSERT, UPDATE, DELETE", "gateway_idempotency"),
+    ("SELECT, INSERT, UPDATE, DELETE", "gateway_rate_limits"),
     ("SELECT, INSERT, UPDATE, DELETE", "casbin_rule"),
     ("SELECT, INSERT, UPDATE, DELETE", "policy_state"),
     ("SELECT, INSERT, UPDATE, DELETE", "retention"),

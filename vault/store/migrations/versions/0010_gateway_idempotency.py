@@ -1,7 +1,7 @@
-"""The gateway's idempotency keys: ``gateway_idempotency``, one row per
-(tenant, actor, Idempotency-Key) of a create, holding a keyed digest of the
-request and the ids it created (never a value), so that every replica answers a
-retried create with the first answer.
+"""The gateway's shared state, so that its replicas hold none of their own:
+``gateway_idempotency``, one row per (tenant, actor, Idempotency-Key) of a
+create, holding a keyed digest of the request and the ids it created (never a
+value); ``gateway_rate_limits``, request counters per credential and minute.
 
 Revision ID: 0010
 Revises: 0009
@@ -34,5 +34,14 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "gateway_rate_limits",
+        sa.Column("bucket", sa.String(160), primary_key=True),
+        sa.Column("window", sa.BigInteger(), primary_key=True),
+        sa.Column("count", sa.Integer(), nullable=False),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("gateway_rate_limits")
     op.drop_table("gateway_idempotency")
