@@ -24,6 +24,7 @@ from vault.config import VaultSettings
 from vault.consent.notices import NoticeRegistry
 from vault.consent.service import ConsentService
 from vault.crypto.keystore import KeyStore
+from vault.identity import IdentityService
 from vault.jurisdiction import JurisdictionRegistry
 from vault.policy.engine import CasbinPolicyEngine
 from vault.policy.purposes import PurposeRegistry
@@ -58,6 +59,8 @@ class Vault:
             (:class:`~vault.subjects.SubjectService`).
         retention: retention schedule, expiry events, plans, sweeps, reports.
         holds: legal holds (place, lift, list).
+        identity: API keys, TOTP enrolments, the codes used
+            (:class:`~vault.identity.IdentityService`).
     """
 
     def __init__(self, kernel: Kernel) -> None:
@@ -69,6 +72,7 @@ class Vault:
         self.keys = KeyService(kernel)
         self.audit = AuditService(kernel)
         self.policy = PolicyService(kernel)
+        self.identity = IdentityService(kernel)
         # Retention keeps every record's expiry in step with the writes of the others.
         self.consent = ConsentService(kernel, hooks=self.retention)
         self.subjects = SubjectService(kernel, hooks=self.retention)

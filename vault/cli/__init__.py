@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from vault import Actor, Vault, VaultSettings
-from vault.cli import consent_cli, report_cli, retention_cli
+from vault.cli import consent_cli, gateway_cli, report_cli, retention_cli
 from vault.cli._common import (
     HomeOpt,
     TenantOpt,
@@ -420,6 +420,7 @@ def audit_checkpoint(
 
 report_cli.register(audit_app)
 consent_cli.register(app)
+gateway_cli.register(app)
 retention_cli.register(app)
 
 

@@ -25,6 +25,7 @@ from vault.gateway._models import (
     StepUpOut,
 )
 from vault.gateway._problems import GatewayProblem, problem_docs
+from vault.identity import AuthenticationFailed
 from vault.types import Actor
 
 __all__ = ["router"]
@@ -48,19 +49,34 @@ def _authorise(gw: Gateway, who: Principal, obj: str, action: str) -> None:
 @router.post("/auth/step-up", response_model=StepUpOut, tags=["auth"],
              responses=problem_docs(403))
 async def step_up(gw: GatewayDep, who: Caller, body: StepUpIn) -> StepUpOut:
-    """Exchange a proved second factor (a JWT whose ``amr`` names one, with a recent
-    ``auth_time``) for a short-lived step-up token, sent as ``X-Step-Up``. Service
-    credentials never step up."""
+    """Exchange a proved second factor (a TOTP code of a person API key, or a JWT
+    whose ``amr`` names one, with a recent ``auth_time``) for a short-lived step-up
+    token, sent as ``X-Step-Up``. Service credentials never step up; a TOTP code
+    is accepted once."""
     if not gw.step_up.enabled:
         raise GatewayProblem(503, "step_up_not_configured", "Step-up is not configured")
-    try:
-        factor = gw.step_up.factor_of_jwt(who)
-    except AuthFailure as exc:
-        await run_in_threadpool(gw.audit_refusal, tenant=who.actor.tenant,
-                                actor=who.actor.id, action="gateway.step_up",
-                                reason=exc.reason)
-        raise GatewayProblem(403, "step_up_refused", "No second factor proved",
-                             reason="step_up_required") from None
+    refused = GatewayProblem(403, "step_up_refused", "No second factor proved",
+                             reason="step_up_required")
+    if body.method == "totp":
+        if who.kind != "person" or not who.credential_id.startswith("key:") or not body.code:
+            await run_in_threadpool(gw.audit_refusal, tenant=who.actor.tenant,
+                                    actor=who.actor.id, action="gateway.step_up",
+                                    reason="step_up_not_a_person_key")
+            raise refused
+        try:
+            await run_in_threadpool(gw.vault.identity.verify_totp,
+                                    who.credential_id.removeprefix("key:"), body.code)
+        except AuthenticationFailed:  # audited by the identity service
+            raise refused from None
+        factor = "totp"
+    else:
+        try:
+            factor = gw.step_up.factor_of_jwt(who)
+        except AuthFailure as exc:
+            await run_in_threadpool(gw.audit_refusal, tenant=who.actor.tenant,
+                                    actor=who.actor.id, action="gateway.step_up",
+                                    reason=exc.reason)
+            raise refused from None
     token, expires = gw.step_up.issue(who, factor)
     await run_in_threadpool(gw.vault.audit_log.write, [_step_up_event(who, factor)])
     return StepUpOut(step_up_token=token, expires_at=expires, factor=factor)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, TypeVar
 
@@ -27,13 +28,17 @@ from vault.gateway._idempotency import IdempotencyStore
 from vault.gateway._limits import RateLimiter
 from vault.gateway._problems import GatewayProblem
 from vault.gateway._settings import GatewaySettings
+from vault.identity import AuthenticationFailed, KeyKind
 
 __all__ = ["GPC", "Caller", "Gateway", "GatewayDep", "Purpose", "caller", "page_of"]
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-_bearer = HTTPBearer(auto_error=False, description="A JWT of the configured issuer.")
+_bearer = HTTPBearer(auto_error=False,
+                     description="An API key (vk_<id>_<secret>) or a JWT of the configured issuer.")
+API_KEY_PREFIX = "vk_"
+_PERSON = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}")
 
 
 class Gateway:
@@ -112,17 +117,29 @@ async def caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     step_up: Annotated[str | None, Header(
         alias="X-Step-Up", description="A step-up token from POST /v1/auth/step-up.")] = None,
+    on_behalf_of: Annotated[str | None, Header(
+        alias="X-On-Behalf-Of", description="Service credentials: the person the service "
+        "acts for (recorded in the audit entries; permissions stay the service's).")] = None,
 ) -> AsyncIterator[Principal]:
     """The authenticated caller; every audit entry of the request names its
     credential (and the second factor, if proved)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthenticated()
-    try:
-        who = gw.jwt.verify(credentials.credentials)
-    except AuthFailure as exc:
-        await run_in_threadpool(gw.audit_refusal, tenant="*", actor="anonymous",
-                                action="gateway.authenticate", reason=f"jwt:{exc.reason}")
-        raise _unauthenticated() from None
+    presented = credentials.credentials
+    if presented.startswith(API_KEY_PREFIX):
+        try:
+            key = await run_in_threadpool(gw.vault.identity.authenticate, presented)
+        except AuthenticationFailed:  # audited by the identity service
+            raise _unauthenticated() from None
+        who = Principal(actor=key.as_actor(), credential_id=f"key:{key.id}",
+                        kind="person" if key.kind is KeyKind.PERSON else "service")
+    else:
+        try:
+            who = gw.jwt.verify(presented)
+        except AuthFailure as exc:
+            await run_in_threadpool(gw.audit_refusal, tenant="*", actor="anonymous",
+                                    action="gateway.authenticate", reason=f"jwt:{exc.reason}")
+            raise _unauthenticated() from None
     if step_up is not None:
         try:
             who = gw.step_up.apply(who, step_up)
@@ -132,9 +149,15 @@ async def caller(
                                     reason=exc.reason)
             raise _unauthenticated("step_up_invalid") from None
     await run_in_threadpool(gw.limit, who, "all", gw.settings.rate_limit_per_minute)
+    # A service may say for whom it acts: recorded, never a wider permission.
+    if on_behalf_of is not None and (who.kind != "service"
+                                     or not _PERSON.fullmatch(on_behalf_of)):
+        raise GatewayProblem(400, "invalid_on_behalf_of",
+                             "X-On-Behalf-Of is for service credentials, with a user id",
+                             field="X-On-Behalf-Of")
     with audit_context(credential_id=who.credential_id, factor=who.factor,
                        factor_at=None if who.factor_at is None
-                       else who.factor_at.isoformat()):
+                       else who.factor_at.isoformat(), on_behalf_of=on_behalf_of):
         yield who
 
 

@@ -219,10 +219,12 @@ class RotationOut(_Closed):
 
 
 class StepUpIn(_Closed):
-    """``method: jwt``: the bearer JWT's ``amr`` names a second factor and its
+    """``method: totp`` with the ``code`` of a person API key's authenticator, or
+    ``method: jwt``: the bearer JWT's ``amr`` names a second factor and its
     ``auth_time`` is recent."""
 
-    method: Literal["jwt"] = "jwt"
+    method: Literal["jwt", "totp"] = "jwt"
+    code: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
 
 
 class StepUpOut(_Closed):
