@@ -165,6 +165,18 @@ def test_two_replicas_on_one_postgresql(pg_schemas: object, issuer: Issuer,
         while two.get(f"{BASE}/{rid}", headers=sally).status_code != 403:
             assert time.monotonic() < deadline, "the other replica still lets sally read"
             time.sleep(0.05)
+        # An API key revoked through one replica is refused by the other at once.
+        with Vault.open(settings=settings) as v:
+            key, secret = v.identity.create_key("svc", actor_id="crm", tenant="acme")
+        bearer = {"Authorization": f"Bearer {secret}", "X-Purpose": "account_management"}
+        assert two.get(f"{BASE}/{rid}", headers=bearer).status_code == 200
+        gone = one.delete(f"/v1/admin/api-keys/{key.id}",
+                          headers=issuer.headers("ada", None, step_up=token))
+        assert gone.status_code == 200 and gone.json()["revoked"] is True
+        deadline = time.monotonic() + 1.0
+        while two.get(f"{BASE}/{rid}", headers=bearer).status_code != 401:
+            assert time.monotonic() < deadline, "the other replica still takes the key"
+            time.sleep(0.05)
         # Concurrent load through both, then every chain verifies.
         failures: list[int] = []
 

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
 from vault.audit.chain import AuditEvent, Decision
-from vault.errors import AccessDenied
+from vault.errors import AccessDenied, NotFound
 from vault.gateway._auth import AuthFailure, Principal
 from vault.gateway._core import Caller, Gateway, GatewayDep, page_of
 from vault.gateway._models import (
+    ApiKeyOut,
     KeyStatusOut,
     PolicyCheckIn,
     PolicyCheckOut,
@@ -25,7 +26,7 @@ from vault.gateway._models import (
     StepUpOut,
 )
 from vault.gateway._problems import GatewayProblem, problem_docs
-from vault.identity import AuthenticationFailed
+from vault.identity import ApiKey, AuthenticationFailed
 from vault.types import Actor
 
 __all__ = ["router"]
@@ -132,6 +133,43 @@ async def revoke_role(gw: GatewayDep, who: Caller,
         return gw.vault.roles.revoke(user, role, tenant=who.actor.tenant, actor=who.actor)
 
     return RoleChangeOut(changed=await run_in_threadpool(run))
+
+
+# ---------------------------------------------------------------- API keys
+
+
+def _api_key(k: ApiKey) -> ApiKeyOut:
+    return ApiKeyOut(id=k.id, name=k.name, kind=k.kind.value, actor=k.actor, tenant=k.tenant,
+                     created_at=k.created_at, expires_at=k.expires_at,
+                     revoked=k.revoked_at is not None, totp=k.totp)
+
+
+@router.get("/admin/api-keys", response_model=list[ApiKeyOut], tags=["admin"],
+            responses=problem_docs(403))
+async def list_api_keys(gw: GatewayDep, who: Caller) -> list[ApiKeyOut]:
+    """The API keys of the caller's tenant (never a secret; create them with
+    ``vault gateway keys create``)."""
+    def run() -> list[ApiKeyOut]:
+        _authorise(gw, who, "policy", "policy.admin")
+        return [_api_key(k) for k in gw.vault.identity.list_keys(tenant=who.actor.tenant)]
+
+    return await run_in_threadpool(run)
+
+
+@router.delete("/admin/api-keys/{key_id}", response_model=ApiKeyOut, tags=["admin"],
+               responses=problem_docs(403, 404))
+async def revoke_api_key(gw: GatewayDep, who: Caller,
+                         key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]) -> ApiKeyOut:
+    """Revoke an API key of the caller's tenant (needs a second factor); every
+    replica refuses it from its next use."""
+    def run() -> ApiKeyOut:
+        gw.require_step_up(who, "policy")
+        found = gw.vault.identity.get_key(key_id)
+        if found.tenant != who.actor.tenant:
+            raise NotFound("no such API key")
+        return _api_key(gw.vault.identity.revoke_key(found.id, actor=who.actor))
+
+    return await run_in_threadpool(run)
 
 
 # ---------------------------------------------------------------- policy

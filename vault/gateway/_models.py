@@ -8,11 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "BatchCreate", "BatchCreated", "BatchGet", "BatchItem", "ConsentEventOut", "ConsentGrant",
-    "ConsentStateOut", "ConsentWithdraw", "CreateRecord", "Created", "Health", "JurisdictionIn",
-    "KeyStatusOut", "Page", "PatchRecord", "PolicyCheckIn", "PolicyCheckOut", "RecordOut",
-    "RecordPage", "RestrictionIn", "RoleAssignmentIn", "RoleAssignmentOut", "RoleChangeOut",
-    "RotationOut", "SearchRecords", "StepUpIn", "StepUpOut", "SubjectOut", "VerifyOut",
+    "ApiKeyOut", "BatchCreate", "BatchCreated", "BatchGet", "BatchItem", "CheckpointOut",
+    "ConsentEventOut", "ConsentEventPage", "ConsentGrant", "ConsentStateOut", "ConsentWithdraw",
+    "CreateRecord", "Created", "Health", "JurisdictionIn", "KeyStatusOut", "Page", "PatchRecord",
+    "PolicyCheckIn", "PolicyCheckOut", "RecordOut", "RecordPage", "RestrictionIn",
+    "RoleAssignmentIn", "RoleAssignmentOut", "RoleAssignmentPage", "RoleChangeOut", "RotationOut",
+    "SearchRecords", "StepUpIn", "StepUpOut", "SubjectOut", "VerifyOut",
 ]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$"
@@ -216,6 +217,18 @@ class KeyStatusOut(_Closed):
 class RotationOut(_Closed):
     new_version: int
     rewrapped: int
+
+
+class ApiKeyOut(_Closed):
+    id: str
+    name: str
+    kind: str
+    actor: str
+    tenant: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked: bool
+    totp: bool
 
 
 class StepUpIn(_Closed):
