@@ -165,3 +165,20 @@ def test_body_size_is_bounded(client: TestClient, issuer: Issuer) -> None:
     big = {"data": {"support_notes": "x" * 2_000_000}}
     r = client.post(BASE, json=big, headers=issuer.headers("crm"))
     assert r.status_code == 413 and r.json()["code"] == "body_too_large"
+
+
+def test_no_canary_in_the_logs_of_refused_requests(client: TestClient, issuer: Issuer) -> None:
+    """The gateway's log events (access log, refusals, internal errors) hold no value."""
+    import structlog.testing
+
+    with structlog.testing.capture_logs() as logs:
+        h = issuer.headers("crm")
+        client.post(BASE, json={"data": customer(email=f"bad {CANARY_ID}")}, headers=h)
+        client.post(BASE, json={"data": CANARY_ID}, headers=h)
+        client.post(f"{BASE}/search", json={"criteria": {"national_id": CANARY_ID}}, headers=h)
+        client.get(f"{BASE}/{CANARY_ID}", headers=issuer.headers("stranger"))
+        client.get(f"{BASE}/x1?email={CANARY_EMAIL}", headers=h)
+    assert any(e["event"] == "http_request" for e in logs)
+    text = repr(logs)
+    for canary in (CANARY_EMAIL, CANARY_ID):
+        assert canary not in text

@@ -195,3 +195,17 @@ def test_two_replicas_on_one_postgresql(pg_schemas: object, issuer: Issuer,
             t.join()
         assert failures == []
     _verify_audit(settings)
+
+
+def test_vault_serve_with_two_workers(sqlite_settings: VaultSettings, issuer: Issuer,
+                                      tmp_path: Path) -> None:
+    """`--workers 2`: each worker builds its app from the environment and serves."""
+    with Vault.init(settings=sqlite_settings) as v:
+        v.roles.assign("crm", "crm_service", tenant="acme")
+    with vault_serve(sqlite_settings, issuer, tmp_path / "w.log", "--workers", "2") as served, \
+            httpx.Client(base_url=served.url, timeout=30) as http:
+        ids = [http.post(BASE, json={"data": customer()}, headers=issuer.headers("crm"))
+               .json()["id"] for _ in range(6)]
+        for rid in ids:
+            assert http.get(f"{BASE}/{rid}", headers=issuer.headers("crm")).status_code == 200
+    _verify_audit(sqlite_settings)
