@@ -171,6 +171,8 @@ def test_no_canary_in_the_logs_of_refused_requests(client: TestClient, issuer: I
     """The gateway's log events (access log, refusals, internal errors) hold no value."""
     import structlog.testing
 
+    # A CLI test earlier in the run may have configured a WARNING filter.
+    structlog.reset_defaults()
     with structlog.testing.capture_logs() as logs:
         h = issuer.headers("crm")
         client.post(BASE, json={"data": customer(email=f"bad {CANARY_ID}")}, headers=h)

@@ -111,7 +111,7 @@ async def list_roles(
 
 
 @router.post("/admin/roles", response_model=RoleChangeOut, tags=["admin"],
-             responses=problem_docs(403))
+             responses=problem_docs(202, 403))
 async def assign_role(gw: GatewayDep, who: Caller, body: RoleAssignmentIn) -> RoleChangeOut:
     """Give a user a role in the caller's tenant (needs a second factor)."""
     def run() -> bool:

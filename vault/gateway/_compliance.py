@@ -23,6 +23,7 @@ from vault.gateway._models import (
     ConsentStateOut,
     ConsentWithdraw,
     JurisdictionIn,
+    ReceiptOut,
     RestrictionIn,
     SubjectOut,
     VerifyOut,
@@ -114,13 +115,13 @@ async def consent_history(
     return ConsentEventPage(items=[_event(e) for e in page], next_cursor=nxt)
 
 
-@router.get("/consents/{event_id}/receipt", tags=["consent"],
-            responses=problem_docs(403, 404))
-async def consent_receipt(gw: GatewayDep, who: Caller,
-                          event_id: SubjectPath) -> dict[str, Any]:
+@router.get("/consents/{event_id}/receipt", tags=["consent"], response_model=ReceiptOut,
+            response_model_by_alias=True, responses=problem_docs(403, 404))
+async def consent_receipt(gw: GatewayDep, who: Caller, event_id: SubjectPath) -> ReceiptOut:
     """The signed receipt (Ed25519) of a consent event."""
-    return await run_in_threadpool(gw.vault.consent.receipt, event_id,
-                                   tenant=who.actor.tenant, actor=who.actor)
+    issued = await run_in_threadpool(gw.vault.consent.receipt, event_id,
+                                     tenant=who.actor.tenant, actor=who.actor)
+    return ReceiptOut.model_validate(issued)
 
 
 # ---------------------------------------------------------------- subjects

@@ -11,7 +11,7 @@ __all__ = [
     "ApiKeyOut", "BatchCreate", "BatchCreated", "BatchGet", "BatchItem", "CheckpointOut",
     "ConsentEventOut", "ConsentEventPage", "ConsentGrant", "ConsentStateOut", "ConsentWithdraw",
     "CreateRecord", "Created", "Health", "JurisdictionIn", "KeyStatusOut", "Page", "PatchRecord",
-    "PolicyCheckIn", "PolicyCheckOut", "RecordOut", "RecordPage", "RestrictionIn",
+    "PolicyCheckIn", "PolicyCheckOut", "ReceiptOut", "RecordOut", "RecordPage", "RestrictionIn",
     "RoleAssignmentIn", "RoleAssignmentOut", "RoleAssignmentPage", "RoleChangeOut", "RotationOut",
     "SearchRecords", "StepUpIn", "StepUpOut", "SubjectOut", "VerifyOut",
 ]
@@ -146,6 +146,17 @@ class ConsentStateOut(_Closed):
     expires_at: dt.datetime | None
     event_id: str
     updated_at: dt.datetime
+
+
+class ReceiptOut(BaseModel):
+    """A consent receipt as issued: its body, the Ed25519 signature and the key id."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    receipt: dict[str, Any]
+    alg: str
+    key_id: str = Field(alias="keyId")
+    signature: str
 
 
 class SubjectOut(_Closed):

@@ -71,7 +71,7 @@ class Problem(BaseModel):
     request_id: str | None = None
     field: str | None = None
     reason: str | None = None
-    retry_after: int | None = None
+    change_id: str | None = None
 
 
 class GatewayProblem(Exception):
@@ -98,10 +98,11 @@ def _request_id(request: Request) -> str | None:
 
 def problem_response(request: Request, status: int, code: str, title: str, *,
                      field: str | None = None, reason: str | None = None,
+                     change_id: str | None = None,
                      headers: dict[str, str] | None = None) -> JSONResponse:
     body = Problem(type=f"https://vault.example.com/problems/{code}", title=title,
                    status=status, code=code, request_id=_request_id(request),
-                   field=field, reason=reason)
+                   field=field, reason=reason, change_id=change_id)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status,
                         media_type=PROBLEM, headers={"Cache-Control": "no-store",
                                                      **(headers or {})})
@@ -117,9 +118,11 @@ async def _vault_error(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(request, 500, "internal_error", "Internal error")
     field = getattr(exc, "field", None)
     reason = getattr(exc, "reason", None)
+    # A pending change is named so that a second administrator can approve it.
+    change = exc.change_id if isinstance(exc, errors.ApprovalRequired) else None
     return problem_response(request, status, exc.code, title,
                             field=field if isinstance(field, str) else None,
-                            reason=reason if reason in _REASONS else None)
+                            reason=reason if reason in _REASONS else None, change_id=change)
 
 
 async def _gateway_problem(request: Request, exc: Exception) -> JSONResponse:
@@ -168,7 +171,8 @@ def install_handlers(app: FastAPI) -> None:
 
 def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` documenting the problems an operation can answer."""
-    titles = {400: "Missing or unknown purpose, or a malformed header",
+    titles = {202: "The change waits for a second administrator (change_id)",
+              400: "Missing or unknown purpose, or a malformed header",
               401: "No valid credential", 403: "Forbidden (policy, consent, step-up)",
               404: "Not found", 409: "Conflict (legal hold, key operation refused)",
               410: "Erased (crypto-shredded)", 412: "If-Match does not match the version",
@@ -176,6 +180,6 @@ def problem_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
               428: "If-Match required", 429: "Rate limited",
               500: "Internal error (request id only)", 503: "Audit log, policy engine or "
               "key provider unavailable"}
-    base = (401, 422, 500, 503)
+    base = (400, 401, 413, 422, 429, 500, 503)
     return {s: {"model": Problem, "description": titles.get(s, "Problem"),
                 "content": {PROBLEM: {}}} for s in sorted({*base, *statuses})}
