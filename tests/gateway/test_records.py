@@ -184,3 +184,29 @@ def test_no_canary_in_the_logs_of_refused_requests(client: TestClient, issuer: I
     text = repr(logs)
     for canary in (CANARY_EMAIL, CANARY_ID):
         assert canary not in text
+
+
+def test_an_unexpected_error_is_a_bare_500(vault: Vault, gateway_settings: object) -> None:
+    """A bug's message (which may quote a value) reaches neither the body nor the log:
+    a 500 problem with the request id only, and the X-Request-ID header."""
+    import structlog.testing
+
+    from vault.gateway import GatewaySettings, create_app
+
+    assert isinstance(gateway_settings, GatewaySettings)
+    app = create_app(vault, gateway_settings)
+
+    def boom() -> None:
+        raise ValueError(f"bad value {CANARY_EMAIL}")
+
+    app.add_api_route("/boom", boom)
+    structlog.reset_defaults()
+    with structlog.testing.capture_logs() as logs, \
+            TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/boom")
+    assert r.status_code == 500
+    assert r.json() == {"type": "https://vault.example.com/problems/internal_error",
+                        "title": "Internal error", "status": 500, "code": "internal_error",
+                        "request_id": r.headers["x-request-id"]}
+    assert CANARY_EMAIL not in repr(logs)
+    assert any(e["event"] == "gateway_internal_error" for e in logs)

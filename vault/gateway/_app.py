@@ -74,16 +74,16 @@ class _Envelope:
                          (b"x-content-type-options", b"nosniff"),
                          (b"referrer-policy", b"no-referrer"),
                          (b"x-frame-options", b"DENY")]
-                present = {k.lower() for k, _ in message.get("headers", [])}
-                if b"cache-control" not in present:
-                    extra.append((b"cache-control", b"no-store"))
+                extra.append((b"cache-control", b"no-store"))
                 if not docs:
                     extra.append((b"content-security-policy",
                                   b"default-src 'none'; frame-ancestors 'none'"))
                 if self.settings.hsts:
                     extra.append((b"strict-transport-security",
                                   b"max-age=31536000; includeSubDomains"))
-                message["headers"] = [*message.get("headers", []), *extra]
+                present = {bytes(k).lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *((k, v) for k, v in extra if k not in present)]
             await send(message)
 
         try:
@@ -95,6 +95,14 @@ class _Envelope:
                         return
                     receive = _replay(body, receive)
                 await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            # Not re-raised: the server's own error log would print the message,
+            # which may quote a value. The type and the request id are enough.
+            log.error("gateway_internal_error", error_type=type(exc).__name__,
+                      request_id=rid)
+            if not status_seen:
+                await _problem(500, "internal_error", "Internal error", rid, scope,
+                               send_with_headers)
         finally:
             route = scope.get("route")
             log.info("http_request", method=scope.get("method"),
@@ -123,11 +131,16 @@ class _Envelope:
         return b"".join(chunks)
 
     async def _too_large(self, rid: str, scope: Scope, send: Send) -> None:
-        body = JSONResponse({"type": "https://vault.example.com/problems/body_too_large",
-                             "title": "The request body is too large", "status": 413,
-                             "code": "body_too_large", "request_id": rid},
-                            status_code=413, media_type=PROBLEM)
-        await body(scope, _no_body, send)
+        await _problem(413, "body_too_large", "The request body is too large", rid, scope,
+                       send)
+
+
+async def _problem(status: int, code: str, title: str, rid: str, scope: Scope,
+                   send: Send) -> None:
+    body = JSONResponse({"type": f"https://vault.example.com/problems/{code}",
+                         "title": title, "status": status, "code": code, "request_id": rid},
+                        status_code=status, media_type=PROBLEM)
+    await body(scope, _no_body, send)
 
 
 async def _no_body() -> Message:
