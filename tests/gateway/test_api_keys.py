@@ -87,7 +87,11 @@ def test_totp_step_up_of_a_person_key_and_replay(vault: Vault, client: TestClien
     _, secret = vault.identity.create_key("dana-laptop", actor_id="dana", tenant="acme",
                                             kind="person")
     uri = vault.identity.enrol_totp("dana-laptop")
-    otp = pyotp.TOTP(urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["secret"][0])
+    base32 = urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["secret"][0]
+    otp = pyotp.TOTP(base32)
+    with vault.engine.connect() as conn:  # the TOTP secret is stored encrypted
+        boxes = conn.execute(text("SELECT secret_box FROM identity_totp")).scalars().all()
+    assert boxes and all(base32.encode() not in bytes(b) for b in boxes)
     code = otp.now()
     first = client.post("/v1/auth/step-up", json={"method": "totp", "code": code},
                         headers=_bearer(secret, None))

@@ -210,3 +210,33 @@ def test_an_unexpected_error_is_a_bare_500(vault: Vault, gateway_settings: objec
                         "request_id": r.headers["x-request-id"]}
     assert CANARY_EMAIL not in repr(logs)
     assert any(e["event"] == "gateway_internal_error" for e in logs)
+
+
+def test_idempotency_holds_across_replicas_and_while_in_progress(
+        vault: Vault, gateway_settings: object, issuer: Issuer) -> None:
+    """Another app on the same database answers a retried create with the first answer;
+    a key whose first create is still running is 409 with Retry-After."""
+    from vault.gateway import GatewaySettings, create_app
+
+    assert isinstance(gateway_settings, GatewaySettings)
+    h = {**issuer.headers("crm"), "Idempotency-Key": "replica-1"}
+    with TestClient(create_app(vault, gateway_settings)) as one, \
+            TestClient(create_app(vault, gateway_settings)) as two:
+        first = one.post(BASE, json={"data": customer()}, headers=h)
+        again = two.post(BASE, json={"data": customer()}, headers=h)
+        assert first.status_code == again.status_code == 201
+        assert first.json() == again.json()
+        # A claim without an answer yet: the first create still runs somewhere.
+        from vault.gateway._idempotency import IDEMPOTENCY, IdempotencyStore
+
+        store = IdempotencyStore(vault.engine)
+        body = {"data": customer()}
+        running = {**issuer.headers("crm"), "Idempotency-Key": "replica-2"}
+        made = one.post(BASE, json=body, headers={**running, "Idempotency-Key": "probe"})
+        assert made.status_code == 201
+        with vault.engine.begin() as conn:
+            digest = conn.execute(IDEMPOTENCY.select().where(
+                IDEMPOTENCY.c.idem_key == "probe")).one().request_digest
+        assert store.claim("acme", "crm", "replica-2", digest, vault.clock.now()) is None
+        busy = two.post(BASE, json=body, headers=running)
+        assert busy.status_code == 409 and busy.headers["retry-after"] == "1"
