@@ -16,6 +16,7 @@ The tree::
     │   ├── SubjectRestricted  processing restricted (GDPR Art. 18, PIPL Art. 44)
     │   └── TransferRefused    cross-border: no mechanism, or the data must stay local
     ├── NotFound               no such record, subject or key version
+    ├── VersionConflict        the record is not at the version the caller expected
     ├── CryptoError
     │   ├── DecryptionError    any failure to open an envelope; never says why
     │   ├── KeyDestroyed       the subject's data key was crypto-shredded
@@ -61,6 +62,7 @@ __all__ = [
     "UnknownPurpose",
     "UnknownRole",
     "VaultError",
+    "VersionConflict",
 ]
 
 
@@ -204,6 +206,13 @@ class NotFound(VaultError):
     """No such record, subject or key version."""
 
     code = "not_found"
+
+
+class VersionConflict(VaultError):
+    """``update``/``delete`` with ``if_version``: the record has another version
+    (someone changed it since the caller read it); nothing was changed."""
+
+    code = "version_conflict"
 
 
 class CryptoError(VaultError):

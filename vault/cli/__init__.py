@@ -1,4 +1,4 @@
-"""The ``vault`` command line: init, demo, keys, roles, policy check, audit, consent.
+"""The ``vault`` command line: init, serve, demo, keys, roles, policy check, audit, consent.
 
 Only the CLI (and the gateway) read ``VAULT_*`` environment variables. Exit
 codes: 0 success; 1 a Vault error (one line on stderr saying why); 2 a usage
@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from vault import Actor, Vault, VaultSettings
-from vault.cli import consent_cli, report_cli, retention_cli
+from vault.cli import consent_cli, gateway_cli, report_cli, retention_cli
 from vault.cli._common import (
     HomeOpt,
     TenantOpt,
@@ -143,6 +143,34 @@ def demo(
                   progress_factory=progress_bar)
     if not ok:
         raise fail("audit verification failed", 3)
+
+
+@app.command()
+@guard
+def serve(
+    home: HomeOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8600,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS, send HSTS.")]
+    = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", metavar="FILE", help="PEM private key of --tls-cert.")] = None,
+) -> None:
+    """Run the HTTP gateway under uvicorn (settings from VAULT_* and VAULT_GATEWAY_*)."""
+    import os
+
+    from vault.gateway import serve as run_gateway
+
+    if home is not None:
+        # The workers build their app from the environment (uvicorn's factory).
+        os.environ["VAULT_HOME"] = str(home)
+    scheme = "https" if tls_cert else "http"
+    err.print(f"vault gateway on {scheme}://{host}:{port} ({workers} worker(s))",
+              markup=False, highlight=False)
+    run_gateway(host=host, port=port, workers=workers, tls_cert=tls_cert, tls_key=tls_key)
 
 
 # ---------------------------------------------------------------- keys
@@ -439,6 +467,7 @@ def audit_checkpoint(
 
 report_cli.register(audit_app)
 consent_cli.register(app)
+gateway_cli.register(app)
 retention_cli.register(app)
 
 

@@ -193,7 +193,8 @@ class Sealer:
             except ValueError:
                 raise DecryptionError() from None
             return Record(id=row.id, subject_id=row.subject_id, collection=schema.name,
-                          data=data, masked=_NO_NAMES, withheld=_NO_NAMES)
+                          data=data, masked=_NO_NAMES, withheld=_NO_NAMES,
+                          version=row.version)
         envelopes = decode_envelopes(row.envelopes)
         data = {}
         masked: set[str] = set()
@@ -209,4 +210,5 @@ class Sealer:
             else:
                 withheld.add(name)
         return Record(id=row.id, subject_id=row.subject_id, collection=schema.name, data=data,
-                      masked=frozenset(masked), withheld=frozenset(withheld))
+                      masked=frozenset(masked), withheld=frozenset(withheld),
+                      version=row.version)

@@ -31,6 +31,7 @@ from vault.errors import (
     LegalHoldActive,
     NotFound,
     UnknownField,
+    VersionConflict,
 )
 from vault.records.gate import CONSENT_REFUSALS, DataGate, consent_error
 from vault.records.sealing import (
@@ -269,6 +270,7 @@ class RecordService:
     def update(
         self, actor: Actor, collection: str, record_id: str, changes: Mapping[str, Any], *,
         purpose: str,
+        if_version: int | None = None,
     ) -> None:
         """Change some fields of a record (see ``Vault.update``)."""
         call, schema = self._begin(actor, "update", collection, purpose)
@@ -287,6 +289,7 @@ class RecordService:
                 raise NotFound(f"no record {rid} in {schema.name}")
             if row.erased_at is not None:
                 raise _destroyed()
+            _check_version(row, if_version)
             refused, gate_events = self._gate.check(
                 conn, call.actor, schema, purpose, [row.subject_id], sorted(values))
             if refused:
@@ -305,12 +308,17 @@ class RecordService:
                     envelopes.pop(name, None)
             framed = encode_envelopes(envelopes)
             version = row.version + 1
-            conn.execute(
-                update(RECORDS).where(RECORDS.c.id == rid).values(
+            changed = conn.execute(
+                # The version read above (the row is locked too), so that two
+                # concurrent updates cannot both pass an ``if_version`` check.
+                update(RECORDS).where(RECORDS.c.id == rid,
+                                      RECORDS.c.version == row.version).values(
                     envelopes=framed, updated_at=self._k.clock.now(), version=version,
                     seal=self._seal.reseal(key, tenant, schema.name, rid, row.subject_id,
                                            framed, version))
             )
+            if changed.rowcount != 1:
+                raise VersionConflict(f"record {rid} was changed concurrently")
             self._hooks.records_updated(conn, tenant, [rid])
             touched = [n for n in values if n in schema.searchable_fields]
             if touched:
@@ -331,13 +339,15 @@ class RecordService:
             call.run(change)
         except CONSENT_REFUSALS as exc:
             call.refuse(exc, record_ids=[rid])
-        except (NotFound, KeyDestroyed, DecryptionError, KeyManagementError) as exc:
+        except (NotFound, KeyDestroyed, DecryptionError, KeyManagementError,
+                VersionConflict) as exc:
             call.refuse(exc, record_ids=[rid], decision=Decision.ERROR)
         # The replaced envelopes must not stay readable in the WAL while the
         # subject's key is live (a rectification is a deletion of the old value).
         truncate_wal(self._k.engine)
 
-    def delete(self, actor: Actor, collection: str, record_id: str, *, purpose: str) -> None:
+    def delete(self, actor: Actor, collection: str, record_id: str, *, purpose: str,
+               if_version: int | None = None) -> None:
         """Delete a record and its blind-index entries (see ``Vault.delete``)."""
         call, schema = self._begin(actor, "delete", collection, purpose)
         rid = self._record_id(call, record_id)
@@ -348,9 +358,12 @@ class RecordService:
             row = load_rows(conn, tenant, schema.name, [rid]).get(rid)
             if row is None:
                 raise NotFound(f"no record {rid} in {schema.name}")
+            _check_version(row, if_version)
             ensure_not_held(conn, tenant, row.subject_id, self._k.clock.now())
             conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id == rid))
-            conn.execute(delete(RECORDS).where(RECORDS.c.id == rid))
+            if conn.execute(delete(RECORDS).where(
+                    RECORDS.c.id == rid, RECORDS.c.version == row.version)).rowcount != 1:
+                raise VersionConflict(f"record {rid} was changed concurrently")
             call.record([AuditEvent(
                 tenant=tenant, actor=call.actor.id, action="delete", decision=Decision.ALLOW,
                 collection=schema.name, record_ids=(rid,),
@@ -360,7 +373,7 @@ class RecordService:
 
         try:
             call.run(remove)
-        except (NotFound, LegalHoldActive) as exc:
+        except (NotFound, LegalHoldActive, VersionConflict) as exc:
             call.refuse(exc, record_ids=[rid], decision=Decision.ERROR)
         truncate_wal(self._k.engine)  # no deleted bytes stay in the WAL
 
@@ -733,6 +746,11 @@ def load_rows(conn: Connection, tenant: str, collection: str,
             if row.tenant == tenant and row.collection == collection:
                 rows[row.id] = row
     return rows
+
+
+def _check_version(row: Any, if_version: int | None) -> None:
+    if if_version is not None and row.version != if_version:
+        raise VersionConflict(f"record {row.id} is not at version {if_version}")
 
 
 def _destroyed() -> KeyDestroyed:
