@@ -44,13 +44,16 @@ def build(vault: Vault, entries: int, batch: int = 10_000) -> None:
         made += n
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--entries", type=int, default=500_000)
-    parser.add_argument("--chains", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    for name, default in (("--entries", 500_000), ("--chains", 16), ("--repeat", 3)):
+        parser.add_argument(name, type=int, default=default)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     with tempfile.TemporaryDirectory() as tmp:
         settings = VaultSettings.build(home=Path(tmp), policies=POLICIES,
                                        audit_chains=args.chains)

@@ -119,6 +119,14 @@ class _Peer:
             obj = session.get(self.model, record_id)
             return {name: getattr(obj, name) for name in FIELDS}
 
+    def get_one_logged(self, record_id: str, actor: str) -> dict[str, str]:
+        """The physical floor of an audited read: the plain select and a one-row
+        insert into an access log, committed (the fsync Vault's audit entry costs)."""
+        with Session(self.engine) as session, session.begin():
+            obj = session.get(self.model, record_id)
+            session.add(PlainAccess(record_id=record_id, actor=actor, at=_now()))
+            return {name: getattr(obj, name) for name in FIELDS}
+
     def find_email(self, email: str) -> list[str]:
         with Session(self.engine) as session:
             return list(session.scalars(select(self.model.id).where(self.model.email == email)))
@@ -150,6 +158,17 @@ class PlainCustomer(_PlainBase):
         Index("ix_crm_customers_email", "email"),
         Index("ix_crm_customers_phone", "phone"),
     )
+
+
+class PlainAccess(_PlainBase):
+    """A plain access log: one row per read (what the floor of an audited read writes)."""
+
+    __tablename__ = "crm_access_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    record_id: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class PlainPeer(_Peer):

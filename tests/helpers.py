@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
-from vault.crypto.keys import LocalKeyProvider
+from vault.crypto.keys import KeyContext, LocalKeyProvider
 from vault.store.engine import is_postgres
 
 # The fields of the shipped ``customers`` collection, in schema order.
@@ -49,11 +49,12 @@ class PausingProvider(LocalKeyProvider):
 
     on_unwrap: Any = None
 
-    def unwrap(self, version: int, wrapped: bytes) -> bytes:
+    def unwrap(self, version: int, wrapped: bytes, *,
+               context: KeyContext | None = None) -> bytes:
         hook, self.on_unwrap = self.on_unwrap, None
         if hook is not None:
             hook()
-        return super().unwrap(version, wrapped)
+        return super().unwrap(version, wrapped, context=context)
 
 
 def disable_triggers(engine: Engine, *, again: bool = False) -> None:

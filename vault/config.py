@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -51,6 +51,13 @@ class VaultSettings(BaseSettings):
         database_url: SQLAlchemy URL of the data database.
         keystore_url: SQLAlchemy URL of the key store (must differ from the data database).
         key_file: path of the local key file holding the key-encryption keys.
+        key_provider: where the KEKs live, a URI (see
+            :mod:`vault.crypto.providers`): unset, a path or ``file:`` for the key
+            file (the default); ``pkcs11:token=...;object=...?module-path=...``
+            for an HSM; ``aws-kms:<key ARN or alias>`` for AWS KMS. A PIN in the
+            URI (``pin-value``) is refused.
+        pkcs11_pin: the PKCS#11 user PIN when the URI has no ``pin-source``
+            (``VAULT_PKCS11_PIN``); never printed, hashed or stored.
         policies: folder with ``model.conf``, ``policy.csv``, ``purposes.toml``
             and ``collections/``.
         audit_chains: number of audit hash chains for subjects (fixed at init).
@@ -89,6 +96,8 @@ class VaultSettings(BaseSettings):
     database_url: str | None = None
     keystore_url: str | None = None
     key_file: Path | None = None
+    key_provider: str | None = None
+    pkcs11_pin: SecretStr | None = None
     policies: Path | None = None
     audit_chains: int = Field(default=16, ge=1, le=1024)
     blind_index_bytes: int = Field(default=32, ge=8, le=32)
@@ -121,6 +130,22 @@ class VaultSettings(BaseSettings):
             raise ValueError("must be a sqlite:/// or postgresql:// URL "
                              "(drivers: pysqlite, psycopg)")
         return value
+
+    @field_validator("key_provider")
+    @classmethod
+    def _key_provider(cls, value: str | None) -> str | None:
+        # Parsed in full when the vault opens (vault.crypto.providers); here only
+        # what must never reach a snapshot: a PIN. The message never quotes it.
+        if value is None or not value.strip():
+            return None
+        if value.startswith("pkcs11:") and "pin-value" in value:
+            raise ValueError("a PIN must not be written in the URI; use pin-source or "
+                             "VAULT_PKCS11_PIN")
+        return value.strip()
+
+    def pkcs11_pin_value(self) -> str | None:
+        """The PKCS#11 PIN, for the provider only."""
+        return self.pkcs11_pin.get_secret_value() if self.pkcs11_pin else None
 
     @classmethod
     def build(cls, **values: Any) -> VaultSettings:
@@ -164,7 +189,8 @@ class VaultSettings(BaseSettings):
         # URLs can carry passwords: never print them.
         return (
             f"VaultSettings(home={str(self.home)!r}, database_url=[secure], "
-            f"keystore_url=[secure], key_file={str(self.resolved_key_file)!r})"
+            f"keystore_url=[secure], key_file={str(self.resolved_key_file)!r}, "
+            f"key_provider={(self.key_provider or 'file:').split(':')[0]!r})"
         )
 
     __str__ = __repr__

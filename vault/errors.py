@@ -16,11 +16,15 @@ The tree::
     │   ├── SubjectRestricted  processing restricted (GDPR Art. 18, PIPL Art. 44)
     │   └── TransferRefused    cross-border: no mechanism, or the data must stay local
     ├── NotFound               no such record, subject or key version
+    ├── VersionConflict        the record is not at the version the caller expected
     ├── CryptoError
     │   ├── DecryptionError    any failure to open an envelope; never says why
     │   ├── KeyDestroyed       the subject's data key was crypto-shredded
     │   └── InvalidReceipt     a consent receipt's signature or content does not verify
-    ├── KeyManagementError     rotation/retirement refused, key file unsafe
+    ├── KeyManagementError     rotation/retirement refused, key file unsafe, a wrapped
+    │   │                      key that fails its integrity check (or its binding)
+    │   ├── KeyProviderUnavailable  the HSM or KMS cannot be used (token gone, wrong
+    │   │                      PIN, endpoint down, access refused): fail closed
     │   └── ShreddingIncomplete  key destroyed, but its old bytes may remain in the WAL
     ├── AuditError             the audit entry could not be written; nothing returned
     ├── PolicyError            the policy engine failed (treated as deny)
@@ -46,6 +50,7 @@ __all__ = [
     "InvalidTenant",
     "KeyDestroyed",
     "KeyManagementError",
+    "KeyProviderUnavailable",
     "LegalHoldActive",
     "NotFound",
     "PolicyError",
@@ -57,6 +62,7 @@ __all__ = [
     "UnknownPurpose",
     "UnknownRole",
     "VaultError",
+    "VersionConflict",
 ]
 
 
@@ -202,6 +208,13 @@ class NotFound(VaultError):
     code = "not_found"
 
 
+class VersionConflict(VaultError):
+    """``update``/``delete`` with ``if_version``: the record has another version
+    (someone changed it since the caller read it); nothing was changed."""
+
+    code = "version_conflict"
+
+
 class CryptoError(VaultError):
     """Base of cryptographic failures."""
 
@@ -240,6 +253,15 @@ class KeyManagementError(VaultError):
     """A key operation was refused (unsafe key file, retiring a key in use...)."""
 
     code = "key_management_error"
+
+
+class KeyProviderUnavailable(KeyManagementError):
+    """The key provider (a PKCS#11 token, AWS KMS) cannot be used now: the token is
+    missing or refused the PIN, the endpoint does not answer, access is refused.
+    Nothing that needs a new wrap or unwrap proceeds (fail closed); data keys
+    already unwrapped and cached keep serving until their TTL."""
+
+    code = "key_provider_unavailable"
 
 
 class ShreddingIncomplete(KeyManagementError):

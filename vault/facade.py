@@ -19,6 +19,7 @@ from vault.admin import AuditService, KeyService, PolicyService, RoleService
 from vault.clock import Clock
 from vault.config import VaultSettings
 from vault.consent.service import ConsentService
+from vault.identity import IdentityService
 from vault.records import RecordService
 from vault.retention.holds import HoldService
 from vault.retention.service import RetentionService
@@ -68,6 +69,8 @@ class Vault:
             (:class:`~vault.subjects.SubjectService`).
         retention: retention schedule, expiry events, plans, sweeps, reports.
         holds: legal holds (place, lift, list).
+        identity: API keys, TOTP enrolments, the codes used
+            (:class:`~vault.identity.IdentityService`).
     """
 
     def __init__(self, kernel: Kernel) -> None:
@@ -79,6 +82,7 @@ class Vault:
         self.keys = KeyService(kernel)
         self.audit = AuditService(kernel)
         self.policy = PolicyService(kernel)
+        self.identity = IdentityService(kernel)
         # Retention keeps every record's expiry in step with the writes of the others.
         self.consent = ConsentService(kernel, hooks=self.retention)
         self.subjects = SubjectService(kernel, hooks=self.retention)
@@ -94,18 +98,23 @@ class Vault:
         database_url: str | None = None,
         keystore_url: str | None = None,
         key_file: PathLike | None = None,
+        key_provider: str | None = None,
         policies: PathLike | None = None,
         audit_chains: int | None = None,
         settings: VaultSettings | None = None,
         clock: Clock | None = None,
     ) -> Vault:
-        """Create what :meth:`open` needs: key file, key store, schema, default policy.
+        """Create what :meth:`open` needs: the KEK (a key file, or in the HSM or KMS
+        ``key_provider`` names), key store, schema, default policy.
 
         Raises:
             ConfigError: if the vault is already initialised or settings are wrong.
+            KeyManagementError: the key provider refuses (KeyProviderUnavailable
+                when it cannot be reached).
         """
         cfg = bootstrap.settings_of(home, settings, database_url=database_url,
                                        keystore_url=keystore_url, key_file=key_file,
+                                       key_provider=key_provider,
                                        policies=policies, audit_chains=audit_chains)
         return cls(bootstrap.init(cfg, clock))
 
@@ -113,7 +122,8 @@ class Vault:
     def upgrade(
         cls, home: PathLike | None = None, *, database_url: str | None = None,
         keystore_url: str | None = None, key_file: PathLike | None = None,
-        policies: PathLike | None = None, settings: VaultSettings | None = None,
+        key_provider: str | None = None, policies: PathLike | None = None,
+        settings: VaultSettings | None = None,
         clock: Clock | None = None,
     ) -> Vault:
         """Migrate an initialised vault's data database to the newest schema, give
@@ -128,14 +138,15 @@ class Vault:
         """
         cfg = bootstrap.settings_of(home, settings, database_url=database_url,
                                        keystore_url=keystore_url, key_file=key_file,
-                                       policies=policies)
+                                       key_provider=key_provider, policies=policies)
         return cls(bootstrap.upgrade(cfg, clock))
 
     @classmethod
     def open(
         cls, home: PathLike | None = None, *, database_url: str | None = None,
         keystore_url: str | None = None, key_file: PathLike | None = None,
-        policies: PathLike | None = None, settings: VaultSettings | None = None,
+        key_provider: str | None = None, policies: PathLike | None = None,
+        settings: VaultSettings | None = None,
         clock: Clock | None = None,
     ) -> Vault:
         """Open an initialised vault.
@@ -147,12 +158,15 @@ class Vault:
 
         Raises:
             ConfigError: if it was never initialised or needs migrating.
-            KeyManagementError: if the key file is missing or unsafe.
+            KeyManagementError: if the key file is missing or unsafe, or the HSM or
+                KMS refuses (KeyProviderUnavailable: token missing, wrong PIN,
+                endpoint down; the failed attempt is audited when the data
+                database can be reached).
             AuditError: a configuration change could not be recorded (fail closed).
         """
         cfg = bootstrap.settings_of(home, settings, database_url=database_url,
                                        keystore_url=keystore_url, key_file=key_file,
-                                       policies=policies)
+                                       key_provider=key_provider, policies=policies)
         return cls(bootstrap.open_kernel(cfg, clock))
 
     def close(self) -> None:
@@ -236,23 +250,32 @@ class Vault:
         changes: Mapping[str, Any],
         *,
         purpose: str,
+        if_version: int | None = None,
     ) -> None:
         """Change some fields of a record; a value of None removes an optional field.
 
-        Raises:
-            InvalidData, AccessDenied, NotFound, KeyDestroyed, AuditError.
-        """
-        self._records.update(actor, collection, record_id, changes, purpose=purpose)
+        ``if_version``: change it only if it is still at this version
+        (``Record.version`` of an earlier read), else raise VersionConflict.
 
-    def delete(self, actor: Actor, collection: str, record_id: str, *, purpose: str) -> None:
+        Raises:
+            InvalidData, AccessDenied, NotFound, KeyDestroyed, VersionConflict, AuditError.
+        """
+        self._records.update(actor, collection, record_id, changes, purpose=purpose,
+                             if_version=if_version)
+
+    def delete(self, actor: Actor, collection: str, record_id: str, *, purpose: str,
+               if_version: int | None = None) -> None:
         """Delete a record and its blind-index entries.
 
-        The actor needs ``delete`` on every field of the collection.
+        The actor needs ``delete`` on every field of the collection. ``if_version``
+        as in :meth:`update`.
 
         Raises:
             LegalHoldActive: a legal hold applies to the record's subject (audited).
+            VersionConflict: the record is not at ``if_version`` (audited).
         """
-        self._records.delete(actor, collection, record_id, purpose=purpose)
+        self._records.delete(actor, collection, record_id, purpose=purpose,
+                             if_version=if_version)
 
     # ------------------------------------------------------------------ reads
 

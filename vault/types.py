@@ -121,6 +121,8 @@ class Record:
             the masked form. Withheld fields are absent, never empty strings.
         masked: names of fields in ``data`` that are masked.
         withheld: names of fields present in the record but not permitted.
+        version: the record's version, 1 when written and one more at each update
+            (an HTTP ``ETag``; ``update``/``delete`` take it as ``if_version``).
     """
 
     id: str
@@ -129,6 +131,7 @@ class Record:
     data: Mapping[str, Any]
     masked: frozenset[str] = field(default_factory=frozenset)
     withheld: frozenset[str] = field(default_factory=frozenset)
+    version: int = 1
 
     def __repr__(self) -> str:
         # Values are personal data: a repr ends up in logs and tracebacks.

@@ -188,10 +188,19 @@ def _stripped(spec: FieldSpec, value: Any) -> str | _Empty:
     return text
 
 
-def _email(spec: FieldSpec, value: Any, region: str | None) -> str | _Empty:
-    text = _stripped(spec, value)
-    if isinstance(text, _Empty):
-        return text
+def _single_line(check: Callable[[FieldSpec, str, str | None], str]) -> _Validator:
+    """A validator that strips a single-line text value, lets empty through and
+    hands the rest to ``check``."""
+
+    def validate(spec: FieldSpec, value: Any, region: str | None) -> str | _Empty:
+        text = _stripped(spec, value)
+        return text if isinstance(text, _Empty) else check(spec, text, region)
+
+    return validate
+
+
+@_single_line
+def _email(spec: FieldSpec, text: str, region: str | None) -> str:
     if _plain_address(text):
         return text
     try:
@@ -203,10 +212,8 @@ def _email(spec: FieldSpec, value: Any, region: str | None) -> str | _Empty:
     return normalized
 
 
-def _phone(spec: FieldSpec, value: Any, region: str | None) -> str | _Empty:
-    text = _stripped(spec, value)
-    if isinstance(text, _Empty):
-        return text
+@_single_line
+def _phone(spec: FieldSpec, text: str, region: str | None) -> str:
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import structlog
+from pydantic import SecretStr
 from sqlalchemy import event, text
 from sqlalchemy.exc import SQLAlchemyError
 from structlog.testing import capture_logs
@@ -44,6 +45,7 @@ ALL_SETTINGS = {
     "report_burst_reads", "report_burst_minutes",
     "search_miss_limit", "search_miss_window_seconds",  # audited: they change who may search
     "home", "database_url", "keystore_url", "key_file", "policies", "destroyed_check_seconds",
+    "key_provider", "pkcs11_pin",
 }
 
 
@@ -93,8 +95,15 @@ def test_items_cover_every_setting_and_the_files_an_open_loads(
     assert set(VaultSettings.model_fields) == ALL_SETTINGS  # a new setting: decide here
     items = config_items(sqlite_settings, POLICIES)
     settings_items = {n.removeprefix("setting:") for n in items if n.startswith("setting:")}
-    assert settings_items == ALL_SETTINGS - NOT_ITEMS
-    assert {"home", "audit_chains"} == NOT_ITEMS
+    # key_provider is an item only when set: a vault on the key file sees no change.
+    assert settings_items == ALL_SETTINGS - NOT_ITEMS - {"key_provider"}
+    assert {"home", "audit_chains", "pkcs11_pin"} == NOT_ITEMS
+    on_hsm = sqlite_settings.model_copy(update={
+        "key_provider": "pkcs11:token=t;object=o?module-path=/m.so",
+        "pkcs11_pin": SecretStr("1234")})
+    hsm_items = config_items(on_hsm, POLICIES)
+    assert "setting:key_provider" in hsm_items and "setting:pkcs11_pin" not in hsm_items
+    assert hashlib.sha256(b"1234").hexdigest() not in hsm_items.values()
     files = {n.removeprefix("policies:") for n in items if n.startswith("policies:")}
     assert files == {"model.conf", "purposes.toml", "jurisdictions.toml", "notices.toml",
                      "retention.toml", "collections/customers.toml"}

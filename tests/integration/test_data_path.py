@@ -1,4 +1,5 @@
-"""The encrypted data path end to end, on SQLite and PostgreSQL."""
+"""The encrypted data path end to end, on SQLite and PostgreSQL, with each key
+provider (the key file, a SoftHSM2 token, moto's KMS: see tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from sqlalchemy import func, select, text
 from vault import AccessDenied, Actor, InvalidData, NotFound, Vault
 from vault.errors import DecryptionError, UnknownCollection, UnknownField, UnknownPurpose
 from vault.store.models import AuditEntryRow, BlindIndexRow, RecordRow
+
+pytestmark = pytest.mark.key_providers
 
 CRM = Actor("crm", "acme")
 SAM = Actor("sam", "acme")

@@ -33,6 +33,9 @@ from vault.store.models import AuditEntryRow
 from ..conftest import ROLE_USERS
 from .test_data_path import CRM, customer
 
+# On the key file, a SoftHSM2 token and moto's KMS alike (tests/conftest.py).
+pytestmark = pytest.mark.key_providers
+
 T0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 DPO = Actor("dana", "acme")
 PURPOSE = "account_management"
@@ -278,6 +281,8 @@ def test_the_cli_exits_3_on_a_resurrected_key(sqlite_settings: VaultSettings,
     v.close()
     env = {"VAULT_POLICIES": str(POLICIES), "VAULT_HOME": str(sqlite_settings.home),
            "COLUMNS": "200"}
+    if sqlite_settings.key_provider:
+        env["VAULT_KEY_PROVIDER"] = sqlite_settings.key_provider
     runner = CliRunner()
 
     def run(*args: str) -> tuple[int, str]:

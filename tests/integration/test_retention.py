@@ -38,7 +38,8 @@ def rv(settings: Any, clock: FixedClock) -> Iterator[Vault]:
         v.roles.assign(user, role, tenant="acme")
     try:
         yield v
-        assert v.audit_log.verify().ok
+        report = v.audit.verify()  # chains, erasures and record versions
+        assert report.ok, report
     finally:
         v.close()
 
@@ -118,6 +119,38 @@ def test_record_event_refuses_bad_input_and_unauthorised_actors(rv: Vault) -> No
 
 
 # ---------------------------------------------------------------- the sweep
+
+
+def test_a_tampered_record_due_for_pruning_is_deleted_not_resealed(
+        rv: Vault, clock: FixedClock) -> None:
+    """A prune re-seals the record it shortens; a record whose seal does not vouch
+    for it (here: an older envelope of a kept field written back) is deleted
+    instead, so the sweep never launders a tampered row into a valid one."""
+    from vault.crypto.framing import decode_envelopes, encode_envelopes
+
+    rid = put(rv, {"full_name": "B", "email": "b@example.com", "device_info": {"o": 2}},
+              subject="s-pruned")
+    good = put(rv, {"full_name": "G", "email": "g@example.com", "device_info": {"o": 3}},
+               subject="s-good")
+    with rv.engine.connect() as conn:
+        old_email = decode_envelopes(conn.execute(text(
+            "SELECT envelopes FROM records WHERE id = :id"), {"id": rid}).scalar_one())["email"]
+    clock.set(at(4))
+    rv.update(CRM, "customers", rid, {"email": "new@example.com"}, purpose="account_management")
+    for subject in ("s-pruned", "s-good"):
+        rv.retention.record_event("acme", subject, "last_interaction")
+    with rv.engine.begin() as conn:
+        envelopes = decode_envelopes(conn.execute(text(
+            "SELECT envelopes FROM records WHERE id = :id"), {"id": rid}).scalar_one())
+        envelopes["email"] = old_email
+        conn.execute(text("UPDATE records SET envelopes = :e WHERE id = :id"),
+                     {"e": encode_envelopes(envelopes), "id": rid})
+    clock.set(at(6, 1))
+    report = rv.retention.sweep()
+    assert (report.records_pruned, report.records_deleted) == (1, 1)
+    assert record_ids(rv) == {good}
+    kept = rv.get(DPO, "customers", good, purpose="dsar_fulfilment")
+    assert set(kept.data) == {"full_name", "email"}
 
 
 def test_sweep_removes_exactly_what_expired(rv: Vault, clock: FixedClock) -> None:

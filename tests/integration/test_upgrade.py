@@ -52,11 +52,12 @@ def test_an_old_vault_is_refused_then_upgraded_with_its_records_intact(
         assert _expiry_rows(v) == len(ids)
         got = v.get_many(CRM, "customers", ids, purpose="account_management")
         assert [r.data["full_name"] for r in got] == [f"Ana {n}" for n in range(7)]
-        assert [r.reason for r in _upgrades(v)] == [f"{old}>{migrate.head_revision()}:expiry:7"]
+        assert [r.reason for r in _upgrades(v)] == [
+            f"{old}>{migrate.head_revision()}:expiry:7", "records_sealed:7"]
         assert v.audit_log.verify().ok
     with Vault.upgrade(settings=settings) as v:  # idempotent: nothing to do, nothing audited
         assert _expiry_rows(v) == len(ids)
-        assert len(_upgrades(v)) == 1
+        assert len(_upgrades(v)) == 2
 
 
 def test_upgrade_from_0003_keeps_queued_shreds_and_old_runs(settings: VaultSettings) -> None:
@@ -82,7 +83,7 @@ def test_upgrade_from_0003_keeps_queued_shreds_and_old_runs(settings: VaultSetti
     with pytest.raises(ConfigError, match="vault upgrade"):
         Vault.open(settings=settings)
     with Vault.upgrade(settings=settings, clock=clock) as v:
-        assert migrate.current_revision(v.engine) == migrate.head_revision() == "0009"
+        assert migrate.current_revision(v.engine) == migrate.head_revision() == "0011"
         assert v.retention.run(old_run).tenant is None
         assert v.keystore.is_destroyed("acme", "s-old")
         assert not v.keystore.is_destroyed("acme", "s-left")

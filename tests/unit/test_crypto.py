@@ -156,16 +156,23 @@ def test_rewrap_moves_every_key_and_resumes_after_a_crash(provider: LocalKeyProv
     real_wrap = provider.wrap
     calls = {"n": 0}
 
-    def failing_wrap(dek: bytes) -> tuple[int, bytes]:
+    real_many = provider.wrap_many
+
+    def failing_wrap(dek: bytes, **_: object) -> tuple[int, bytes]:
         calls["n"] += 1
         if calls["n"] > 20:
             raise RuntimeError("crash in the middle of a rewrap")
         return real_wrap(dek)
 
-    provider.wrap = failing_wrap  # type: ignore[method-assign]
+    def failing_many(deks: list[bytes], **_: object) -> list[tuple[int, bytes]]:
+        return [failing_wrap(dek) for dek in deks]  # a batch is wrapped with wrap_many
+
+    provider.wrap = failing_wrap  # type: ignore[method-assign,assignment]
+    provider.wrap_many = failing_many  # type: ignore[method-assign,assignment]
     with pytest.raises(RuntimeError):
         store.rewrap(batch_size=10)
     provider.wrap = real_wrap  # type: ignore[method-assign]
+    provider.wrap_many = real_many  # type: ignore[method-assign]
     assert store.count_by_kek_version() == {2: 20, 1: 30}
     with pytest.raises(KeyManagementError, match="still wraps 30"):
         store.retire(1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 
 from vault.clock import FixedClock
 from vault.crypto.envelope import AESGCMFieldCipher, FieldContext
+from vault.crypto.keys import KeyContext
 from vault.crypto.keystore import DataKey, KeyStore
 from vault.errors import KeyDestroyed, KeyManagementError, NotFound
 from vault.store.engine import make_engine
@@ -29,11 +30,15 @@ class FlakyProvider(PausingProvider):
     fail_after: int | None = None
     wraps = 0
 
-    def wrap(self, dek: bytes) -> tuple[int, bytes]:
+    def wrap(self, dek: bytes, *, context: KeyContext | None = None) -> tuple[int, bytes]:
         if self.fail_after is not None and self.wraps >= self.fail_after:
             raise RuntimeError("simulated crash while rewrapping")
         self.wraps += 1
-        return super().wrap(dek)
+        return super().wrap(dek, context=context)
+
+    def wrap_many(self, deks: Sequence[bytes], *,
+                  contexts: Sequence[KeyContext] | None = None) -> list[tuple[int, bytes]]:
+        return [self.wrap(dek) for dek in deks]
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from vault.config import VaultSettings
 from vault.consent.notices import NoticeRegistry, load_notices
 from vault.crypto.blind_index import BlindIndexer
 from vault.crypto.envelope import AESGCMFieldCipher
-from vault.crypto.keys import KeyProvider
+from vault.crypto.keys import KeyProvider, RootKeys
 from vault.crypto.keystore import KeyStore
 from vault.crypto.pseudonym import Pseudonymizer
 from vault.errors import AccessDenied, InvalidData
@@ -104,6 +104,7 @@ class Kernel:
     keystore_engine: Engine
     keystore: KeyStore
     provider: KeyProvider
+    root_keys: RootKeys
     cipher: AESGCMFieldCipher
     indexer: BlindIndexer
     pseudonyms: Pseudonymizer
@@ -198,3 +199,4 @@ class Kernel:
         self.keystore.clear_cache()
         self.keystore_engine.dispose()
         self.engine.dispose()
+        self.provider.close()

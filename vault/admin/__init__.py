@@ -4,7 +4,14 @@ Each lives in a module of its own and takes the kernel; none imports another.
 """
 
 from vault.admin.audit import AuditService
-from vault.admin.keys import KeyService, KeyStatus, Resurrection, RotationResult
+from vault.admin.keys import (
+    KeyService,
+    KeyStatus,
+    MigrationResult,
+    ProviderInfo,
+    Resurrection,
+    RotationResult,
+)
 from vault.admin.policy import PendingChange, PolicyService
 from vault.admin.roles import RoleAssignment, RoleService
 
@@ -12,8 +19,10 @@ __all__ = [
     "AuditService",
     "KeyService",
     "KeyStatus",
+    "MigrationResult",
     "PendingChange",
     "PolicyService",
+    "ProviderInfo",
     "Resurrection",
     "RoleAssignment",
     "RoleService",

@@ -31,6 +31,7 @@ from vault.audit.report import (
     ReportView,
 )
 from vault.audit.report import report as build_report
+from vault.audit.versions import find_version_mismatches, version_findings
 from vault.errors import AccessDenied, AuditError, ConfigError
 from vault.types import Actor
 
@@ -58,7 +59,10 @@ class AuditService:
         with ``checkpoints`` (a folder), with every signed checkpoint in it; then
         compare the log's crypto-shreddings with the key store: a subject the log
         says was destroyed whose data key is live again is a ``resurrected_key``
-        finding (see ``v.keys.check_erasures``).
+        finding (see ``v.keys.check_erasures``); and compare each record's version
+        with the changes the log accounts for: ``record_rolled_back`` (a row
+        restored from an older copy) or ``record_unaudited_change``
+        (:mod:`vault.audit.versions`).
 
         ``workers``: processes that walk the chains at once (1: this process;
         None: one per core for a large log, see :mod:`vault.audit.parallel`).
@@ -77,18 +81,21 @@ class AuditService:
         """
         self._k.authorise(actor, "audit", "audit.read")
         key = (load_public_key(_pem_source(public_key)) if public_key is not None
-               else self._k.provider.signing_key().public_key())
+               else self._k.root_keys.signing_key().public_key())
         report = self._k.audit_log.verify(
             progress=progress, checkpoints=Path(checkpoints) if checkpoints else None,
             public_key=key, vault_id=self._k.vault_id, workers=workers)
         # The log's crypto-shreddings against the key store: a destroyed key that
         # is live again (an older key store restored) is damage too.
+        # And each record's version against the changes the log accounts for.
         with self._k.read_only() as conn:
             resurrected = find_resurrections(conn, self._k.keystore.live_subjects,
                                              self._k.pseudonym)
-        if resurrected:
+            mismatched = find_version_mismatches(conn)
+        if resurrected or mismatched:
             report = VerifyReport.from_findings(
-                [*report.findings, *resurrection_findings(resurrected)],
+                [*report.findings, *resurrection_findings(resurrected),
+                 *version_findings(mismatched)],
                 entries=report.entries, chains=report.chains, heads=report.heads,
                 checkpoints=report.checkpoints)
         self._k.audit(
@@ -115,7 +122,7 @@ class AuditService:
         """
         self._k.authorise(actor, "audit", "audit.read")
         folder = Path(out_dir)
-        signing_key = self._k.provider.signing_key()
+        signing_key = self._k.root_keys.signing_key()
         earlier = has_checkpoints(folder)
         report = self._k.audit_log.verify(
             checkpoints=folder if earlier else None,
@@ -144,7 +151,7 @@ class AuditService:
             AccessDenied: ``actor`` may not read the audit trail.
         """
         self._k.authorise(actor, "audit", "audit.read")
-        public = self._k.provider.signing_key().public_key()
+        public = self._k.root_keys.signing_key().public_key()
         pem = public.public_bytes(serialization.Encoding.PEM,
                                   serialization.PublicFormat.SubjectPublicKeyInfo)
         if path is not None:

@@ -15,24 +15,62 @@ from sqlalchemy import delete, select
 from vault._kernel import Kernel
 from vault.audit.chain import Decision
 from vault.audit.erasures import Resurrection, find_resurrections
-from vault.errors import InvalidData, LegalHoldActive, ShreddingIncomplete, VaultError
+from vault.crypto.chain import ProviderChain
+from vault.crypto.keys import KeyProvider, LocalKeyProvider
+from vault.crypto.providers import open_provider, parse_provider_uri
+from vault.errors import (
+    ConfigError,
+    InvalidData,
+    KeyManagementError,
+    LegalHoldActive,
+    ShreddingIncomplete,
+    VaultError,
+)
 from vault.retention.holdrules import ensure_not_held
 from vault.store.erasures import mark_erased
 from vault.store.tables import BLIND_INDEX, RECORDS
 from vault.types import Actor, check_identifier, check_tenant
 
-__all__ = ["KeyService", "KeyStatus", "Progress", "Resurrection", "RotationResult"]
+__all__ = ["KeyService", "KeyStatus", "MigrationResult", "Progress", "ProviderInfo",
+           "Resurrection", "RotationResult"]
 
 Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    """A key provider the vault uses: its kind, URI (no secret) and KEK versions."""
+
+    kind: str
+    uri: str
+    versions: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class KeyStatus:
-    """Key-encryption-key versions and how many data keys each protects."""
+    """Key-encryption-key versions and how many data keys each protects.
+
+    ``provider`` is the kind of the provider that wraps new keys (``file``,
+    ``pkcs11``, ``aws-kms``); ``providers`` lists every provider in use (more
+    than one during and after a migration, until the old versions are retired).
+    """
 
     current_version: int
     versions: tuple[int, ...]
     data_keys_by_version: dict[int, int]
+    provider: str = "file"
+    providers: tuple[ProviderInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationResult:
+    """Where the keys went: the new provider's URI, its current KEK version, and
+    how many data keys were rewrapped by this call."""
+
+    uri: str
+    kind: str
+    new_version: int
+    rewrapped: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +87,78 @@ class KeyService:
 
     def status(self) -> KeyStatus:
         provider = self._k.provider
+        members = provider.providers() if isinstance(provider, ProviderChain) else [provider]
         return KeyStatus(
             current_version=provider.current_kek_version(),
             versions=tuple(provider.kek_versions()),
             data_keys_by_version=self._k.keystore.count_by_kek_version(),
+            provider=provider.kind,
+            providers=tuple(ProviderInfo(kind=p.kind, uri=p.describe(),
+                                         versions=tuple(p.kek_versions())) for p in members),
         )
+
+    def migrate(self, to: str, *, actor: Actor | None = None,
+                progress: Progress | None = None, batch_size: int = 500) -> MigrationResult:
+        """Move every data key (and the root keys) to another key provider, online.
+
+        ``to`` is a ``key_provider`` URI (a key file path, ``pkcs11:...``,
+        ``aws-kms:...``). Its KEK is created there (or the one the URI names is
+        used) with a version above every version the vault has, and recorded in
+        the key store, so every process, configured with the old provider or the
+        new one, unwraps keys of both sides and wraps new keys under the new one.
+        Data keys are then rewrapped in committed batches; data rows are not
+        touched. After a crash, the same call finishes the job. Afterwards set
+        ``key_provider`` to ``to`` and retire the old KEK versions. Audited
+        (``keys.migrate``, at the start and at the end).
+
+        Raises:
+            ConfigError: ``to`` is not a provider URI, or is the configured one.
+            KeyManagementError: the new provider refuses or cannot be reached
+                (audited as an error); nothing is lost, the call can be repeated.
+        """
+        self._k.authorise(actor, "keys", "keys.rotate", tenant="*")
+        chain = self._k.provider
+        if not isinstance(chain, ProviderChain):
+            raise KeyManagementError("this vault's provider cannot migrate")
+        spec = parse_provider_uri(to)
+        first = max(chain.kek_versions(), default=0) + 1
+        try:
+            target = self._target(to, first)
+        except KeyManagementError as exc:
+            self._k.audit("keys.migrate", actor=actor, decision=Decision.ERROR,
+                          reason=f"to:{spec.kind}:{exc.code}")
+            raise
+        if target.describe() == chain.configured.describe():
+            raise ConfigError("the vault is configured with that provider already")
+        self._k.audit("keys.migrate", actor=actor,
+                      reason=f"to:{target.kind}:kek:{target.current_kek_version()}")
+        try:
+            count = self._k.keystore.migrate(target, root_keys=self._k.root_keys,
+                                             progress=progress, batch_size=batch_size)
+        except KeyManagementError as exc:
+            self._k.audit("keys.migrate", actor=actor, decision=Decision.ERROR,
+                          reason=f"to:{target.kind}:{exc.code}")
+            raise
+        version = target.current_kek_version()
+        self._k.audit("keys.migrate", actor=actor,
+                      reason=f"done:{target.kind}:kek:{version}:rewrapped:{count}")
+        return MigrationResult(uri=target.describe(), kind=target.kind, new_version=version,
+                               rewrapped=count)
+
+    def _target(self, uri: str, first: int) -> KeyProvider:
+        """The migration's new provider: created with KEK version ``first``, or
+        opened as it is (a migration resumed)."""
+        cfg = self._k.settings
+        spec = parse_provider_uri(uri)
+        if spec.is_file:
+            if spec.path is None:
+                raise ConfigError("migrating to a key file needs its path (file:/path)")
+            if spec.path.exists():
+                return LocalKeyProvider.load(spec.path)  # a migration resumed
+            return LocalKeyProvider.create(spec.path, first_version=first,
+                                           root_keys=self._k.root_keys)
+        return open_provider(spec, key_file=cfg.resolved_key_file, create=True,
+                             first_version=first, pin=cfg.pkcs11_pin_value())
 
     def rotate(
         self, *, actor: Actor | None = None, progress: Progress | None = None,

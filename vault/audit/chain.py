@@ -50,6 +50,7 @@ __all__ = [
     "TEXT_COLUMNS",
     "VerifyReport",
     "chain_for",
+    "decode_list",
     "encode_context",
     "encode_list",
     "entry_hash",
@@ -73,9 +74,11 @@ CURRENT_FORMAT = FORMAT_2
 EMPTY_CONTEXT = "{}"
 CONTEXT_KEYS = frozenset({
     "credential_id", "factor", "factor_at", "host", "on_behalf_of", "operator", "os_user",
+    "version",
 })
 """The keys an entry's context may hold: ids and names of the machinery around a
-call, never personal data about a data subject. (The request's correlation id
+call (and ``version``, the record version an update wrote), never personal data
+about a data subject. (The request's correlation id
 is the ``request_id`` column, bound in both formats, so it is not repeated here.)"""
 CONTEXT_VALUE_MAX = 128
 SEP = "\x1f"  # unit separator: no column may contain a control character
@@ -138,6 +141,10 @@ class Damage(StrEnum):
     # A subject the log says was crypto-shredded has a live data key again (a key
     # store restored from an older copy); see vault.audit.erasures.
     RESURRECTED_KEY = "resurrected_key"
+    # A record at an older version than the log records (a row rolled back to an
+    # older copy), or at one the log never recorded; see vault.audit.versions.
+    ROLLED_BACK = "record_rolled_back"
+    UNAUDITED_CHANGE = "record_unaudited_change"
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +262,18 @@ def format_ts(ts: dt.datetime) -> str:
 
 def encode_list(items: Sequence[str]) -> str:
     return json.dumps(list(items), separators=(",", ":"), ensure_ascii=True)
+
+
+def decode_list(text: object) -> list[str]:
+    """The strings of a stored list column (``record_ids``, ``subjects``, ``fields``);
+    nothing from a damaged one (verify's chain walk names that entry)."""
+    if not isinstance(text, str | bytes):
+        return []
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return []
+    return [item for item in items if isinstance(item, str)] if isinstance(items, list) else []
 
 
 def encode_context(context: Mapping[str, str | int | bool]) -> str:

@@ -24,7 +24,8 @@ Items:
   except those in :data:`NOT_ITEMS` (new fields are covered without a change
   here); the locations are hashed in their resolved form
   (``setting:database_url``, ``setting:keystore_url`` without password,
-  ``setting:key_file`` and ``setting:policies`` as absolute paths).
+  ``setting:key_file`` and ``setting:policies`` as absolute paths;
+  ``setting:key_provider`` only when set; never ``pkcs11_pin``).
 - ``policies:<relative path>`` for every file an open loads from the
   policies folder: :data:`POLICY_FILES` and ``collections/*.toml``.
   ``policy.csv`` is not one: it is loaded only by ``Vault.init`` as the
@@ -66,8 +67,11 @@ CHANGE = "config.change"
 #: which are items in their resolved form; ``audit_chains`` is fixed at init
 #: (an initialised vault reads it from ``vault_meta``, so changing the setting
 #: has no effect).
-NOT_ITEMS = frozenset({"home", "audit_chains"})
-_LOCATIONS = ("database_url", "keystore_url", "key_file", "policies")
+#: ``pkcs11_pin`` is a secret: never hashed (a short PIN falls to trial at once).
+NOT_ITEMS = frozenset({"home", "audit_chains", "pkcs11_pin"})
+# ``key_provider`` is an item only when set (a URI without secret, a PIN in it is
+# refused), so a vault on the key file sees no change when the setting appears.
+_LOCATIONS = ("database_url", "keystore_url", "key_file", "policies", "key_provider")
 
 #: The files an open loads from the policies folder, besides ``collections/*.toml``.
 POLICY_FILES = ("model.conf", "purposes.toml", "jurisdictions.toml", "notices.toml",
@@ -127,6 +131,8 @@ def config_items(settings: VaultSettings, policies_dir: Path) -> dict[str, str]:
     items["setting:database_url"] = _sha256(_without_password(settings.resolved_database_url))
     items["setting:keystore_url"] = _sha256(_without_password(settings.resolved_keystore_url))
     items["setting:key_file"] = _sha256(str(settings.resolved_key_file.resolve()))
+    if settings.key_provider:
+        items["setting:key_provider"] = _sha256(settings.key_provider)
     folder = Path(policies_dir).resolve()
     items["setting:policies"] = _sha256(str(folder))
     files = [folder / n for n in POLICY_FILES]

@@ -11,13 +11,12 @@ log is the authority; a marker deleted along with the restore does not hide one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
-from vault.audit.chain import Damage, Decision, Finding
+from vault.audit.chain import Damage, Decision, Finding, decode_list
 from vault.store.erasures import markers
 from vault.store.tables import AUDIT_LOG
 
@@ -66,17 +65,9 @@ def _erased_in_log(conn: Connection) -> dict[tuple[str, str], tuple[str, int, in
                AUDIT_LOG.c.decision.in_((Decision.ALLOW.value, Decision.ERROR.value)))
         .order_by(AUDIT_LOG.c.seq))
     for row in rows:
-        try:
-            named = json.loads(row.subjects)
-        except (TypeError, ValueError):
-            continue  # a damaged entry: verify's chain walk names it
-        if not isinstance(named, list):
-            continue
-        for pseudonym in named:
-            if isinstance(pseudonym, str):
-                found.setdefault((str(row.tenant), pseudonym),
-                                 (str(row.action), int(row.seq), int(row.chain),
-                                  int(row.chain_seq)))
+        for pseudonym in decode_list(row.subjects):
+            found.setdefault((str(row.tenant), pseudonym),
+                             (str(row.action), int(row.seq), int(row.chain), int(row.chain_seq)))
     return found
 
 

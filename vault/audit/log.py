@@ -59,7 +59,7 @@ from vault.audit.chain import (
     verify_texts,
 )
 from vault.audit.checkpoint import load_checkpoints, verify_checkpoints
-from vault.audit.context import current_request_id
+from vault.audit.context import current_context, current_request_id
 from vault.audit.parallel import Bounds, plan, run_parts, workers_for
 from vault.clock import Clock
 from vault.errors import AuditError, ConfigError
@@ -229,6 +229,7 @@ def _entries(chain: int, events: Sequence[AuditEvent], seqs: Sequence[int], leng
     """The format-2 rows of ``events`` (numbered ``seqs``) appended after (``length``,
     ``prev``): rows, new length, new head."""
     rows: list[dict[str, Any]] = []
+    around = current_context()
     for event, seq in zip(events, seqs, strict=True):
         length += 1
         row = {
@@ -247,7 +248,8 @@ def _entries(chain: int, events: Sequence[AuditEvent], seqs: Sequence[int], leng
             "purpose": None if event.purpose is None else clean_text(event.purpose),
             "decision": event.decision.value,
             "reason": None if event.reason is None else clean_text(event.reason),
-            "context": encode_context(event.context),
+            "context": encode_context({**around, **event.context} if around
+                                      else event.context),
             "prev_hash": prev,
         }
         row["hash"] = prev = entry_hash_v2(ts=ts, **row)  # type: ignore[arg-type]

@@ -85,6 +85,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from typing import IO, Any, NamedTuple, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -1001,24 +1002,7 @@ def _chart_denials(rows: Sequence[ActorCount], *, show: int = 20) -> str:
     return "".join(parts)
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem;color:#1d1d1f;
-max-width:1200px}
-h1{font-size:1.5rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin-top:2rem}
-.meta{color:#555}.figures{display:flex;flex-wrap:wrap;gap:1rem;margin:1rem 0}
-.figure{border:1px solid #ddd;border-radius:6px;padding:.6rem 1rem;min-width:7rem}
-.figure b{display:block;font-size:1.6rem}
-table{border-collapse:collapse;font-size:.85rem;width:100%}
-th,td{border-bottom:1px solid #e4e4e4;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f5f5f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
-td.nw{white-space:nowrap}table.narrow{width:auto;min-width:20rem}
-svg text{font-size:11px;fill:#333}.axis{stroke:#888}
-rect.allowed{fill:#4a7fb5}rect.denied{fill:#c0392b}rect.error{fill:#999}
-.legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 1rem}
-.empty{color:#777;font-style:italic}
-dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{font-weight:600}
-dd{margin:0;font-family:ui-monospace,monospace}
-"""
+_CSS = resources.files("vault.audit").joinpath("report.css").read_text(encoding="utf-8")
 
 
 _NOWRAP = frozenset({"time", "first", "last", "start", "end", "tenant", "actor", "action",

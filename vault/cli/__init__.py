@@ -1,4 +1,4 @@
-"""The ``vault`` command line: init, demo, keys, roles, policy check, audit, consent.
+"""The ``vault`` command line: init, serve, demo, keys, roles, policy check, audit, consent.
 
 Only the CLI (and the gateway) read ``VAULT_*`` environment variables. Exit
 codes: 0 success; 1 a Vault error (one line on stderr saying why); 2 a usage
@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from vault import Actor, Vault, VaultSettings
-from vault.cli import consent_cli, report_cli, retention_cli
+from vault.cli import consent_cli, gateway_cli, report_cli, retention_cli
 from vault.cli._common import (
     HomeOpt,
     TenantOpt,
@@ -38,7 +38,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-keys_app = typer.Typer(help="Key-encryption keys: status, rotation, retirement.",
+keys_app = typer.Typer(help="Key-encryption keys: status, rotation, migration, retirement.",
                        no_args_is_help=True)
 roles_app = typer.Typer(help="Assign, revoke and list roles.", no_args_is_help=True)
 policy_app = typer.Typer(help="Inspect policy decisions.", no_args_is_help=True)
@@ -64,6 +64,11 @@ def init(
     database_url: Annotated[str | None, typer.Option(help="Data database URL.")] = None,
     keystore_url: Annotated[str | None, typer.Option(help="Key store URL (a separate DB).")] = None,
     key_file: Annotated[Path | None, typer.Option(help="Key file path (created 0600).")] = None,
+    key_provider: Annotated[str | None, typer.Option(
+        "--key-provider", metavar="URI",
+        help="Where the KEKs live: a key file path (default), pkcs11:token=...;object=..."
+             "?module-path=... (PIN from pin-source or VAULT_PKCS11_PIN), or "
+             "aws-kms:<key ARN or alias>. Env: VAULT_KEY_PROVIDER.")] = None,
     policies: Annotated[Path | None, typer.Option(help="Policies folder.")] = None,
     audit_chains: Annotated[int | None, typer.Option(help="Audit hash chains.")] = None,
     postgres_roles: Annotated[str | None, typer.Option(
@@ -71,14 +76,21 @@ def init(
         help="PostgreSQL: create ROLE for the application, with only SELECT and INSERT "
              "on the audit log. Password from VAULT_APP_ROLE_PASSWORD.")] = None,
 ) -> None:
-    """Create a vault: key file, key store, data database (migrated), default policy."""
+    """Create a vault: KEK (key file, HSM or KMS), key store, data database, default policy."""
     settings = VaultSettings.from_env(
         home=home, database_url=database_url, keystore_url=keystore_url, key_file=key_file,
-        policies=policies, audit_chains=audit_chains,
+        key_provider=key_provider, policies=policies, audit_chains=audit_chains,
     )
     with Vault.init(settings=settings) as vault:
         out.print(f"[green]initialised[/] vault in {vault.settings.home}")
-        out.print(f"  key file   {vault.settings.resolved_key_file} (mode 0600; back it up apart)")
+        status = vault.keys.status()
+        if status.provider == "file":
+            out.print(f"  key file   {vault.settings.resolved_key_file} "
+                      "(mode 0600; back it up apart)")
+        else:
+            out.print(f"  KEK        version {status.current_version} in {status.provider} "
+                      "(no key file; root keys wrapped in the key store)", markup=False,
+                      highlight=False)
         out.print(f"  roles      {', '.join(sorted(vault.roles.known()))}")
         if postgres_roles:
             _grant_roles(vault, postgres_roles)
@@ -133,23 +145,57 @@ def demo(
         raise fail("audit verification failed", 3)
 
 
+@app.command()
+@guard
+def serve(
+    home: HomeOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8600,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS, send HSTS.")]
+    = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", metavar="FILE", help="PEM private key of --tls-cert.")] = None,
+) -> None:
+    """Run the HTTP gateway under uvicorn (settings from VAULT_* and VAULT_GATEWAY_*)."""
+    import os
+
+    from vault.gateway import serve as run_gateway
+
+    if home is not None:
+        # The workers build their app from the environment (uvicorn's factory).
+        os.environ["VAULT_HOME"] = str(home)
+    scheme = "https" if tls_cert else "http"
+    err.print(f"vault gateway on {scheme}://{host}:{port} ({workers} worker(s))",
+              markup=False, highlight=False)
+    run_gateway(host=host, port=port, workers=workers, tls_cert=tls_cert, tls_key=tls_key)
+
+
 # ---------------------------------------------------------------- keys
 
 
 @keys_app.command("status")
 @guard
 def keys_status(home: HomeOpt = None) -> None:
-    """Show KEK versions and how many data keys each one wraps."""
+    """Show the key provider, KEK versions and how many data keys each one wraps
+    (no secret: URIs carry no PIN)."""
     with open_vault(home) as vault:
         status = vault.keys.status()
-        table = Table(title="Key-encryption keys")
+        owner = {v: p.kind for p in status.providers for v in p.versions}
+        table = Table(title=f"Key-encryption keys (provider: {status.provider})")
         table.add_column("version", justify="right")
+        table.add_column("provider")
         table.add_column("state")
         table.add_column("data keys", justify="right")
         for version in status.versions:
             state = "current" if version == status.current_version else "old"
-            table.add_row(str(version), state, str(status.data_keys_by_version.get(version, 0)))
+            table.add_row(str(version), owner.get(version, status.provider), state,
+                          str(status.data_keys_by_version.get(version, 0)))
         out.print(table)
+        for info in status.providers:
+            out.print(f"  {info.kind:<8} {info.uri}", markup=False, highlight=False)
 
 
 @keys_app.command("rotate")
@@ -168,6 +214,30 @@ def keys_rotate(
         result = vault.keys.rotate(progress=step, resume=resume)
     out.print(f"KEK version {result.new_version} is current; "
               f"{result.rewrapped} data keys rewrapped")
+
+
+@keys_app.command("migrate")
+@guard
+def keys_migrate(
+    to: Annotated[str, typer.Option("--to", metavar="URI",
+                                    help="The new key provider (key file path, pkcs11:..., "
+                                         "aws-kms:...).")],
+    home: HomeOpt = None,
+) -> None:
+    """Rewrap every data key (and the root keys) under another key provider, online;
+    run it again to finish after a crash. Data rows are untouched."""
+    with open_vault(home) as vault, progress_bar() as bar:
+        task = bar.add_task("migrating data keys", total=None)
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = vault.keys.migrate(to, progress=step)
+    out.print(f"{result.rewrapped} data keys rewrapped under {result.kind} KEK version "
+              f"{result.new_version}", markup=False, highlight=False)
+    out.print(f"now set VAULT_KEY_PROVIDER={to} (or --key-provider) for every "
+              "process, then retire the old KEK versions with `vault keys retire N`",
+              markup=False, highlight=False)
 
 
 @keys_app.command("retire")
@@ -226,22 +296,27 @@ def keys_export_public_key(
 
 @roles_app.command("assign")
 @guard
-def roles_assign(user: str, role: str, tenant: TenantOpt = "default",
-                 home: HomeOpt = None) -> None:
+def roles_assign(user: str, role: str, tenant: TenantOpt = "default", home: HomeOpt = None) -> None:
     """Give USER the ROLE in a tenant."""
-    with open_vault(home) as vault:
-        changed = vault.roles.assign(user, role, tenant=tenant)
-    out.print(f"{user} {'now has' if changed else 'already had'} role {role} in {tenant}")
+    _change_role(home, user, role, tenant, grant=True)
 
 
 @roles_app.command("revoke")
 @guard
-def roles_revoke(user: str, role: str, tenant: TenantOpt = "default",
-                 home: HomeOpt = None) -> None:
+def roles_revoke(user: str, role: str, tenant: TenantOpt = "default", home: HomeOpt = None) -> None:
     """Take ROLE in a tenant away from USER."""
+    _change_role(home, user, role, tenant, grant=False)
+
+
+def _change_role(home: Path | None, user: str, role: str, tenant: str, *, grant: bool) -> None:
     with open_vault(home) as vault:
-        changed = vault.roles.revoke(user, role, tenant=tenant)
-    out.print(f"{user} {'no longer has' if changed else 'did not have'} role {role} in {tenant}")
+        if grant:
+            changed = vault.roles.assign(user, role, tenant=tenant)
+            said = "now has" if changed else "already had"
+        else:
+            changed = vault.roles.revoke(user, role, tenant=tenant)
+            said = "no longer has" if changed else "did not have"
+    out.print(f"{user} {said} role {role} in {tenant}")
 
 
 @roles_app.command("list")
@@ -343,7 +418,7 @@ def audit_verify(
     if database_url is None and public_key is not None:
         # An auditor's machine holds no key file: read the data database only.
         settings = settings_from_env(home)
-        if not settings.resolved_key_file.exists():
+        if settings.key_provider is None and not settings.resolved_key_file.exists():
             database_url = settings.resolved_database_url
     # Drawn from this thread: workers=None only forks from a single-threaded process.
     with progress_bar(auto_refresh=False) as bar:
@@ -392,6 +467,7 @@ def audit_checkpoint(
 
 report_cli.register(audit_app)
 consent_cli.register(app)
+gateway_cli.register(app)
 retention_cli.register(app)
 
 

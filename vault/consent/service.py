@@ -355,7 +355,7 @@ class ConsentService:
             raise NotFound(f"no consent event {event_id}")
         self._k.audit("consent.receipt", actor=actor, tenant=tenant,
                                  subjects=(self._k.pseudonym(tenant, row.subject_id),))
-        public = self._k.provider.signing_key().public_key()
+        public = self._k.root_keys.signing_key().public_key()
         return {"receipt": json.loads(row.receipt), "alg": "Ed25519",
                 "keyId": key_fingerprint(public), "signature": row.signature}
 
@@ -370,7 +370,7 @@ class ConsentService:
             InvalidReceipt: altered, forged or signed by another key.
         """
         if public_key is None:
-            key = self._k.provider.signing_key().public_key()
+            key = self._k.root_keys.signing_key().public_key()
         elif isinstance(public_key, bytes):
             key = load_public_key(public_key)
         else:
@@ -495,7 +495,7 @@ class ConsentService:
         except InvalidData as exc:
             self._deny(action, exc, tenant, actor, None)
         pseudonym = k.pseudonym(tenant, subject_id)
-        signing_key = k.provider.signing_key()
+        signing_key = k.root_keys.signing_key()
         by = actor_id(actor)
         recorded: list[ConsentEvent] = []
         try:

@@ -11,11 +11,22 @@ context: tenant, collection, record id, field name and subject id. A
 ciphertext moved to another record, field, subject or tenant, or whose header
 is altered, fails authentication. The nonce is drawn from the OS CSPRNG
 inside :meth:`AESGCMFieldCipher.encrypt`; callers cannot supply one.
+
+A record's envelopes are framed into one value (:mod:`vault.crypto.framing`)
+and the record as a whole carries a *seal*: an AES-GCM tag (no plaintext) under
+the same data key, in the same 22-byte header layout, whose associated data is
+the header, the label ``vault/record-seal/v1``, tenant, collection, record id,
+subject id, the record's version (u64) and the SHA-256 of the framed envelopes.
+Dropping, adding, reordering or replacing any field's envelope, writing back an
+older version's envelopes, or moving a seal to another record or version fails
+:meth:`AESGCMFieldCipher.check_seal`. (A whole row rolled back to an older,
+self-consistent copy is for the audit log to catch: it records every version.)
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import struct
 from collections.abc import Container, Iterable, Mapping
@@ -27,7 +38,6 @@ from cryptography.exceptions import InvalidTag
 from vault.crypto._encoding import length_prefixed
 from vault.crypto.framing import FRAME_LENGTH as _FRAME_LENGTH
 from vault.crypto.framing import FRAME_NAME as _FRAME_NAME
-from vault.crypto.framing import iter_frames
 from vault.crypto.keystore import DataKey
 from vault.errors import DecryptionError
 
@@ -43,6 +53,9 @@ TAG_BYTES = 16
 _HEADER = struct.Struct(">BBQ")
 HEADER_BYTES = _HEADER.size + NONCE_BYTES
 _AD_LABEL = b"vault/field/v1"
+_SEAL_LABEL = b"vault/record-seal/v1"
+_VERSION = struct.Struct(">Q")
+SEAL_BYTES = HEADER_BYTES + TAG_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +98,19 @@ class RecordContext:
     re-encoding the shared parts for each field of a record.
     """
 
-    __slots__ = ("prefix", "suffix")
+    __slots__ = ("prefix", "seal_prefix", "suffix")
 
     def __init__(self, tenant: str, collection: str, record_id: str, subject_id: str) -> None:
         #: The encoded label, tenant, collection and record id; then the subject id.
         self.prefix = _scope(tenant, collection) + _lp(record_id)
         self.suffix = _lp(subject_id)
+        #: The record seal's label, tenant, collection, record id and subject id.
+        self.seal_prefix = _seal_scope(tenant, collection) + _lp(record_id) + self.suffix
+
+    def seal_data(self, header: bytes, version: int, framed: bytes) -> bytes:
+        """The associated data of the record's seal at ``version`` over ``framed``."""
+        return (header + self.seal_prefix + _VERSION.pack(version)
+                + hashlib.sha256(framed).digest())
 
     def field(self, name: str) -> BoundContext:
         return BoundContext(self.tail(name))
@@ -132,6 +152,11 @@ def _name_out(name: str) -> tuple[bytes, bytes]:
 @functools.lru_cache(maxsize=1024)
 def _scope(tenant: str, collection: str) -> bytes:
     return length_prefixed(_AD_LABEL, tenant, collection)
+
+
+@functools.lru_cache(maxsize=1024)
+def _seal_scope(tenant: str, collection: str) -> bytes:
+    return length_prefixed(_SEAL_LABEL, tenant, collection)
 
 
 class AESGCMFieldCipher:
@@ -245,22 +270,34 @@ class AESGCMFieldCipher:
         expected = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
         prefix, suffix = record.prefix, record.suffix
         fixed, header_bytes, shortest = _HEADER.size, HEADER_BYTES, HEADER_BYTES + TAG_BYTES
+        name_at, length_at = _FRAME_NAME.unpack_from, _FRAME_LENGTH.unpack_from
+        pos, end = 0, len(framed)
         try:
-            for raw, pos, stop in iter_frames(framed):
-                name, lp_name = _framed_name(raw)
+            # The framing of vault.crypto.framing.iter_frames, read inline: this loop
+            # runs once per field of every record read.
+            while pos < end:
+                (n,) = name_at(framed, pos)
+                first = pos + 2
+                pos = first + n
+                (m,) = length_at(framed, pos)
+                pos += 4
+                stop = pos + m
+                if stop > end:
+                    raise DecryptionError()
+                name, lp_name = _framed_name(framed[first:pos - 4])
                 # A name framed twice is refused (wanted ones are in ``out`` once decrypted).
                 if name in names:
-                    if (name in out or stop - pos < shortest
-                            or framed[pos:pos + fixed] != expected):
+                    if name in out or m < shortest or framed[pos:pos + fixed] != expected:
                         raise DecryptionError()
                     head = pos + header_bytes
                     out[name] = decrypt(framed[pos + fixed:head], framed[head:stop],
                                         framed[pos:head] + prefix + lp_name + suffix)
+                elif name in skipped:
+                    raise DecryptionError()
                 else:
-                    if name in skipped:
-                        raise DecryptionError()
                     skipped.add(name)
-        except (UnicodeDecodeError, InvalidTag):
+                pos = stop
+        except (struct.error, UnicodeDecodeError, InvalidTag):
             raise DecryptionError() from None
         return out, len(out) + len(skipped)
 
@@ -281,6 +318,36 @@ class AESGCMFieldCipher:
         try:
             return key.aead.decrypt(nonce, envelope[HEADER_BYTES:],
                                     context.associated_data(header))
+        except InvalidTag:
+            raise DecryptionError() from None
+
+    def seal(self, key: DataKey, framed: bytes, record: RecordContext, version: int) -> bytes:
+        """The seal of a record's framed envelopes at ``version`` (see the module
+        docstring): a fresh random nonce, no plaintext, the tag over all of it."""
+        nonce = os.urandom(NONCE_BYTES)
+        header = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id) + nonce
+        return header + key.aead.encrypt(nonce, b"", record.seal_data(header, version, framed))
+
+    def check_seal(self, key: DataKey, seal: bytes | None, framed: bytes,
+                   record: RecordContext, version: int) -> None:
+        """Refuse a record whose seal does not vouch for exactly these framed
+        envelopes of this record at this version (or that has no seal).
+
+        Raises:
+            DecryptionError: for every failure, with no detail.
+        """
+        if seal is None or len(seal) != SEAL_BYTES:
+            raise DecryptionError()
+        if type(seal) is not bytes:
+            seal = bytes(seal)
+        if type(framed) is not bytes:
+            framed = bytes(framed)
+        header = seal[:HEADER_BYTES]
+        if header[:_HEADER.size] != _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id):
+            raise DecryptionError()
+        try:
+            key.aead.decrypt(header[_HEADER.size:], seal[HEADER_BYTES:],
+                             record.seal_data(header, version, framed))
         except InvalidTag:
             raise DecryptionError() from None
 

@@ -1,12 +1,24 @@
 """Key-encryption keys (KEKs) and the other long-lived secrets of a vault.
 
-A :class:`KeyProvider` wraps and unwraps data keys under versioned KEKs and
-hands out the root keys for blind indexes, pseudonyms and checkpoint
-signatures. :class:`LocalKeyProvider` keeps them in a JSON key file created
-by ``vault init`` with mode 0600; it refuses to load a file that group or
-others can read. A cloud KMS or HSM provider would implement the same protocol.
+A :class:`KeyProvider` wraps and unwraps data keys under versioned KEKs.
+:class:`LocalKeyProvider` keeps them in a JSON key file created by ``vault
+init`` with mode 0600; it refuses to load a file that group or others can
+read. :class:`~vault.crypto.pkcs11_provider.PKCS11KeyProvider` keeps them in
+an HSM and :class:`~vault.crypto.aws_kms.AwsKmsKeyProvider` in AWS KMS; both
+implement the same protocol, and :func:`vault.crypto.providers.open_provider`
+builds one from a ``key_provider`` URI.
 
-Data keys are wrapped with AES key wrap (RFC 3394) from ``cryptography``.
+The root keys (:class:`RootKeys`: blind-index root, pseudonym key, checkpoint
+signing key) are in the key file of a local vault; a vault on an HSM or KMS
+keeps them in the key store, wrapped under the KEK like the data keys.
+
+Every wrap is bound to where the data key belongs (:class:`KeyContext`: vault,
+tenant, subject, and the KEK version): the HSM and KMS providers make it the
+associated data of AES-GCM or the KMS encryption context, so a wrapped key
+copied to another subject's row does not unwrap. The local key file wraps with
+AES key wrap (RFC 3394) from ``cryptography``, which has no associated data;
+the binding there is the data envelope's (its associated data names the
+subject), as before.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import stat
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,17 +49,95 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap,
 )
 
+from vault.crypto._encoding import length_prefixed
 from vault.errors import KeyManagementError
 
-__all__ = ["KeyProvider", "LocalKeyProvider"]
+__all__ = ["ROOT_KEY_NAMES", "KeyContext", "KeyProvider", "LocalKeyProvider", "RootKeys"]
 
 _FORMAT = 1
 _KEY_BYTES = 32
+#: The names of the root keys, as stored (key file fields, key store rows).
+ROOT_KEY_NAMES = ("index_root", "pseudonym", "signing")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyContext:
+    """Where a wrapped key belongs: bound into its wrap by the HSM and KMS providers.
+
+    ``tenant`` is ``*`` and ``subject_id`` ``root:<name>`` for a root key.
+    """
+
+    vault_id: str
+    tenant: str
+    subject_id: str
+
+    @classmethod
+    def root(cls, vault_id: str, name: str) -> KeyContext:
+        return cls(vault_id=vault_id, tenant="*", subject_id=f"root:{name}")
+
+    def associated_data(self, kek_version: int) -> bytes:
+        """AES-GCM associated data: the fields and the KEK version, length-prefixed."""
+        return length_prefixed(b"vault-dek-wrap/1", self.vault_id, self.tenant,
+                               self.subject_id, str(kek_version))
+
+    def encryption_context(self, kek_version: int) -> dict[str, str]:
+        """The KMS encryption context (logged in CloudTrail: ids only, no PII)."""
+        return {"vault": self.vault_id, "tenant": self.tenant, "subject": self.subject_id,
+                "kek_version": str(kek_version)}
+
+
+@dataclass(frozen=True, slots=True)
+class RootKeys:
+    """The blind-index root key, the pseudonym key and the Ed25519 signing seed.
+    Its repr never shows key material."""
+
+    index_root: bytes = field(repr=False)
+    pseudonym: bytes = field(repr=False)
+    signing: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if any(len(v) != _KEY_BYTES for v in (self.index_root, self.pseudonym, self.signing)):
+            raise KeyManagementError("root keys must be 32 bytes each")
+
+    def __repr__(self) -> str:
+        return "RootKeys([secret])"
+
+    @classmethod
+    def generate(cls) -> RootKeys:
+        """Fresh random root keys."""
+        signing = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+            serialization.NoEncryption())
+        return cls(index_root=secrets.token_bytes(_KEY_BYTES),
+                   pseudonym=secrets.token_bytes(_KEY_BYTES), signing=signing)
+
+    def items(self) -> dict[str, bytes]:
+        """Name -> material, in :data:`ROOT_KEY_NAMES` order."""
+        return {"index_root": self.index_root, "pseudonym": self.pseudonym,
+                "signing": self.signing}
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The Ed25519 key that signs audit checkpoints and consent receipts."""
+        return Ed25519PrivateKey.from_private_bytes(self.signing)
 
 
 @runtime_checkable
 class KeyProvider(Protocol):
-    """Where KEKs live. Implementations must be safe to call from several threads."""
+    """Where KEKs live. Implementations must be safe to call from several threads.
+
+    KEK versions are numbers unique across every provider a vault has used (a
+    migration's new provider starts above the old one's versions), so a data
+    key's version names the provider that wrapped it.
+    """
+
+    @property
+    def kind(self) -> str:
+        """``file``, ``pkcs11`` or ``aws-kms``."""
+        ...
+
+    def describe(self) -> str:
+        """The provider's URI without any secret (no PIN), safe to log and store."""
+        ...
 
     def current_kek_version(self) -> int:
         """The KEK version new data keys are wrapped under."""
@@ -56,12 +147,15 @@ class KeyProvider(Protocol):
         """Every KEK version still available, oldest first."""
         ...
 
-    def wrap(self, dek: bytes) -> tuple[int, bytes]:
-        """Wrap a data key under the current KEK; returns (version, wrapped)."""
+    def wrap(self, dek: bytes, *, context: KeyContext | None = None) -> tuple[int, bytes]:
+        """Wrap a data key under the current KEK, bound to ``context``; returns
+        (version, wrapped)."""
         ...
 
-    def unwrap(self, version: int, wrapped: bytes) -> bytes:
-        """Unwrap a data key; raises KeyManagementError if it cannot."""
+    def unwrap(self, version: int, wrapped: bytes, *,
+               context: KeyContext | None = None) -> bytes:
+        """Unwrap a data key wrapped for ``context``; raises KeyManagementError if it
+        cannot (KeyProviderUnavailable when the provider cannot be reached)."""
         ...
 
     def rotate(self) -> int:
@@ -72,16 +166,8 @@ class KeyProvider(Protocol):
         """Forget a KEK version for good (the caller checks nothing depends on it)."""
         ...
 
-    def index_root_key(self) -> bytes:
-        """Root key from which per-field blind-index keys are derived."""
-        ...
-
-    def pseudonym_key(self) -> bytes:
-        """Key of the keyed pseudonyms under which the audit log names subjects."""
-        ...
-
-    def signing_key(self) -> Ed25519PrivateKey:
-        """Ed25519 key that signs audit checkpoints."""
+    def close(self) -> None:
+        """Release sessions and connections (the KEKs stay where they are)."""
         ...
 
 
@@ -137,6 +223,8 @@ class LocalKeyProvider:
     the databases; losing it makes every record unreadable.
     """
 
+    kind = "file"
+
     def __init__(self, path: Path, content: dict[str, Any]) -> None:
         self._path = path
         self._lock = threading.RLock()
@@ -149,8 +237,10 @@ class LocalKeyProvider:
     # ------------------------------------------------------------------ file
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str]) -> LocalKeyProvider:
-        """Create a new key file with KEK version 1 and fresh root keys.
+    def create(cls, path: str | os.PathLike[str], *, first_version: int = 1,
+               root_keys: RootKeys | None = None) -> LocalKeyProvider:
+        """Create a new key file with KEK ``first_version`` and fresh root keys (or
+        ``root_keys``, when a vault migrates to a key file).
 
         Raises:
             KeyManagementError: the file already exists or cannot be written.
@@ -158,17 +248,12 @@ class LocalKeyProvider:
         target = Path(path)
         if target.exists():
             raise KeyManagementError(f"a key file already exists at {target}")
-        signing = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
+        roots = root_keys or RootKeys.generate()
         content = {
             "format": _FORMAT,
-            "current_kek": 1,
-            "keks": {"1": _b64(secrets.token_bytes(_KEY_BYTES))},
-            "index_root": _b64(secrets.token_bytes(_KEY_BYTES)),
-            "pseudonym": _b64(secrets.token_bytes(_KEY_BYTES)),
-            "signing": _b64(signing),
+            "current_kek": first_version,
+            "keks": {str(first_version): _b64(secrets.token_bytes(_KEY_BYTES))},
+            **{name: _b64(value) for name, value in roots.items().items()},
         }
         provider = cls(target, content)
         provider._write(content)
@@ -207,9 +292,8 @@ class LocalKeyProvider:
         self._current = current
         self._index_root = _unb64(content.get("index_root"), "index_root")
         self._pseudonym = _unb64(content.get("pseudonym"), "pseudonym")
-        self._signing = Ed25519PrivateKey.from_private_bytes(
-            _unb64(content.get("signing"), "signing")
-        )
+        self._signing_seed = _unb64(content.get("signing"), "signing")
+        self._signing = Ed25519PrivateKey.from_private_bytes(self._signing_seed)
         self._content = content
 
     @contextlib.contextmanager
@@ -271,6 +355,12 @@ class LocalKeyProvider:
 
     # ------------------------------------------------------------------ KeyProvider
 
+    def describe(self) -> str:
+        return f"file:{self._path.resolve()}"
+
+    def close(self) -> None:
+        """Nothing to release: the file is read when needed."""
+
     def current_kek_version(self) -> int:
         with self._lock:
             return self._current
@@ -279,7 +369,8 @@ class LocalKeyProvider:
         with self._lock:
             return sorted(self._keks)
 
-    def wrap(self, dek: bytes) -> tuple[int, bytes]:
+    def wrap(self, dek: bytes, *, context: KeyContext | None = None) -> tuple[int, bytes]:
+        # ``context`` is not bound: RFC 3394 has no associated data (see the module doc).
         if len(dek) != _KEY_BYTES:
             raise KeyManagementError("data keys must be 32 bytes")
         with self._lock:
@@ -290,7 +381,8 @@ class LocalKeyProvider:
             kek = self._keks[version]
         return version, aes_key_wrap(kek, dek)
 
-    def wrap_many(self, deks: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    def wrap_many(self, deks: Sequence[bytes], *,
+                  contexts: Sequence[KeyContext] | None = None) -> list[tuple[int, bytes]]:
         """:meth:`wrap` for a batch: one look at the key file for all of them, so
         every key of the batch is wrapped under the KEK that is current now."""
         if any(len(dek) != _KEY_BYTES for dek in deks):
@@ -301,7 +393,8 @@ class LocalKeyProvider:
             kek = self._keks[version]
         return [(version, aes_key_wrap(kek, dek)) for dek in deks]
 
-    def unwrap(self, version: int, wrapped: bytes) -> bytes:
+    def unwrap(self, version: int, wrapped: bytes, *,
+               context: KeyContext | None = None) -> bytes:
         with self._lock:
             kek = self._keks.get(version)
             if kek is None:  # perhaps created by another process's rotation
@@ -349,6 +442,11 @@ class LocalKeyProvider:
 
     def signing_key(self) -> Ed25519PrivateKey:
         return self._signing
+
+    def root_keys(self) -> RootKeys:
+        """The root keys held in the key file."""
+        return RootKeys(index_root=self._index_root, pseudonym=self._pseudonym,
+                        signing=self._signing_seed)
 
     def public_key_pem(self) -> bytes:
         """The checkpoint verification key, safe to publish."""

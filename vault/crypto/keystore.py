@@ -52,7 +52,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.clock import Clock, SystemClock
-from vault.crypto.keys import KeyProvider
+from vault.crypto.chain import ProviderChain
+from vault.crypto.keys import ROOT_KEY_NAMES, KeyContext, KeyProvider, RootKeys
 from vault.errors import (
     CryptoError,
     KeyDestroyed,
@@ -62,7 +63,8 @@ from vault.errors import (
 )
 from vault.store.base import KeyStoreBase, bigint_pk
 
-__all__ = ["DataKey", "DataKeyRow", "DestructionCounterRow", "KeyStore"]
+__all__ = ["DataKey", "DataKeyRow", "DestructionCounterRow", "KeyProviderRow", "KeyStore",
+           "RootKeyRow"]
 
 Progress = Callable[[int, int], None]
 
@@ -76,7 +78,9 @@ class DataKeyRow(KeyStoreBase):
     tenant: Mapped[str] = mapped_column(String(128))
     subject_id: Mapped[str] = mapped_column(String(128))
     kek_version: Mapped[int] = mapped_column(Integer)
-    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+    # 40 bytes under the key file (RFC 3394), 61 under a PKCS#11 token, about 200
+    # for a KMS ciphertext blob (the length is not part of the SQLite/PostgreSQL type).
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary(1024), nullable=True)
     created_at: Mapped[dt.datetime]
     destroyed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
@@ -96,7 +100,36 @@ class DestructionCounterRow(KeyStoreBase):
     value: Mapped[int] = mapped_column(BigInteger)
 
 
+class RootKeyRow(KeyStoreBase):
+    """A root key (blind-index root, pseudonym key, signing seed) wrapped under the
+    KEK: a vault on an HSM or KMS has no key file to keep them in."""
+
+    __tablename__ = "root_keys"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kek_version: Mapped[int] = mapped_column(Integer)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary(1024))
+    created_at: Mapped[dt.datetime]
+
+
+class KeyProviderRow(KeyStoreBase):
+    """A key provider this vault's keys have been wrapped by (written by a
+    migration), so that every process can unwrap keys of either side of it. The
+    URI holds no secret; a PKCS#11 PIN comes from the process's own settings."""
+
+    __tablename__ = "key_providers"
+
+    id: Mapped[bigint_pk]
+    uri: Mapped[str] = mapped_column(String(2048))
+    kind: Mapped[str] = mapped_column(String(16))
+    added_at: Mapped[dt.datetime]
+
+    __table_args__ = (UniqueConstraint("uri"),)
+
+
 _T = cast(Table, DataKeyRow.__table__)
+_ROOTS = cast(Table, RootKeyRow.__table__)
+_PROVIDERS = cast(Table, KeyProviderRow.__table__)
 _COUNTER = cast(Table, DestructionCounterRow.__table__)
 _READ_COUNTER = select(_COUNTER.c.value).where(_COUNTER.c.id == 1)
 _BUMP_COUNTER = (update(_COUNTER).where(_COUNTER.c.id == 1)
@@ -161,6 +194,8 @@ class KeyStore:
         checkpoint_attempts: int = 5,
         checkpoint_wait: float = 0.1,
         destroyed_check: float = 5.0,
+        vault_id: str = "",
+        open_provider: Callable[[str], KeyProvider] | None = None,
     ) -> None:
         """A key store on ``engine``; no connection is made yet.
 
@@ -175,6 +210,11 @@ class KeyStore:
                 the destruction counter while the cache is used; a key destroyed
                 by another process can be served from the cache for that long.
                 0 looks at every cache use (one small query per read).
+            vault_id: bound into every wrap (with tenant, subject, KEK version) by
+                the HSM and KMS providers.
+            open_provider: opens a provider from a URI of the ``key_providers``
+                table (a migration's other side) when a key's KEK version belongs
+                to none of the providers known yet.
 
         Raises:
             KeyManagementError: a parameter is out of range.
@@ -189,6 +229,9 @@ class KeyStore:
         self._checkpoint_wait = checkpoint_wait
         self._engine = engine
         self._provider = provider
+        self._vault_id = vault_id
+        self._open_provider = open_provider
+        self._providers_read_at: float | None = None
         self._cache_size = cache_size
         self._cache_ttl = dt.timedelta(seconds=cache_ttl)
         self._clock = clock or SystemClock()
@@ -366,20 +409,172 @@ class KeyStore:
         with self._lock:
             self._cache.clear()
 
-    def _unwrap(self, row: object, epoch: int) -> DataKey:
-        wrapped = row.wrapped  # type: ignore[attr-defined]
-        if wrapped is None:
-            raise KeyDestroyed("the data subject's key was destroyed (crypto-shredded)")
-        material = self._provider.unwrap(row.kek_version, wrapped)  # type: ignore[attr-defined]
-        key = DataKey(
-            tenant=row.tenant,  # type: ignore[attr-defined]
-            subject_id=row.subject_id,  # type: ignore[attr-defined]
-            key_id=row.id,  # type: ignore[attr-defined]
-            kek_version=row.kek_version,  # type: ignore[attr-defined]
-            aead=AESGCM(material),
-        )
-        self._remember(key, epoch)
-        return key
+    def context(self, tenant: str, subject_id: str) -> KeyContext:
+        """What a subject's wrapped key is bound to."""
+        return KeyContext(vault_id=self._vault_id, tenant=tenant, subject_id=subject_id)
+
+    def _unwrap_rows(self, rows: Sequence[object], epoch: int) -> dict[str, DataKey]:
+        """Unwrap live rows (one provider call per batch where the provider can);
+        a tombstone raises KeyDestroyed before anything is unwrapped."""
+        if not rows:
+            return {}
+        for row in rows:
+            if row.wrapped is None:  # type: ignore[attr-defined]
+                raise KeyDestroyed("the data subject's key was destroyed (crypto-shredded)")
+        items = [(int(row.kek_version), bytes(row.wrapped),  # type: ignore[attr-defined]
+                  self.context(row.tenant, row.subject_id))  # type: ignore[attr-defined]
+                 for row in rows]
+        self._know_versions({v for v, _, _ in items})
+        many = getattr(self._provider, "unwrap_many", None)
+        materials: list[bytes] = (many(items) if many is not None else
+                                  [self._provider.unwrap(v, w, context=c) for v, w, c in items])
+        keys: dict[str, DataKey] = {}
+        for row, material in zip(rows, materials, strict=True):
+            key = DataKey(
+                tenant=row.tenant,  # type: ignore[attr-defined]
+                subject_id=row.subject_id,  # type: ignore[attr-defined]
+                key_id=row.id,  # type: ignore[attr-defined]
+                kek_version=row.kek_version,  # type: ignore[attr-defined]
+                aead=AESGCM(material),
+            )
+            keys[key.subject_id] = key
+        self._remember_many(list(keys.values()), epoch)
+        return keys
+
+    # ------------------------------------------------------------------ providers
+
+    def _know_versions(self, versions: set[int]) -> None:
+        """Make sure the provider chain knows these KEK versions: one a migration
+        (in another process) has put on a provider this process has not opened yet
+        is found in ``key_providers`` and that provider opened. Looks at most once
+        a second; a version still unknown fails later, at the unwrap."""
+        chain = self._provider
+        if not isinstance(chain, ProviderChain) or self._open_provider is None:
+            return
+        if all(chain.owner(v) is not None for v in versions):
+            return
+        now = time.monotonic()
+        if self._providers_read_at is not None and now - self._providers_read_at < 1.0:
+            return
+        self._providers_read_at = now
+        self.refresh_providers()
+
+    def refresh_providers(self) -> int:
+        """Open every provider of ``key_providers`` the chain does not hold yet.
+
+        Returns:
+            How many were added.
+
+        Raises:
+            KeyManagementError: one cannot be opened (KeyProviderUnavailable when
+                it cannot be reached).
+        """
+        chain = self._provider
+        if not isinstance(chain, ProviderChain) or self._open_provider is None:
+            return 0
+        known = chain.uris()
+        added = 0
+        for uri in self.registered_providers():
+            if uri not in known:
+                chain.add(self._open_provider(uri))
+                added += 1
+        return added
+
+    def registered_providers(self) -> list[str]:
+        """The URIs of ``key_providers``, oldest first.
+
+        Raises:
+            KeyManagementError: the key store cannot be reached.
+        """
+        try:
+            with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+                uris = list(conn.execute(select(_PROVIDERS.c.uri).order_by(_PROVIDERS.c.id))
+                            .scalars())
+                conn.rollback()
+        except SQLAlchemyError:
+            raise KeyManagementError("the key store cannot be reached") from None
+        return uris
+
+    def register_provider(self, provider: KeyProvider) -> None:
+        """Record a provider in ``key_providers`` (idempotent)."""
+        uri = provider.describe()
+        if uri in self.registered_providers():
+            return
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(_PROVIDERS), [{"uri": uri, "kind": provider.kind,
+                                                   "added_at": self._clock.now()}])
+        except IntegrityError:
+            pass  # another process recorded it meanwhile
+
+    # ------------------------------------------------------------------ root keys
+
+    def store_root_keys(self, keys: RootKeys) -> None:
+        """Wrap the root keys under the current KEK and keep them here (replacing
+        any stored before).
+
+        Raises:
+            KeyManagementError: the provider refuses.
+        """
+        names = list(keys.items())
+        contexts = [KeyContext.root(self._vault_id, name) for name in names]
+        wrapped = self._wrap_batch(list(keys.items().values()), contexts)
+        now = self._clock.now()
+        with self._engine.begin() as conn:
+            for name, (version, blob) in zip(names, wrapped, strict=True):
+                done = conn.execute(update(_ROOTS).where(_ROOTS.c.name == name).values(
+                    kek_version=version, wrapped=blob)).rowcount
+                if not done:
+                    conn.execute(insert(_ROOTS), [{"name": name, "kek_version": version,
+                                                   "wrapped": blob, "created_at": now}])
+
+    def has_root_keys(self) -> bool:
+        with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+            found = conn.execute(select(func.count()).select_from(_ROOTS)).scalar()
+            conn.rollback()
+        return bool(found)
+
+    def root_keys(self) -> RootKeys:
+        """The root keys kept here, unwrapped.
+
+        Raises:
+            KeyManagementError: missing, or the provider refuses to unwrap them.
+        """
+        try:
+            with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+                rows = {r.name: r for r in conn.execute(select(_ROOTS))}
+                conn.rollback()
+        except SQLAlchemyError:
+            raise KeyManagementError("the key store cannot be reached") from None
+        if set(rows) != set(ROOT_KEY_NAMES):
+            raise KeyManagementError("the key store holds no root keys: a vault on an HSM "
+                                     "or KMS is made by `vault init --key-provider URI`")
+        items = [(int(rows[n].kek_version), bytes(rows[n].wrapped),
+                  KeyContext.root(self._vault_id, n)) for n in ROOT_KEY_NAMES]
+        self._know_versions({v for v, _, _ in items})
+        material = [self._provider.unwrap(v, w, context=c) for v, w, c in items]
+        return RootKeys(**dict(zip(ROOT_KEY_NAMES, material, strict=True)))
+
+    def _rewrap_root_keys(self) -> int:
+        if not self.has_root_keys():
+            return 0
+        current = self._provider.current_kek_version()
+        with self._engine.connect() as conn:
+            stale = conn.execute(select(func.count()).select_from(_ROOTS).where(
+                _ROOTS.c.kek_version != current)).scalar()
+            conn.rollback()
+        if not stale:
+            return 0
+        self.store_root_keys(self.root_keys())
+        return int(stale)
+
+    def _wrap_batch(self, deks: list[bytes],
+                    contexts: list[KeyContext]) -> list[tuple[int, bytes]]:
+        wrap_many = getattr(self._provider, "wrap_many", None)
+        if wrap_many is not None:
+            result: list[tuple[int, bytes]] = wrap_many(deks, contexts=contexts)
+            return result
+        return [self._provider.wrap(d, context=c) for d, c in zip(deks, contexts, strict=True)]
 
     # ------------------------------------------------------------------ keys
 
@@ -400,12 +595,18 @@ class KeyStore:
         epoch = self._epoch_now()
         rows = []
         material: dict[str, bytes] = {}
-        for sid in wanted:
-            material[sid] = secrets.token_bytes(32)
-        wrap_many = getattr(self._provider, "wrap_many", None)
-        deks = list(material.values())
-        wrapped_all = (wrap_many(deks) if wrap_many is not None
-                       else [self._provider.wrap(dek) for dek in deks])
+        contexts = [self.context(tenant, sid) for sid in wanted]
+        generate = getattr(self._provider, "generate_many", None)
+        made = generate(contexts) if generate is not None else None
+        if made is not None:  # the provider makes the keys (KMS GenerateDataKey)
+            wrapped_all = []
+            for sid, (plain, version, wrapped) in zip(wanted, made, strict=True):
+                material[sid] = plain
+                wrapped_all.append((version, wrapped))
+        else:
+            for sid in wanted:
+                material[sid] = secrets.token_bytes(32)
+            wrapped_all = self._wrap_batch(list(material.values()), contexts)
         for sid, (version, wrapped) in zip(wanted, wrapped_all, strict=True):
             rows.append({"tenant": tenant, "subject_id": sid, "kek_version": version,
                          "wrapped": wrapped, "created_at": now})
@@ -470,6 +671,9 @@ class KeyStore:
         Raises:
             NotFound: a subject has no key.
             KeyDestroyed: a subject's key was destroyed.
+            KeyManagementError: a key cannot be unwrapped (KeyProviderUnavailable when
+                the HSM or KMS cannot be reached): never left out, even with
+                ``missing_ok`` (fail closed).
         """
         found, missing = self._cached_many(tenant, subject_ids)
         for start in range(0, len(missing), 500):
@@ -484,17 +688,23 @@ class KeyStore:
             except SQLAlchemyError:
                 raise KeyManagementError("the key store cannot be reached") from None
             by_subject = {row.subject_id: row for row in rows}
+            live = []
             for sid in chunk:
                 row = by_subject.get(sid)
                 if row is None:
                     if missing_ok:
                         continue
                     raise NotFound("the data subject has no data key")
-                try:
-                    found[sid] = self._unwrap(row, epoch)
-                except CryptoError:
-                    if not missing_ok:
-                        raise
+                if row.wrapped is None:
+                    if missing_ok:
+                        continue
+                    raise KeyDestroyed("the data subject's key was destroyed (crypto-shredded)")
+                live.append(row)
+            try:
+                found.update(self._unwrap_rows(live, epoch))
+            except CryptoError:
+                if not missing_ok:
+                    raise
         return found
 
     def live_subjects(self, tenants: Sequence[str], *,
@@ -719,8 +929,10 @@ class KeyStore:
         """Rewrap every live data key not under the current KEK. Data rows are untouched.
 
         Each batch commits on its own, so after a crash calling this again
-        finishes the job. Returns the number of keys rewrapped.
+        finishes the job. The root keys kept here (a vault on an HSM or KMS) are
+        rewrapped first. Returns the number of data keys rewrapped.
         """
+        self._rewrap_root_keys()
         current = self._provider.current_kek_version()
         total = sum(n for v, n in self.count_by_kek_version().items() if v != current)
         done = 0
@@ -730,7 +942,8 @@ class KeyStore:
         while True:
             with self._engine.begin() as conn:
                 rows = conn.execute(
-                    select(_T.c.id, _T.c.kek_version, _T.c.wrapped)
+                    select(_T.c.id, _T.c.tenant, _T.c.subject_id, _T.c.kek_version,
+                           _T.c.wrapped)
                     .where(_T.c.kek_version != current, _T.c.wrapped.is_not(None),
                            _T.c.id > last_id)
                     .order_by(_T.c.id)
@@ -738,9 +951,15 @@ class KeyStore:
                 ).all()
                 if not rows:
                     break
-                for row in rows:
-                    material = self._provider.unwrap(row.kek_version, row.wrapped)
-                    version, wrapped = self._provider.wrap(material)
+                contexts = [self.context(r.tenant, r.subject_id) for r in rows]
+                self._know_versions({int(r.kek_version) for r in rows})
+                unwrap_many = getattr(self._provider, "unwrap_many", None)
+                items = [(int(r.kek_version), bytes(r.wrapped), c)
+                         for r, c in zip(rows, contexts, strict=True)]
+                materials = (unwrap_many(items) if unwrap_many is not None else
+                             [self._provider.unwrap(v, w, context=c) for v, w, c in items])
+                rewrapped = self._wrap_batch(materials, contexts)
+                for row, (version, wrapped) in zip(rows, rewrapped, strict=True):
                     conn.execute(
                         update(_T)
                         .where(_T.c.id == row.id, _T.c.kek_version == row.kek_version,
@@ -753,6 +972,48 @@ class KeyStore:
                 progress(min(done, total), total)
         self.clear_cache()
         return done
+
+    def migrate(self, target: KeyProvider, *, root_keys: RootKeys | None,
+                batch_size: int = 500, progress: Progress | None = None) -> int:
+        """Rewrap every data key (and the root keys kept here) from the providers
+        this store knows to ``target``, online and resumable.
+
+        ``target`` is recorded in ``key_providers`` (with the configured provider)
+        first, so every process, whichever provider it is configured with, can
+        unwrap keys on both sides, and wraps new keys under ``target``, whose KEK
+        versions are above all others. Batches commit one by one; calling this
+        again after a crash finishes the job. Data rows are untouched.
+
+        Args:
+            root_keys: stored here wrapped under ``target`` (None when the target is
+                a key file, which holds them itself).
+
+        Returns:
+            The number of data keys rewrapped.
+
+        Raises:
+            KeyManagementError: the store's provider is not a chain, or ``target``'s
+                KEK versions are not all above the others'.
+        """
+        chain = self._provider
+        if not isinstance(chain, ProviderChain):
+            raise KeyManagementError("this key store cannot migrate (no provider chain)")
+        uri = target.describe()
+        resuming = uri in self.registered_providers() or uri in chain.uris()
+        if not resuming:
+            theirs = target.kek_versions()
+            ours = chain.kek_versions()
+            if ours and (not theirs or min(theirs) <= max(ours)):
+                raise KeyManagementError(
+                    "the new provider's KEK versions must all be above the vault's "
+                    f"(highest {max(ours)}); it already holds versions {theirs}")
+        for provider in chain.providers():
+            self.register_provider(provider)
+        self.register_provider(target)
+        chain.add(target)
+        if root_keys is not None and target.kind != "file":
+            self.store_root_keys(root_keys)
+        return self.rewrap(batch_size=batch_size, progress=progress)
 
     def retire(self, version: int) -> None:
         """Retire a KEK version once no live data key depends on it.

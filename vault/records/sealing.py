@@ -3,7 +3,8 @@ and the view of a record an actor may see.
 
 Every field is its own AES-GCM envelope bound to tenant, collection, record id,
 field name and subject (:mod:`vault.crypto.envelope`); a record's envelopes are
-framed into one column (:mod:`vault.crypto.framing`).
+framed into one column (:mod:`vault.crypto.framing`) and sealed as a whole at
+its version (the seal is checked before any field of it is decrypted).
 """
 
 from __future__ import annotations
@@ -97,10 +98,30 @@ class Sealer:
         self._indexer = kernel.indexer
 
     def seal(self, key: DataKey, tenant: str, schema: CollectionSchema, record_id: str,
-             subject_id: str, plaintexts: Mapping[str, bytes]) -> bytes:
-        """A record's framed envelopes (one per field) from encoded plaintexts."""
-        return self._cipher.encrypt_framed(
-            key, plaintexts, RecordContext(tenant, schema.name, record_id, subject_id))
+             subject_id: str, plaintexts: Mapping[str, bytes]) -> tuple[bytes, bytes]:
+        """A new record's framed envelopes (one per field) from encoded plaintexts,
+        and its seal at version 1."""
+        record = RecordContext(tenant, schema.name, record_id, subject_id)
+        framed = self._cipher.encrypt_framed(key, plaintexts, record)
+        return framed, self._cipher.seal(key, framed, record, 1)
+
+    def reseal(self, key: DataKey, tenant: str, collection: str, record_id: str,
+               subject_id: str, framed: bytes, version: int) -> bytes:
+        """The seal of a record's (changed) framed envelopes at its new version."""
+        return self._cipher.seal(key, framed,
+                                 RecordContext(tenant, collection, record_id, subject_id),
+                                 version)
+
+    def check(self, key: DataKey, tenant: str, schema: CollectionSchema, row: Any) -> None:
+        """Refuse a stored row (``id``, ``subject_id``, ``envelopes``, ``version``,
+        ``seal``) that its seal does not vouch for.
+
+        Raises:
+            DecryptionError: no seal, or not this record's envelopes at this version.
+        """
+        self._cipher.check_seal(key, row.seal, row.envelopes,
+                                RecordContext(tenant, schema.name, row.id, row.subject_id),
+                                row.version)
 
     def encrypt_fields(
         self, key: DataKey, tenant: str, schema: CollectionSchema, record_id: str,
@@ -132,6 +153,7 @@ class Sealer:
     def matches(self, key: DataKey, tenant: str, schema: CollectionSchema, row: Any,
                 wanted: Mapping[str, str]) -> bool:
         """Re-check a blind-index hit on the decrypted value (truncated digests collide)."""
+        self.check(key, tenant, schema, row)
         envelopes = decode_envelopes(row.envelopes)
         for name, normalized in wanted.items():
             env = envelopes.get(name)
@@ -160,6 +182,7 @@ class Sealer:
         if visible is None:
             visible = visible_fields(requested, readable, maskable)
         record = RecordContext(tenant, schema.name, row.id, row.subject_id)
+        self._cipher.check_seal(key, row.seal, row.envelopes, record, row.version)
         plain, stored = self._cipher.decrypt_framed(key, row.envelopes, record, visible[1])
         if len(plain) == stored and not maskable:
             # Every stored field is requested and readable: the common case (in the
@@ -170,7 +193,8 @@ class Sealer:
             except ValueError:
                 raise DecryptionError() from None
             return Record(id=row.id, subject_id=row.subject_id, collection=schema.name,
-                          data=data, masked=_NO_NAMES, withheld=_NO_NAMES)
+                          data=data, masked=_NO_NAMES, withheld=_NO_NAMES,
+                          version=row.version)
         envelopes = decode_envelopes(row.envelopes)
         data = {}
         masked: set[str] = set()
@@ -186,4 +210,5 @@ class Sealer:
             else:
                 withheld.add(name)
         return Record(id=row.id, subject_id=row.subject_id, collection=schema.name, data=data,
-                      masked=frozenset(masked), withheld=frozenset(withheld))
+                      masked=frozenset(masked), withheld=frozenset(withheld),
+                      version=row.version)

@@ -27,9 +27,11 @@ from vault.errors import (
     DecryptionError,
     InvalidData,
     KeyDestroyed,
+    KeyManagementError,
     LegalHoldActive,
     NotFound,
     UnknownField,
+    VersionConflict,
 )
 from vault.records.gate import CONSENT_REFUSALS, DataGate, consent_error
 from vault.records.sealing import (
@@ -61,7 +63,7 @@ MISSED = "matched:0"
 # planner with stale statistics scans the whole (tenant, collection) index.
 _SELECT_ROWS = select(
     RECORDS.c.id, RECORDS.c.subject_id, RECORDS.c.envelopes, RECORDS.c.tenant,
-    RECORDS.c.collection,
+    RECORDS.c.collection, RECORDS.c.version, RECORDS.c.seal,
     # The subject's restriction flag and jurisdiction come with its records, so
     # the consent gate of a read needs no statement of its own in the common case;
     # so does its erasure marker, which a restored key store cannot undo.
@@ -76,7 +78,10 @@ _SELECT_ROWS = select(
 _BULK_SUBJECTS = BulkInsert(SUBJECTS, ("tenant", "subject_id", "pseudonym", "jurisdiction",
                                        "created_at"))
 _BULK_RECORDS = BulkInsert(RECORDS, ("id", "tenant", "collection", "subject_id", "envelopes",
-                                     "created_at", "updated_at", "version"))
+                                     "created_at", "updated_at", "version", "seal"))
+# An update locks its record's row first (PostgreSQL), so that two updates of one
+# record queue and each seals the version after the other's.
+_LOCK_RECORD = select(RECORDS.c.id).where(RECORDS.c.id == bindparam("rid")).with_for_update()
 _BULK_BLIND = BulkInsert(BLIND_INDEX, ("tenant", "collection", "field", "digest", "record_id"))
 
 
@@ -123,6 +128,8 @@ class RecordService:
                 tenant, new_subjects, set(given)))
         except KeyDestroyed as exc:
             call.refuse(exc, fields=written)
+        except KeyManagementError as exc:  # the HSM or KMS failed: nothing written
+            call.refuse(exc, fields=written, decision=Decision.ERROR)
         # One pseudonym per subject, used by the subject rows and the audit entries.
         pseudonyms = {s: self._k.pseudonym(tenant, s) for s in dict.fromkeys(subjects)}
         record_rows, index_rows, events = self._seal_batch(
@@ -135,7 +142,8 @@ class RecordService:
                     (tenant, s, pseudonyms[s], jurisdiction, now) for s in new_subjects
                 ])
             _BULK_RECORDS.execute(conn, [
-                (r["id"], tenant, schema.name, r["subject_id"], r["envelopes"], now, now, 1)
+                (r["id"], tenant, schema.name, r["subject_id"], r["envelopes"], now, now, 1,
+                 r["seal"])
                 for r in record_rows
             ])
             self._hooks.records_inserted(conn, tenant, schema, record_rows, values,
@@ -222,12 +230,12 @@ class RecordService:
         for subject, value in zip(subjects, values, strict=True):
             record_id = new_id()
             plaintexts = {name: encode_value(x) for name, x in value.items() if x is not None}
+            framed, seal = self._seal.seal(keys[subject], tenant, schema, record_id,
+                                           subject, plaintexts)
             record_rows.append({
                 "id": record_id, "tenant": tenant, "collection": schema.name,
-                "subject_id": subject,
-                "envelopes": self._seal.seal(keys[subject], tenant, schema, record_id,
-                                             subject, plaintexts),
-                "created_at": now, "updated_at": now, "version": 1,
+                "subject_id": subject, "envelopes": framed,
+                "created_at": now, "updated_at": now, "version": 1, "seal": seal,
             })
             self._seal.index_tuples(index_rows, tenant, schema, record_id, value)
             pseudonym = pseudonyms[subject]
@@ -262,6 +270,7 @@ class RecordService:
     def update(
         self, actor: Actor, collection: str, record_id: str, changes: Mapping[str, Any], *,
         purpose: str,
+        if_version: int | None = None,
     ) -> None:
         """Change some fields of a record (see ``Vault.update``)."""
         call, schema = self._begin(actor, "update", collection, purpose)
@@ -274,11 +283,13 @@ class RecordService:
         purpose = _purpose(call)
 
         def change(conn: Connection) -> None:
+            conn.execute(_LOCK_RECORD, {"rid": rid})
             row = load_rows(conn, tenant, schema.name, [rid]).get(rid)
             if row is None:
                 raise NotFound(f"no record {rid} in {schema.name}")
             if row.erased_at is not None:
                 raise _destroyed()
+            _check_version(row, if_version)
             refused, gate_events = self._gate.check(
                 conn, call.actor, schema, purpose, [row.subject_id], sorted(values))
             if refused:
@@ -286,17 +297,28 @@ class RecordService:
             pseudonym = self._k.pseudonym(tenant, row.subject_id)
             self._refuse_erased(tenant, [row.subject_id])
             key = self._k.keystore.get_key(tenant, row.subject_id)
+            # The stored record must be the one its seal vouches for: an update
+            # never re-seals envelopes that were tampered with.
+            self._seal.check(key, tenant, schema, row)
             envelopes = decode_envelopes(row.envelopes)
             envelopes.update(self._seal.encrypt_fields(key, tenant, schema, rid,
                                                        row.subject_id, values))
             for name, value in values.items():
                 if value is None:
                     envelopes.pop(name, None)
-            conn.execute(
-                update(RECORDS).where(RECORDS.c.id == rid).values(
-                    envelopes=encode_envelopes(envelopes), updated_at=self._k.clock.now(),
-                    version=RECORDS.c.version + 1)
+            framed = encode_envelopes(envelopes)
+            version = row.version + 1
+            changed = conn.execute(
+                # The version read above (the row is locked too), so that two
+                # concurrent updates cannot both pass an ``if_version`` check.
+                update(RECORDS).where(RECORDS.c.id == rid,
+                                      RECORDS.c.version == row.version).values(
+                    envelopes=framed, updated_at=self._k.clock.now(), version=version,
+                    seal=self._seal.reseal(key, tenant, schema.name, rid, row.subject_id,
+                                           framed, version))
             )
+            if changed.rowcount != 1:
+                raise VersionConflict(f"record {rid} was changed concurrently")
             self._hooks.records_updated(conn, tenant, [rid])
             touched = [n for n in values if n in schema.searchable_fields]
             if touched:
@@ -309,7 +331,7 @@ class RecordService:
             call.record([AuditEvent(
                 tenant=tenant, actor=call.actor.id, action="update", decision=Decision.ALLOW,
                 collection=schema.name, record_ids=(rid,), subjects=(pseudonym,),
-                fields=tuple(sorted(values)), purpose=purpose,
+                fields=tuple(sorted(values)), purpose=purpose, context={"version": version},
             )])
             call.record(gate_events)
 
@@ -317,13 +339,15 @@ class RecordService:
             call.run(change)
         except CONSENT_REFUSALS as exc:
             call.refuse(exc, record_ids=[rid])
-        except (NotFound, KeyDestroyed, DecryptionError) as exc:
+        except (NotFound, KeyDestroyed, DecryptionError, KeyManagementError,
+                VersionConflict) as exc:
             call.refuse(exc, record_ids=[rid], decision=Decision.ERROR)
         # The replaced envelopes must not stay readable in the WAL while the
         # subject's key is live (a rectification is a deletion of the old value).
         truncate_wal(self._k.engine)
 
-    def delete(self, actor: Actor, collection: str, record_id: str, *, purpose: str) -> None:
+    def delete(self, actor: Actor, collection: str, record_id: str, *, purpose: str,
+               if_version: int | None = None) -> None:
         """Delete a record and its blind-index entries (see ``Vault.delete``)."""
         call, schema = self._begin(actor, "delete", collection, purpose)
         rid = self._record_id(call, record_id)
@@ -334,9 +358,12 @@ class RecordService:
             row = load_rows(conn, tenant, schema.name, [rid]).get(rid)
             if row is None:
                 raise NotFound(f"no record {rid} in {schema.name}")
+            _check_version(row, if_version)
             ensure_not_held(conn, tenant, row.subject_id, self._k.clock.now())
             conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id == rid))
-            conn.execute(delete(RECORDS).where(RECORDS.c.id == rid))
+            if conn.execute(delete(RECORDS).where(
+                    RECORDS.c.id == rid, RECORDS.c.version == row.version)).rowcount != 1:
+                raise VersionConflict(f"record {rid} was changed concurrently")
             call.record([AuditEvent(
                 tenant=tenant, actor=call.actor.id, action="delete", decision=Decision.ALLOW,
                 collection=schema.name, record_ids=(rid,),
@@ -346,7 +373,7 @@ class RecordService:
 
         try:
             call.run(remove)
-        except (NotFound, LegalHoldActive) as exc:
+        except (NotFound, LegalHoldActive, VersionConflict) as exc:
             call.refuse(exc, record_ids=[rid], decision=Decision.ERROR)
         truncate_wal(self._k.engine)  # no deleted bytes stay in the WAL
 
@@ -513,9 +540,11 @@ class RecordService:
             call.refuse(exc, record_ids=list(unique_ids[:NAMED_LIMIT]),
                         subjects=[self._k.pseudonym(tenant, s)
                                   for s in list(refused)[:NAMED_LIMIT]])
-        except (NotFound, KeyDestroyed, DecryptionError) as exc:
+        except (NotFound, KeyDestroyed, DecryptionError, KeyManagementError) as exc:
+            # KeyManagementError: a key could not be unwrapped (the HSM or KMS is
+            # unavailable, or a wrapped key fails its binding): nothing returned.
             subjects = []
-            if isinstance(exc, KeyDestroyed | DecryptionError):
+            if isinstance(exc, KeyDestroyed | DecryptionError | KeyManagementError):
                 subjects = [self._k.pseudonym(tenant, r.subject_id)
                             for r in rows.values()][:NAMED_LIMIT]
             call.refuse(exc, record_ids=list(unique_ids[:NAMED_LIMIT]), subjects=subjects,
@@ -717,6 +746,11 @@ def load_rows(conn: Connection, tenant: str, collection: str,
             if row.tenant == tenant and row.collection == collection:
                 rows[row.id] = row
     return rows
+
+
+def _check_version(row: Any, if_version: int | None) -> None:
+    if if_version is not None and row.version != if_version:
+        raise VersionConflict(f"record {row.id} is not at version {if_version}")
 
 
 def _destroyed() -> KeyDestroyed:

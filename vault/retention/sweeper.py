@@ -103,6 +103,7 @@ class _Statements:
         self.load = select(
             _RECORDS.c.id.label("record_id"), _RECORDS.c.tenant, _RECORDS.c.subject_id,
             _RECORDS.c.collection, _RECORDS.c.envelopes, _RECORDS.c.created_at,
+            _RECORDS.c.version, _RECORDS.c.seal,
         ).where(inn(_RECORDS.c.id, "ids"))
         self.remaining = select(_RECORDS.c.subject_id).where(
             _RECORDS.c.tenant == bindparam("t"), inn(_RECORDS.c.subject_id, "ids")).distinct()
@@ -531,6 +532,7 @@ class Sweeper:
         blind_gone: dict[frozenset[str], list[str]] = defaultdict(list)
         rescheduled: list[dict[str, Any]] = []
         anonymise: list[tuple[Any, Outcome]] = []
+        prune: list[tuple[Any, Outcome]] = []
         shred_flags: set[tuple[str, str]] = set()
         touched: dict[str, dict[str, Any]] = defaultdict(lambda: {
             "ids": [], "subjects": set(), "fields": set()})
@@ -564,9 +566,7 @@ class Sweeper:
                 anonymise.append((row, out))
             else:
                 if out.kind == "prune":
-                    envs = decode_envelopes(row.envelopes)
-                    pruned.append({"rid": row.record_id, "env": encode_envelopes(
-                        {n: e for n, e in envs.items() if n in out.kept}), "ts": now})
+                    prune.append((row, out))
                     blind_gone[out.removed].append(row.record_id)
                 cols = out.columns or {}
                 rescheduled.append({
@@ -574,6 +574,11 @@ class Sweeper:
                     "cat": cols.get("category"), "act": cols.get("action"),
                     "purge": cols.get("purge_at"), "shred": cols.get("shred_at")})
         counts["delete"] += purged
+        if prune:
+            pruned, unsealed = self._prune(conn, prune, now)
+            deleted.extend(unsealed)
+            counts["prune"] -= len(unsealed)
+            counts["delete"] += len(unsealed)
         for i in range(0, len(deleted), _CHUNK):
             bound = {"ids": self._st.ids(deleted[i:i + _CHUNK])}
             # Their blind-index tokens and expiry rows first, each by its record-id index,
@@ -585,7 +590,7 @@ class Sweeper:
         if pruned:
             conn.execute(update(_RECORDS).where(_RECORDS.c.id == bindparam("rid")).values(
                 envelopes=bindparam("env"), updated_at=bindparam("ts"),
-                version=_RECORDS.c.version + 1), pruned)
+                version=_RECORDS.c.version + 1, seal=bindparam("seal")), pruned)
         for fields, ids in blind_gone.items():
             for i in range(0, len(ids), _CHUNK):
                 conn.execute(self._st.del_blind_fields, {"ids": self._st.ids(ids[i:i + _CHUNK]),
@@ -613,6 +618,38 @@ class Sweeper:
         self._k.audit_log.append(conn, events)
         return counts
 
+    def _prune(self, conn: Connection, items: list[tuple[Any, Outcome]],
+               now: dt.datetime) -> tuple[list[dict[str, Any]], list[str]]:
+        """The kept envelopes of each pruned record, sealed at its next version; and
+        the records that must be deleted instead: their seal does not vouch for
+        them (tampered: re-sealing would launder it) or their subject's key is gone
+        (unreadable either way)."""
+        k = self._k
+        pruned: list[dict[str, Any]] = []
+        unsealed: list[str] = []
+        by_tenant: dict[str, list[tuple[Any, Outcome]]] = defaultdict(list)
+        for row, out in items:
+            by_tenant[row.tenant].append((row, out))
+        for tenant, group in by_tenant.items():
+            keys = k.keystore.get_keys(tenant, sorted({row.subject_id for row, _ in group}),
+                                       missing_ok=True)
+            for row, out in group:
+                key = keys.get(row.subject_id)
+                record = RecordContext(tenant, row.collection, row.record_id, row.subject_id)
+                try:
+                    if key is None:
+                        raise NotFound("the data subject has no data key")
+                    k.cipher.check_seal(key, row.seal, row.envelopes, record, row.version)
+                except (CryptoError, NotFound):
+                    log.warning("retention_record_unreadable", record_id=row.record_id)
+                    unsealed.append(row.record_id)
+                    continue
+                envs = decode_envelopes(row.envelopes)
+                framed = encode_envelopes({n: e for n, e in envs.items() if n in out.kept})
+                pruned.append({"rid": row.record_id, "env": framed, "ts": now,
+                               "seal": k.cipher.seal(key, framed, record, row.version + 1)})
+        return pruned, unsealed
+
     def _anonymise(self, conn: Connection, items: list[tuple[Any, Outcome]],
                    now: dt.datetime) -> int:
         """Re-encrypt the kept fields under the tenant's anonymous key; returns how
@@ -635,20 +672,21 @@ class Sweeper:
                 try:
                     if key is None:
                         raise NotFound("the data subject has no data key")
-                    plain, _ = cipher.decrypt_framed(
-                        key, row.envelopes,
-                        RecordContext(tenant, row.collection, row.record_id, row.subject_id),
-                        out.kept)
+                    record = RecordContext(tenant, row.collection, row.record_id, row.subject_id)
+                    cipher.check_seal(key, row.seal, row.envelopes, record, row.version)
+                    plain, _ = cipher.decrypt_framed(key, row.envelopes, record, out.kept)
                     if len(plain) != len(out.kept):  # a kept field with no envelope
                         raise NotFound("a kept field has no envelope")
+                    anonymous = RecordContext(tenant, row.collection, row.record_id,
+                                              ANONYMOUS_SUBJECT)
                     fresh = cipher.encrypt_framed(
-                        anon, {n: plain[n] for n in sorted(out.kept)},
-                        RecordContext(tenant, row.collection, row.record_id, ANONYMOUS_SUBJECT))
+                        anon, {n: plain[n] for n in sorted(out.kept)}, anonymous)
                 except (CryptoError, NotFound):
                     gone.append(row.record_id)
                     continue
-                updates.append({"rid": row.record_id, "env": fresh,
-                                "ts": now, "sid": ANONYMOUS_SUBJECT})
+                updates.append({"rid": row.record_id, "env": fresh, "ts": now,
+                                "sid": ANONYMOUS_SUBJECT,
+                                "seal": cipher.seal(anon, fresh, anonymous, row.version + 1)})
                 if out.removed:
                     blind[out.removed].append(row.record_id)
             ids = [u["rid"] for u in updates] + gone
@@ -664,7 +702,8 @@ class Sweeper:
             if updates:
                 conn.execute(update(_RECORDS).where(_RECORDS.c.id == bindparam("rid")).values(
                     envelopes=bindparam("env"), updated_at=bindparam("ts"),
-                    subject_id=bindparam("sid"), version=_RECORDS.c.version + 1), updates)
+                    subject_id=bindparam("sid"), version=_RECORDS.c.version + 1,
+                    seal=bindparam("seal")), updates)
             for i in range(0, len(gone), _CHUNK):
                 conn.execute(self._st.del_blind, {"ids": self._st.ids(gone[i:i + _CHUNK])})
                 conn.execute(self._st.del_records, {"ids": self._st.ids(gone[i:i + _CHUNK])})

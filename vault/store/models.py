@@ -74,6 +74,8 @@ class RecordRow(Base):
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
     version: Mapped[int] = mapped_column(default=1)
+    #: The record's seal (vault.crypto.envelope); None only before ``vault upgrade``.
+    seal: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __table_args__ = (
         Index("ix_records_tenant_subject", "tenant", "subject_id"),

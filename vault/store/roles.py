@@ -23,6 +23,9 @@ legal_holds, retention_runs
 retention_fingerprints
                SELECT, INSERT (a recomputation adds a row)
 policy_changes SELECT, INSERT, UPDATE (a pending change is decided, never deleted)
+gateway_idempotency, gateway_rate_limits, identity_api_keys, identity_totp,
+identity_totp_used
+               SELECT, INSERT, UPDATE, DELETE (the gateway's shared state, credentials)
 erased_subjects
                SELECT, INSERT (an erasure is never undone)
 vault_meta, alembic_version
@@ -53,6 +56,11 @@ _DATA_GRANTS = (
     ("SELECT, INSERT, UPDATE, DELETE", "records"),
     ("SELECT, INSERT, UPDATE, DELETE", "subjects"),
     ("SELECT, INSERT, UPDATE, DELETE", "blind_index"),
+    ("SELECT, INSERT, UPDATE, DELETE", "gateway_idempotency"),
+    ("SELECT, INSERT, UPDATE, DELETE", "gateway_rate_limits"),
+    ("SELECT, INSERT, UPDATE, DELETE", "identity_api_keys"),
+    ("SELECT, INSERT, UPDATE, DELETE", "identity_totp"),
+    ("SELECT, INSERT, UPDATE, DELETE", "identity_totp_used"),
     ("SELECT, INSERT, UPDATE, DELETE", "casbin_rule"),
     ("SELECT, INSERT, UPDATE, DELETE", "policy_state"),
     ("SELECT, INSERT, UPDATE, DELETE", "retention"),
