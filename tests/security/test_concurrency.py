@@ -12,8 +12,8 @@ writer and drop the unique backstops on (chain, chain_seq) and (chain, prev_hash
 then the same checks must see forks, which shows they can fail.
 Writes per writer: ``VAULT_MATRIX_SQLITE_WRITES`` (default 500, the issue's
 figure) and ``VAULT_MATRIX_PG_WRITES`` (default 250: the issue's 1,000 per
-connection takes 4 to 5 minutes on a shared 2-core machine, beyond the time the
-matrix has in CI; run it with ``VAULT_MATRIX_PG_WRITES=1000``).
+connection takes 2 to 4.5 minutes on a shared 2-core machine, beyond the time
+the matrix has in CI; run it with ``VAULT_MATRIX_PG_WRITES=1000``).
 """
 
 from __future__ import annotations
