@@ -16,7 +16,8 @@ driver opens the vault again (the next run) and checks:
 - each change and its audit entry are both there or both absent;
 - each record is readable, and equal to one written version of it as a whole,
   or absent as a whole (no blind-index rows left behind);
-- no destroyed wrapped key in any file of the folder (SQLite), after the next run;
+- no destroyed wrapped key in any file of the folder (SQLite) once the next run
+  has opened the vault, nor after it closes (PostgreSQL: not looked at);
 - an interrupted rotation or sweep completes on the next run.
 
 Put, update, delete and destroy act on a target of their own at each point
