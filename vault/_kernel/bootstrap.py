@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault._kernel import seals
@@ -46,13 +46,13 @@ from vault.crypto.keys import KeyProvider, LocalKeyProvider, RootKeys
 from vault.crypto.keystore import KeyStore
 from vault.crypto.providers import ProviderSpec, open_provider, parse_provider_uri
 from vault.crypto.pseudonym import Pseudonymizer
-from vault.errors import ConfigError, KeyManagementError, VaultError
+from vault.errors import ConfigError, KeyManagementError, ShreddingIncomplete, VaultError
 from vault.policy.engine import CasbinPolicyEngine
 from vault.retention import expiry
 from vault.store import migrate
 from vault.store.engine import check_private_files, make_engine
-from vault.store.erasures import backfill_markers
-from vault.store.tables import META
+from vault.store.erasures import backfill_markers, erased_among, mark_erased
+from vault.store.tables import BLIND_INDEX, ERASED_SUBJECTS, META, RECORDS
 from vault.types import actor_id
 
 __all__ = ["init", "open_kernel", "provider_opener", "settings_of", "upgrade"]
@@ -226,7 +226,9 @@ def upgrade(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
         raise ConfigError("the data database cannot be migrated or reached") from None
     finally:
         data_engine.dispose()
-    kernel = open_kernel(cfg, clock)
+    # Not the crash recovery of open: tombstones without markers are, here, the
+    # subjects shredded before markers existed, which get theirs below.
+    kernel = open_kernel(cfg, clock, recover_erasures=False)
     try:
         rules = kernel.rules
         added = expiry.backfill(kernel.engine, rules.schedule, rules.schemas,
@@ -252,7 +254,8 @@ def upgrade(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
     return kernel
 
 
-def open_kernel(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
+def open_kernel(cfg: VaultSettings, clock: Clock | None = None, *,
+                recover_erasures: bool = True) -> Kernel:
     """The kernel of :meth:`Vault.open <vault.Vault.open>`; a configuration change
     is recorded and audited before it is returned (fail closed)."""
     _check_separation(cfg)
@@ -317,10 +320,73 @@ def open_kernel(cfg: VaultSettings, clock: Clock | None = None) -> Kernel:
         keystore=keystore, root_keys=root_keys)
     try:
         _record_config(kernel)
+        if recover_erasures:
+            _recover_unrecorded_erasures(kernel)
     except BaseException:
         kernel.close()
         raise
     return kernel
+
+
+def _recover_unrecorded_erasures(kernel: Kernel) -> None:
+    """Finish crypto-shreddings that a crash cut in two.
+
+    A shredding (``keys.destroy``, the sweeper's ``retention.shred``) commits the
+    tombstone in the key store first, then, in the data database, removes the
+    subject's blind-index rows, writes its erasure marker and its audit entry. A
+    process killed in between leaves a destroyed key that the log does not record
+    and index rows that still link the subject's records
+    (``tests/security/test_crash_injection.py``). Every open compares two counts;
+    if the key store holds more tombstones than the data database holds markers,
+    the subjects without a marker get one, lose their index rows and are audited
+    (``keys.destroy``, reason ``recovered``), in one transaction.
+
+    On SQLite, an open that finds the key store's WAL not empty also checkpoints
+    it (one short attempt), as a shredding killed before its own checkpoint would
+    have done, so that destroyed keys' old bytes leave ``keys.db`` and
+    ``keys.db-wal``. If readers keep it busy, a warning is logged and a later
+    checkpoint does it.
+    """
+    _mark_cut_shreddings(kernel)
+    engine = kernel.keystore.engine
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return
+    wal = Path(f"{engine.url.database}-wal")
+    if not wal.exists() or wal.stat().st_size == 0:
+        return
+    try:
+        kernel.keystore.checkpoint(attempts=1)
+    except ShreddingIncomplete:
+        log.warning("key_store_checkpoint_busy_at_open")
+
+
+def _mark_cut_shreddings(kernel: Kernel) -> None:
+    with kernel.read_only() as conn:
+        marked = int(conn.execute(select(func.count()).select_from(ERASED_SUBJECTS))
+                     .scalar_one())
+    if kernel.keystore.destroyed_count() <= marked:
+        return
+    tombstones: dict[str, list[str]] = {}
+    for tenant, subject_id in kernel.keystore.destroyed_subjects():
+        tombstones.setdefault(tenant, []).append(subject_id)
+    now = kernel.clock.now()
+    events = []
+    with kernel.engine.begin() as conn:
+        for tenant, subject_ids in sorted(tombstones.items()):
+            present = erased_among(conn, tenant, subject_ids)
+            missing = [s for s in subject_ids if s not in present]
+            for start in range(0, len(missing), 500):
+                chunk = missing[start:start + 500]
+                records = select(RECORDS.c.id).where(RECORDS.c.tenant == tenant,
+                                                     RECORDS.c.subject_id.in_(chunk))
+                conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id.in_(records)))
+                pseudonyms = {s: kernel.pseudonym(tenant, s) for s in chunk}
+                mark_erased(conn, tenant, pseudonyms, action="keys.destroy", now=now)
+                events += [kernel.event("keys.destroy", tenant=tenant, subjects=(p,),
+                                        reason="recovered") for p in pseudonyms.values()]
+        if events:
+            kernel.audit_log.append(conn, kernel.group_by_chain(events))
+            log.warning("unrecorded_erasures_recovered", subjects=len(events))
 
 
 def _audit_refused_open(cfg: VaultSettings, exc: KeyManagementError, clock: Clock) -> None:

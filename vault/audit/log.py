@@ -197,6 +197,17 @@ def _affinity(declared: str) -> str:
     return "NUMERIC"
 
 
+# Test-only switch, never cleared in production: with it False, ``append`` appends
+# after the head as this process last wrote it (or read it, unlocked) and moves the
+# head unconditionally, as a writer without the chain lock would. The concurrency
+# test's control run (tests/security/test_concurrency.py) clears it, with the
+# (chain, chain_seq) and (chain, prev_hash) backstops dropped, to show that the
+# test sees the forks that result.
+CHAIN_LOCK = True
+
+_UNLOCKED_HEAD = (
+    select(_HEAD.c.length, _HEAD.c.head_hash).where(_HEAD.c.chain == bindparam("lock_chain")))
+
 _SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f-]{1,64}")
 
 
@@ -306,13 +317,14 @@ class AuditLog:
                         seqs = self._draw_seqs(conn, len(events_of))
                     rows, length, last = _entries(chain, events_of, seqs, *known, ts, now,
                                                   request_id)
-                    moved = conn.execute(_MOVE_KNOWN_HEAD, {
+                    moved = conn.execute(_MOVE_KNOWN_HEAD if CHAIN_LOCK else _MOVE_HEAD, {
                         "head_chain": chain, "old_length": known[0], "old_hash": known[1],
                         "new_length": length, "new_hash": last}).rowcount
                     if moved != 1:
                         rows = None
                 if rows is None:
-                    head = conn.execute(_LOCK_HEAD, {"lock_chain": chain}).one_or_none()
+                    head = conn.execute(_LOCK_HEAD if CHAIN_LOCK else _UNLOCKED_HEAD,
+                                        {"lock_chain": chain}).one_or_none()
                     if head is None:
                         raise AuditError(
                             f"audit chain {chain} has no head; was the vault initialised?")

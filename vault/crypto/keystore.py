@@ -585,6 +585,7 @@ class KeyStore:
 
         Raises:
             KeyDestroyed: a subject was crypto-shredded; its id cannot be reused.
+            KeyManagementError: the key store cannot be reached or written.
         """
         wanted = list(dict.fromkeys(subject_ids))
         if not wanted:
@@ -626,6 +627,8 @@ class KeyStore:
                     continue
             keys = self.get_keys(tenant, wanted)
             return [keys[sid] for sid in wanted]
+        except SQLAlchemyError:
+            raise KeyManagementError("the key store cannot be reached or written") from None
         by_subject = {}
         for made in inserted:
             by_subject[made.subject_id] = DataKey(
@@ -853,14 +856,15 @@ class KeyStore:
         if conn.execute(_BUMP_COUNTER).rowcount == 0:
             conn.execute(insert(_COUNTER), [{"id": 1, "value": 1}])
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, *, attempts: int | None = None) -> None:
         """SQLite: copy the WAL into the key file and empty the WAL, so destroyed key
         material no longer lingers there (no-op on other databases).
 
         SQLite does not raise when a checkpoint cannot finish: it reports "busy" in
         its result row, for instance while another connection (in any process) holds
         a read transaction that still uses the WAL. That result is checked; a busy
-        checkpoint is retried ``checkpoint_attempts`` times, each waiting at most
+        checkpoint is retried ``checkpoint_attempts`` (or ``attempts``) times, each
+        waiting at most
         ``checkpoint_wait`` seconds for the readers (instead of the engine's 30 s
         busy timeout) and as long again between attempts.
 
@@ -873,7 +877,7 @@ class KeyStore:
         if self._engine.dialect.name != "sqlite":
             return
         wait_ms = max(1, int(self._checkpoint_wait * 1000))
-        for attempt in range(self._checkpoint_attempts):
+        for attempt in range(attempts or self._checkpoint_attempts):
             if attempt:
                 time.sleep(self._checkpoint_wait)
             with self._engine.connect().execution_options(sqlite_begin="none") as conn:
@@ -894,6 +898,21 @@ class KeyStore:
         )
 
     # ------------------------------------------------------------------ rotation
+
+    def destroyed_count(self) -> int:
+        """How many tombstones (destroyed data keys) the key store holds.
+
+        Raises:
+            KeyManagementError: the key store cannot be reached.
+        """
+        try:
+            with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+                count = conn.execute(select(func.count()).select_from(_T)
+                                     .where(_T.c.wrapped.is_(None))).scalar_one()
+                conn.rollback()
+        except SQLAlchemyError:
+            raise KeyManagementError("the key store cannot be reached") from None
+        return int(count)
 
     def count_by_kek_version(self) -> dict[int, int]:
         """Live (not destroyed) data keys per KEK version."""
