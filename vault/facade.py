@@ -24,6 +24,7 @@ from vault.config import VaultSettings
 from vault.consent.notices import NoticeRegistry
 from vault.consent.service import ConsentService
 from vault.crypto.keystore import KeyStore
+from vault.dsar import DSARService, FulfilServices
 from vault.jurisdiction import JurisdictionRegistry
 from vault.policy.engine import CasbinPolicyEngine
 from vault.policy.purposes import PurposeRegistry
@@ -58,6 +59,7 @@ class Vault:
             (:class:`~vault.subjects.SubjectService`).
         retention: retention schedule, expiry events, plans, sweeps, reports.
         holds: legal holds (place, lift, list).
+        dsar: data-subject requests (:class:`~vault.dsar.DSARService`).
     """
 
     def __init__(self, kernel: Kernel) -> None:
@@ -73,6 +75,9 @@ class Vault:
         self.consent = ConsentService(kernel, hooks=self.retention)
         self.subjects = SubjectService(kernel, hooks=self.retention)
         self._records = RecordService(kernel, hooks=self.retention)
+        self.dsar = DSARService(kernel, services=FulfilServices(
+            records=self._records, keys=self.keys, consent=self.consent,
+            subjects=self.subjects, holds=self.holds))
 
     # ------------------------------------------------------------------ life cycle
 

@@ -44,6 +44,7 @@ ALL_SETTINGS = {
     "report_burst_reads", "report_burst_minutes",
     "search_miss_limit", "search_miss_window_seconds",  # audited: they change who may search
     "home", "database_url", "keystore_url", "key_file", "policies", "destroyed_check_seconds",
+    "dsar_export_retention_days", "dsar_keystore_backup_days",
 }
 
 
@@ -97,7 +98,7 @@ def test_items_cover_every_setting_and_the_files_an_open_loads(
     assert {"home", "audit_chains"} == NOT_ITEMS
     files = {n.removeprefix("policies:") for n in items if n.startswith("policies:")}
     assert files == {"model.conf", "purposes.toml", "jurisdictions.toml", "notices.toml",
-                     "retention.toml", "collections/customers.toml"}
+                     "retention.toml", "recipients.toml", "collections/customers.toml"}
     assert items["policies:retention.toml"] == hashlib.sha256(
         (POLICIES / "retention.toml").read_bytes()).hexdigest()
     assert list(items) == sorted(items)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vault._kernel import Kernel
+from vault.crypto.blind_index import verification_field
 from vault.crypto.envelope import FieldContext, RecordContext
 from vault.crypto.framing import decode_envelopes
 from vault.crypto.keystore import DataKey
@@ -128,6 +129,16 @@ class Sealer:
             digest = self._indexer.digest(tenant, schema.name, name,
                                           index_form(schema.fields[name], value))
             out.append((tenant, schema.name, name, digest, record_id))
+        # Verification-only digests (data-subject requests compare evidence with
+        # them; find cannot query them).
+        for name in schema.verifiable_fields:
+            value = values.get(name)
+            if not isinstance(value, str):
+                continue
+            label = verification_field(name)
+            digest = self._indexer.digest(tenant, schema.name, label,
+                                          index_form(schema.fields[name], value))
+            out.append((tenant, schema.name, label, digest, record_id))
 
     def matches(self, key: DataKey, tenant: str, schema: CollectionSchema, row: Any,
                 wanted: Mapping[str, str]) -> bool:

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 from vault._kernel import NAMED_LIMIT, Call, Kernel, RecordHooks
 from vault.audit.chain import AuditEvent, Decision, chain_for
 from vault.consent.decision import Verdict
+from vault.crypto.blind_index import verification_field
 from vault.crypto.framing import decode_envelopes, encode_envelopes
 from vault.crypto.keystore import DataKey
 from vault.errors import (
@@ -309,10 +310,13 @@ class RecordService:
                     version=RECORDS.c.version + 1)
             )
             self._hooks.records_updated(conn, tenant, [rid])
-            touched = [n for n in values if n in schema.searchable_fields]
+            touched = [n for n in values if n in schema.searchable_fields
+                       or n in schema.verifiable_fields]
             if touched:
+                labels = [n if n in schema.searchable_fields else verification_field(n)
+                          for n in touched]
                 conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id == rid,
-                                                       BLIND_INDEX.c.field.in_(touched)))
+                                                       BLIND_INDEX.c.field.in_(labels)))
                 rows: list[tuple[Any, ...]] = []
                 self._seal.index_tuples(rows, tenant, schema, rid,
                                         {n: values[n] for n in touched})
