@@ -76,6 +76,7 @@ class BundleWriter:
 
     def __init__(self, folder: Path) -> None:
         try:
+            folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             folder.mkdir(mode=0o700, parents=False, exist_ok=False)
         except FileExistsError:
             raise ConfigError(f"the export folder {folder.name} already exists") from None
