@@ -107,7 +107,11 @@ def load_recipients(path: Path) -> tuple[Recipient, ...]:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"{path.name} cannot be written ({type(exc).__name__})") from None
     try:
         os.write(fd, data)
     finally:
