@@ -31,7 +31,7 @@ from vault import (
 )
 from vault.audit.checkpoint import load_public_key
 from vault.dsar import DSARRequest, RequestState, VerificationResult, verify_bundle, verify_document
-from vault.errors import ConsentRequired, InvalidExport, InvalidTransition
+from vault.errors import ConsentRequired, InvalidExport, InvalidTransition, SubjectRestricted
 from vault.store.engine import is_sqlite
 
 DANA = Actor("dana", "acme")      # dpo
@@ -47,7 +47,7 @@ ZED = {"full_name": "Zebulon Canaryfield", "email": "zebulon.canary@example.com"
        "country": "US"}
 BEA = {"full_name": "Beatrix Otherperson", "email": "beatrix.other@example.com",
        "phone": "+14155550999", "birth_date": "1975-11-12", "country": "US"}
-CANARIES = ("Canaryfield", "zebulon", "4155550123", "Canary Way", "123-45-6789",
+CANARIES = ("Canaryfield", "zebulon", "4155550123", "Canary Way", "123-45-6789", "123456789",
             "Otherperson", "beatrix", "4155550999", "1980-05-06")
 
 
@@ -510,6 +510,10 @@ class DataCopy:
         with v.engine.begin() as conn:
             conn.execute(text("DELETE FROM erased_subjects WHERE subject_id = :s"),
                          {"s": subject})
+            for row in self.rows["records"]:  # the copy's rows replace today's
+                conn.execute(text("DELETE FROM blind_index WHERE record_id = :r"),
+                             {"r": row["id"]})
+                conn.execute(text("DELETE FROM records WHERE id = :r"), {"r": row["id"]})
             for table in ("records", "blind_index"):
                 for row in self.rows[table]:
                     cols = ", ".join(row)
@@ -564,19 +568,55 @@ def test_erasure_survives_restoring_an_old_copy_of_the_data_database(
         v.close()
 
 
-def test_erasure_with_exemptions_is_partial_and_restricts(dv: Vault, tmp_path: Path) -> None:
-    zed, ids = _person(dv, ZED, "US-CA", records=2)
-    request = _verified(dv, "delete", zed)
-    done = dv.dsar.process(DANA, request.id, tenant="acme",
-                           exemptions={"customers.national_id": "ccpa_1798_105_d_8"})
+def test_erasure_with_exemptions_reseals_what_is_kept_under_a_new_key(
+        settings: VaultSettings, clock: FixedClock, tmp_path: Path) -> None:
+    """A kept field moves under a fresh data key (a restricted successor subject)
+    before the old key is destroyed: restoring a copy of the data database taken
+    before the erasure brings back no readable erased field."""
+    v = Vault.init(settings=settings, clock=clock)
+    for user, role in ROLE_USERS.items():
+        v.roles.assign(user, role, tenant="acme")
+    zed, ids = _person(v, ZED, "US-CA", records=2)
+    request = _verified(v, "delete", zed)
+    copy = DataCopy(settings, tmp_path)
+    if copy.sqlite:
+        v.close()
+        copy.take(v, zed)
+        v = Vault.open(settings=settings, clock=clock)
+    else:
+        copy.take(v, zed)
+    done = v.dsar.process(DANA, request.id, tenant="acme",
+                          exemptions={"customers.national_id": "ccpa_1798_105_d_8"})
     assert done.state is RequestState.PARTIALLY_COMPLETED
-    kept = done.result["certificate"]["kept"]
-    assert {"scope": "customers.national_id", "reason": "ccpa_1798_105_d_8"} in kept
-    assert done.result["certificate"]["destroyed"]["data_key"] is False
-    assert dv.subjects.get(zed, tenant="acme").restricted
-    record = dv.get(DANA, "customers", ids[0], purpose="dsar_fulfilment")
-    assert sorted(record.data) == ["full_name", "national_id"]
-    verify_document(done.result["certificate"], load_public_key(dv.audit.export_public_key()))
+    certificate = done.result["certificate"]
+    verify_document(certificate, load_public_key(v.audit.export_public_key()))
+    assert {"scope": "customers.national_id", "reason": "ccpa_1798_105_d_8"} in certificate["kept"]
+    assert certificate["destroyed"]["data_key"] is True
+    assert certificate["kept_under_new_key"] is True
+    successor = done.result["successor_subject_id"]
+    assert certificate["successor"] == v.pseudonym("acme", successor)
+    _assert_no_pii(json.dumps(certificate))
+    info = v.subjects.get(successor, tenant="acme")
+    assert info.restricted and info.jurisdiction == "US-CA"
+    kept = v.get(DANA, "customers", ids[0], purpose="dsar_fulfilment")
+    assert kept.subject_id == successor
+    assert dict(kept.data) == {"full_name": ZED["full_name"], "national_id": "123456789"}
+    with pytest.raises(SubjectRestricted):  # storage and security only
+        v.get(CRM, "customers", ids[0], purpose="account_management")
+    with pytest.raises(KeyDestroyed):
+        v.put(CRM, "customers", {"full_name": "x"}, purpose="account_management",
+              subject_id=zed)
+    if copy.sqlite:
+        v.close()
+        copy.restore(v, zed)
+        v = Vault.open(settings=settings, clock=clock)
+    else:
+        copy.restore(v, zed)
+    try:
+        with pytest.raises(KeyDestroyed):  # the old copy's rows are under the old key
+            v.get(DANA, "customers", ids[0], purpose="dsar_fulfilment")
+    finally:
+        v.close()
 
 
 def test_erasure_under_a_legal_hold_keeps_everything(dv: Vault) -> None:

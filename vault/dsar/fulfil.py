@@ -212,6 +212,7 @@ class Fulfiller:
         kept: list[dict[str, Any]] = []
         deleted: dict[str, int] = {}
         key_destroyed = wal_pending = False
+        successor: str | None = None
         by_collection = self._records_envelopes(tenant, subject)
         if holds:
             kept.append({"scope": "*", "reason": "legal_hold", "holds": holds})
@@ -241,17 +242,18 @@ class Fulfiller:
                         if f not in field_codes:
                             kept.append({"scope": f"{collection}.{f}",
                                          "reason": "required_with_kept_fields"})
-            if not kept:
-                try:
-                    self._s.keys.destroy(subject, tenant=tenant, actor=actor, purpose=PURPOSE)
-                except ShreddingIncomplete:
-                    wal_pending = True  # the key is gone; its old bytes may be in the WAL
-                key_destroyed = True
-            else:
-                # What is kept may only be stored and secured (PIPL Art. 47 ¶2,
-                # GDPR Art. 18(1)(c)/17(3)): the subject is restricted.
-                self._s.subjects.restrict(subject, tenant=tenant,
-                                          reason="dsar_erasure_exempt", actor=actor)
+            if kept:
+                # What is kept moves under a fresh data key (a successor subject,
+                # restricted to storage and security: PIPL Art. 47 ¶2, GDPR Art.
+                # 18(1)(c)) before the old key goes, so the erased fields cannot come
+                # back from a backup of the data database.
+                successor = self._s.records.reseal_subject(actor, tenant, subject,
+                                                           reason="dsar_erasure_exempt")
+            try:
+                self._s.keys.destroy(subject, tenant=tenant, actor=actor, purpose=PURPOSE)
+            except ShreddingIncomplete:
+                wal_pending = True  # the key is gone; its old bytes may be in the WAL
+            key_destroyed = True
         now = k.clock.now()
         backups = (now + dt.timedelta(days=k.settings.dsar_keystore_backup_days)).date()
         certificate = sign_document(k.provider.signing_key(), {
@@ -260,12 +262,15 @@ class Fulfiller:
             "destroyed": {"records": deleted, "data_key": key_destroyed,
                           "blind_index": key_destroyed or bool(deleted),
                           "erasure_marker": key_destroyed},
-            "kept": kept, "audit_positions": self._positions(start, tenant, pseudonym),
+            "kept": kept, "kept_under_new_key": successor is not None,
+            "successor": k.pseudonym(tenant, successor) if successor else None,
+            "audit_positions": self._positions(start, tenant, pseudonym),
             "no_key_store_backup_after": backups.isoformat() if key_destroyed else None,
             "key_store_wal_pending": wal_pending,
         })
         result: dict[str, Any] = {"certificate": certificate,
-                                  "recipients": self._notify(request)}
+                                  "recipients": self._notify(request),
+                                  "successor_subject_id": successor}
         if out is not None:
             path = out / f"erasure-certificate-{request.id}.json"
             _write_private(path, json_bytes(certificate))

@@ -16,11 +16,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
-from vault._kernel import NAMED_LIMIT, Call, Kernel, RecordHooks
+from vault._kernel import NAMED_LIMIT, Call, Kernel, RecordHooks, transaction_failed
 from vault.audit.chain import AuditEvent, Decision, chain_for
 from vault.consent.decision import Verdict
 from vault.crypto.blind_index import verification_field
+from vault.crypto.envelope import RecordContext
 from vault.crypto.framing import decode_envelopes, encode_envelopes
 from vault.crypto.keystore import DataKey
 from vault.errors import (
@@ -35,6 +37,7 @@ from vault.errors import (
 from vault.records.gate import CONSENT_REFUSALS, DataGate, consent_error
 from vault.records.sealing import (
     Sealer,
+    decode_value,
     disclosed,
     encode_value,
     new_id,
@@ -44,6 +47,7 @@ from vault.retention.holdrules import ensure_not_held
 from vault.schema import CollectionSchema, FieldSpec
 from vault.store.bulk import BulkInsert
 from vault.store.erasures import erased_among
+from vault.store.retry import transaction_attempts
 from vault.store.tables import AUDIT_LOG, BLIND_INDEX, ERASED_SUBJECTS, RECORDS, SUBJECTS
 from vault.store.wal import truncate_wal
 from vault.types import Actor, Record, check_identifier, check_jurisdiction, check_tenant
@@ -461,6 +465,87 @@ class RecordService:
                       subjects=(self._k.pseudonym(tenant, subject_id),),
                       reason=f"records:{len(ids)}")
         return ids
+
+    def reseal_subject(self, actor: Actor | None, tenant: str, subject_id: str, *,
+                       reason: str) -> str | None:
+        """Move every remaining record of a subject under a fresh data key and a new
+        subject id (its successor), so that the old key can be destroyed without
+        losing what must be kept.
+
+        For a partial erasure (GDPR Art. 17(3), CCPA §1798.105(d), PIPL Art. 47 ¶2):
+        the caller first deletes what goes, then reseals what stays, then destroys
+        the old key. Fields erased earlier live on only in backups, encrypted under
+        the old key, so they cannot come back once it is destroyed. The successor
+        is created restricted (storage and security only), with the subject's
+        jurisdiction; its consents start empty. ``dsar.process`` decides; audited
+        (``records.reseal``, naming both pseudonyms).
+
+        Returns:
+            The successor's id, or None when the subject has no records left.
+
+        Raises:
+            InvalidData: a malformed id or reason. NotFound: no such subject.
+            KeyDestroyed: the subject is already erased.
+        """
+        check_tenant(tenant)
+        check_identifier(subject_id, "subject_id")
+        check_identifier(reason, "reason")
+        self._k.authorise(actor, "dsar", "dsar.process", tenant=tenant)
+        k = self._k
+        with k.read_only() as conn:
+            subject = conn.execute(select(SUBJECTS).where(
+                SUBJECTS.c.tenant == tenant, SUBJECTS.c.subject_id == subject_id)).one_or_none()
+            rows = conn.execute(select(RECORDS).where(
+                RECORDS.c.tenant == tenant, RECORDS.c.subject_id == subject_id)).all()
+            if subject is None:
+                raise NotFound(f"no data subject {subject_id} in tenant {tenant}")
+            if erased_among(conn, tenant, [subject_id]):
+                raise _destroyed()
+        if not rows:
+            return None
+        old_key = k.keystore.get_key(tenant, subject_id)
+        successor = new_id()
+        new_key = self._subject_keys(tenant, [successor], create=[successor])[successor]
+        now = k.clock.now()
+        resealed: list[tuple[str, bytes]] = []
+        index_rows: list[tuple[Any, ...]] = []
+        for row in rows:
+            schema = k.rules.schemas.get(row.collection)
+            plain, _ = k.cipher.decrypt_framed(
+                old_key, row.envelopes, RecordContext(tenant, schema.name, row.id, subject_id),
+                frozenset(schema.field_names))
+            resealed.append((row.id, self._seal.seal(new_key, tenant, schema, row.id,
+                                                     successor, plain)))
+            self._seal.index_tuples(index_rows, tenant, schema, row.id,
+                                    {n: decode_value(v) for n, v in plain.items()})
+        ids = [rid for rid, _ in resealed]
+
+        def move(conn: Connection) -> None:
+            _BULK_SUBJECTS.execute(conn, [(tenant, successor, k.pseudonym(tenant, successor),
+                                           subject.jurisdiction, now)])
+            conn.execute(update(SUBJECTS).where(
+                SUBJECTS.c.tenant == tenant, SUBJECTS.c.subject_id == successor).values(
+                restricted_at=now, restriction_reason=reason[:64]))
+            conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id.in_(ids)))
+            for rid, envelopes in resealed:
+                conn.execute(update(RECORDS).where(RECORDS.c.id == rid).values(
+                    subject_id=successor, envelopes=envelopes, updated_at=now,
+                    version=RECORDS.c.version + 1))
+            _BULK_BLIND.execute(conn, index_rows)
+            self._hooks.records_updated(conn, tenant, ids)
+            k.audit_log.append(conn, [k.event(
+                "records.reseal", actor=actor, tenant=tenant, record_ids=ids,
+                subjects=(k.pseudonym(tenant, subject_id), k.pseudonym(tenant, successor)),
+                purpose="dsar_fulfilment", reason=reason)])
+
+        try:
+            for attempt in transaction_attempts():
+                with attempt, k.engine.begin() as conn:
+                    move(conn)
+        except SQLAlchemyError as exc:
+            transaction_failed(exc)
+        truncate_wal(k.engine)
+        return successor
 
     def _read(
         self,
