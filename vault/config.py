@@ -107,6 +107,9 @@ class VaultSettings(BaseSettings):
     # names the day after which no key-store backup holds the subject's key).
     dsar_export_retention_days: int = Field(default=30, ge=1, le=3650)
     dsar_keystore_backup_days: int = Field(default=35, ge=0, le=3650)
+    # How long a closed request is kept where the regime's profile sets no
+    # request_log_retention (GDPR: accountability, no fixed figure).
+    dsar_request_log_months: int = Field(default=36, ge=1, le=1200)
 
     @field_validator("database_url", "keystore_url")
     @classmethod

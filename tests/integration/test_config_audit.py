@@ -44,7 +44,7 @@ ALL_SETTINGS = {
     "report_burst_reads", "report_burst_minutes",
     "search_miss_limit", "search_miss_window_seconds",  # audited: they change who may search
     "home", "database_url", "keystore_url", "key_file", "policies", "destroyed_check_seconds",
-    "dsar_export_retention_days", "dsar_keystore_backup_days",
+    "dsar_export_retention_days", "dsar_keystore_backup_days", "dsar_request_log_months",
 }
 
 

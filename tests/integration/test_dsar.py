@@ -26,6 +26,7 @@ from vault import (
     FixedClock,
     InvalidData,
     KeyDestroyed,
+    NotFound,
     Vault,
     VaultSettings,
 )
@@ -706,3 +707,42 @@ def test_listings_and_report(dv: Vault, clock: FixedClock, tmp_path: Path) -> No
     for rendered in (report.to_json(), report.to_csv(), report.log_csv(), report.to_html()):
         _assert_no_pii(rendered)
     assert "identity_not_verified" in report.log_csv()
+
+
+# ---------------------------------------------------------------- the request log's retention
+
+
+def test_request_log_is_purged_after_its_retention(dv: Vault, clock: FixedClock,
+                                                   tmp_path: Path) -> None:
+    """A closed CCPA request goes 24 months after closing, with its history and the
+    key of its sealed identifiers; an export bundle goes after export_retention; an
+    open request stays, and the database refuses to delete an open one."""
+    zed, _ = _person(dv, ZED, "US-CA")
+    access = _verified(dv, "know", zed)
+    access = dv.dsar.process(DANA, access.id, tenant="acme", out=tmp_path)
+    closed = dv.dsar.submit(DANA, "delete", tenant="acme", jurisdiction="US-CA",
+                            identifiers={"email": "someone@example.com"})
+    assert dv.dsar.requester_contact(DANA, closed.id, tenant="acme")["identifiers"] == {
+        "email": "someone@example.com"}
+    dv.dsar.reject(DANA, closed.id, tenant="acme", reason_code="identity_not_verified")
+    still_open = dv.dsar.submit(DANA, "access", tenant="acme", jurisdiction="DE")
+    with pytest.raises(DBAPIError), dv.engine.begin() as conn:
+        conn.execute(text("DELETE FROM dsar_requests WHERE id = :i"), {"i": still_open.id})
+    clock.advance(dt.timedelta(days=31))
+    assert dv.dsar.purge(DANA).exports == 1
+    assert not Path(access.result["export"]).exists()
+    assert dv.dsar.get(DANA, access.id, tenant="acme").result["export_deleted"] is True
+    clock.advance(dt.timedelta(days=730))
+    result = dv.dsar.purge(DANA)
+    assert result.requests == 2
+    for gone in (access.id, closed.id):
+        with pytest.raises(NotFound):
+            dv.dsar.get(DANA, gone, tenant="acme")
+    assert dv.dsar.get(DANA, still_open.id, tenant="acme").is_open
+    with dv.engine.connect() as conn:
+        left = conn.execute(text("SELECT DISTINCT request_id FROM dsar_events")).scalars().all()
+    assert left == [still_open.id]
+    assert dv.keystore.is_destroyed("acme", f"dsar.{closed.id}")
+
+    with pytest.raises(AccessDenied):
+        dv.dsar.purge(SALLY)

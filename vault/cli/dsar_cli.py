@@ -385,6 +385,17 @@ def register(app: typer.Typer) -> None:
                           str(g.acknowledged_late), str(g.median_days_to_close or "—"))
         out.print(table)
 
+    @dsar_app.command("purge")
+    @guard
+    def purge(actor: Annotated[str | None, typer.Option("--actor")] = None,
+              tenant: Annotated[str, typer.Option("--tenant")] = "default",
+              home: Home = None) -> None:
+        """Apply the request log's retention and delete expired export bundles."""
+        with open_vault(home) as vault:
+            result = vault.dsar.purge(_actor(actor, tenant))
+        out.print(f"purged {result.requests} closed request(s) and "
+                  f"{result.exports} export bundle(s)")
+
     # ------------------------------------------------------------------ subjects
 
     @subjects_app.command("find")

@@ -24,15 +24,19 @@ ledger records objections and opt-outs, ``subjects.restrict`` restricts.
 from __future__ import annotations
 
 import builtins
+import calendar
+import contextlib
 import datetime as dt
 import json
 import re
+import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault._kernel import Kernel, transaction_failed
@@ -55,13 +59,19 @@ from vault.dsar.model import (
 )
 from vault.dsar.report import DSARReport, build_report
 from vault.dsar.tables import DSAR_EVENTS, DSAR_REQUESTS
-from vault.errors import InvalidData, InvalidTransition, NotFound, RightNotGranted
+from vault.errors import (
+    InvalidData,
+    InvalidTransition,
+    NotFound,
+    RightNotGranted,
+    ShreddingIncomplete,
+)
 from vault.jurisdiction import JurisdictionProfile, VerificationTier
 from vault.store.retry import transaction_attempts
 from vault.store.tables import SUBJECTS
 from vault.types import Actor, actor_id, check_identifier, check_jurisdiction, check_tenant
 
-__all__ = ["CHANNELS", "DSARService"]
+__all__ = ["CHANNELS", "DSARService", "PurgeResult"]
 
 T = TypeVar("T")
 
@@ -77,6 +87,20 @@ _DETAIL_KEYS = frozenset({"purposes", "collections", "categories_only", "direct_
 _LATE_RECEIPT = dt.timedelta(hours=24)
 _FUTURE_SLACK = dt.timedelta(minutes=5)
 _KEY_COLLECTION = "dsar_requests"
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    """What :meth:`DSARService.purge` removed."""
+
+    requests: int
+    exports: int
+
+
+def _add_months(instant: dt.datetime, months: int) -> dt.datetime:
+    year, month0 = divmod(instant.year * 12 + instant.month - 1 + months, 12)
+    day = min(instant.day, calendar.monthrange(year, month0 + 1)[1])
+    return instant.replace(year=year, month=month0 + 1, day=day)
 _PURPOSE = "dsar_fulfilment"
 
 
@@ -657,6 +681,90 @@ class DSARService:
                        {"reject_reason": code.value, "closed_at": now})
 
         return self._change(tenant, request_id, body)
+
+    def requester_contact(self, actor: Actor | None, request_id: str, *, tenant: str
+                          ) -> dict[str, Any]:
+        """The identifiers the requester gave (to answer them), decrypted from the
+        request's sealed copy. Audited (``dsar.contact``, the field names only).
+
+        Raises:
+            NotFound: no such request, or none were given.
+            KeyDestroyed: the request log was purged.
+        """
+        tenant = check_tenant(tenant)
+        self._k.authorise(actor, "dsar", "dsar.read", tenant=tenant)
+        check_identifier(request_id, "request_id")
+        with self._k.read_only() as conn:
+            sealed = conn.execute(select(DSAR_REQUESTS.c.identifiers_sealed).where(
+                DSAR_REQUESTS.c.tenant == tenant, DSAR_REQUESTS.c.id == request_id)
+            ).scalar_one_or_none()
+        if sealed is None:
+            raise NotFound(f"request {request_id} holds no requester identifiers")
+        key_subject = f"dsar.{request_id}"
+        key = self._k.keystore.get_key(tenant, key_subject)
+        data: dict[str, Any] = json.loads(self._k.cipher.decrypt(key, bytes(sealed), FieldContext(
+            tenant=tenant, collection=_KEY_COLLECTION, record_id=request_id,
+            field="identifiers", subject_id=key_subject)))
+        self._k.audit("dsar.contact", actor=actor, tenant=tenant, record_ids=(request_id,),
+                      fields=tuple(sorted(data.get("identifiers", {}))), purpose=_PURPOSE)
+        return data
+
+    def purge(self, actor: Actor | None = None) -> PurgeResult:
+        """Apply the request log's retention: delete the export bundles past their
+        ``delete_export_after`` day, and every request closed longer ago than its
+        regime's ``request_log_retention`` (CCPA 24 months, PIPL 3 years; else the
+        ``dsar_request_log_months`` setting), with its history and the key that
+        sealed the requester's identifiers. Authorised as ``retention.run``;
+        audited (``dsar.purge``, with the counts and the request ids). An actor
+        purges its own tenant; the local operator (None) every tenant.
+        """
+        self._k.authorise(actor, "retention", "retention.run")
+        now = self._k.clock.now()
+        query = select(
+            DSAR_REQUESTS.c.id, DSAR_REQUESTS.c.tenant, DSAR_REQUESTS.c.regime,
+            DSAR_REQUESTS.c.closed_at, DSAR_REQUESTS.c.result,
+            DSAR_REQUESTS.c.identifiers_sealed,
+        ).where(DSAR_REQUESTS.c.state.in_([s.value for s in CLOSED_STATES]))
+        if actor is not None:
+            query = query.where(DSAR_REQUESTS.c.tenant == actor.tenant)
+        with self._k.read_only() as conn:
+            rows = conn.execute(query).all()
+        exports = purged = 0
+        for row in rows:
+            result = json.loads(row.result)
+            folder, until = result.get("export"), result.get("delete_export_after")
+            if folder and until and not result.get("export_deleted") and (
+                    now.date() > dt.date.fromisoformat(until)):
+                shutil.rmtree(folder, ignore_errors=True)
+                exports += 1
+
+                def mark(conn: Connection, row: Any = row, result: dict[str, Any] = result
+                         ) -> None:
+                    locked = self._lock(conn, row.tenant, row.id)
+                    self._move(conn, locked, None, actor, "export_deleted", "export_retention",
+                               "dsar.purge", {"result": json.dumps(
+                                   {**result, "export_deleted": True}, sort_keys=True)})
+
+                self._run(mark)
+            profile = self._k.rules.jurisdictions.profile(row.regime)
+            months = (profile.request_log_retention.months if profile.request_log_retention
+                      else self._k.settings.dsar_request_log_months)
+            closed = row.closed_at
+            if closed is None or now < _add_months(closed, months):
+                continue
+            if row.identifiers_sealed is not None:
+                with contextlib.suppress(ShreddingIncomplete, NotFound):
+                    self._k.keystore.destroy(row.tenant, f"dsar.{row.id}")
+
+            def remove(conn: Connection, row: Any = row, months: int = months) -> None:
+                conn.execute(delete(DSAR_REQUESTS).where(DSAR_REQUESTS.c.id == row.id))
+                conn.execute(delete(DSAR_EVENTS).where(DSAR_EVENTS.c.request_id == row.id))
+                self._audit(conn, "dsar.purge", actor, row.tenant, row.id, None,
+                            f"request_log_retention:{months}m")
+
+            self._run(remove)
+            purged += 1
+        return PurgeResult(requests=purged, exports=exports)
 
     # ------------------------------------------------------------------ helpers
 

@@ -1,9 +1,11 @@
 """Data-subject requests: ``dsar_requests`` and the append-only ``dsar_events``.
 
 The history of every request is append-only, like the audit log: triggers
-refuse UPDATE and DELETE on SQLite, and UPDATE, DELETE and TRUNCATE on
-PostgreSQL (enabled ALWAYS, so ``session_replication_role = replica`` does not
-switch them off).
+refuse UPDATE, and DELETE while the request exists (its rows go only with the
+request, when the request log is purged after ``request_log_retention``), and
+TRUNCATE on PostgreSQL; a request can be deleted only once it is closed. On
+PostgreSQL the triggers are enabled ALWAYS, so ``session_replication_role =
+replica`` does not switch them off.
 
 Revision ID: 0010_dsar
 Revises: 0009
@@ -78,19 +80,38 @@ def upgrade() -> None:
     _append_only_triggers()
 
 
+_CLOSED = "('completed', 'partially_completed', 'rejected')"
+KEPT_MESSAGE = "vault dsar request is open: it cannot be deleted"
+
+
 def _append_only_triggers() -> None:
+    # The history is never updated; its rows go only with their request (the
+    # request log's purge after request_log_retention), and a request only once
+    # it is closed.
     dialect = op.get_bind().dialect.name
     if dialect == "sqlite":
-        for verb in ("UPDATE", "DELETE"):
-            op.execute(
-                f"CREATE TRIGGER dsar_events_no_{verb.lower()} BEFORE {verb} ON dsar_events "
-                f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}'); END"
-            )
+        op.execute("CREATE TRIGGER dsar_events_no_update BEFORE UPDATE ON dsar_events "
+                   f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY_MESSAGE}'); END")
+        op.execute("CREATE TRIGGER dsar_events_no_delete BEFORE DELETE ON dsar_events "
+                   "WHEN EXISTS (SELECT 1 FROM dsar_requests WHERE id = OLD.request_id) "
+                   "BEGIN SELECT RAISE(ABORT, 'vault dsar history is append-only'); END")
+        op.execute("CREATE TRIGGER dsar_requests_kept_open BEFORE DELETE ON dsar_requests "
+                   f"WHEN OLD.state NOT IN {_CLOSED} "
+                   f"BEGIN SELECT RAISE(ABORT, '{KEPT_MESSAGE}'); END")
     elif dialect == "postgresql":
         op.execute(
             "CREATE OR REPLACE FUNCTION vault_dsar_append_only() RETURNS trigger "
             "LANGUAGE plpgsql AS $$ BEGIN "
-            f"RAISE EXCEPTION '{APPEND_ONLY_MESSAGE}' USING ERRCODE = 'insufficient_privilege'; "
+            "IF TG_OP = 'DELETE' AND NOT EXISTS "
+            "(SELECT 1 FROM dsar_requests WHERE id = OLD.request_id) THEN RETURN OLD; END IF; "
+            "RAISE EXCEPTION 'vault dsar history is append-only' "
+            "USING ERRCODE = 'insufficient_privilege'; END $$"
+        )
+        op.execute(
+            "CREATE OR REPLACE FUNCTION vault_dsar_kept_open() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF OLD.state IN {_CLOSED} THEN RETURN OLD; END IF; "
+            f"RAISE EXCEPTION '{KEPT_MESSAGE}' USING ERRCODE = 'insufficient_privilege'; "
             "END $$"
         )
         op.execute(
@@ -101,14 +122,28 @@ def _append_only_triggers() -> None:
             "CREATE TRIGGER dsar_events_no_truncate BEFORE TRUNCATE ON dsar_events "
             "FOR EACH STATEMENT EXECUTE FUNCTION vault_dsar_append_only()"
         )
-        op.execute("ALTER TABLE dsar_events ENABLE ALWAYS TRIGGER dsar_events_no_update_delete")
-        op.execute("ALTER TABLE dsar_events ENABLE ALWAYS TRIGGER dsar_events_no_truncate")
+        op.execute(
+            "CREATE TRIGGER dsar_requests_kept_open BEFORE DELETE ON dsar_requests "
+            "FOR EACH ROW EXECUTE FUNCTION vault_dsar_kept_open()"
+        )
+        op.execute(
+            "CREATE TRIGGER dsar_requests_no_truncate BEFORE TRUNCATE ON dsar_requests "
+            "FOR EACH STATEMENT EXECUTE FUNCTION vault_dsar_append_only()"
+        )
+        for table, trigger in (("dsar_events", "dsar_events_no_update_delete"),
+                               ("dsar_events", "dsar_events_no_truncate"),
+                               ("dsar_requests", "dsar_requests_kept_open"),
+                               ("dsar_requests", "dsar_requests_no_truncate")):
+            op.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger}")
 
 
 def downgrade() -> None:
     op.drop_table("dsar_events")  # its triggers go with it
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS dsar_requests_kept_open ON dsar_requests")
+        op.execute("DROP TRIGGER IF EXISTS dsar_requests_no_truncate ON dsar_requests")
         op.execute("DROP FUNCTION IF EXISTS vault_dsar_append_only()")
+        op.execute("DROP FUNCTION IF EXISTS vault_dsar_kept_open()")
     op.drop_index("ix_dsar_requests_subject", "dsar_requests")
     op.drop_index("ix_dsar_requests_tenant_state", "dsar_requests")
     op.drop_table("dsar_requests")
