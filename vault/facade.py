@@ -184,6 +184,7 @@ class Vault:
         purpose: str,
         subject_id: str | None = None,
         jurisdiction: str | None = None,
+        source: str | None = None,
     ) -> str:
         """Store a new record; every field encrypted under the subject's data key.
 
@@ -210,7 +211,8 @@ class Vault:
             AuditError: the write and its audit entry could not be committed.
         """
         return self._records.put_many(actor, collection, [data], purpose=purpose,
-                                      subject_ids=[subject_id], jurisdiction=jurisdiction)[0]
+                                      subject_ids=[subject_id], jurisdiction=jurisdiction,
+                                      source=source)[0]
 
     def put_many(
         self,
@@ -221,6 +223,7 @@ class Vault:
         purpose: str,
         subject_ids: Sequence[str | None] | None = None,
         jurisdiction: str | None = None,
+        source: str | None = None,
     ) -> list[str]:
         """Store many records in one transaction with one audit entry per chain touched.
 
@@ -231,7 +234,8 @@ class Vault:
             The new record ids, in the order of ``items``.
         """
         return self._records.put_many(actor, collection, items, purpose=purpose,
-                                      subject_ids=subject_ids, jurisdiction=jurisdiction)
+                                      subject_ids=subject_ids, jurisdiction=jurisdiction,
+                                      source=source)
 
     def update(
         self,

@@ -746,3 +746,20 @@ def test_request_log_is_purged_after_its_retention(dv: Vault, clock: FixedClock,
 
     with pytest.raises(AccessDenied):
         dv.dsar.purge(SALLY)
+
+
+def test_export_says_where_each_record_came_from(dv: Vault, tmp_path: Path) -> None:
+    """put(source=...) is stored with the record and answered in the export (GDPR
+    Art. 15(1)(g)); a source that is not a code is refused."""
+    first = dv.put(CRM, "customers", ZED, purpose="account_management",
+                   jurisdiction="US-CA", source="web_form")
+    zed = dv.get(CRM, "customers", first, purpose="account_management").subject_id
+    dv.put(CRM, "customers", {"full_name": ZED["full_name"]}, purpose="account_management",
+           subject_id=zed, source="sales_call")
+    with pytest.raises(InvalidData):
+        dv.put(CRM, "customers", {"full_name": "x"}, purpose="account_management",
+               source="typed in by Zebulon")
+    request = _verified(dv, "know", zed)
+    done = dv.dsar.process(DANA, request.id, tenant="acme", out=tmp_path)
+    records = json.loads((Path(done.result["export"]) / "records.json").read_text())
+    assert sorted(r["source"] for r in records["customers"]) == ["sales_call", "web_form"]

@@ -164,14 +164,14 @@ class Fulfiller:
         categories: dict[str, dict[str, dict[str, str]]] = {}
         for collection, rows in sorted(by_collection.items()):
             schema = k.rules.schemas.get(collection)
-            records = self._s.records.get_many(actor, collection, [r for r, _ in rows],
+            records = self._s.records.get_many(actor, collection, [r[0] for r in rows],
                                                purpose=PURPOSE)
-            created = dict(rows)
-            items = [{"record_id": r.id, "created_at": created[r.id].isoformat(), **r.data}
-                     for r in records]
+            created = {rid: (at, source) for rid, at, source in rows}
+            items = [{"record_id": r.id, "created_at": created[r.id][0].isoformat(),
+                      "source": created[r.id][1], **r.data} for r in records]
             everything[collection] = items
             writer.add(f"{collection}.csv", csv_bytes(
-                ["record_id", "created_at", *schema.field_names], items))
+                ["record_id", "created_at", "source", *schema.field_names], items))
             present = sorted({f for r in records for f in r.data})
             categories[collection] = {
                 f: {"category": schema.fields[f].category,
@@ -285,8 +285,8 @@ class Fulfiller:
             raise InvalidData("a rectification needs changes: record id -> field -> value",
                               field="changes")
         tenant, subject = request.tenant, self._subject(request)
-        mine = {rid: coll for coll, rows in self._records_of(tenant, subject).items()
-                for rid, _ in rows}
+        mine = {row[0]: coll for coll, rows in self._records_of(tenant, subject).items()
+                for row in rows}
         for record_id in changes:
             if record_id not in mine:
                 raise InvalidData("changes name a record that is not the subject's",
@@ -388,15 +388,18 @@ class Fulfiller:
             out[str(scope)] = _code(code)
         return out
 
-    def _records_of(self, tenant: str, subject: str) -> dict[str, list[tuple[str, dt.datetime]]]:
+    def _records_of(self, tenant: str, subject: str
+                    ) -> dict[str, list[tuple[str, dt.datetime, str | None]]]:
+        """Each record's id, creation time and source, by collection, oldest first."""
         with self._k.read_only() as conn:
-            rows = conn.execute(select(RECORDS.c.id, RECORDS.c.collection, RECORDS.c.created_at)
+            rows = conn.execute(select(RECORDS.c.id, RECORDS.c.collection, RECORDS.c.created_at,
+                                       RECORDS.c.source)
                                 .where(RECORDS.c.tenant == tenant,
                                        RECORDS.c.subject_id == subject)
                                 .order_by(RECORDS.c.created_at, RECORDS.c.id)).all()
-        grouped: dict[str, list[tuple[str, dt.datetime]]] = {}
+        grouped: dict[str, list[tuple[str, dt.datetime, str | None]]] = {}
         for row in rows:
-            grouped.setdefault(row.collection, []).append((row.id, row.created_at))
+            grouped.setdefault(row.collection, []).append((row.id, row.created_at, row.source))
         return grouped
 
     def _records_envelopes(self, tenant: str, subject: str

@@ -12,6 +12,7 @@ transaction of its own, before the error is raised.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -56,6 +57,8 @@ from vault.validation import normalize_for_index, validate_record
 __all__ = ["RecordService", "load_rows"]
 
 _IN_CHUNK = 500
+#: Where a record came from (GDPR Art. 15(1)(g)): a code, never free text.
+_SOURCE = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
 #: The reason of the audit entry of a search that matched nothing.
 MISSED = "matched:0"
 
@@ -81,7 +84,7 @@ _SELECT_ROWS = select(
 _BULK_SUBJECTS = BulkInsert(SUBJECTS, ("tenant", "subject_id", "pseudonym", "jurisdiction",
                                        "created_at"))
 _BULK_RECORDS = BulkInsert(RECORDS, ("id", "tenant", "collection", "subject_id", "envelopes",
-                                     "created_at", "updated_at", "version"))
+                                     "created_at", "updated_at", "version", "source"))
 _BULK_BLIND = BulkInsert(BLIND_INDEX, ("tenant", "collection", "field", "digest", "record_id"))
 
 
@@ -113,10 +116,15 @@ class RecordService:
         purpose: str,
         subject_ids: Sequence[str | None] | None = None,
         jurisdiction: str | None = None,
+        source: str | None = None,
     ) -> list[str]:
         """Store many records in one transaction (see ``Vault.put_many``)."""
         call, schema = self._begin(actor, "write", collection, purpose)
         subject_ids = self._check_batch(call, items, subject_ids, jurisdiction)
+        if source is not None and (not isinstance(source, str)
+                                   or not _SOURCE.fullmatch(source)):
+            call.refuse(InvalidData("source must be a short code such as web_form, import "
+                                    "or sales_call", field="source"))
         values = [self._validate(call, schema, item, partial=False) for item in items]
         written = sorted({name for v in values for name, x in v.items() if x is not None})
         self._require(call, schema, "write", written)
@@ -146,7 +154,8 @@ class RecordService:
                     (tenant, s, pseudonyms[s], jurisdiction, now) for s in new_subjects
                 ])
             _BULK_RECORDS.execute(conn, [
-                (r["id"], tenant, schema.name, r["subject_id"], r["envelopes"], now, now, 1)
+                (r["id"], tenant, schema.name, r["subject_id"], r["envelopes"], now, now, 1,
+                 source)
                 for r in record_rows
             ])
             self._hooks.records_inserted(conn, tenant, schema, record_rows, values,

@@ -74,6 +74,8 @@ class RecordRow(Base):
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
     version: Mapped[int] = mapped_column(default=1)
+    # Where the record came from (web_form, import, sales_call...): GDPR Art. 15(1)(g).
+    source: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_records_tenant_subject", "tenant", "subject_id"),

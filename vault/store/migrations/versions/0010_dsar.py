@@ -1,4 +1,5 @@
-"""Data-subject requests: ``dsar_requests`` and the append-only ``dsar_events``.
+"""Data-subject requests: ``dsar_requests``, the append-only ``dsar_events``, and
+``records.source`` (where a record came from).
 
 The history of every request is append-only, like the audit log: triggers
 refuse UPDATE, and DELETE while the request exists (its rows go only with the
@@ -29,6 +30,9 @@ APPEND_ONLY_MESSAGE = "vault dsar history is append-only"
 
 
 def upgrade() -> None:
+    # Where a record came from (GDPR Art. 15(1)(g)), answered in access exports.
+    # Plain ADD COLUMN (no table rebuild on SQLite: the rows stay as they are).
+    op.add_column("records", sa.Column("source", sa.String(64)))
     op.create_table(
         "dsar_requests",
         sa.Column("id", sa.String(64), primary_key=True),
@@ -147,3 +151,5 @@ def downgrade() -> None:
     op.drop_index("ix_dsar_requests_subject", "dsar_requests")
     op.drop_index("ix_dsar_requests_tenant_state", "dsar_requests")
     op.drop_table("dsar_requests")
+    with op.batch_alter_table("records") as batch:
+        batch.drop_column("source")
