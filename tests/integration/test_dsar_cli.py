@@ -19,8 +19,12 @@ ANA = {"full_name": "Ana Example", "email": "ana@example.com", "phone": "+493012
 
 
 def run(home: Path, *args: str) -> tuple[int, str]:
+    """Exit code and output; with ``--format json`` only stdout (progress bars and
+    errors go to stderr)."""
     env = {"VAULT_POLICIES": str(POLICIES), "VAULT_HOME": str(home), "COLUMNS": "250"}
     result = runner.invoke(app, list(args), env=env)
+    if "json" in args and result.exit_code == 0:
+        return result.exit_code, result.stdout
     return result.exit_code, result.output
 
 
@@ -111,3 +115,40 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     assert code == 1 and "[invalid_transition]" in output
     code, output = run(home, "subjects", "show", "nobody", "--tenant", "acme")
     assert code == 1 and "[not_found]" in output
+
+
+def test_subject_commands_and_the_other_moves(tmp_path: Path) -> None:
+    """subjects show|restrict|lift-restriction|set-jurisdiction; dsar acknowledge,
+    extend, reject, report as CSV, purge."""
+    home = tmp_path / "home"
+    assert run(home, "init")[0] == 0
+    with Vault.open(home, policies=POLICIES) as vault:
+        vault.roles.assign("crm", "crm_service", tenant="acme")
+        vault.put(Actor("crm", "acme"), "customers", ANA, purpose="account_management",
+                  subject_id="cust-1", jurisdiction="US-CA")
+    code, output = run(home, "subjects", "restrict", "cust-1", "--tenant", "acme",
+                       "--reason", "gdpr_18_1_a", "--format", "json")
+    assert code == 0 and _json(output)["restriction_reason"] == "gdpr_18_1_a"
+    code, output = run(home, "subjects", "lift-restriction", "cust-1", "--tenant", "acme")
+    assert code == 0 and "RESTRICTED" not in output
+    code, output = run(home, "subjects", "set-jurisdiction", "cust-1", "DE", "--tenant", "acme")
+    assert code == 0 and "regime gdpr" in output
+    code, output = run(home, "subjects", "show", "cust-1", "--tenant", "acme", "--format",
+                       "json")
+    assert _json(output)["jurisdiction"] == "DE"
+    code, output = run(home, "dsar", "submit", "know", "--tenant", "acme",
+                       "--jurisdiction", "US-CA", "--format", "json")
+    request = _json(output)
+    assert run(home, "dsar", "acknowledge", request["id"], "--tenant", "acme")[0] == 0
+    code, output = run(home, "dsar", "extend", request["id"], "--tenant", "acme",
+                       "--reason", "complex_request", "--format", "json")
+    assert code == 0 and _json(output)["extended"] is True
+    code, output = run(home, "dsar", "reject", request["id"], "--tenant", "acme",
+                       "--reason-code", "identity_not_verified")
+    assert code == 0 and "rejected" in output
+    report = tmp_path / "log.csv"
+    code, output = run(home, "dsar", "report", "--tenant", "acme", "--format", "log-csv",
+                       "--out", str(report))
+    assert code == 0 and "identity_not_verified" in report.read_text()
+    code, output = run(home, "dsar", "purge")
+    assert code == 0 and "purged 0 closed request(s)" in output

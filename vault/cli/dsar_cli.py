@@ -33,7 +33,7 @@ import typer
 from rich.table import Table
 
 from vault.audit.checkpoint import load_public_key
-from vault.cli._common import fail, guard, open_vault, out
+from vault.cli._common import fail, guard, open_vault, out, progress_bar
 from vault.cli._time import parse_when
 from vault.dsar import DSARRequest, verify_bundle, verify_document
 from vault.errors import InvalidData
@@ -284,9 +284,12 @@ def register(app: typer.Typer) -> None:
                 changes = json.loads(changes_file.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 raise fail("--changes-file must be a readable JSON object", code=2) from None
-        with open_vault(home) as vault:
+        with open_vault(home) as vault, progress_bar() as bar:
+            task = bar.add_task("processing", total=None)
             r = vault.dsar.process(_actor(actor, tenant), request_id, tenant=tenant,
-                                   out=out_dir, exemptions=exemptions or None, changes=changes)
+                                   out=out_dir, exemptions=exemptions or None, changes=changes,
+                                   progress=lambda n, total: bar.update(task, completed=n,
+                                                                        total=total))
         _show(r, fmt)
 
     @dsar_app.command("complete")
@@ -321,8 +324,12 @@ def register(app: typer.Typer) -> None:
             if current.kind.value not in ("access", "portability"):
                 raise fail(f"request {request_id} is a {current.kind.value} request; use "
                            "`vault dsar process`")
-            _show(vault.dsar.process(_actor(actor, tenant), request_id, tenant=tenant,
-                                     out=out_dir), fmt)
+            with progress_bar() as bar:
+                task = bar.add_task("exporting records", total=None)
+                done = vault.dsar.process(
+                    _actor(actor, tenant), request_id, tenant=tenant, out=out_dir,
+                    progress=lambda n, total: bar.update(task, completed=n, total=total))
+            _show(done, fmt)
 
     @dsar_app.command("verify-export")
     @guard

@@ -43,7 +43,7 @@ from vault._kernel import Kernel, transaction_failed
 from vault.audit.chain import Decision
 from vault.crypto.envelope import FieldContext
 from vault.dsar import clocks
-from vault.dsar.fulfil import Fulfiller, FulfilServices, Outcome
+from vault.dsar.fulfil import Fulfiller, FulfilServices, Outcome, Progress
 from vault.dsar.identity import Digest, digests_of, matching_subjects, points_for
 from vault.dsar.model import (
     CLOSED_STATES,
@@ -592,7 +592,8 @@ class DSARService:
     def process(self, actor: Actor | None, request_id: str, *, tenant: str,
                 out: str | Path | None = None,
                 exemptions: Mapping[str, str] | None = None,
-                changes: Mapping[str, Mapping[str, Any]] | None = None) -> DSARRequest:
+                changes: Mapping[str, Mapping[str, Any]] | None = None,
+                progress: Progress | None = None) -> DSARRequest:
         """Fulfil a verified request (``dsar.process``), through the services below.
 
         - access, portability: an export bundle in a new folder under ``out``
@@ -612,6 +613,8 @@ class DSARService:
         - explanation: a statement of the processing rules (under ``out`` when given);
         - automated_decision_review: moves to ``in_progress``; a person reviews the
           decision, then :meth:`complete`.
+
+        ``progress(done, total)`` is called as an export reads the records.
 
         Raises:
             InvalidTransition: the request is not verified, or has no subject.
@@ -634,7 +637,7 @@ class DSARService:
             self._run(start)
             current = self._get(tenant, request_id)
         outcome = self._fulfil.run(actor, current, out=Path(out) if out is not None else None,
-                                   exemptions=exemptions, changes=changes)
+                                   exemptions=exemptions, changes=changes, progress=progress)
         if outcome.final is None:
             return self._get(tenant, request_id)
         return self._close(actor, tenant, request_id, outcome)
