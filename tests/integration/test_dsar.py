@@ -763,3 +763,47 @@ def test_export_says_where_each_record_came_from(dv: Vault, tmp_path: Path) -> N
     done = dv.dsar.process(DANA, request.id, tenant="acme", out=tmp_path)
     records = json.loads((Path(done.result["export"]) / "records.json").read_text())
     assert sorted(r["source"] for r in records["customers"]) == ["sales_call", "web_form"]
+
+
+def test_verified_subjects_regime_replaces_the_stated_one(dv: Vault) -> None:
+    """Received unmatched as from Germany; the evidence verifies a Californian: the
+    request moves to the CCPA, its clocks recomputed from receipt."""
+    zed, _ = _person(dv, ZED, "US-CA")
+    _person(dv, BEA, "US-CA")
+    request = dv.dsar.submit(DANA, "access", tenant="acme", jurisdiction="DE",
+                             identifiers={"phone": ZED["phone"], "email": BEA["email"]})
+    assert (request.regime, request.subject_id, request.due_on) == ("gdpr", None,
+                                                                   dt.date(2026, 4, 2))
+    # One point would do under the GDPR, not under the subject's own CCPA tier.
+    request = dv.dsar.verify(DANA, request.id, tenant="acme",
+                             evidence={"email": ZED["email"]})
+    assert request.state is RequestState.RECEIVED and request.subject_id is None
+    assert "tier_of:ccpa" in (request.history[-1].reason or "")
+    request = dv.dsar.verify(DANA, request.id, tenant="acme", declaration="d-2",
+                             evidence={"email": ZED["email"], "phone": ZED["phone"],
+                                       "birth_date": ZED["birth_date"]})
+    assert request.state is RequestState.IDENTITY_VERIFIED and request.subject_id == zed
+    assert (request.regime, request.right) == ("ccpa", "access")
+    assert request.due_on == dt.date(2026, 4, 16) and request.acknowledge_by is not None
+    assert "regime:gdpr>ccpa" in (request.history[-1].reason or "")
+
+
+def test_no_pii_reaches_the_logs(dv: Vault, tmp_path: Path) -> None:
+    """A whole flow (submit with identifiers, failed and good verification, export,
+    erasure) logs nothing of the subject's data."""
+    import structlog
+
+    zed, _ = _person(dv, ZED, "US-CA")
+    with structlog.testing.capture_logs() as logs:
+        request = dv.dsar.submit(CRM, "access", tenant="acme",
+                                 identifiers={"email": ZED["email"], "phone": ZED["phone"]})
+        dv.dsar.verify(DANA, request.id, tenant="acme",
+                       evidence={"full_name": "Zebulon Wrongname"})
+        dv.dsar.verify(DANA, request.id, tenant="acme", declaration="d-9",
+                       evidence={"email": ZED["email"], "phone": ZED["phone"],
+                                 "full_name": ZED["full_name"]})
+        dv.dsar.process(DANA, request.id, tenant="acme", out=tmp_path)
+        erase = _verified(dv, "delete", zed)
+        dv.dsar.process(DANA, erase.id, tenant="acme", out=tmp_path)
+    _assert_no_pii(repr(logs))
+    _assert_no_pii(_dump(dv))

@@ -285,8 +285,13 @@ class Fulfiller:
                                   "successor_subject_id": successor}
         if out is not None:
             path = out / f"erasure-certificate-{request.id}.json"
-            _write_private(path, json_bytes(certificate))
-            result["certificate_file"] = str(path)
+            try:
+                _write_private(path, json_bytes(certificate))
+                result["certificate_file"] = str(path)
+            except ConfigError as exc:
+                # The erasure is done: close the request (the certificate is kept
+                # on it) rather than leave it half-finished for a file.
+                result["certificate_file_error"] = exc.message
         final = RequestState.PARTIALLY_COMPLETED if kept else RequestState.COMPLETED
         return Outcome(final, result, "kept:" + ",".join(sorted({e["reason"] for e in kept}))
                        if kept else "erased")

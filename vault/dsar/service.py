@@ -504,17 +504,33 @@ class DSARService:
                                 what="evidence")
             verified, matched_points, ignored = self._check_evidence(
                 tenant, current, proofs, tier, declaration is not None)
+            note = f"points:{len(matched_points)}/{tier.points}"
+            if verified is not None:
+                # The subject's own regime may ask for more than the one the request
+                # was received under (a stated residency): its tier must be met too.
+                change = self._regime_change(current, self._jurisdiction_of(tenant, verified))
+                if change:
+                    other = self._k.rules.jurisdictions.profile(change["regime"])
+                    _, own = self._tier(other, change["right"], current.kind)
+                    if len(matched_points) < max(own.points, 1) or (
+                            own.declaration and declaration is None):
+                        verified = None
+                        note += f":tier_of:{other.name}"
             result = (VerificationResult.VERIFIED if verified is not None
                       else VerificationResult.FAILED)
-            note = f"points:{len(matched_points)}/{tier.points}"
             if ignored:
                 note += f":ignored_identifiers:{ignored}"
             if declaration is not None:
                 note += f":declaration:{declaration}"
         max_failed = tier.max_failed
         now = self._k.clock.now()
+        regime_change: dict[str, Any] = {}
         if verified is not None:
             jurisdiction = self._jurisdiction_of(tenant, verified)
+            regime_change = self._regime_change(current, jurisdiction)
+            if regime_change:
+                profile = self._k.rules.jurisdictions.profile(regime_change["regime"])
+                note += f":regime:{current.regime}>{regime_change['regime']}"
             limited = self._over_limit(tenant, verified, profile, current.kind,
                                        current.received_at, excluding=current.id)
         else:
@@ -539,7 +555,7 @@ class DSARService:
                                "dsar.verify", changes, decision=Decision.DENY)
                 return
             changes = {"subject_id": verified, "verification": result.value,
-                       "jurisdiction": jurisdiction}
+                       "jurisdiction": jurisdiction, **regime_change}
             self._move(conn, row, RequestState.IDENTITY_VERIFIED, actor, "verified", note,
                        "dsar.verify", changes)
             if limited:
@@ -811,6 +827,29 @@ class DSARService:
                       subjects=(self._k.pseudonym(tenant, subject),) if subject else ())
         raise RightNotGranted(f"the {profile.name} regime grants no {request_kind.value} "
                               "request", field="kind")
+
+    def _regime_change(self, current: DSARRequest, jurisdiction: str | None
+                       ) -> dict[str, Any]:
+        """The columns to change when the verified subject's regime is not the one
+        the request was received under (no subject was matched then): the regime,
+        the profile's right and the due dates, recomputed from receipt. Nothing
+        when the regime is the same, the request was extended, or the other regime
+        does not grant the kind (the request keeps the regime it was received under)."""
+        regime = self._k.rules.jurisdictions.regime_for(jurisdiction)
+        if regime == current.regime or current.extended:
+            return {}
+        profile = self._k.rules.jurisdictions.profile(regime)
+        right = profile.right_for(current.kind)
+        if right is None and profile.dsar is not None and current.kind in profile.dsar.courtesy:
+            right = current.kind.value
+        if right is None:
+            return {}
+        cp, calendar = self._clock(regime)
+        due = clocks.respond_by(cp, right, current.received_at, calendar=calendar)
+        return {"regime": regime, "right": right, "due_on": due, "first_due_on": due,
+                "received_on": clocks.day_of_receipt(cp, current.received_at),
+                "acknowledge_by": clocks.acknowledge_by(cp, right, current.received_at,
+                                                        calendar=calendar)}
 
     def _kind(self, kind: object) -> RequestKind:
         if isinstance(kind, str) and kind in RequestKind.__members__.values():
