@@ -287,7 +287,8 @@ class DSARService:
                                                           request_kind, received_at)
 
         def body(conn: Connection) -> None:
-            conn.execute(insert(DSAR_REQUESTS), [row])
+            current = dict(row)  # _move updates it; a retried attempt starts afresh
+            conn.execute(insert(DSAR_REQUESTS), [current])
             reason = f"kind:{request_kind.value}:right:{right}:channel:{channel}"
             if late:
                 reason += f":late:{late}"
@@ -295,12 +296,12 @@ class DSARService:
                 reason += f":agent:{agent}"
             self._history(conn, request_id, tenant, actor, "submitted", None, state, reason)
             self._audit(conn, "dsar.submit", actor, tenant, request_id, matched,
-                        late or request_kind.value)
+                        f"submitted:{request_kind.value}" + (f":late:{late}" if late else ""))
             if verification is VerificationResult.NOT_REQUIRED:
-                self._move(conn, row, RequestState.IDENTITY_VERIFIED, actor, "verified",
+                self._move(conn, current, RequestState.IDENTITY_VERIFIED, actor, "verified",
                            "not_required", "dsar.verify", {})
             if limited:
-                self._move(conn, row, RequestState.REJECTED, actor, "rejected",
+                self._move(conn, current, RequestState.REJECTED, actor, "rejected",
                            RejectReason.REQUEST_LIMIT.value, "dsar.reject",
                            {"reject_reason": RejectReason.REQUEST_LIMIT.value,
                             "closed_at": now})
@@ -1019,9 +1020,11 @@ class DSARService:
         row.update(values)
         self._history(conn, row["id"], row["tenant"], actor, event, before,
                       to if to is not None else before, reason)
+        # The audit entry names the event and its first code (the history keeps the
+        # whole reason; a rejection's note stays out of the audit log).
+        code = reason.split(": ")[0].split(":")[0]
         self._audit(conn, action, actor, row["tenant"], row["id"], row["subject_id"],
-                    reason.split(":")[0] if event != "rejected" else reason.split(": ")[0],
-                    decision=decision)
+                    f"{event}:{code}", decision=decision)
 
     def _history(self, conn: Connection, request_id: str, tenant: str, actor: Actor | None,
                  event: str, before: RequestState | None, after: RequestState | None,
