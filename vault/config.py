@@ -111,6 +111,14 @@ class VaultSettings(BaseSettings):
     report_burst_minutes: int = Field(default=5, ge=1)
     search_miss_limit: int = Field(default=0, ge=0)
     search_miss_window_seconds: int = Field(default=3600, ge=1)
+    # Data-subject requests (vault.dsar): how long an export bundle may be kept,
+    # and how long the key store's own backups are kept (an erasure certificate
+    # names the day after which no key-store backup holds the subject's key).
+    dsar_export_retention_days: int = Field(default=30, ge=1, le=3650)
+    dsar_keystore_backup_days: int = Field(default=35, ge=0, le=3650)
+    # How long a closed request is kept where the regime's profile sets no
+    # request_log_retention (GDPR: accountability, no fixed figure).
+    dsar_request_log_months: int = Field(default=36, ge=1, le=1200)
 
     @field_validator("database_url", "keystore_url")
     @classmethod

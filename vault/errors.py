@@ -9,7 +9,9 @@ The tree::
     │   ├── UnknownField       data minimisation: the schema does not declare it
     │   ├── UnknownPurpose     the purpose registry does not know it
     │   ├── UnknownRole
-    │   └── InvalidTenant
+    │   ├── InvalidTenant
+    │   └── RightNotGranted  the subject's regime grants no such request
+    ├── InvalidTransition      a data-subject request cannot make this move
     ├── ApprovalRequired       a change waits for a second administrator
     ├── AccessDenied           the policy refused (default deny)
     │   ├── ConsentRequired    the purpose needs a consent the subject has not given
@@ -20,7 +22,8 @@ The tree::
     ├── CryptoError
     │   ├── DecryptionError    any failure to open an envelope; never says why
     │   ├── KeyDestroyed       the subject's data key was crypto-shredded
-    │   └── InvalidReceipt     a consent receipt's signature or content does not verify
+    │   ├── InvalidReceipt     a consent receipt's signature or content does not verify
+    │   └── InvalidExport      a DSAR export bundle or certificate does not verify
     ├── KeyManagementError     rotation/retirement refused, key file unsafe, a wrapped
     │   │                      key that fails its integrity check (or its binding)
     │   ├── KeyProviderUnavailable  the HSM or KMS cannot be used (token gone, wrong
@@ -46,14 +49,17 @@ __all__ = [
     "CryptoError",
     "DecryptionError",
     "InvalidData",
+    "InvalidExport",
     "InvalidReceipt",
     "InvalidTenant",
+    "InvalidTransition",
     "KeyDestroyed",
     "KeyManagementError",
     "KeyProviderUnavailable",
     "LegalHoldActive",
     "NotFound",
     "PolicyError",
+    "RightNotGranted",
     "ShreddingIncomplete",
     "SubjectRestricted",
     "TransferRefused",
@@ -128,6 +134,30 @@ class InvalidTenant(InvalidData):
     """The tenant identifier is malformed."""
 
     code = "invalid_tenant"
+
+
+class RightNotGranted(InvalidData):
+    """The subject's regime grants no request of this kind (and its profile does
+    not accept it as a courtesy)."""
+
+    code = "right_not_granted"
+
+
+class InvalidTransition(VaultError):
+    """A data-subject request was asked to make a move its lifecycle forbids
+    (complete before processing, extend twice, extend after the first period...).
+
+    Attributes:
+        request_id: the request.
+        state: the state it is in.
+    """
+
+    code = "invalid_transition"
+
+    def __init__(self, message: str, *, request_id: str, state: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.state = state
 
 
 class ApprovalRequired(VaultError):
@@ -247,6 +277,21 @@ class InvalidReceipt(CryptoError):
 
     def __init__(self, message: str = "the consent receipt does not verify") -> None:
         super().__init__(message)
+
+
+class InvalidExport(CryptoError):
+    """A data-subject export bundle (or an erasure certificate) does not verify: a
+    file was changed, added or removed, or the signature is wrong.
+
+    Attributes:
+        problems: what differs, e.g. ``changed:records.json`` (file names only).
+    """
+
+    code = "invalid_export"
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class KeyManagementError(VaultError):

@@ -19,6 +19,7 @@ from vault.admin import AuditService, KeyService, PolicyService, RoleService
 from vault.clock import Clock
 from vault.config import VaultSettings
 from vault.consent.service import ConsentService
+from vault.dsar import DSARService, FulfilServices
 from vault.identity import IdentityService
 from vault.records import RecordService
 from vault.retention.holds import HoldService
@@ -71,6 +72,7 @@ class Vault:
         holds: legal holds (place, lift, list).
         identity: API keys, TOTP enrolments, the codes used
             (:class:`~vault.identity.IdentityService`).
+        dsar: data-subject requests (:class:`~vault.dsar.DSARService`).
     """
 
     def __init__(self, kernel: Kernel) -> None:
@@ -87,6 +89,9 @@ class Vault:
         self.consent = ConsentService(kernel, hooks=self.retention)
         self.subjects = SubjectService(kernel, hooks=self.retention)
         self._records = RecordService(kernel, hooks=self.retention)
+        self.dsar = DSARService(kernel, services=FulfilServices(
+            records=self._records, keys=self.keys, consent=self.consent,
+            subjects=self.subjects, holds=self.holds))
 
     # ------------------------------------------------------------------ life cycle
 
@@ -193,6 +198,7 @@ class Vault:
         purpose: str,
         subject_id: str | None = None,
         jurisdiction: str | None = None,
+        source: str | None = None,
     ) -> str:
         """Store a new record; every field encrypted under the subject's data key.
 
@@ -219,7 +225,8 @@ class Vault:
             AuditError: the write and its audit entry could not be committed.
         """
         return self._records.put_many(actor, collection, [data], purpose=purpose,
-                                      subject_ids=[subject_id], jurisdiction=jurisdiction)[0]
+                                      subject_ids=[subject_id], jurisdiction=jurisdiction,
+                                      source=source)[0]
 
     def put_many(
         self,
@@ -230,6 +237,7 @@ class Vault:
         purpose: str,
         subject_ids: Sequence[str | None] | None = None,
         jurisdiction: str | None = None,
+        source: str | None = None,
     ) -> list[str]:
         """Store many records in one transaction with one audit entry per chain touched.
 
@@ -240,7 +248,8 @@ class Vault:
             The new record ids, in the order of ``items``.
         """
         return self._records.put_many(actor, collection, items, purpose=purpose,
-                                      subject_ids=subject_ids, jurisdiction=jurisdiction)
+                                      subject_ids=subject_ids, jurisdiction=jurisdiction,
+                                      source=source)
 
     def update(
         self,

@@ -35,11 +35,15 @@ from vault.policy.purposes import LawfulBasis, PurposeRegistry
 __all__ = [
     "DEFAULT_REGIME",
     "ConsentModel",
+    "DSARRules",
     "CrossBorderRule",
     "JurisdictionProfile",
     "JurisdictionRegistry",
+    "RequestKind",
+    "RequestLimit",
     "SeparateConsentKind",
     "TransferDecision",
+    "VerificationTier",
     "load_jurisdictions",
 ]
 
@@ -161,6 +165,73 @@ class GPCRule(_Strict):
     purposes: tuple[Name, ...] = ("sale", "sharing")
 
 
+class RequestKind(StrEnum):
+    """The kinds of data-subject request Vault knows; a profile maps its rights
+    (their statutory names: CCPA ``know``/``delete``, PIPL ``copy``...) onto these."""
+
+    ACCESS = "access"
+    PORTABILITY = "portability"
+    RECTIFICATION = "rectification"
+    ERASURE = "erasure"
+    RESTRICTION = "restriction"
+    OBJECTION = "objection"
+    OPT_OUT_SALE_SHARING = "opt_out_sale_sharing"
+    LIMIT_SENSITIVE = "limit_sensitive"
+    WITHDRAW_CONSENT = "withdraw_consent"
+    AUTOMATED_DECISION_REVIEW = "automated_decision_review"
+    EXPLANATION = "explanation"
+
+
+class VerificationTier(_Strict):
+    """How sure the controller must be of the requester before acting.
+
+    Attributes:
+        points: data points that must match the subject's records (keyed digests,
+            compared in constant time); 0 = no verification (CCPA opt-out, §7026).
+        declaration: a signed declaration is also needed (CCPA §7062(b)).
+        accept_as_known: the DPO may accept the requester as known, with a
+            reason (GDPR Art. 12(6): verify only on reasonable doubt).
+    """
+
+    points: int = Field(default=0, ge=0, le=10)
+    declaration: bool = False
+    accept_as_known: bool = False
+
+
+class RequestLimit(_Strict):
+    """At most ``count`` requests of ``kinds`` per subject in ``months`` (CCPA
+    §1798.130(a)(7): two requests to know in 12 months)."""
+
+    kinds: tuple[RequestKind, ...] = Field(min_length=1)
+    count: int = Field(ge=1)
+    months: int = Field(ge=1)
+
+
+class DSARRules(_Strict):
+    """A regime's data-subject requests, as data (``[regimes.<name>.dsar]``).
+
+    Attributes:
+        kinds: a right of the profile's ``rights`` -> the kind of request it is.
+        courtesy: kinds the regime does not grant that are accepted anyway.
+        verification: tiers keyed by right name, kind or ``default``.
+        max_failed_verifications: failed attempts after which the request is rejected.
+        limits: per-subject request limits.
+    """
+
+    kinds: dict[Name, RequestKind] = Field(min_length=1)
+    courtesy: tuple[RequestKind, ...] = ()
+    verification: dict[Name, VerificationTier] = Field(default_factory=dict)
+    max_failed_verifications: int = Field(default=3, ge=1, le=100)
+    limits: tuple[RequestLimit, ...] = ()
+
+    def tier(self, right: str, kind: str) -> VerificationTier:
+        """The verification tier of a request made under ``right`` (of ``kind``)."""
+        for key in (right, kind, "default"):
+            if key in self.verification:
+                return self.verification[key]
+        return VerificationTier(points=2)
+
+
 class JurisdictionProfile(_Strict):
     """One regime's profile, as validated from ``jurisdictions.toml``."""
 
@@ -187,6 +258,7 @@ class JurisdictionProfile(_Strict):
     gpc: GPCRule = GPCRule()
     erase_on_withdrawal: bool = False
     clock: ClockSettings | None = None
+    dsar: DSARRules | None = None
 
     @model_validator(mode="after")
     def _overrides_name_rights(self) -> JurisdictionProfile:
@@ -194,7 +266,24 @@ class JurisdictionProfile(_Strict):
             if right not in self.rights:
                 raise ValueError(f"respond_by_right names {right!r}, which is not among "
                                  "the rights")
+        for right in (self.dsar.kinds if self.dsar else {}):
+            if right not in self.rights:
+                raise ValueError(f"dsar.kinds names {right!r}, which is not among the rights")
         return self
+
+    def granted_kinds(self) -> frozenset[RequestKind]:
+        """The kinds of request this regime grants (its rights, mapped)."""
+        return frozenset(self.dsar.kinds.values()) if self.dsar else frozenset()
+
+    def right_for(self, kind: RequestKind) -> str | None:
+        """The profile's name of the right a request of ``kind`` exercises: the right
+        spelled like the kind, else the first right mapped to it; None if not granted."""
+        if self.dsar is None:
+            return None
+        rights = [r for r in self.rights if self.dsar.kinds.get(r) is kind]
+        if kind.value in rights:
+            return kind.value
+        return rights[0] if rights else None
 
     def deadline_for(self, right: str) -> Deadline:
         """The response clock of a request exercising ``right``."""

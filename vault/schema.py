@@ -165,6 +165,9 @@ class FieldSpec(BaseModel):
         category: data category (``contact``, ``identity``...), used by consent
             and retention rules.
         searchable: whether a blind index is kept for equality search.
+        verifiable: whether a verification-only digest is kept, so a data-subject
+            request can be verified against it (full name, birth date, postal
+            address) without decrypting anything; ``find`` never queries it.
         mask: how the value is shown to an actor allowed to see it only masked.
         required: whether a record must carry a non-empty value.
         max_length: maximum characters after normalisation (text-like types;
@@ -184,6 +187,7 @@ class FieldSpec(BaseModel):
     classification: Classification
     category: Name
     searchable: bool = False
+    verifiable: bool = False
     mask: MaskStyle = MaskStyle.FULL
     required: bool = False
     max_length: int | None = Field(default=None, ge=1, validate_default=True)
@@ -199,11 +203,11 @@ class FieldSpec(BaseModel):
     # Each check below runs after `type` has been validated (fields validate in
     # declaration order); if `type` itself was bad, it is already reported.
 
-    @field_validator("searchable")
+    @field_validator("searchable", "verifiable")
     @classmethod
     def _searchable_type(cls, value: bool, info: ValidationInfo) -> bool:
         if value and info.data.get("type") is FieldType.JSON:
-            raise ValueError("json fields cannot be searchable")
+            raise ValueError("json fields cannot be searchable or verifiable")
         return value
 
     @field_validator("max_length")
@@ -300,6 +304,7 @@ class CollectionSchema(BaseModel):
 
     _field_names: tuple[str, ...] = PrivateAttr(default=())
     _searchable: tuple[str, ...] = PrivateAttr(default=())
+    _verifiable: tuple[str, ...] = PrivateAttr(default=())
     _required: tuple[str, ...] = PrivateAttr(default=())
 
     @model_validator(mode="before")
@@ -330,6 +335,8 @@ class CollectionSchema(BaseModel):
         specs = tuple(self.fields.values())
         self._field_names = tuple(spec.name for spec in specs)
         self._searchable = tuple(spec.name for spec in specs if spec.searchable)
+        self._verifiable = tuple(spec.name for spec in specs
+                                 if spec.verifiable and not spec.searchable)
         self._required = tuple(spec.name for spec in specs if spec.required)
 
     def field(self, name: str) -> FieldSpec:
@@ -356,6 +363,11 @@ class CollectionSchema(BaseModel):
     def searchable_fields(self) -> tuple[str, ...]:
         """Names of the fields with a blind index, in declaration order."""
         return _private(self)["_searchable"]  # type: ignore[no-any-return]
+
+    @property
+    def verifiable_fields(self) -> tuple[str, ...]:
+        """Names of the non-searchable fields with a verification-only digest."""
+        return _private(self)["_verifiable"]  # type: ignore[no-any-return]
 
     @property
     def required_fields(self) -> tuple[str, ...]:

@@ -46,6 +46,7 @@ ALL_SETTINGS = {
     "search_miss_limit", "search_miss_window_seconds",  # audited: they change who may search
     "home", "database_url", "keystore_url", "key_file", "policies", "destroyed_check_seconds",
     "key_provider", "pkcs11_pin",
+    "dsar_export_retention_days", "dsar_keystore_backup_days", "dsar_request_log_months",
 }
 
 
@@ -106,7 +107,7 @@ def test_items_cover_every_setting_and_the_files_an_open_loads(
     assert hashlib.sha256(b"1234").hexdigest() not in hsm_items.values()
     files = {n.removeprefix("policies:") for n in items if n.startswith("policies:")}
     assert files == {"model.conf", "purposes.toml", "jurisdictions.toml", "notices.toml",
-                     "retention.toml", "collections/customers.toml"}
+                     "retention.toml", "recipients.toml", "collections/customers.toml"}
     assert items["policies:retention.toml"] == hashlib.sha256(
         (POLICIES / "retention.toml").read_bytes()).hexdigest()
     assert list(items) == sorted(items)

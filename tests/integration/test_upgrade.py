@@ -83,7 +83,7 @@ def test_upgrade_from_0003_keeps_queued_shreds_and_old_runs(settings: VaultSetti
     with pytest.raises(ConfigError, match="vault upgrade"):
         Vault.open(settings=settings)
     with Vault.upgrade(settings=settings, clock=clock) as v:
-        assert migrate.current_revision(v.engine) == migrate.head_revision() == "0011"
+        assert migrate.current_revision(v.engine) == migrate.head_revision() == "0012"
         assert v.retention.run(old_run).tenant is None
         assert v.keystore.is_destroyed("acme", "s-old")
         assert not v.keystore.is_destroyed("acme", "s-left")

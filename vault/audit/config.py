@@ -75,7 +75,7 @@ _LOCATIONS = ("database_url", "keystore_url", "key_file", "policies", "key_provi
 
 #: The files an open loads from the policies folder, besides ``collections/*.toml``.
 POLICY_FILES = ("model.conf", "purposes.toml", "jurisdictions.toml", "notices.toml",
-                "retention.toml")
+                "retention.toml", "recipients.toml")
 
 # Any constant: the key of the PostgreSQL advisory lock that serialises the
 # openers that found a different configuration (no privilege needed).

@@ -4,7 +4,8 @@ Every change of a record's content raises its ``version`` by one in the
 transaction of an audit entry that names it: ``update`` (whose context also
 holds the version written) and ``retention.sweep`` (a field pruned, or the record
 anonymised or deleted). A record's version is therefore ``1`` plus the number of
-allowed entries of those actions that name it. Its seal
+allowed entries of those actions that name it (and ``records.reseal``: a
+partial erasure moving what is kept under a fresh data key). Its seal
 (:mod:`vault.crypto.envelope`) binds the version, so a row rolled back to an
 older, self-consistent copy decrypts; this comparison is what finds it
 (``record_rolled_back``), and a version the log never recorded
@@ -24,7 +25,7 @@ from vault.store.tables import AUDIT_LOG, RECORDS
 __all__ = ["CHANGING_ACTIONS", "VersionMismatch", "find_version_mismatches",
            "version_findings"]
 
-CHANGING_ACTIONS = ("update", "retention.sweep")
+CHANGING_ACTIONS = ("update", "retention.sweep", "records.reseal")
 """Audit actions whose allowed entries each account for one new version of every
 record they name."""
 

@@ -1,4 +1,4 @@
-"""The ``vault`` command line: init, serve, demo, keys, roles, policy check, audit, consent.
+"""The ``vault`` command line: init, serve, demo, keys, roles, policy check, audit, consent, dsar.
 
 Only the CLI (and the gateway) read ``VAULT_*`` environment variables. Exit
 codes: 0 success; 1 a Vault error (one line on stderr saying why); 2 a usage
@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from vault import Actor, Vault, VaultSettings
-from vault.cli import consent_cli, gateway_cli, report_cli, retention_cli
+from vault.cli import consent_cli, dsar_cli, gateway_cli, report_cli, retention_cli
 from vault.cli._common import (
     HomeOpt,
     TenantOpt,
@@ -469,6 +469,7 @@ report_cli.register(audit_app)
 consent_cli.register(app)
 gateway_cli.register(app)
 retention_cli.register(app)
+dsar_cli.register(app)
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from vault.jurisdiction import (
     JurisdictionRegistry,
     SeparateConsentKind,
 )
-from vault.policy.purposes import Purpose
+from vault.policy.purposes import LawfulBasis, Purpose
 
 __all__ = ["Refusal", "SubjectFacts", "Use", "Verdict", "decide"]
 
@@ -128,6 +128,11 @@ def decide(facts: SubjectFacts, use: Use, *, jurisdictions: JurisdictionRegistry
                            ConsentScope.GENERAL)
     elif model is ConsentModel.OPT_OUT and general is not None and general.status in (
             ConsentStatus.WITHDRAWN, ConsentStatus.REFUSED):
+        return Verdict(False, regime, Refusal.OPTED_OUT, ConsentScope.GENERAL)
+    elif (basis is LawfulBasis.LEGITIMATE_INTERESTS and general is not None
+          and general.status in (ConsentStatus.WITHDRAWN, ConsentStatus.REFUSED)):
+        # GDPR Art. 21(1)/(2): an objection recorded in the ledger (a withdrawal
+        # event for a legitimate-interest purpose) stops that purpose.
         return Verdict(False, regime, Refusal.OPTED_OUT, ConsentScope.GENERAL)
 
     separate = profile.separate_consent

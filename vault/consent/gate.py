@@ -20,6 +20,7 @@ from vault.consent import model
 from vault.consent.decision import SubjectFacts, Use, Verdict, decide
 from vault.consent.notices import NoticeRegistry
 from vault.jurisdiction import ConsentModel, JurisdictionRegistry, SeparateConsentKind
+from vault.policy.purposes import LawfulBasis
 from vault.store.tables import CONSENT_STATE as _STATE
 from vault.store.tables import SUBJECTS as _SUBJECTS
 
@@ -89,6 +90,8 @@ class ConsentGate:
             basis = use.purpose.basis_in(regime)
             if profile.consent_model(use.purpose.name, basis) is not ConsentModel.NOTICE_ONLY:
                 return False
+            if basis is LawfulBasis.LEGITIMATE_INTERESTS:
+                return False  # an objection in the ledger stops it (GDPR Art. 21)
             if (profile.sensitive.consent != "none"
                     and profile.separate_consent.needed(SeparateConsentKind.SENSITIVE, basis)
                     and any(profile.is_sensitive(c, cat) for _, c, cat in use.fields)):

@@ -22,9 +22,19 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from vault.crypto._encoding import length_prefixed
 from vault.errors import ConfigError
 
-__all__ = ["BlindIndexer"]
+__all__ = ["VERIFY_PREFIX", "BlindIndexer", "verification_field"]
 
 _INFO = b"vault/blind-index/v1"
+#: The ``field`` of a verification-only digest in the blind_index table. A schema
+#: field name cannot contain ``:``, so ``find`` (which only looks up schema fields
+#: marked searchable) can never query these rows, and the HKDF info differs, so
+#: their tokens are unrelated to any searchable field's.
+VERIFY_PREFIX = "verify:"
+
+
+def verification_field(name: str) -> str:
+    """The blind_index ``field`` under which ``name``'s verification digest is kept."""
+    return VERIFY_PREFIX + name
 
 
 class BlindIndexer:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vault._kernel import Kernel
+from vault.crypto.blind_index import verification_field
 from vault.crypto.envelope import FieldContext, RecordContext
 from vault.crypto.framing import decode_envelopes
 from vault.crypto.keystore import DataKey
@@ -98,12 +99,13 @@ class Sealer:
         self._indexer = kernel.indexer
 
     def seal(self, key: DataKey, tenant: str, schema: CollectionSchema, record_id: str,
-             subject_id: str, plaintexts: Mapping[str, bytes]) -> tuple[bytes, bytes]:
-        """A new record's framed envelopes (one per field) from encoded plaintexts,
-        and its seal at version 1."""
+             subject_id: str, plaintexts: Mapping[str, bytes],
+             version: int = 1) -> tuple[bytes, bytes]:
+        """A record's framed envelopes (one per field) from encoded plaintexts, and
+        its seal at ``version`` (1: a new record)."""
         record = RecordContext(tenant, schema.name, record_id, subject_id)
         framed = self._cipher.encrypt_framed(key, plaintexts, record)
-        return framed, self._cipher.seal(key, framed, record, 1)
+        return framed, self._cipher.seal(key, framed, record, version)
 
     def reseal(self, key: DataKey, tenant: str, collection: str, record_id: str,
                subject_id: str, framed: bytes, version: int) -> bytes:
@@ -149,6 +151,16 @@ class Sealer:
             digest = self._indexer.digest(tenant, schema.name, name,
                                           index_form(schema.fields[name], value))
             out.append((tenant, schema.name, name, digest, record_id))
+        # Verification-only digests (data-subject requests compare evidence with
+        # them; find cannot query them).
+        for name in schema.verifiable_fields:
+            value = values.get(name)
+            if not isinstance(value, str):
+                continue
+            label = verification_field(name)
+            digest = self._indexer.digest(tenant, schema.name, label,
+                                          index_form(schema.fields[name], value))
+            out.append((tenant, schema.name, label, digest, record_id))
 
     def matches(self, key: DataKey, tenant: str, schema: CollectionSchema, row: Any,
                 wanted: Mapping[str, str]) -> bool:

@@ -12,14 +12,18 @@ transaction of its own, before the error is raised.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
-from vault._kernel import NAMED_LIMIT, Call, Kernel, RecordHooks
+from vault._kernel import NAMED_LIMIT, Call, Kernel, RecordHooks, transaction_failed
 from vault.audit.chain import AuditEvent, Decision, chain_for
 from vault.consent.decision import Verdict
+from vault.crypto.blind_index import verification_field
+from vault.crypto.envelope import RecordContext
 from vault.crypto.framing import decode_envelopes, encode_envelopes
 from vault.crypto.keystore import DataKey
 from vault.errors import (
@@ -36,6 +40,7 @@ from vault.errors import (
 from vault.records.gate import CONSENT_REFUSALS, DataGate, consent_error
 from vault.records.sealing import (
     Sealer,
+    decode_value,
     disclosed,
     encode_value,
     new_id,
@@ -45,6 +50,7 @@ from vault.retention.holdrules import ensure_not_held
 from vault.schema import CollectionSchema, FieldSpec
 from vault.store.bulk import BulkInsert
 from vault.store.erasures import erased_among
+from vault.store.retry import transaction_attempts
 from vault.store.tables import AUDIT_LOG, BLIND_INDEX, ERASED_SUBJECTS, RECORDS, SUBJECTS
 from vault.store.wal import truncate_wal
 from vault.types import Actor, Record, check_identifier, check_jurisdiction, check_tenant
@@ -53,6 +59,8 @@ from vault.validation import normalize_for_index, validate_record
 __all__ = ["RecordService", "load_rows"]
 
 _IN_CHUNK = 500
+#: Where a record came from (GDPR Art. 15(1)(g)): a code, never free text.
+_SOURCE = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
 #: The reason of the audit entry of a search that matched nothing.
 MISSED = "matched:0"
 
@@ -78,7 +86,7 @@ _SELECT_ROWS = select(
 _BULK_SUBJECTS = BulkInsert(SUBJECTS, ("tenant", "subject_id", "pseudonym", "jurisdiction",
                                        "created_at"))
 _BULK_RECORDS = BulkInsert(RECORDS, ("id", "tenant", "collection", "subject_id", "envelopes",
-                                     "created_at", "updated_at", "version", "seal"))
+                                     "created_at", "updated_at", "version", "seal", "source"))
 # An update locks its record's row first (PostgreSQL), so that two updates of one
 # record queue and each seals the version after the other's.
 _LOCK_RECORD = select(RECORDS.c.id).where(RECORDS.c.id == bindparam("rid")).with_for_update()
@@ -107,10 +115,15 @@ class RecordService:
     def put_many(
         self, actor: Actor, collection: str, items: Sequence[Mapping[str, Any]], *, purpose: str,
         subject_ids: Sequence[str | None] | None = None, jurisdiction: str | None = None,
+        source: str | None = None,
     ) -> list[str]:
         """Store many records in one transaction (see ``Vault.put_many``)."""
         call, schema = self._begin(actor, "write", collection, purpose)
         subject_ids = self._check_batch(call, items, subject_ids, jurisdiction)
+        if source is not None and (not isinstance(source, str)
+                                   or not _SOURCE.fullmatch(source)):
+            call.refuse(InvalidData("source must be a short code such as web_form, import "
+                                    "or sales_call", field="source"))
         values = [self._validate(call, schema, item, partial=False) for item in items]
         written = sorted({name for v in values for name, x in v.items() if x is not None})
         self._require(call, schema, "write", written)
@@ -143,7 +156,7 @@ class RecordService:
                 ])
             _BULK_RECORDS.execute(conn, [
                 (r["id"], tenant, schema.name, r["subject_id"], r["envelopes"], now, now, 1,
-                 r["seal"])
+                 r["seal"], source)
                 for r in record_rows
             ])
             self._hooks.records_inserted(conn, tenant, schema, record_rows, values,
@@ -320,10 +333,13 @@ class RecordService:
             if changed.rowcount != 1:
                 raise VersionConflict(f"record {rid} was changed concurrently")
             self._hooks.records_updated(conn, tenant, [rid])
-            touched = [n for n in values if n in schema.searchable_fields]
+            touched = [n for n in values if n in schema.searchable_fields
+                       or n in schema.verifiable_fields]
             if touched:
+                labels = [n if n in schema.searchable_fields else verification_field(n)
+                          for n in touched]
                 conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id == rid,
-                                                       BLIND_INDEX.c.field.in_(touched)))
+                                                       BLIND_INDEX.c.field.in_(labels)))
                 rows: list[tuple[Any, ...]] = []
                 self._seal.index_tuples(rows, tenant, schema, rid,
                                         {n: values[n] for n in touched})
@@ -468,6 +484,93 @@ class RecordService:
                       subjects=(self._k.pseudonym(tenant, subject_id),),
                       reason=f"records:{len(ids)}")
         return ids
+
+    def reseal_subject(self, actor: Actor | None, tenant: str, subject_id: str, *,
+                       reason: str) -> str | None:
+        """Move every remaining record of a subject under a fresh data key and a new
+        subject id (its successor), so that the old key can be destroyed without
+        losing what must be kept.
+
+        For a partial erasure (GDPR Art. 17(3), CCPA §1798.105(d), PIPL Art. 47 ¶2):
+        the caller first deletes what goes, then reseals what stays, then destroys
+        the old key. Fields erased earlier live on only in backups, encrypted under
+        the old key, so they cannot come back once it is destroyed. The successor
+        is created restricted (storage and security only), with the subject's
+        jurisdiction; its consents start empty. ``dsar.process`` decides; audited
+        (``records.reseal``, naming both pseudonyms).
+
+        Returns:
+            The successor's id, or None when the subject has no records left.
+
+        Raises:
+            InvalidData: a malformed id or reason. NotFound: no such subject.
+            KeyDestroyed: the subject is already erased.
+        """
+        check_tenant(tenant)
+        check_identifier(subject_id, "subject_id")
+        check_identifier(reason, "reason")
+        self._k.authorise(actor, "dsar", "dsar.process", tenant=tenant)
+        k = self._k
+        with k.read_only() as conn:
+            subject = conn.execute(select(SUBJECTS).where(
+                SUBJECTS.c.tenant == tenant, SUBJECTS.c.subject_id == subject_id)).one_or_none()
+            rows = conn.execute(select(RECORDS).where(
+                RECORDS.c.tenant == tenant, RECORDS.c.subject_id == subject_id)).all()
+            if subject is None:
+                raise NotFound(f"no data subject {subject_id} in tenant {tenant}")
+            if erased_among(conn, tenant, [subject_id]):
+                raise _destroyed()
+        if not rows:
+            return None
+        old_key = k.keystore.get_key(tenant, subject_id)
+        successor = new_id()
+        new_key = self._subject_keys(tenant, [successor], create=[successor])[successor]
+        now = k.clock.now()
+        resealed: list[tuple[str, int, bytes, bytes]] = []
+        index_rows: list[tuple[Any, ...]] = []
+        for row in rows:
+            schema = k.rules.schemas.get(row.collection)
+            # Only what the record's seal vouches for moves under the new key.
+            self._seal.check(old_key, tenant, schema, row)
+            plain, _ = k.cipher.decrypt_framed(
+                old_key, row.envelopes, RecordContext(tenant, schema.name, row.id, subject_id),
+                frozenset(schema.field_names))
+            framed, seal = self._seal.seal(new_key, tenant, schema, row.id, successor, plain,
+                                           version=row.version + 1)
+            resealed.append((row.id, row.version, framed, seal))
+            self._seal.index_tuples(index_rows, tenant, schema, row.id,
+                                    {n: decode_value(v) for n, v in plain.items()})
+        ids = [rid for rid, *_ in resealed]
+
+        def move(conn: Connection) -> None:
+            _BULK_SUBJECTS.execute(conn, [(tenant, successor, k.pseudonym(tenant, successor),
+                                           subject.jurisdiction, now)])
+            conn.execute(update(SUBJECTS).where(
+                SUBJECTS.c.tenant == tenant, SUBJECTS.c.subject_id == successor).values(
+                restricted_at=now, restriction_reason=reason[:64]))
+            conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id.in_(ids)))
+            for rid, version, framed, seal in resealed:
+                moved = conn.execute(update(RECORDS).where(
+                    RECORDS.c.id == rid, RECORDS.c.version == version).values(
+                    subject_id=successor, envelopes=framed, seal=seal, updated_at=now,
+                    version=version + 1))
+                if moved.rowcount != 1:  # changed since it was read: nothing is kept
+                    raise VersionConflict(f"record {rid} was changed during the reseal")
+            _BULK_BLIND.execute(conn, index_rows)
+            self._hooks.records_updated(conn, tenant, ids)
+            k.audit_log.append(conn, [k.event(
+                "records.reseal", actor=actor, tenant=tenant, record_ids=ids,
+                subjects=(k.pseudonym(tenant, subject_id), k.pseudonym(tenant, successor)),
+                purpose="dsar_fulfilment", reason=reason)])
+
+        try:
+            for attempt in transaction_attempts():
+                with attempt, k.engine.begin() as conn:
+                    move(conn)
+        except SQLAlchemyError as exc:
+            transaction_failed(exc)
+        truncate_wal(k.engine)
+        return successor
 
     def _read(
         self, call: Call, schema: CollectionSchema, ids: Sequence[str],

@@ -50,6 +50,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from vault._kernel import REASON_LIMIT, Kernel
 from vault.audit.chain import AuditEvent, Decision
+from vault.crypto.blind_index import verification_field
 from vault.crypto.envelope import RecordContext
 from vault.crypto.framing import decode_envelopes, encode_envelopes
 from vault.errors import CryptoError, NotFound, ShreddingIncomplete
@@ -86,6 +87,13 @@ _CHECKPOINT_EVERY = 50_000
 _SHRED_EVERY = 10_000
 #: The page cache of the sweep's own SQLite connection during a run (KiB), released after.
 _SQLITE_CACHE_KIB = 65_536
+
+
+def _labels(fields: Iterable[str]) -> list[str]:
+    """The blind_index rows of these fields: their search tokens and their
+    verification-only digests (``verify:<name>``)."""
+    names = sorted(fields)
+    return names + [verification_field(n) for n in names]
 
 class _Statements:
     """The hot statements for one dialect, built once, each list parameter bound as a
@@ -594,7 +602,7 @@ class Sweeper:
         for fields, ids in blind_gone.items():
             for i in range(0, len(ids), _CHUNK):
                 conn.execute(self._st.del_blind_fields, {"ids": self._st.ids(ids[i:i + _CHUNK]),
-                                                         "fields": self._st.ids(sorted(fields))})
+                                                         "fields": self._st.ids(_labels(fields))})
         if rescheduled:
             conn.execute(update(_RET).where(_RET.c.record_id == bindparam("rid")).values(
                 expires_at=bindparam("exp"), category=bindparam("cat"),
@@ -698,7 +706,7 @@ class Sweeper:
                 for i in range(0, len(with_removed), _CHUNK):
                     conn.execute(self._st.del_blind_fields, {
                         "ids": self._st.ids(with_removed[i:i + _CHUNK]),
-                        "fields": self._st.ids(sorted(removed))})
+                        "fields": self._st.ids(_labels(removed))})
             if updates:
                 conn.execute(update(_RECORDS).where(_RECORDS.c.id == bindparam("rid")).values(
                     envelopes=bindparam("env"), updated_at=bindparam("ts"),

@@ -76,6 +76,8 @@ class RecordRow(Base):
     version: Mapped[int] = mapped_column(default=1)
     #: The record's seal (vault.crypto.envelope); None only before ``vault upgrade``.
     seal: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Where the record came from (web_form, import, sales_call...): GDPR Art. 15(1)(g).
+    source: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_records_tenant_subject", "tenant", "subject_id"),
