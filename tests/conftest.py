@@ -15,6 +15,7 @@ set. Every other test runs on the key file only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -76,6 +77,14 @@ class PgSchemas:
 
 @pytest.fixture
 def pg_schemas() -> Iterator[PgSchemas]:
+    with fresh_pg_schemas() as schemas:
+        yield schemas
+
+
+@contextlib.contextmanager
+def fresh_pg_schemas() -> Iterator[PgSchemas]:
+    """Two fresh PostgreSQL schemas (data, keys), dropped afterwards; for fixtures of
+    any scope."""
     require_postgres()
     tag = uuid.uuid4().hex[:10]
     names = [f"vt_{tag}_data", f"vt_{tag}_keys"]

@@ -224,9 +224,9 @@ INVALID = [
 
 @pytest.mark.parametrize(("state", "move"), INVALID, ids=[f"{s}-{m}" for s, m in INVALID])
 def test_invalid_transition_is_refused_and_changes_nothing(
-        sqlite_settings: VaultSettings, clock: FixedClock, state: str, move: str) -> None:
+        settings: VaultSettings, clock: FixedClock, state: str, move: str) -> None:
     """Every move the lifecycle forbids raises InvalidTransition; state and history stay."""
-    with Vault.init(settings=sqlite_settings, clock=clock) as v:
+    with Vault.init(settings=settings, clock=clock) as v:
         for user, role in ROLE_USERS.items():
             v.roles.assign(user, role, tenant="acme")
         request = _in_state(v, state)

@@ -9,13 +9,14 @@ tests show the request path stores what the profile and the clocks say.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import POLICIES
+from tests.conftest import POLICIES, fresh_pg_schemas
 from vault import Actor, ConfigError, FixedClock, InvalidData, Vault, VaultSettings
 from vault.dsar import RequestKind, RequestState
 from vault.errors import InvalidTransition, RightNotGranted
@@ -25,19 +26,34 @@ D = dt.date
 UTC = dt.UTC
 
 
-@pytest.fixture(scope="module")
-def clocked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Vault, FixedClock]]:
-    """One vault for the table (requests are independent of each other)."""
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def clocked(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Vault, FixedClock]]:
+    """One vault per backend for the table (requests are independent of each other)."""
+    with _clocked_vault(request.param, tmp_path_factory) as pair:
+        yield pair
+
+
+@contextlib.contextmanager
+def _clocked_vault(backend: str, tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[tuple[Vault, FixedClock]]:
     clock = FixedClock(dt.datetime(2026, 1, 5, 12, tzinfo=UTC))
-    home = tmp_path_factory.mktemp("dsar-clocks")
-    v = Vault.init(settings=VaultSettings.build(home=Path(home) / "v", policies=POLICIES),
-                   clock=clock)
-    v.roles.assign("dana", "dpo", tenant="acme")
-    try:
-        yield v, clock
-        assert v.audit_log.verify().ok
-    finally:
-        v.close()
+    home = Path(tmp_path_factory.mktemp("dsar-clocks")) / "v"
+    urls: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        if backend == "postgres":
+            schemas = stack.enter_context(fresh_pg_schemas())
+            urls = {"database_url": schemas.url(schemas.names[0]),
+                    "keystore_url": schemas.url(schemas.names[1])}
+        v = Vault.init(settings=VaultSettings.build(home=home, policies=POLICIES, **urls),
+                       clock=clock)
+        v.roles.assign("dana", "dpo", tenant="acme")
+        try:
+            yield v, clock
+            assert v.audit_log.verify().ok
+        finally:
+            v.close()
 
 
 def _submit(clocked: tuple[Vault, FixedClock], kind: str, jurisdiction: str,
