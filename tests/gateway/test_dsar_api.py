@@ -330,3 +330,24 @@ def test_no_canary_in_errors_or_the_access_log(client: TestClient, issuer: Issue
     assert {e.get("route") for e in logs if e["event"] == "http_request"} >= {
         "/v1/dsar/requests", "/v1/dsar/requests/{request_id}/verify"}
     _no_canary(repr(logs))
+
+
+def test_instants_far_from_now_are_malformed(client: TestClient, issuer: Issuer) -> None:
+    """A time the regime's zone cannot hold (year 1 at +14:00), or before 1970 or after
+    2999, is a 422 naming the field, never a 500; a naive time is malformed too."""
+    made = _customer(client, issuer, "US-CA")
+    dana = issuer.headers("dana", None)
+    rid = client.post(BASE, headers=dana, json={"kind": "know",
+                                                "subject_id": made["subject_id"]}).json()["id"]
+    for when in ("0001-01-01T00:00:00+14:00", "1969-12-31T23:59:59Z",
+                 "9999-12-31T23:59:59-12:00", "2026-01-01T00:00:00"):
+        for url, body, field in (
+                (BASE, {"kind": "access", "received_at": when, "received_reason": "letter"},
+                 "received_at"),
+                (f"{BASE}/{rid}/acknowledge", {"at": when}, "at"),
+                (f"{BASE}/{rid}/extend", {"reason": "complexity", "notified_at": when},
+                 "notified_at")):
+            r = client.post(url, headers=dana, json=body)
+            assert r.status_code == 422 and r.json()["field"] == field, (url, when, r.text)
+        rep = client.get("/v1/dsar/report", headers=dana, params={"since": when})
+        assert rep.status_code == 422 and rep.json()["field"] == "since"

@@ -29,7 +29,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from vault.audit.chain import AuditEvent, Decision
 from vault.dsar import DSARReport, DSARRequest, RejectReason, RequestKind, RequestState
@@ -54,6 +54,19 @@ _SERVER_PATHS = frozenset({"export", "certificate_file", "explanation_file",
                            "certificate_file_error"})
 
 RequestPath = Annotated[str, PathParam(pattern=_ID, max_length=128)]
+_EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(3000, 1, 1, tzinfo=dt.UTC)
+
+
+def _bounded(value: dt.datetime) -> dt.datetime:
+    # Far from now, converting to a regime's zone overflows: refuse it as malformed.
+    if not _EARLIEST <= value < _LATEST:
+        raise ValueError("out of range")
+    return value
+
+
+#: An aware instant between 1970 and 3000.
+Instant = Annotated[AwareDatetime, AfterValidator(_bounded)]
 Channel = Literal["web", "email", "post", "phone", "in_person", "api", "agent", "gpc"]
 
 
@@ -87,7 +100,7 @@ class DsarSubmit(_Closed):
     kind: str = Field(pattern=_KIND)
     subject_id: str | None = Field(default=None, pattern=_ID)
     identifiers: Values | None = Field(default=None, max_length=16)
-    received_at: AwareDatetime | None = None
+    received_at: Instant | None = None
     received_reason: str | None = Field(default=None, pattern=_CODE)
     channel: Channel = "web"
     jurisdiction: str | None = Field(default=None, max_length=16)
@@ -108,11 +121,11 @@ class DsarVerify(_Closed):
 
 class DsarExtend(_Closed):
     reason: str = Field(pattern=_CODE)
-    notified_at: AwareDatetime | None = None
+    notified_at: Instant | None = None
 
 
 class DsarAcknowledge(_Closed):
-    at: AwareDatetime | None = None
+    at: Instant | None = None
 
 
 class DsarProcess(_Closed):
@@ -573,7 +586,7 @@ async def dsar_report(
     format: Annotated[Literal["json", "csv"], Query()] = "json",
     table: Annotated[Literal["figures", "log"], Query(description=(
         "CSV: the figures by regime and kind, or the request log."))] = "figures",
-    since: AwareDatetime | None = None, until: AwareDatetime | None = None,
+    since: Instant | None = None, until: Instant | None = None,
 ) -> Any:
     """On-time rate, median days to close, open and overdue by regime and kind, a
     CCPA §7102-style table and the request log (ids, codes and dates only)."""
