@@ -351,3 +351,67 @@ def test_instants_far_from_now_are_malformed(client: TestClient, issuer: Issuer)
             assert r.status_code == 422 and r.json()["field"] == field, (url, when, r.text)
         rep = client.get("/v1/dsar/report", headers=dana, params={"since": when})
         assert rep.status_code == 422 and rep.json()["field"] == "since"
+
+
+def test_moves_are_audited_with_the_credential_and_request_id(client: TestClient,
+                                                              issuer: Issuer,
+                                                              vault: Vault) -> None:
+    """The library audits each move; through the gateway its entry carries the
+    request id and the credential (an API key's id, a JWT's digest), and a
+    service's X-On-Behalf-Of."""
+    from sqlalchemy import select
+
+    from vault.store.tables import AUDIT_LOG
+
+    made = _customer(client, issuer)
+    key, secret = vault.identity.create_key("crm-intake", actor_id="crm", tenant="acme")
+    sub = client.post(BASE, json={"kind": "access", "identifiers": {"email": CANARY_EMAIL}},
+                      headers={"Authorization": f"Bearer {secret}",
+                               "X-Request-ID": "dsar-submit-01", "X-On-Behalf-Of": "agent-7"})
+    assert sub.status_code == 201, sub.text
+    assert sub.json()["subject_id"] == made["subject_id"]
+    v = client.post(f"{BASE}/{sub.json()['id']}/verify",
+                    json={"evidence": {"full_name": CANARY_NAME}},
+                    headers={**issuer.headers("dana", None, jti="dpo-tok"),
+                             "X-Request-ID": "dsar-verify-01"})
+    assert v.status_code == 200, v.text
+    with vault.engine.connect() as conn:
+        rows = {rid: conn.execute(select(AUDIT_LOG.c.action, AUDIT_LOG.c.actor,
+                                         AUDIT_LOG.c.context, AUDIT_LOG.c.record_ids).where(
+            AUDIT_LOG.c.request_id == rid)).all() for rid in ("dsar-submit-01",
+                                                             "dsar-verify-01")}
+    submitted = [r for r in rows["dsar-submit-01"] if r.action == "dsar.submit"]
+    assert submitted and submitted[0].actor == "crm"
+    context = json.loads(submitted[0].context)
+    assert context["credential_id"] == f"key:{key.id}" and context["on_behalf_of"] == "agent-7"
+    verified = [r for r in rows["dsar-verify-01"] if r.action == "dsar.verify"]
+    assert verified and verified[0].actor == "dana"
+    assert json.loads(verified[0].context)["credential_id"].startswith("jwt:")
+    assert sub.json()["id"] in verified[0].record_ids
+    _no_canary(repr(rows))
+
+
+def test_export_download_refuses_what_is_not_the_bundle(client: TestClient, issuer: Issuer,
+                                                        vault: Vault,
+                                                        stepped_up: Callable[[str], str]
+                                                        ) -> None:
+    """A link planted in the bundle's folder is not followed (409); a bundle no longer
+    on this host is 404; a request without an export is 404."""
+    made = _customer(client, issuer)
+    dana = issuer.headers("dana", None, step_up=stepped_up("dana"))
+    rid = client.post(BASE, headers=dana, json={"kind": "access",
+                                                "subject_id": made["subject_id"]}).json()["id"]
+    assert client.get(f"{BASE}/{rid}/export", headers=dana).status_code == 404
+    client.post(f"{BASE}/{rid}/verify", headers=dana,
+                json={"accept_as_known": "signed_in_customer"})
+    assert client.post(f"{BASE}/{rid}/process", headers=dana).status_code == 200
+    folder = vault.settings.home / "dsar-exports" / "acme" / f"dsar-{rid}"
+    assert folder.is_dir()
+    (folder / "extra.json").symlink_to(vault.settings.resolved_key_file)
+    damaged = client.get(f"{BASE}/{rid}/export", headers=dana)
+    assert damaged.status_code == 409 and damaged.json()["code"] == "export_damaged"
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    gone = client.get(f"{BASE}/{rid}/export", headers=dana)
+    assert gone.status_code == 404 and gone.json()["code"] == "export_not_found"

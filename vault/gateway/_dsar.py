@@ -330,8 +330,10 @@ def _bundle(gw: Gateway, request: DSARRequest) -> tuple[Path, list[str]]:
     path = Path(folder).resolve()
     if not path.is_relative_to(root) or not path.is_dir():
         raise missing
+    with os.scandir(path) as found:
+        entries = sorted(found, key=lambda e: e.name)
     names = []
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+    for entry in entries:
         if not stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
             raise GatewayProblem(409, "export_damaged", "The export bundle is damaged")
         names.append(entry.name)
