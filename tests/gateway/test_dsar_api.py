@@ -415,3 +415,23 @@ def test_export_download_refuses_what_is_not_the_bundle(client: TestClient, issu
     folder.rmdir()
     gone = client.get(f"{BASE}/{rid}/export", headers=dana)
     assert gone.status_code == 404 and gone.json()["code"] == "export_not_found"
+
+
+def test_rectification_takes_its_values_in_the_body(client: TestClient, issuer: Issuer) -> None:
+    """A rectification's new values travel in the body of process, go through the
+    data path, and the answer names the record and fields only."""
+    made = _customer(client, issuer)
+    dana = issuer.headers("dana", None)
+    rid = client.post(BASE, headers=dana, json={"kind": "rectification",
+                                                "subject_id": made["subject_id"]}).json()["id"]
+    client.post(f"{BASE}/{rid}/verify", headers=dana,
+                json={"accept_as_known": "signed_in_customer"})
+    new_mail = "zq7x.corrected@example.com"
+    done = client.post(f"{BASE}/{rid}/process", headers=dana,
+                       json={"changes": {made["id"]: {"email": new_mail}}})
+    assert done.status_code == 200, done.text
+    assert done.json()["result"]["rectified"] == {made["id"]: ["email"]}
+    assert new_mail not in done.text
+    rec = client.get(f"/v1/collections/customers/records/{made['id']}",
+                     headers=issuer.headers("crm")).json()
+    assert rec["data"]["email"] == new_mail
