@@ -63,13 +63,14 @@ def test_every_route_passes_an_actor_never_the_local_operator(client: TestClient
     from vault.gateway._admin import router as admin
     from vault.gateway._compliance import router as compliance
     from vault.gateway._core import caller
+    from vault.gateway._dsar import router as dsar
     from vault.gateway._records import router as records
 
     def depends_on_caller(dependant: Any) -> bool:
         return any(d.call is caller or depends_on_caller(d) for d in dependant.dependencies)
 
     seen = set()
-    for router in (admin, compliance, records):
+    for router in (admin, compliance, dsar, records):
         for route in router.routes:
             assert isinstance(route, APIRoute)
             assert depends_on_caller(route.dependant), route.path

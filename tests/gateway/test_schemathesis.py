@@ -27,7 +27,8 @@ CANARIES = (CANARY_EMAIL, CANARY_NAME, CANARY_ID)
 # Who calls each part of the API: the role that may use it, so that generated
 # requests reach the library rather than stopping at a 403.
 WHO = (("/v1/collections", "crm"), ("/v1/subjects", "dana"), ("/v1/consents", "dana"),
-       ("/v1/audit", "colin"), ("/v1/admin", "ada"), ("/v1/auth", "dana"))
+       ("/v1/audit", "colin"), ("/v1/admin", "ada"), ("/v1/auth", "dana"),
+       ("/v1/dsar", "dana"))
 
 
 @pytest.fixture

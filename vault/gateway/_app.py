@@ -27,6 +27,7 @@ from vault.facade import Vault
 from vault.gateway._admin import router as admin_router
 from vault.gateway._compliance import router as compliance_router
 from vault.gateway._core import Gateway
+from vault.gateway._dsar import router as dsar_router
 from vault.gateway._models import Health
 from vault.gateway._problems import PROBLEM, install_handlers
 from vault.gateway._records import router as records_router
@@ -184,6 +185,7 @@ def create_app(vault: Vault, settings: GatewaySettings | None = None) -> FastAPI
     install_handlers(app)
     app.include_router(records_router)
     app.include_router(compliance_router)
+    app.include_router(dsar_router)
     app.include_router(admin_router)
 
     @app.get("/healthz", response_model=Health, tags=["health"])

@@ -1,8 +1,5 @@
-"""Consent, subjects and the audit trail over HTTP.
-
-Data-subject requests (submit, list, verify, extend, process, export, report)
-are not here yet: they arrive with ``vault.dsar``'s service.
-"""
+"""Consent, subjects and the audit trail over HTTP (data-subject requests are in
+:mod:`vault.gateway._dsar`)."""
 
 from __future__ import annotations
 
