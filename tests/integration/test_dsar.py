@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import ROLE_USERS
@@ -33,6 +33,7 @@ from vault import (
 from vault.audit.checkpoint import load_public_key
 from vault.dsar import DSARRequest, RequestState, VerificationResult, verify_bundle, verify_document
 from vault.errors import ConsentRequired, InvalidExport, InvalidTransition, SubjectRestricted
+from vault.store.models import AuditEntryRow
 from vault.store.engine import is_sqlite
 
 DANA = Actor("dana", "acme")      # dpo
@@ -807,3 +808,36 @@ def test_no_pii_reaches_the_logs(dv: Vault, tmp_path: Path) -> None:
         dv.dsar.process(DANA, erase.id, tenant="acme", out=tmp_path)
     _assert_no_pii(repr(logs))
     _assert_no_pii(_dump(dv))
+
+
+# ---------------------------------------------------------------- found by the gateway's tests
+
+
+def test_reading_requests_is_audited(dv: Vault) -> None:
+    """Reading or listing requests (who asked for what about whom) leaves an entry."""
+    request = dv.dsar.submit(DANA, "access", tenant="acme", jurisdiction="DE")
+    dv.dsar.get(DANA, request.id, tenant="acme")
+    dv.dsar.list(DANA, tenant="acme")
+    with dv.engine.connect() as conn:
+        reasons = conn.execute(select(AuditEntryRow.reason).where(
+            AuditEntryRow.action == "dsar.read").order_by(AuditEntryRow.seq)).scalars().all()
+    assert reasons == [f"request:{request.id}", "listed:1"]
+
+
+def test_an_acknowledgement_in_the_future_or_before_receipt_is_refused(
+        dv: Vault, clock: FixedClock) -> None:
+    request = dv.dsar.submit(DANA, "know", tenant="acme", jurisdiction="US-CA")
+    for at in (T0 + dt.timedelta(days=400), T0 - dt.timedelta(days=3)):
+        with pytest.raises(InvalidData):
+            dv.dsar.acknowledge(DANA, request.id, tenant="acme", at=at)
+    assert dv.dsar.get(DANA, request.id, tenant="acme").acknowledged_at is None
+
+
+@pytest.mark.parametrize("when", [
+    dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=14))),
+    dt.datetime(9999, 12, 31, 23, tzinfo=dt.timezone(dt.timedelta(hours=-12))),
+])
+def test_a_time_far_out_of_range_is_invalid_data(dv: Vault, when: dt.datetime) -> None:
+    with pytest.raises(InvalidData):
+        dv.dsar.submit(DANA, "access", tenant="acme", jurisdiction="DE", received_at=when,
+                       received_reason="letter_opened_late")

@@ -121,9 +121,17 @@ def _note(value: object) -> str | None:
 
 
 def _aware(value: object, what: str) -> dt.datetime:
+    """A timezone-aware time between 1970 and 2999 (a date outside cannot be a
+    request's, and far-off ones overflow the time-zone arithmetic)."""
     if (not isinstance(value, dt.datetime) or value.tzinfo is None
             or value.utcoffset() is None):
         raise InvalidData(f"{what} must be a timezone-aware datetime", field=what)
+    try:
+        year = value.astimezone(dt.UTC).year
+    except OverflowError:
+        year = 0
+    if not 1970 <= year < 3000:
+        raise InvalidData(f"{what} is out of range (1970 to 2999)", field=what)
     return value
 
 
@@ -320,7 +328,11 @@ class DSARService:
         tenant = check_tenant(tenant)
         self._k.authorise(actor, "dsar", "dsar.read", tenant=tenant)
         check_identifier(request_id, "request_id")
-        return self._get(tenant, request_id)
+        request = self._get(tenant, request_id)
+        # Who read which request (and so about whom) is itself audited.
+        self._k.audit("dsar.read", actor=actor, tenant=tenant, reason=f"request:{request.id}",
+                      subjects=self._named(tenant, request.subject_id))
+        return request
 
     def list(self, actor: Actor | None, *, tenant: str, state: str | None = None,
              overdue: bool = False, due_within: int | None = None,
@@ -366,7 +378,11 @@ class DSARService:
                                             and r.acknowledged_at is None):
                 continue
             picked.append(r)
+        self._k.audit("dsar.read", actor=actor, tenant=tenant, reason=f"listed:{len(picked)}")
         return picked
+
+    def _named(self, tenant: str, subject_id: str | None) -> tuple[str, ...]:
+        return () if subject_id is None else (self._k.pseudonym(tenant, subject_id),)
 
     def find_subjects(self, actor: Actor | None, *, tenant: str,
                       identifiers: Mapping[str, object]) -> builtins.list[str]:
@@ -435,8 +451,13 @@ class DSARService:
         self._k.authorise(actor, "dsar", "dsar.acknowledge", tenant=tenant)
         when = self._k.clock.now() if at is None else _aware(at, "at")
 
+        if when > self._k.clock.now() + _FUTURE_SLACK:
+            raise InvalidData("at is in the future", field="at")
+
         def body(conn: Connection) -> None:
             row = self._lock(conn, tenant, request_id)
+            if when < row["received_at"]:
+                raise InvalidData("at is before the request was received", field="at")
             check_move(request_id, RequestState(row["state"]), Move.ACKNOWLEDGE)
             if row["acknowledged_at"] is not None:
                 raise InvalidTransition(f"request {request_id} was already acknowledged",
