@@ -33,8 +33,8 @@ from vault import (
 from vault.audit.checkpoint import load_public_key
 from vault.dsar import DSARRequest, RequestState, VerificationResult, verify_bundle, verify_document
 from vault.errors import ConsentRequired, InvalidExport, InvalidTransition, SubjectRestricted
-from vault.store.models import AuditEntryRow
 from vault.store.engine import is_sqlite
+from vault.store.models import AuditEntryRow
 
 DANA = Actor("dana", "acme")      # dpo
 CRM = Actor("crm", "acme")        # crm_service
