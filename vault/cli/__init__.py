@@ -24,6 +24,7 @@ from vault.cli._common import (
     fail,
     guard,
     open_vault,
+    operator_context,
     out,
     progress_bar,
     settings_from_env,
@@ -50,11 +51,18 @@ app.add_typer(audit_app, name="audit")
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs on stderr.")]
     = False,
+    operator: Annotated[str | None, typer.Option(
+        "--operator", envvar="VAULT_OPERATOR", metavar="NAME",
+        help="Who runs this command, recorded with the OS user and host in every audit "
+             "entry it causes (default: the OS login).")] = None,
 ) -> None:
     """Vault: encrypted, access-controlled, audited customer data."""
     configure_logging(verbose)
+    if ctx.invoked_subcommand != "serve":  # the gateway's entries name their caller
+        ctx.with_resource(operator_context(operator))
 
 
 @app.command()

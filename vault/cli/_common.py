@@ -6,9 +6,12 @@ Only the CLI (and the gateway) read ``VAULT_*`` environment variables.
 
 from __future__ import annotations
 
+import getpass
+import re
+import socket
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -16,11 +19,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from vault.audit.context import audit_context
 from vault.config import VaultSettings
 from vault.errors import VaultError
 from vault.facade import Vault
 
 __all__ = ["HomeOpt", "TenantOpt", "configure_logging", "err", "fail", "guard", "open_vault",
+           "operator_context",
            "out", "progress_bar", "settings_from_env"]
 
 out = Console()
@@ -103,3 +108,30 @@ def progress_bar(*, auto_refresh: bool = True) -> Progress:
         transient=False,
         auto_refresh=auto_refresh,
     )
+
+
+_OPERATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()[:128] or "unknown"
+    except (OSError, KeyError):  # no login name (a container without a passwd entry)
+        return "unknown"
+
+
+def operator_context(operator: str | None) -> AbstractContextManager[None]:
+    """The audit context of one CLI command: the operator (``--operator``, else
+    ``VAULT_OPERATOR``, else the OS login), the OS user and the host, in every
+    audit entry the command causes.
+
+    Raises:
+        typer.BadParameter: a name that is not a plain id (exit code 2).
+    """
+    user = _os_user()
+    name = user if operator is None else operator
+    if not _OPERATOR.fullmatch(name):
+        raise typer.BadParameter("must be a plain name: letters, digits and ._@+- "
+                                 "(at most 128)", param_hint="--operator")
+    return audit_context(operator=name, os_user=user,
+                         host=socket.gethostname()[:128] or "unknown")
