@@ -62,3 +62,14 @@ def test_a_malformed_operator_is_a_usage_error(tmp_path: Path, bad: str) -> None
     code, out = _run(tmp_path / "v", "--operator", bad, "init")
     assert code == 2, out
     assert not (tmp_path / "v" / "keyfile.json").exists()
+
+
+def test_version_and_short_help(tmp_path: Path) -> None:
+    """``vault --version`` prints the version; ``-h`` is ``--help`` at every level."""
+    from vault import __version__
+
+    code, out = _run(tmp_path, "--version")
+    assert code == 0 and out.strip() == f"vault {__version__}"
+    for args in (["-h"], ["keys", "-h"], ["dsar", "submit", "-h"]):
+        code, out = _run(tmp_path, *args)
+        assert code == 0 and "Usage:" in out, (args, out)

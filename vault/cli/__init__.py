@@ -38,6 +38,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 keys_app = typer.Typer(help="Key-encryption keys: status, rotation, migration, retirement.",
                        no_args_is_help=True)
@@ -49,6 +50,14 @@ app.add_typer(roles_app, name="roles")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 
+def _print_version(shown: bool) -> None:
+    if shown:
+        from vault import __version__
+
+        out.print(f"vault {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -58,6 +67,9 @@ def _root(
         "--operator", envvar="VAULT_OPERATOR", metavar="NAME",
         help="Who runs this command, recorded with the OS user and host in every audit "
              "entry it causes (default: the OS login).")] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print Vault's version and exit.")] = False,
 ) -> None:
     """Vault: encrypted, access-controlled, audited customer data."""
     configure_logging(verbose)
