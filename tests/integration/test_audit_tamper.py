@@ -589,7 +589,6 @@ def cli_env(sqlite_settings: VaultSettings) -> dict[str, str]:
     env = {"VAULT_POLICIES": str(POLICIES), "VAULT_HOME": str(sqlite_settings.home),
            "COLUMNS": "200"}
     runner = CliRunner()
-    assert runner.invoke(app, ["init"], env=env).exit_code == 0
     assert runner.invoke(app, ["demo", "--customers", "8"], env=env).exit_code == 0
     return env
 

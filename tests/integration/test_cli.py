@@ -81,7 +81,6 @@ def test_roles_and_policy_check(home: Path) -> None:
 
 def test_keys_rotate_and_retire(home: Path) -> None:
     """keys rotate makes version 2 current; retire 1 then succeeds; status shows it."""
-    assert run(home, "init")[0] == 0
     assert run(home, "demo", "--customers", "10")[0] == 0
     code, output = run(home, "keys", "retire", "1")
     assert code == 1 and "current" in output.lower()
@@ -91,6 +90,18 @@ def test_keys_rotate_and_retire(home: Path) -> None:
     assert code == 0, output
     code, output = run(home, "keys", "status")
     assert code == 0 and "current" in output
+
+
+def test_demo_refuses_a_vault_it_did_not_create(home: Path) -> None:
+    """The demo adds fake customers only to a vault it made itself (issue 16)."""
+    assert run(home, "init")[0] == 0
+    code, output = run(home, "demo", "--customers", "5")
+    assert code == 1 and "did not create" in output, output
+    assert len(output.strip().splitlines()) <= 2
+    with Vault.open(home, policies=POLICIES) as vault, vault.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM records")).scalar_one() == 0
+    assert run(home.parent / "demo-home", "demo", "--customers", "5")[0] == 0
+    assert run(home.parent / "demo-home", "demo", "--customers", "5")[0] == 0  # its own
 
 
 def test_demo_shows_each_role_and_verifies(home: Path) -> None:

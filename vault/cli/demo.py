@@ -25,9 +25,11 @@ from vault.errors import AccessDenied, ConfigError
 from vault.facade import Vault
 from vault.types import Actor
 
-__all__ = ["DEMO_ACTORS", "make_customers", "run_demo"]
+__all__ = ["DEMO_ACTORS", "DEMO_MARKER", "make_customers", "run_demo"]
 
 TENANT = "demo"
+#: The file ``vault demo`` leaves in a vault it made (it adds data to no other).
+DEMO_MARKER = "DEMO-VAULT"
 
 
 @dataclass(frozen=True)
@@ -123,12 +125,23 @@ def run_demo(
     out: Console,
     progress_factory: Callable[[], Progress],
 ) -> bool:
-    """Initialise (if needed), load, show every role's view, verify. Returns verify's ``ok``."""
+    """Initialise (if needed), load, show every role's view, verify. Returns verify's ``ok``.
+
+    Raises:
+        ConfigError: the folder holds a vault that ``vault demo`` did not create (the
+            demo never adds fake customers and consents to a real vault).
+    """
+    marker = settings.home / DEMO_MARKER
     if settings.resolved_key_file.exists():
+        if not marker.exists():
+            raise ConfigError(f"{settings.home} holds a vault that `vault demo` did not "
+                              "create; the demo adds fake customers only to its own "
+                              "(use another --home)")
         vault = Vault.open(settings=settings)
-        out.print(f"using the existing vault in {settings.home}")
+        out.print(f"using the demo vault in {settings.home}")
     else:
         vault = Vault.init(settings=settings)
+        marker.write_text("made by `vault demo`: fake customers only\n")
         out.print(f"[green]initialised[/] a new vault in {settings.home}")
     with vault:
         for actor in DEMO_ACTORS:
