@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,9 +40,17 @@ MODULES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm
            "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so")
 
 
+# The PKCS#11 library reads SOFTHSM2_CONF once, when the process first initialises
+# it: every backend of one run uses the same token, made once, in a folder that
+# lives as long as the process.
+_TOKEN: list[str] = []
+
+
 @contextmanager
 def softhsm(folder: Path) -> Iterator[str | None]:
-    """A SoftHSM2 token in ``folder``; yields a URI prefix (None when not installed)."""
+    """A SoftHSM2 token (made on first use, in a folder of its own for the process;
+    ``folder`` is kept for the signature); yields a URI prefix (None when not
+    installed)."""
     util = shutil.which("softhsm2-util")
     module = next((m for m in MODULES if Path(m).is_file()), None)
     try:
@@ -52,23 +61,19 @@ def softhsm(folder: Path) -> Iterator[str | None]:
         print("  pkcs11: skipped (softhsm2 or python-pkcs11 missing)", flush=True)
         yield None
         return
-    (folder / "tokens").mkdir(parents=True)
-    conf = folder / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {folder / 'tokens'}\nobjectstore.backend = file\n"
-                    "log.level = ERROR\n")
-    saved = os.environ.get("SOFTHSM2_CONF")
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    subprocess.run([util, "--init-token", "--free", "--label", "bench", "--pin", PIN,
-                    "--so-pin", PIN], check=True, capture_output=True)
-    (folder / "pin").write_text(PIN)
-    try:
-        yield f"pkcs11:token=bench;object={{label}}?module-path={module}" \
-              f"&pin-source=file:{folder / 'pin'}"
-    finally:
-        if saved is None:
-            os.environ.pop("SOFTHSM2_CONF", None)
-        else:
-            os.environ["SOFTHSM2_CONF"] = saved
+    if not _TOKEN:
+        home = Path(tempfile.mkdtemp(prefix="bench-softhsm-"))
+        (home / "tokens").mkdir()
+        conf = home / "softhsm2.conf"
+        conf.write_text(f"directories.tokendir = {home / 'tokens'}\n"
+                        "objectstore.backend = file\nlog.level = ERROR\n")
+        os.environ["SOFTHSM2_CONF"] = str(conf)
+        subprocess.run([util, "--init-token", "--free", "--label", "bench", "--pin", PIN,
+                        "--so-pin", PIN], check=True, capture_output=True)
+        (home / "pin").write_text(PIN)
+        _TOKEN.append(f"pkcs11:token=bench;object={{label}}?module-path={module}"
+                      f"&pin-source=file:{home / 'pin'}")
+    yield _TOKEN[0]
 
 
 @contextmanager
