@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vault import Actor, Vault, VaultSettings
+from vault import Actor, Vault, VaultSettings, __version__
 from vault.cli import consent_cli, dsar_cli, gateway_cli, report_cli, retention_cli
 from vault.cli._common import (
     HomeOpt,
@@ -52,8 +52,6 @@ app.add_typer(audit_app, name="audit")
 
 def _print_version(shown: bool) -> None:
     if shown:
-        from vault import __version__
-
         out.print(f"vault {__version__}", highlight=False)
         raise typer.Exit(0)
 

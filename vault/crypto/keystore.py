@@ -751,10 +751,17 @@ class KeyStore:
 
     def is_destroyed(self, tenant: str, subject_id: str) -> bool:
         """Whether the subject is erased: its key row is a tombstone. This is the
-        definition of an erased subject; it always asks the database."""
-        with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
-            destroyed = self._destroyed_among(conn, tenant, [subject_id])
-            conn.rollback()
+        definition of an erased subject; it always asks the database.
+
+        Raises:
+            KeyManagementError: the key store cannot be reached (fail closed).
+        """
+        try:
+            with self._engine.connect().execution_options(sqlite_begin="deferred") as conn:
+                destroyed = self._destroyed_among(conn, tenant, [subject_id])
+                conn.rollback()
+        except SQLAlchemyError:
+            raise KeyManagementError("the key store cannot be reached") from None
         return bool(destroyed)
 
     def destroy(self, tenant: str, subject_id: str) -> bool:

@@ -376,6 +376,9 @@ class RecordService:
                 raise NotFound(f"no record {rid} in {schema.name}")
             _check_version(row, if_version)
             ensure_not_held(conn, tenant, row.subject_id, self._k.clock.now())
+            # A delete needs no data key, but like every data operation it is refused
+            # while the key store cannot answer (fail closed, one definition of erased).
+            self._k.keystore.is_destroyed(tenant, row.subject_id)
             conn.execute(delete(BLIND_INDEX).where(BLIND_INDEX.c.record_id == rid))
             if conn.execute(delete(RECORDS).where(
                     RECORDS.c.id == rid, RECORDS.c.version == row.version)).rowcount != 1:
@@ -389,7 +392,7 @@ class RecordService:
 
         try:
             call.run(remove)
-        except (NotFound, LegalHoldActive, VersionConflict) as exc:
+        except (NotFound, LegalHoldActive, VersionConflict, KeyManagementError) as exc:
             call.refuse(exc, record_ids=[rid], decision=Decision.ERROR)
         truncate_wal(self._k.engine)  # no deleted bytes stay in the WAL
 
