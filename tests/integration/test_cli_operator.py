@@ -73,3 +73,12 @@ def test_version_and_short_help(tmp_path: Path) -> None:
     for args in (["-h"], ["keys", "-h"], ["dsar", "submit", "-h"]):
         code, out = _run(tmp_path, *args)
         assert code == 0 and "Usage:" in out, (args, out)
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path: Path) -> None:
+    """A demo run from cron (stderr not a terminal) prints no progress bar."""
+    result = CliRunner().invoke(app, ["demo", "--customers", "5"], env={
+        "VAULT_POLICIES": str(POLICIES), "VAULT_HOME": str(tmp_path / "v"), "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "encrypting and storing customers" not in result.output
+    assert "━" not in result.output

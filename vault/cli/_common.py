@@ -97,8 +97,9 @@ def guard(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def progress_bar(*, auto_refresh: bool = True) -> Progress:
-    """A progress bar on stderr; ``auto_refresh=False`` draws only on ``refresh()``
-    (no drawing thread)."""
+    """A progress bar on stderr, drawn only when stderr is a terminal (nothing in a
+    cron job's log); ``auto_refresh=False`` draws only on ``refresh()`` (no drawing
+    thread)."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -107,6 +108,7 @@ def progress_bar(*, auto_refresh: bool = True) -> Progress:
         console=err,
         transient=False,
         auto_refresh=auto_refresh,
+        disable=not err.is_terminal,
     )
 
 
