@@ -3,13 +3,24 @@
 import sqlalchemy as sa
 from alembic import op
 
-from vault.store.base import UTCDateTime
-from vault.store.ddl import append_only
+from vault.store.ddl import (
+    BIGINT,
+    actor,
+    append_only,
+    bigints,
+    record_ref,
+    serial,
+    string_key,
+    subject,
+    subject_key,
+    tenant,
+    texts,
+    timestamp,
+    timestamps,
+)
 
 revision = "0001"
 down_revision = None
-
-BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 APPEND_ONLY_MESSAGE = "vault audit log is append-only"
 
@@ -17,45 +28,36 @@ APPEND_ONLY_MESSAGE = "vault audit log is append-only"
 def upgrade() -> None:
     op.create_table(
         "vault_meta",
-        sa.Column("key", sa.String(64), primary_key=True),
+        string_key("key", 64),
         sa.Column("value", sa.String(255), nullable=False),
     )
     op.create_table(
         "subjects",
-        sa.Column("tenant", sa.String(128), primary_key=True),
-        sa.Column("subject_id", sa.String(64), primary_key=True),
+        *subject_key(),
         sa.Column("pseudonym", sa.String(64), nullable=False, index=True),
         sa.Column("jurisdiction", sa.String(16)),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
+        timestamp("created_at"),
     )
     op.create_table(
         "records",
-        sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column("tenant", sa.String(128), nullable=False),
+        string_key("id", 64),
+        tenant(),
         sa.Column("collection", sa.String(64), nullable=False),
-        sa.Column("subject_id", sa.String(64), nullable=False),
+        subject(),
         sa.Column("envelopes", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("updated_at", UTCDateTime(), nullable=False),
-        sa.Column("version", BIGINT, nullable=False),
+        *timestamps("created_at", "updated_at"),
+        *bigints("version"),
     )
     op.create_index("ix_records_tenant_subject", "records", ["tenant", "subject_id"])
     op.create_index("ix_records_tenant_collection", "records", ["tenant", "collection"])
     op.create_table(
         "blind_index",
-        sa.Column("id", BIGINT, primary_key=True, autoincrement=True),
-        sa.Column("tenant", sa.String(128), nullable=False),
+        serial(),
+        tenant(),
         sa.Column("collection", sa.String(64), nullable=False),
         sa.Column("field", sa.String(64), nullable=False),
         sa.Column("digest", sa.LargeBinary(32), nullable=False),
-        sa.Column(
-            "record_id",
-            sa.String(64),
-            sa.ForeignKey(
-                "records.id", ondelete="CASCADE", name="fk_blind_index_record_id_records"
-            ),
-            nullable=False,
-        ),
+        record_ref("blind_index"),
     )
     op.create_index(
         "ix_blind_index_lookup", "blind_index", ["tenant", "collection", "field", "digest"]
@@ -63,18 +65,15 @@ def upgrade() -> None:
     op.create_index("ix_blind_index_record", "blind_index", ["record_id"])
     op.create_table(
         "audit_log",
-        sa.Column("seq", BIGINT, primary_key=True, autoincrement=True),
-        sa.Column("chain", BIGINT, nullable=False),
-        sa.Column("chain_seq", BIGINT, nullable=False),
-        sa.Column("ts", UTCDateTime(), nullable=False),
+        serial("seq"),
+        *bigints("chain", "chain_seq"),
+        timestamp("ts"),
         sa.Column("request_id", sa.String(64), nullable=False),
-        sa.Column("tenant", sa.String(128), nullable=False),
-        sa.Column("actor", sa.String(128), nullable=False),
+        tenant(),
+        actor(),
         sa.Column("action", sa.String(64), nullable=False),
         sa.Column("collection", sa.String(64)),
-        sa.Column("record_ids", sa.Text(), nullable=False),
-        sa.Column("subjects", sa.Text(), nullable=False),
-        sa.Column("fields", sa.Text(), nullable=False),
+        *texts("record_ids", "subjects", "fields"),
         sa.Column("purpose", sa.String(64)),
         sa.Column("decision", sa.String(16), nullable=False),
         sa.Column("reason", sa.String(64)),
@@ -87,25 +86,20 @@ def upgrade() -> None:
     op.create_table(
         "audit_heads",
         sa.Column("chain", BIGINT, primary_key=True, autoincrement=False),
-        sa.Column("length", BIGINT, nullable=False),
+        *bigints("length"),
         sa.Column("head_hash", sa.String(64), nullable=False),
     )
     op.create_table(
         "casbin_rule",
-        sa.Column("id", BIGINT, primary_key=True, autoincrement=True),
+        serial(),
         sa.Column("ptype", sa.String(8), nullable=False),
-        sa.Column("v0", sa.String(255)),
-        sa.Column("v1", sa.String(255)),
-        sa.Column("v2", sa.String(255)),
-        sa.Column("v3", sa.String(255)),
-        sa.Column("v4", sa.String(255)),
-        sa.Column("v5", sa.String(255)),
+        *(sa.Column(f"v{i}", sa.String(255)) for i in range(6)),
     )
     op.create_table(
         "policy_state",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
-        sa.Column("version", BIGINT, nullable=False),
-        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        *bigints("version"),
+        timestamp("updated_at"),
     )
     append_only("audit_log", "vault_audit_append_only", APPEND_ONLY_MESSAGE)
 

@@ -3,12 +3,20 @@
 import sqlalchemy as sa
 from alembic import op
 
-from vault.store.base import UTCDateTime
+from vault.store.ddl import (
+    actor,
+    bigints,
+    record_ref,
+    string_key,
+    subject,
+    subject_key,
+    tenant,
+    timestamp,
+    timestamps,
+)
 
 revision = "0003"
 down_revision = "0002"
-
-BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 HOLDS_MESSAGE = "legal holds are lifted, never deleted"
 
@@ -16,64 +24,50 @@ HOLDS_MESSAGE = "legal holds are lifted, never deleted"
 def upgrade() -> None:
     op.create_table(
         "retention",
-        sa.Column("record_id", sa.String(64),
-                  sa.ForeignKey("records.id", ondelete="CASCADE",
-                                name="fk_retention_record_id_records"),
-                  primary_key=True),
-        sa.Column("tenant", sa.String(128), nullable=False),
-        sa.Column("subject_id", sa.String(64), nullable=False),
+        record_ref("retention", primary_key=True),
+        tenant(),
+        subject(),
         sa.Column("collection", sa.String(64), nullable=False),
         sa.Column("category", sa.String(64)),
         sa.Column("action", sa.String(16)),
-        sa.Column("expires_at", UTCDateTime()),
-        sa.Column("purge_at", UTCDateTime()),
-        sa.Column("shred_at", UTCDateTime()),
+        *timestamps("expires_at", "purge_at", "shred_at", nullable=True),
     )
     op.create_index("ix_retention_expires_at", "retention", ["expires_at", "record_id"])
     op.create_index("ix_retention_tenant_subject", "retention", ["tenant", "subject_id"])
     op.create_table(
         "retention_subjects",
-        sa.Column("tenant", sa.String(128), primary_key=True),
-        sa.Column("subject_id", sa.String(64), primary_key=True),
-        sa.Column("last_interaction", UTCDateTime()),
-        sa.Column("contract_end", UTCDateTime()),
-        sa.Column("consent_withdrawn", UTCDateTime()),
+        *subject_key(),
+        *timestamps("last_interaction", "contract_end", "consent_withdrawn", nullable=True),
         sa.Column("shred_due", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
     op.create_table(
         "legal_holds",
-        sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column("tenant", sa.String(128), nullable=False),
-        sa.Column("subject_id", sa.String(64)),
+        string_key("id", 64),
+        tenant(),
+        subject(nullable=True),
         sa.Column("reason", sa.String(200), nullable=False),
-        sa.Column("placed_by", sa.String(128), nullable=False),
-        sa.Column("placed_at", UTCDateTime(), nullable=False),
-        sa.Column("until", UTCDateTime()),
-        sa.Column("lifted_at", UTCDateTime()),
-        sa.Column("lifted_by", sa.String(128)),
+        actor("placed_by"),
+        timestamp("placed_at"),
+        *timestamps("until", "lifted_at", nullable=True),
+        actor("lifted_by", nullable=True),
     )
     op.create_index("ix_legal_holds_tenant_subject", "legal_holds", ["tenant", "subject_id"])
     op.create_table(
         "retention_runs",
-        sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column("started_at", UTCDateTime(), nullable=False),
-        sa.Column("finished_at", UTCDateTime()),
+        string_key("id", 64),
+        timestamp("started_at"),
+        timestamp("finished_at", nullable=True),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("dry_run", sa.Boolean(), nullable=False),
-        sa.Column("actor", sa.String(128), nullable=False),
-        sa.Column("batches", BIGINT, nullable=False),
-        sa.Column("records_deleted", BIGINT, nullable=False),
-        sa.Column("records_pruned", BIGINT, nullable=False),
-        sa.Column("records_anonymised", BIGINT, nullable=False),
-        sa.Column("subjects_shredded", BIGINT, nullable=False),
-        sa.Column("held", BIGINT, nullable=False),
+        actor(),
+        *bigints("batches", "records_deleted", "records_pruned", "records_anonymised",
+                 "subjects_shredded", "held"),
     )
     op.create_index("ix_retention_runs_started_at", "retention_runs", ["started_at"])
     op.create_table(
         "retention_shred_queue",
-        sa.Column("tenant", sa.String(128), primary_key=True),
-        sa.Column("subject_id", sa.String(64), primary_key=True),
-        sa.Column("queued_at", UTCDateTime(), nullable=False),
+        *subject_key(),
+        timestamp("queued_at"),
         sa.Column("run_id", sa.String(64), nullable=False),
     )
     _holds_never_deleted()

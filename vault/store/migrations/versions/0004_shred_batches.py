@@ -9,22 +9,20 @@ one per subject). ``retention_runs.tenant`` is the tenant a run was limited to
 import sqlalchemy as sa
 from alembic import op
 
-from vault.store.base import UTCDateTime
+from vault.store.ddl import serial, tenant, texts, timestamp
 
 revision = "0004"
 down_revision = "0003"
-
-BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
     op.create_table(
         "retention_shred_batches",
-        sa.Column("id", BIGINT, primary_key=True, autoincrement=True),
-        sa.Column("tenant", sa.String(128), nullable=False),
+        serial(),
+        tenant(),
         sa.Column("run_id", sa.String(64), nullable=False),
-        sa.Column("queued_at", UTCDateTime(), nullable=False),
-        sa.Column("subjects", sa.Text(), nullable=False),
+        timestamp("queued_at"),
+        *texts("subjects"),
     )
     with op.batch_alter_table("retention_runs") as batch:
         batch.add_column(sa.Column("tenant", sa.String(128)))

@@ -15,13 +15,10 @@ next open after a re-upgrade writes a new ``config.baseline``.
 import sqlalchemy as sa
 from alembic import op
 
-from vault.store.base import UTCDateTime
-from vault.store.ddl import append_only
+from vault.store.ddl import append_only, bigints, serial, texts, timestamp
 
 revision = "0005"
 down_revision = "0004"
-
-BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 APPEND_ONLY_MESSAGE = "vault config snapshots are append-only"
 
@@ -29,11 +26,11 @@ APPEND_ONLY_MESSAGE = "vault config snapshots are append-only"
 def upgrade() -> None:
     op.create_table(
         "config_snapshots",
-        sa.Column("id", BIGINT, primary_key=True, autoincrement=True),
-        sa.Column("recorded_at", UTCDateTime(), nullable=False),
+        serial(),
+        timestamp("recorded_at"),
         sa.Column("digest", sa.String(64), nullable=False),
-        sa.Column("items", sa.Text(), nullable=False),
-        sa.Column("audit_position", BIGINT, nullable=False),
+        *texts("items"),
+        *bigints("audit_position"),
     )
     append_only("config_snapshots", "vault_config_append_only", APPEND_ONLY_MESSAGE)
 

@@ -10,19 +10,17 @@ nothing on ``vault_meta``.
 import sqlalchemy as sa
 from alembic import op
 
-from vault.store.base import UTCDateTime
+from vault.store.ddl import serial, timestamp
 
 revision = "0006"
 down_revision = "0005"
-
-BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
     op.create_table(
         "retention_fingerprints",
-        sa.Column("id", BIGINT, primary_key=True, autoincrement=True),
-        sa.Column("recorded_at", UTCDateTime(), nullable=False),
+        serial(),
+        timestamp("recorded_at"),
         sa.Column("fingerprint", sa.String(64), nullable=False),
     )
 

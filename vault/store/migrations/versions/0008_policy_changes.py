@@ -5,7 +5,7 @@ administrator (``policy_changes``; rows are decided, never deleted).
 import sqlalchemy as sa
 from alembic import op
 
-from vault.store.base import UTCDateTime
+from vault.store.ddl import actor, string_key, timestamp
 
 revision = "0008"
 down_revision = "0007"
@@ -14,7 +14,7 @@ down_revision = "0007"
 def upgrade() -> None:
     op.create_table(
         "policy_changes",
-        sa.Column("id", sa.String(32), primary_key=True),
+        string_key("id", 32),
         sa.Column("op", sa.String(8), nullable=False),
         sa.Column("role", sa.String(255), nullable=False),
         sa.Column("tenant", sa.String(255), nullable=False),
@@ -22,11 +22,11 @@ def upgrade() -> None:
         sa.Column("action", sa.String(64), nullable=False),
         sa.Column("purpose", sa.String(255), nullable=False),
         sa.Column("effect", sa.String(8), nullable=False),
-        sa.Column("requested_by", sa.String(128), nullable=False),
-        sa.Column("requested_at", UTCDateTime(), nullable=False),
+        actor("requested_by"),
+        timestamp("requested_at"),
         sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("decided_by", sa.String(128)),
-        sa.Column("decided_at", UTCDateTime()),
+        actor("decided_by", nullable=True),
+        timestamp("decided_at", nullable=True),
     )
 
 

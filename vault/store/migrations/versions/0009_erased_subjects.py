@@ -13,7 +13,7 @@ the audit log.
 import sqlalchemy as sa
 from alembic import op
 
-from vault.store.base import UTCDateTime
+from vault.store.ddl import subject_key, timestamp
 
 revision = "0009"
 down_revision = "0008"
@@ -22,11 +22,10 @@ down_revision = "0008"
 def upgrade() -> None:
     op.create_table(
         "erased_subjects",
-        sa.Column("tenant", sa.String(128), primary_key=True),
-        sa.Column("subject_id", sa.String(64), primary_key=True),
+        *subject_key(),
         sa.Column("pseudonym", sa.String(64), nullable=False),
         sa.Column("action", sa.String(64), nullable=False),
-        sa.Column("erased_at", UTCDateTime(), nullable=False),
+        timestamp("erased_at"),
     )
 
 

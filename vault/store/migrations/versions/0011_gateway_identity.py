@@ -10,7 +10,7 @@ and ``identity_totp_used`` (the codes used, so that a replay is refused).
 import sqlalchemy as sa
 from alembic import op
 
-from vault.store.base import UTCDateTime
+from vault.store.ddl import actor, string_key, tenant, timestamp, timestamps
 
 revision = "0011"
 down_revision = "0010"
@@ -19,49 +19,44 @@ down_revision = "0010"
 def upgrade() -> None:
     op.create_table(
         "gateway_idempotency",
-        sa.Column("tenant", sa.String(128), primary_key=True),
-        sa.Column("actor", sa.String(128), primary_key=True),
-        sa.Column("idem_key", sa.String(128), primary_key=True),
+        tenant(primary_key=True),
+        actor(primary_key=True),
+        string_key("idem_key", 128),
         sa.Column("request_digest", sa.String(64), nullable=False),
         sa.Column("status", sa.Integer(), nullable=False),
-        sa.Column("response", sa.Text(), nullable=True),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("response", sa.Text()),
+        timestamp("created_at"),
     )
-
-
     op.create_table(
         "gateway_rate_limits",
-        sa.Column("bucket", sa.String(160), primary_key=True),
+        string_key("bucket", 160),
         sa.Column("window", sa.BigInteger(), primary_key=True),
         sa.Column("count", sa.Integer(), nullable=False),
     )
-
-
     op.create_table(
         "identity_api_keys",
-        sa.Column("id", sa.String(32), primary_key=True),
+        string_key("id", 32),
         sa.Column("name", sa.String(128), nullable=False, unique=True),
         sa.Column("kind", sa.String(16), nullable=False),
-        sa.Column("actor", sa.String(128), nullable=False),
-        sa.Column("tenant", sa.String(128), nullable=False),
-        sa.Column("region", sa.String(16), nullable=True),
-        sa.Column("recipient", sa.String(128), nullable=True),
+        actor(),
+        tenant(),
+        sa.Column("region", sa.String(16)),
+        sa.Column("recipient", sa.String(128)),
         sa.Column("secret_hash", sa.String(64), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("expires_at", UTCDateTime(), nullable=True),
-        sa.Column("revoked_at", UTCDateTime(), nullable=True),
+        timestamp("created_at"),
+        *timestamps("expires_at", "revoked_at", nullable=True),
     )
     op.create_table(
         "identity_totp",
-        sa.Column("key_id", sa.String(32), primary_key=True),
+        string_key("key_id", 32),
         sa.Column("secret_box", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
+        timestamp("created_at"),
     )
     op.create_table(
         "identity_totp_used",
-        sa.Column("key_id", sa.String(32), primary_key=True),
+        string_key("key_id", 32),
         sa.Column("counter", sa.BigInteger(), primary_key=True),
-        sa.Column("used_at", UTCDateTime(), nullable=False),
+        timestamp("used_at"),
     )
 
 

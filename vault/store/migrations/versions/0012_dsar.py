@@ -12,12 +12,11 @@ replica`` does not switch them off.
 import sqlalchemy as sa
 from alembic import op
 
-from vault.store.base import UTCDateTime
+from vault.store.ddl import actor, serial, string_key, subject, tenant, texts, timestamp
 
 revision = "0012"
 down_revision = "0011"
 
-BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 APPEND_ONLY_MESSAGE = "vault dsar history is append-only"
 
 
@@ -27,46 +26,45 @@ def upgrade() -> None:
     op.add_column("records", sa.Column("source", sa.String(64)))
     op.create_table(
         "dsar_requests",
-        sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column("tenant", sa.String(128), nullable=False),
+        string_key("id", 64),
+        tenant(),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("right", sa.String(64), nullable=False),
         sa.Column("regime", sa.String(32), nullable=False),
         sa.Column("jurisdiction", sa.String(16)),
-        sa.Column("subject_id", sa.String(64)),
+        subject(nullable=True),
         sa.Column("state", sa.String(32), nullable=False),
         sa.Column("channel", sa.String(32), nullable=False),
-        sa.Column("agent", sa.String(128)),
+        actor("agent", nullable=True),
         sa.Column("agent_authorisation", sa.String(128)),
-        sa.Column("received_at", UTCDateTime(), nullable=False),
+        timestamp("received_at"),
         sa.Column("received_on", sa.Date(), nullable=False),
         sa.Column("acknowledge_by", sa.Date()),
-        sa.Column("acknowledged_at", UTCDateTime()),
+        timestamp("acknowledged_at", nullable=True),
         sa.Column("due_on", sa.Date(), nullable=False),
         sa.Column("first_due_on", sa.Date(), nullable=False),
         sa.Column("extended", sa.Boolean(), nullable=False),
-        sa.Column("notified_at", UTCDateTime()),
+        timestamp("notified_at", nullable=True),
         sa.Column("tier", sa.String(64), nullable=False),
         sa.Column("verification", sa.String(32), nullable=False),
         sa.Column("failed_attempts", sa.Integer(), nullable=False),
-        sa.Column("identifier_digests", sa.Text(), nullable=False),
+        *texts("identifier_digests"),
         sa.Column("identifiers_sealed", sa.LargeBinary()),
-        sa.Column("details", sa.Text(), nullable=False),
-        sa.Column("result", sa.Text(), nullable=False),
+        *texts("details", "result"),
         sa.Column("reject_reason", sa.String(64)),
-        sa.Column("closed_at", UTCDateTime()),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
+        timestamp("closed_at", nullable=True),
+        timestamp("created_at"),
         sa.Column("version", sa.Integer(), nullable=False),
     )
     op.create_index("ix_dsar_requests_tenant_state", "dsar_requests", ["tenant", "state"])
     op.create_index("ix_dsar_requests_subject", "dsar_requests", ["tenant", "subject_id"])
     op.create_table(
         "dsar_events",
-        sa.Column("seq", BIGINT, primary_key=True, autoincrement=True),
+        serial("seq"),
         sa.Column("request_id", sa.String(64), nullable=False),
-        sa.Column("tenant", sa.String(128), nullable=False),
-        sa.Column("at", UTCDateTime(), nullable=False),
-        sa.Column("actor", sa.String(128), nullable=False),
+        tenant(),
+        timestamp("at"),
+        actor(),
         sa.Column("event", sa.String(32), nullable=False),
         sa.Column("from_state", sa.String(32)),
         sa.Column("to_state", sa.String(32)),
