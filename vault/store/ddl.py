@@ -1,9 +1,10 @@
 """Schema steps the migrations share: recurring columns, and tables the database
 itself keeps append-only.
 
-The column helpers give each recurring column one definition (``tenant`` is
-always VARCHAR(128), ``subject_id`` VARCHAR(64), timestamps ``UTCDateTime``, ...),
-so that a table's migration spells out only what is its own.
+The column helpers give the columns that recur across tables one definition
+each (``tenant`` VARCHAR(128), ``subject_id`` VARCHAR(64), timestamps
+``UTCDateTime``, auto-incrementing BIGINT keys, ...), so that a table's
+migration spells out only the columns that are its own.
 
 The migrations in ``vault/store/migrations/versions`` call :func:`append_only` so
 that every append-only table (audit log, consent ledger, configuration snapshots, and any
@@ -13,7 +14,9 @@ each refused verb; on PostgreSQL a plpgsql function raising
 they fire even with ``session_replication_role = replica``.
 
 The SQL each call emits is part of a released schema: change it only by adding a
-new function, never by editing what an existing revision runs.
+new function, never by editing what an existing revision runs
+(``tests/integration/test_migration_schema.py`` fails when a released revision
+makes another schema).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ __all__ = [
 ]
 
 # BIGINT, but INTEGER on SQLite, where only an INTEGER PRIMARY KEY is an alias of
-# the rowid (the migrations use it for every 64-bit integer column).
+# the rowid (the type of the migrations' 64-bit integer columns).
 BIGINT = BigIntPK
 
 
