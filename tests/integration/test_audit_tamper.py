@@ -115,6 +115,14 @@ def entry(engine: Engine, chain: int, position: int) -> dict[str, Any]:
                      c=chain, p=position)[0])
 
 
+def second_entry_unguarded(vault: Vault) -> tuple[int, dict[str, Any]]:
+    """The longest chain and its second entry, with the audit log's triggers taken away."""
+    chain, _n = chains_by_length(vault.engine)[0]
+    target = entry(vault.engine, chain, 2)
+    disable_triggers(vault.engine)
+    return chain, target
+
+
 def rehash(row: dict[str, Any], chain: int, position: int, prev: str) -> str:
     """The hash an attacker computes for a forged or moved entry."""
     ts = row["ts"]
@@ -199,9 +207,7 @@ def test_untouched_log_with_several_checkpoints_verifies(busy: tuple[Vault, Path
 
 def test_modified_entry(busy: tuple[Vault, Path]) -> None:
     vault, _ = busy
-    chain, _n = chains_by_length(vault.engine)[0]
-    target = entry(vault.engine, chain, 2)
-    disable_triggers(vault.engine)
+    chain, target = second_entry_unguarded(vault)
     execute(vault.engine, "UPDATE audit_log SET purpose = 'marketing' WHERE seq = :s",
             s=target["seq"])
     report = check(vault)
@@ -229,9 +235,7 @@ def test_absent_value_swapped_for_its_mark(busy: tuple[Vault, Path], column: str
 def test_separator_moved_between_columns(busy: tuple[Vault, Path]) -> None:
     """Values that keep the joined text but move a field boundary are caught."""
     vault, _ = busy
-    chain, _n = chains_by_length(vault.engine)[0]
-    target = entry(vault.engine, chain, 2)
-    disable_triggers(vault.engine)
+    _chain, target = second_entry_unguarded(vault)
     execute(vault.engine, "UPDATE audit_log SET tenant = :t, actor = :a WHERE seq = :s",
             t=target["tenant"] + "\x1f" + target["actor"][:1], a=target["actor"][1:],
             s=target["seq"])

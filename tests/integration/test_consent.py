@@ -28,10 +28,7 @@ from vault.consent import ConsentScope, ConsentStatus, replay
 from vault.errors import InvalidReceipt, UnknownPurpose
 from vault.store.models import AuditEntryRow
 
-CRM = Actor("crm", "acme")
-MAYA = Actor("maya", "acme")
-DANA = Actor("dana", "acme")
-SAM = Actor("sam", "acme")
+from ..helpers import CRM, DANA, MAYA, SAM
 
 
 def customer(n: int = 0, **over: Any) -> dict[str, Any]:

@@ -13,14 +13,9 @@ from vault import AccessDenied, Actor, InvalidData, NotFound, Vault
 from vault.errors import DecryptionError, UnknownCollection, UnknownField, UnknownPurpose
 from vault.store.models import AuditEntryRow, BlindIndexRow, RecordRow
 
-pytestmark = pytest.mark.key_providers
+from ..helpers import ANDY, CRM, DANA, MAYA, SALLY, SAM
 
-CRM = Actor("crm", "acme")
-SAM = Actor("sam", "acme")
-SALLY = Actor("sally", "acme")
-ANDY = Actor("andy", "acme")
-DANA = Actor("dana", "acme")
-MAYA = Actor("maya", "acme")
+pytestmark = pytest.mark.key_providers
 
 
 def customer(n: int = 0, **over: Any) -> dict[str, Any]:

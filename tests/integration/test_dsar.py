@@ -58,12 +58,18 @@ def clock() -> FixedClock:
     return FixedClock(T0)
 
 
-@pytest.fixture
-def dv(settings: VaultSettings, clock: FixedClock) -> Iterator[Vault]:
-    """A vault on each backend with a fixed clock and the demo roles in ``acme``."""
+def _init(settings: VaultSettings, clock: FixedClock) -> Vault:
+    """A new vault with a fixed clock and the demo roles in ``acme``."""
     v = Vault.init(settings=settings, clock=clock)
     for user, role in ROLE_USERS.items():
         v.roles.assign(user, role, tenant="acme")
+    return v
+
+
+@pytest.fixture
+def dv(settings: VaultSettings, clock: FixedClock) -> Iterator[Vault]:
+    """A vault on each backend with a fixed clock and the demo roles in ``acme``."""
+    v = _init(settings, clock)
     try:
         yield v
         assert v.audit_log.verify().ok
@@ -227,9 +233,7 @@ INVALID = [
 def test_invalid_transition_is_refused_and_changes_nothing(
         settings: VaultSettings, clock: FixedClock, state: str, move: str) -> None:
     """Every move the lifecycle forbids raises InvalidTransition; state and history stay."""
-    with Vault.init(settings=settings, clock=clock) as v:
-        for user, role in ROLE_USERS.items():
-            v.roles.assign(user, role, tenant="acme")
+    with _init(settings, clock) as v:
         request = _in_state(v, state)
         assert request.state.value == state
         with pytest.raises(InvalidTransition) as info:
@@ -477,10 +481,13 @@ def test_export_into_an_existing_folder_is_refused_and_can_resume(
 
 
 class DataCopy:
-    """A copy of the data database (SQLite: its files; PostgreSQL: the subject's rows)."""
+    """A copy of the data database (SQLite: its files; PostgreSQL: the subject's rows).
 
-    def __init__(self, settings: VaultSettings, tmp: Path) -> None:
-        self.settings, self.tmp = settings, tmp
+    ``take`` and ``restore`` return the vault to go on with: on SQLite the files are
+    copied with the vault closed, and a vault opened again on them is returned."""
+
+    def __init__(self, settings: VaultSettings, clock: FixedClock, tmp: Path) -> None:
+        self.settings, self.clock, self.tmp = settings, clock, tmp
         self.sqlite = settings.database_url is None
         self.rows: dict[str, list[Any]] = {}
 
@@ -488,26 +495,36 @@ class DataCopy:
         db = self.settings.home / "data.db"
         return [db, db.with_name("data.db-wal"), db.with_name("data.db-shm")]
 
-    def take(self, v: Vault, subject: str) -> None:
+    def _reopened(self, v: Vault, copy_files: Callable[[], None]) -> Vault:
+        v.close()
+        copy_files()
+        return Vault.open(settings=self.settings, clock=self.clock)
+
+    def take(self, v: Vault, subject: str) -> Vault:
         if self.sqlite:
-            for f in self.files():
-                if f.exists():
-                    shutil.copy2(f, self.tmp / f.name)
-            return
+            return self._reopened(v, self._take_files)
         with v.engine.connect() as conn:
             for table in ("records", "blind_index"):
                 where = ("subject_id = :s" if table == "records" else
                          "record_id IN (SELECT id FROM records WHERE subject_id = :s)")
                 self.rows[table] = [dict(r._mapping) for r in conn.execute(
                     text(f"SELECT * FROM {table} WHERE {where}"), {"s": subject})]
+        return v
 
-    def restore(self, v: Vault, subject: str) -> None:
+    def _take_files(self) -> None:
+        for f in self.files():
+            if f.exists():
+                shutil.copy2(f, self.tmp / f.name)
+
+    def _restore_files(self) -> None:
+        for f in self.files():
+            f.unlink(missing_ok=True)
+            if (self.tmp / f.name).exists():
+                shutil.copy2(self.tmp / f.name, f)
+
+    def restore(self, v: Vault, subject: str) -> Vault:
         if self.sqlite:
-            for f in self.files():
-                f.unlink(missing_ok=True)
-                if (self.tmp / f.name).exists():
-                    shutil.copy2(self.tmp / f.name, f)
-            return
+            return self._reopened(v, self._restore_files)
         # The old copy has the rows back and no erasure marker.
         with v.engine.begin() as conn:
             conn.execute(text("DELETE FROM erased_subjects WHERE subject_id = :s"),
@@ -521,24 +538,26 @@ class DataCopy:
                     cols = ", ".join(row)
                     conn.execute(text(f"INSERT INTO {table} ({cols}) VALUES "
                                       f"({', '.join(':' + c for c in row)})"), row)
+        return v
+
+
+def _erasure_after_a_copy(settings: VaultSettings, clock: FixedClock, tmp_path: Path
+                          ) -> tuple[Vault, DataCopy, str, list[str], DSARRequest]:
+    """A Californian with two records, a verified erasure request for them, and a copy
+    of the data database taken before it is processed: (vault, copy, subject, records,
+    request)."""
+    v = _init(settings, clock)
+    zed, ids = _person(v, ZED, "US-CA", records=2)
+    request = _verified(v, "delete", zed)
+    copy = DataCopy(settings, clock, tmp_path)
+    return copy.take(v, zed), copy, zed, ids, request
 
 
 def test_erasure_survives_restoring_an_old_copy_of_the_data_database(
         settings: VaultSettings, clock: FixedClock, tmp_path: Path) -> None:
     """Copy the data database, erase the subject, restore the copy: the subject's
     records are back, but they cannot be read (the data key is destroyed)."""
-    v = Vault.init(settings=settings, clock=clock)
-    for user, role in ROLE_USERS.items():
-        v.roles.assign(user, role, tenant="acme")
-    zed, ids = _person(v, ZED, "US-CA", records=2)
-    request = _verified(v, "delete", zed)
-    copy = DataCopy(settings, tmp_path)
-    if copy.sqlite:
-        v.close()
-        copy.take(v, zed)
-        v = Vault.open(settings=settings, clock=clock)
-    else:
-        copy.take(v, zed)
+    v, copy, zed, ids, request = _erasure_after_a_copy(settings, clock, tmp_path)
     done = v.dsar.process(DANA, request.id, tenant="acme", out=tmp_path)
     assert done.state is RequestState.COMPLETED
     certificate = done.result["certificate"]
@@ -550,12 +569,7 @@ def test_erasure_survives_restoring_an_old_copy_of_the_data_database(
     assert certificate["no_key_store_backup_after"] == "2026-04-06"
     _assert_no_pii(json.dumps(certificate))
     _assert_no_pii(Path(done.result["certificate_file"]).read_text())
-    if copy.sqlite:
-        v.close()
-        copy.restore(v, zed)
-        v = Vault.open(settings=settings, clock=clock)
-    else:
-        copy.restore(v, zed)
+    v = copy.restore(v, zed)
     try:
         with v.engine.connect() as conn:
             back = conn.execute(text("SELECT count(*) FROM records WHERE subject_id = :s"),
@@ -575,18 +589,7 @@ def test_erasure_with_exemptions_reseals_what_is_kept_under_a_new_key(
     """A kept field moves under a fresh data key (a restricted successor subject)
     before the old key is destroyed: restoring a copy of the data database taken
     before the erasure brings back no readable erased field."""
-    v = Vault.init(settings=settings, clock=clock)
-    for user, role in ROLE_USERS.items():
-        v.roles.assign(user, role, tenant="acme")
-    zed, ids = _person(v, ZED, "US-CA", records=2)
-    request = _verified(v, "delete", zed)
-    copy = DataCopy(settings, tmp_path)
-    if copy.sqlite:
-        v.close()
-        copy.take(v, zed)
-        v = Vault.open(settings=settings, clock=clock)
-    else:
-        copy.take(v, zed)
+    v, copy, zed, ids, request = _erasure_after_a_copy(settings, clock, tmp_path)
     done = v.dsar.process(DANA, request.id, tenant="acme",
                           exemptions={"customers.national_id": "ccpa_1798_105_d_8"})
     assert done.state is RequestState.PARTIALLY_COMPLETED
@@ -608,12 +611,7 @@ def test_erasure_with_exemptions_reseals_what_is_kept_under_a_new_key(
     with pytest.raises(KeyDestroyed):
         v.put(CRM, "customers", {"full_name": "x"}, purpose="account_management",
               subject_id=zed)
-    if copy.sqlite:
-        v.close()
-        copy.restore(v, zed)
-        v = Vault.open(settings=settings, clock=clock)
-    else:
-        copy.restore(v, zed)
+    v = copy.restore(v, zed)
     try:
         with pytest.raises(KeyDestroyed):  # the old copy's rows are under the old key
             v.get(DANA, "customers", ids[0], purpose="dsar_fulfilment")

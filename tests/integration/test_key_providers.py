@@ -66,20 +66,14 @@ def _files_under(folder: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def hsm_vault(softhsm: SoftHSM, tmp_path: Path) -> Iterator[Vault]:
-    v = _init(_settings(tmp_path, softhsm.uri()))
-    try:
+    with _init(_settings(tmp_path, softhsm.uri())) as v:
         yield v
-    finally:
-        v.close()
 
 
 @pytest.fixture
 def kms_vault(moto_kms: MotoKMS, tmp_path: Path) -> Iterator[Vault]:
-    v = _init(_settings(tmp_path, moto_kms.uri()))
-    try:
+    with _init(_settings(tmp_path, moto_kms.uri())) as v:
         yield v
-    finally:
-        v.close()
 
 
 # ---------------------------------------------------------------- PKCS#11: the KEK

@@ -42,10 +42,13 @@ PURPOSE = "account_management"
 
 
 class KeyStoreBackup:
-    """A copy of the key store (SQLite: the files; PostgreSQL: the subjects' rows)."""
+    """A copy of the key store (SQLite: the files; PostgreSQL: the subjects' rows).
 
-    def __init__(self, settings: VaultSettings) -> None:
-        self.settings = settings
+    ``take`` and ``restore`` close the vault they are given (on SQLite before the
+    files are copied) and return a vault opened again on the same folder."""
+
+    def __init__(self, settings: VaultSettings, clock: FixedClock) -> None:
+        self.settings, self.clock = settings, clock
         self.sqlite = settings.keystore_url is None
         self.rows: list[Any] = []
 
@@ -53,37 +56,43 @@ class KeyStoreBackup:
         db = self.settings.home / "keys.db"
         return [db, db.with_name("keys.db-wal"), db.with_name("keys.db-shm")]
 
-    def take(self, v: Vault, subjects: list[str]) -> None:
-        """Take the copy; on SQLite ``v`` must be closed."""
+    def take(self, v: Vault, subjects: list[str]) -> Vault:
+        """Take the copy; the vault to go on with."""
         if self.sqlite:
+            v.close()
             saved = self.settings.home / "saved"
             saved.mkdir(exist_ok=True)
             for f in self.files():
                 if f.exists():
                     shutil.copy2(f, saved / f.name)
-            return
-        with v.keystore.engine.connect() as conn:
-            self.rows = list(conn.execute(text(
-                "SELECT tenant, subject_id, kek_version, wrapped FROM data_keys "
-                "WHERE subject_id = ANY(:s)"), {"s": subjects}))
-            conn.rollback()
+        else:
+            with v.keystore.engine.connect() as conn:
+                self.rows = list(conn.execute(text(
+                    "SELECT tenant, subject_id, kek_version, wrapped FROM data_keys "
+                    "WHERE subject_id = ANY(:s)"), {"s": subjects}))
+                conn.rollback()
+        v.close()
+        return reopen(self.settings, self.clock)
 
-    def restore(self, v: Vault) -> None:
-        """Put the copy back; on SQLite ``v`` must be closed."""
+    def restore(self, v: Vault) -> Vault:
+        """Put the copy back; the vault to go on with."""
         if self.sqlite:
+            v.close()
             saved = self.settings.home / "saved"
             for f in self.files():
                 f.unlink(missing_ok=True)
                 if (saved / f.name).exists():
                     shutil.copy2(saved / f.name, f)
-            return
-        with v.keystore.engine.begin() as conn:
-            for row in self.rows:
-                conn.execute(text(
-                    "UPDATE data_keys SET wrapped = :w, kek_version = :k, destroyed_at = NULL "
-                    "WHERE tenant = :t AND subject_id = :s"),
-                    {"w": row.wrapped, "k": row.kek_version, "t": row.tenant,
-                     "s": row.subject_id})
+        else:
+            with v.keystore.engine.begin() as conn:
+                for row in self.rows:
+                    conn.execute(text(
+                        "UPDATE data_keys SET wrapped = :w, kek_version = :k, "
+                        "destroyed_at = NULL WHERE tenant = :t AND subject_id = :s"),
+                        {"w": row.wrapped, "k": row.kek_version, "t": row.tenant,
+                         "s": row.subject_id})
+        v.close()
+        return reopen(self.settings, self.clock)
 
 
 @pytest.fixture
@@ -117,20 +126,11 @@ def restored_after_destroy(settings: VaultSettings, clock: FixedClock,
     v = reopen(settings, clock)
     rid = v.put(CRM, "customers", customer(1), purpose=PURPOSE, subject_id="s-gone")
     kept = v.put(CRM, "customers", customer(2), purpose=PURPOSE, subject_id="s-kept")
-    backup = KeyStoreBackup(settings)
-    if backup.sqlite:
-        v.close()
-    backup.take(v, ["s-gone"])
-    v.close()
-    v = reopen(settings, clock)
+    backup = KeyStoreBackup(settings, clock)
+    v = backup.take(v, ["s-gone"])
     v.keys.destroy("s-gone", tenant="acme")
     assert v.keystore.is_destroyed("acme", "s-gone")
-    if backup.sqlite:
-        v.close()
-    backup.restore(v)
-    if not backup.sqlite:
-        v.close()
-    v = reopen(settings, clock)
+    v = backup.restore(v)
     # The restore worked: the key store alone would serve the subject again.
     assert not v.keystore.is_destroyed("acme", "s-gone")
     assert v.keystore.get_key("acme", "s-gone") is not None
@@ -237,20 +237,11 @@ def test_a_sweeper_shred_is_not_undone_by_a_restore(
     v = reopen(home, clock)
     v.put(CRM, "customers", {"full_name": "Ana"}, purpose=PURPOSE, subject_id="s-old",
           jurisdiction="US")
-    backup = KeyStoreBackup(home)
-    if backup.sqlite:
-        v.close()
-    backup.take(v, ["s-old"])
-    v.close()
-    v = reopen(home, clock)
+    backup = KeyStoreBackup(home, clock)
+    v = backup.take(v, ["s-old"])
     clock.set(T0.replace(year=2030))
     assert v.retention.sweep().subjects_shredded == 1
-    if backup.sqlite:
-        v.close()
-    backup.restore(v)
-    if not backup.sqlite:
-        v.close()
-    v = reopen(home, clock)
+    v = backup.restore(v)
     try:
         assert not v.keystore.is_destroyed("acme", "s-old")  # restored
         with pytest.raises(KeyDestroyed):

@@ -16,7 +16,7 @@ from vault.crypto.providers import open_provider, parse_provider_uri
 from vault.errors import KeyManagementError
 from vault.store.engine import is_postgres
 
-from ..helpers import disable_triggers
+from ..helpers import disable_triggers, refuse_audit_inserts
 from .test_data_path import CRM, DANA, customer, record_count
 
 CANARIES = {
@@ -293,32 +293,11 @@ def test_verify_detects_deleted_tail_entry(vault: Vault) -> None:
 # ------------------------------------------------------------------ fail closed
 
 
-def _break_audit_inserts(vault: Vault) -> None:
-    with vault.engine.begin() as conn:
-        if is_postgres(vault.engine):
-            conn.execute(text(
-                "CREATE FUNCTION vault_test_fail() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$ BEGIN RAISE EXCEPTION 'audit disk full'; END $$"))
-            conn.execute(text("CREATE TRIGGER vault_test_fail BEFORE INSERT ON audit_log "
-                              "FOR EACH ROW EXECUTE FUNCTION vault_test_fail()"))
-        else:
-            conn.execute(text("CREATE TRIGGER vault_test_fail BEFORE INSERT ON audit_log "
-                              "BEGIN SELECT RAISE(ABORT, 'audit disk full'); END"))
-
-
-def _repair_audit_inserts(vault: Vault) -> None:
-    with vault.engine.begin() as conn:
-        if is_postgres(vault.engine):
-            conn.execute(text("DROP TRIGGER vault_test_fail ON audit_log"))
-        else:
-            conn.execute(text("DROP TRIGGER vault_test_fail"))
-
-
 def test_failed_audit_write_returns_and_writes_nothing(vault: Vault) -> None:
     """When the audit entry cannot be written, 100% of reads and writes are refused."""
     ids = vault.put_many(CRM, "customers", [customer(n) for n in range(5)],
                          purpose="account_management")
-    _break_audit_inserts(vault)
+    repair = refuse_audit_inserts(vault.engine, "vault_test_fail", "audit disk full")
     try:
         for rid in ids:
             with pytest.raises(AuditError):
@@ -341,7 +320,7 @@ def test_failed_audit_write_returns_and_writes_nothing(vault: Vault) -> None:
             vault.get(Actor("mallory", "acme"), "customers", ids[0],
                       purpose="account_management")
     finally:
-        _repair_audit_inserts(vault)
+        repair()
     assert record_count(vault) == 5
     got = vault.get(CRM, "customers", ids[0], purpose="account_management")
     assert got.data["support_notes"] == "Asked about invoices."

@@ -31,6 +31,7 @@ from vault import Vault, VaultError, VaultSettings
 from vault.store.engine import is_postgres
 
 from ..conftest import POLICIES
+from ..helpers import refuse_audit_inserts
 from .matrix import CRM, PURPOSE, email_of, person
 
 CANARY = "Canary Zyxwvut"
@@ -131,25 +132,7 @@ def _unchanged(v: Vault, p: Populated, summary: str) -> None:
 
 
 def _refuse_audit_writes(v: Vault) -> Callable[[], None]:
-    with v.engine.begin() as conn:
-        if is_postgres(v.engine):
-            conn.execute(text(
-                "CREATE FUNCTION vault_test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$ BEGIN RAISE EXCEPTION 'audit store refuses writes'; END $$"))
-            conn.execute(text("CREATE TRIGGER vault_test_refuse BEFORE INSERT ON audit_log "
-                              "FOR EACH ROW EXECUTE FUNCTION vault_test_refuse()"))
-        else:
-            conn.execute(text("CREATE TRIGGER vault_test_refuse BEFORE INSERT ON audit_log "
-                              "BEGIN SELECT RAISE(ABORT, 'audit store refuses writes'); END"))
-
-    def undo() -> None:
-        with v.engine.begin() as conn:
-            conn.execute(text("DROP TRIGGER vault_test_refuse"
-                              + (" ON audit_log" if is_postgres(v.engine) else "")))
-            if is_postgres(v.engine):
-                conn.execute(text("DROP FUNCTION vault_test_refuse()"))
-
-    return undo
+    return refuse_audit_inserts(v.engine, "vault_test_refuse", "audit store refuses writes")
 
 
 def _past_the_key_window(v: Vault) -> None:

@@ -89,6 +89,15 @@ def at(rows: list[Row], chain: int, position: int) -> Row:
     return next(r for r in rows if r["chain"] == chain and r["chain_seq"] == position)
 
 
+def cut_tail(rows: list[Row], heads: dict[int, ChainHead], chain: int) -> Row:
+    """Take the last entry (position 6) off ``chain`` and set the chain's head to the
+    entry before it, as a consistent truncation would; the entry taken off."""
+    tail = at(rows, chain, 6)
+    rows.remove(tail)
+    heads[chain] = ChainHead(chain, 5, tail["prev_hash"])
+    return tail
+
+
 def kinds(report: VerifyReport) -> set[str]:
     return {f.kind.value for f in report.findings}
 
@@ -250,8 +259,7 @@ def test_rotated_entries_are_reordered(log: tuple[list[Row], dict[int, ChainHead
 
 def test_entry_moved_between_chains(log: tuple[list[Row], dict[int, ChainHead]]) -> None:
     rows, heads = log
-    rows.remove(at(rows, 3, 6))  # free position 6 of chain 3
-    heads[3] = ChainHead(3, 5, at(rows, 3, 5)["hash"])
+    cut_tail(rows, heads, 3)  # free position 6 of chain 3
     moved = at(rows, 1, 6)
     moved["chain"] = 3
     report = verify(rows, heads)
@@ -272,9 +280,7 @@ def test_entry_moved_and_renumbered_to_fit(log: tuple[list[Row], dict[int, Chain
 def test_entry_moved_and_rehashed_is_caught_by_its_subjects(
         log: tuple[list[Row], dict[int, ChainHead]]) -> None:
     rows, heads = log
-    moved = at(rows, 1, 6)
-    rows.remove(moved)
-    heads[1] = ChainHead(1, 5, moved["prev_hash"])
+    moved = cut_tail(rows, heads, 1)
     tail = at(rows, 2, 6)
     moved.update(chain=2, chain_seq=7, prev_hash=tail["hash"])
     moved["hash"] = rehash(moved)
@@ -303,9 +309,7 @@ def test_consistent_truncation_needs_a_checkpoint(
         log: tuple[list[Row], dict[int, ChainHead]]) -> None:
     """The limit checkpoints exist for: a tail cut together with its head verifies."""
     rows, heads = log
-    cut = at(rows, 1, 6)
-    rows.remove(cut)
-    heads[1] = ChainHead(1, 5, cut["prev_hash"])
+    cut_tail(rows, heads, 1)
     assert verify(rows, heads).ok
 
 

@@ -18,7 +18,13 @@ from vault.crypto.keystore import DataKey, KeyStore
 from vault.errors import KeyDestroyed, KeyManagementError, NotFound
 from vault.store.engine import make_engine
 
-from ..helpers import PausingProvider, on_select, start_paused_in_unwrap
+from ..helpers import (
+    PausingProvider,
+    key_stores,
+    new_key_file,
+    on_select,
+    start_paused_in_unwrap,
+)
 
 CIPHER = AESGCMFieldCipher()
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -43,9 +49,7 @@ class FlakyProvider(PausingProvider):
 
 @pytest.fixture
 def provider(tmp_path: Path) -> FlakyProvider:
-    made = FlakyProvider.create(tmp_path / "keyfile.json")
-    assert isinstance(made, FlakyProvider)
-    return made
+    return new_key_file(FlakyProvider, tmp_path)
 
 
 @pytest.fixture
@@ -62,18 +66,10 @@ def engines() -> Iterator[list[Engine]]:
 
 
 @pytest.fixture
-def new_store(db_url: str, provider: FlakyProvider,
-              engines: list[Engine]) -> Any:
+def new_store(db_url: str, provider: FlakyProvider) -> Iterator[Any]:
     """Factory: a KeyStore on the shared key database, with its own engine and cache."""
-
-    def make(**kwargs: Any) -> KeyStore:
-        engine = make_engine(db_url)
-        engines.append(engine)
-        ks = KeyStore(engine, provider, **kwargs)
-        ks.create_schema()
-        return ks
-
-    return make
+    with key_stores(db_url, provider) as make:
+        yield make
 
 
 @pytest.fixture

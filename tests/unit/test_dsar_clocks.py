@@ -18,33 +18,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-import vault.dsar
-from vault.dsar import (
-    ClockProfile,
-    ClockRule,
-    ClockUnit,
-    HolidayCalendar,
-    HolidaysPackageCalendar,
-    WeekendsOnlyCalendar,
-    acknowledge_by,
-    calendar_for,
-    clock_profile,
-    day_of_receipt,
-    due_date,
-    extended_due,
-    extension_notice_by,
-    is_on_time,
-    respond_by,
-)
+from vault import dsar
 from vault.errors import ConfigError, InvalidData
 from vault.jurisdiction import load_jurisdictions
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 REGISTRY = load_jurisdictions(POLICIES / "jurisdictions.toml")
-GDPR, CCPA, PIPL, DEFAULT = (clock_profile(REGISTRY.profile(name))
+GDPR, CCPA, PIPL, DEFAULT = (dsar.clock_profile(REGISTRY.profile(name))
                              for name in ("gdpr", "ccpa", "pipl", "default"))
 # One calendar per profile, kept across tests as a caller should keep it.
-CAL = {id(p): calendar_for(p) for p in (GDPR, CCPA, PIPL, DEFAULT)}
+CAL = {id(p): dsar.calendar_for(p) for p in (GDPR, CCPA, PIPL, DEFAULT)}
 
 BERLIN = ZoneInfo("Europe/Berlin")
 LA = ZoneInfo("America/Los_Angeles")
@@ -56,8 +39,8 @@ def at(day: str, zone: ZoneInfo, hour: int = 12, minute: int = 0) -> dt.datetime
     return dt.datetime.combine(D(day), dt.time(hour, minute), tzinfo=zone)
 
 
-def cal(profile: ClockProfile) -> HolidayCalendar:
-    return CAL.get(id(profile)) or calendar_for(profile)
+def cal(profile: dsar.ClockProfile) -> dsar.HolidayCalendar:
+    return CAL.get(id(profile)) or dsar.calendar_for(profile)
 
 
 # ----------------------------------------------------------------- GDPR
@@ -82,13 +65,13 @@ def cal(profile: ClockProfile) -> HolidayCalendar:
 ])
 def test_gdpr_one_calendar_month(received: str, due: str) -> None:
     """GDPR: the same date next month (or its last day), moved off weekends and holidays."""
-    assert respond_by(GDPR, "access", at(received, BERLIN), calendar=cal(GDPR)) == D(due)
+    assert dsar.respond_by(GDPR, "access", at(received, BERLIN), calendar=cal(GDPR)) == D(due)
 
 
 def test_gdpr_roll_follows_the_subdivision() -> None:
     """Without Berlin's 8 March, the German nationwide calendar leaves Friday the due day."""
     national = dataclasses.replace(GDPR, holiday_subdivision=None)
-    assert respond_by(national, "access", at("2024-02-08", BERLIN)) == D("2024-03-08")
+    assert dsar.respond_by(national, "access", at("2024-02-08", BERLIN)) == D("2024-03-08")
 
 
 @pytest.mark.parametrize(("received", "first_due", "extended"), [
@@ -107,10 +90,10 @@ def test_gdpr_extension_counts_three_months_from_receipt(received: str, first_du
                                                          extended: str) -> None:
     """GDPR Art. 12(3): extended = three months from receipt, not from the moved date."""
     received_at = at(received, BERLIN)
-    assert respond_by(GDPR, "access", received_at) == D(first_due)
-    assert extension_notice_by(GDPR, "access", received_at) == D(first_due)
-    assert extended_due(GDPR, "access", received_at,
-                        requested_at=at(first_due, BERLIN, 9)) == D(extended)
+    assert dsar.respond_by(GDPR, "access", received_at) == D(first_due)
+    assert dsar.extension_notice_by(GDPR, "access", received_at) == D(first_due)
+    assert dsar.extended_due(GDPR, "access", received_at,
+                             requested_at=at(first_due, BERLIN, 9)) == D(extended)
 
 
 @pytest.mark.parametrize(("requested_at", "allowed"), [
@@ -125,31 +108,31 @@ def test_gdpr_extension_only_while_the_first_period_runs(requested_at: dt.dateti
     """An extension taken after the first period ended (in the controller's zone) is refused."""
     received_at = at("2025-02-01", BERLIN)
     if allowed:
-        assert extended_due(GDPR, "access", received_at,
-                            requested_at=requested_at) == D("2025-05-02")
+        assert dsar.extended_due(GDPR, "access", received_at,
+                                 requested_at=requested_at) == D("2025-05-02")
     else:
         with pytest.raises(InvalidData, match="first period") as info:
-            extended_due(GDPR, "access", received_at, requested_at=requested_at)
+            dsar.extended_due(GDPR, "access", received_at, requested_at=requested_at)
         assert info.value.field == "requested_at"
 
 
 def test_extension_before_receipt_is_refused() -> None:
     """An extension cannot predate the request."""
     with pytest.raises(InvalidData, match="before the request"):
-        extended_due(GDPR, "access", at("2025-02-01", BERLIN),
-                     requested_at=at("2025-01-31", BERLIN))
+        dsar.extended_due(GDPR, "access", at("2025-02-01", BERLIN),
+                          requested_at=at("2025-01-31", BERLIN))
 
 
 def test_rectification_clock_is_set_apart_with_the_same_figures() -> None:
     """GDPR rectify has its own (to be confirmed) clock with the same month and roll."""
-    assert respond_by(GDPR, "rectify", at("2025-01-15", BERLIN)) == D("2025-02-17")
-    assert extended_due(GDPR, "rectify", at("2025-02-01", BERLIN),
-                        requested_at=at("2025-02-02", BERLIN)) == D("2025-05-02")
+    assert dsar.respond_by(GDPR, "rectify", at("2025-01-15", BERLIN)) == D("2025-02-17")
+    assert dsar.extended_due(GDPR, "rectify", at("2025-02-01", BERLIN),
+                             requested_at=at("2025-02-02", BERLIN)) == D("2025-05-02")
 
 
 def test_gdpr_has_no_acknowledgement_clock() -> None:
     """GDPR sets no acknowledgement deadline (Art. 12(3) 'without undue delay')."""
-    assert acknowledge_by(GDPR, "access", at("2025-01-15", BERLIN)) is None
+    assert dsar.acknowledge_by(GDPR, "access", at("2025-01-15", BERLIN)) is None
 
 
 # ----------------------------------------------------------------- CCPA/CPRA
@@ -163,16 +146,16 @@ def test_gdpr_has_no_acknowledgement_clock() -> None:
 ])
 def test_ccpa_45_calendar_days_do_not_roll(received: str, due: str) -> None:
     """CCPA §7021(b): 45 calendar days from the day after receipt, weekend or not."""
-    assert respond_by(CCPA, "know", at(received, LA), calendar=cal(CCPA)) == D(due)
+    assert dsar.respond_by(CCPA, "know", at(received, LA), calendar=cal(CCPA)) == D(due)
 
 
 def test_ccpa_roll_when_the_profile_says_so() -> None:
     """With roll_to_business_day in the profile, Sat 30 Mar 2024 moves past Cesar Chavez Day."""
     data = REGISTRY.profile("ccpa").model_dump()
     data["respond"] = {**data["respond"], "roll_to_business_day": True}
-    rolled = ClockProfile.from_mapping(data)
+    rolled = dsar.ClockProfile.from_mapping(data)
     # Sat 30, Sun 31 Mar; Mon 1 Apr 2024 is Cesar Chavez Day (observed) -> Tue 2 Apr.
-    assert respond_by(rolled, "know", at("2024-02-14", LA)) == D("2024-04-02")
+    assert dsar.respond_by(rolled, "know", at("2024-02-14", LA)) == D("2024-04-02")
 
 
 @pytest.mark.parametrize(("requested", "allowed"), [
@@ -183,13 +166,13 @@ def test_ccpa_extension_to_90_days_with_notice_inside_the_first_45(requested: st
                                                                    allowed: bool) -> None:
     """CCPA: once by 45 more days, 90 from receipt (14 May 2024), noticed within the first 45."""
     received_at = at("2024-02-14", LA)
-    assert extension_notice_by(CCPA, "know", received_at) == D("2024-03-30")
+    assert dsar.extension_notice_by(CCPA, "know", received_at) == D("2024-03-30")
     if allowed:
-        assert extended_due(CCPA, "know", received_at,
-                            requested_at=at(requested, LA, 17)) == D("2024-05-14")
+        assert dsar.extended_due(CCPA, "know", received_at,
+                                 requested_at=at(requested, LA, 17)) == D("2024-05-14")
     else:
         with pytest.raises(InvalidData, match="first period"):
-            extended_due(CCPA, "know", received_at, requested_at=at(requested, LA, 9))
+            dsar.extended_due(CCPA, "know", received_at, requested_at=at(requested, LA, 9))
 
 
 @pytest.mark.parametrize(("kind", "received", "due"), [
@@ -209,9 +192,9 @@ def test_ccpa_business_days_skip_federal_and_california_holidays(kind: str, rece
     """Business days are Monday to Friday less US federal and California holidays."""
     received_at = at(received, LA)
     if kind == "acknowledge":
-        assert acknowledge_by(CCPA, "know", received_at, calendar=cal(CCPA)) == D(due)
+        assert dsar.acknowledge_by(CCPA, "know", received_at, calendar=cal(CCPA)) == D(due)
     else:
-        assert respond_by(CCPA, kind, received_at, calendar=cal(CCPA)) == D(due)
+        assert dsar.respond_by(CCPA, kind, received_at, calendar=cal(CCPA)) == D(due)
 
 
 @pytest.mark.parametrize(("received", "due"), [
@@ -221,24 +204,24 @@ def test_ccpa_business_days_skip_federal_and_california_holidays(kind: str, rece
 def test_business_days_follow_the_subdivision(received: str, due: str) -> None:
     """Without the California subdivision, the state holidays count as business days."""
     federal = dataclasses.replace(CCPA, holiday_subdivision=None)
-    assert acknowledge_by(federal, "know", at(received, LA)) == D(due)
+    assert dsar.acknowledge_by(federal, "know", at(received, LA)) == D(due)
 
 
 def test_opt_out_and_limit_have_no_acknowledgement() -> None:
     """CCPA §7021(a) confirms receipt of requests to know, delete and correct only."""
     received_at = at("2024-11-20", LA)
-    assert acknowledge_by(CCPA, "opt_out_sale_sharing", received_at) is None
-    assert acknowledge_by(CCPA, "limit_sensitive", received_at) is None
-    assert extension_notice_by(CCPA, "opt_out_sale_sharing", received_at) is None
+    assert dsar.acknowledge_by(CCPA, "opt_out_sale_sharing", received_at) is None
+    assert dsar.acknowledge_by(CCPA, "limit_sensitive", received_at) is None
+    assert dsar.extension_notice_by(CCPA, "opt_out_sale_sharing", received_at) is None
     with pytest.raises(InvalidData, match="no extension"):
-        extended_due(CCPA, "opt_out_sale_sharing", received_at, requested_at=received_at)
+        dsar.extended_due(CCPA, "opt_out_sale_sharing", received_at, requested_at=received_at)
 
 
 def test_day_of_receipt_is_a_date_in_los_angeles() -> None:
     """06:30 UTC on 21 Nov 2024 is still 20 Nov in California."""
     received_at = dt.datetime(2024, 11, 21, 6, 30, tzinfo=dt.UTC)
-    assert day_of_receipt(CCPA, received_at) == D("2024-11-20")
-    assert acknowledge_by(CCPA, "know", received_at) == D("2024-12-06")
+    assert dsar.day_of_receipt(CCPA, received_at) == D("2024-11-20")
+    assert dsar.acknowledge_by(CCPA, "know", received_at) == D("2024-12-06")
 
 
 # ----------------------------------------------------------------- PIPL
@@ -259,7 +242,7 @@ def test_day_of_receipt_is_a_date_in_los_angeles() -> None:
 ])
 def test_pipl_15_working_days_on_the_prc_calendar(received: str, due: str) -> None:
     """PIPL default: 15 working days, statutory holidays off and adjusted weekends on."""
-    assert respond_by(PIPL, "copy", at(received, SHANGHAI), calendar=cal(PIPL)) == D(due)
+    assert dsar.respond_by(PIPL, "copy", at(received, SHANGHAI), calendar=cal(PIPL)) == D(due)
 
 
 @pytest.mark.parametrize(("day", "holiday", "adjusted"), [
@@ -280,16 +263,16 @@ def test_prc_calendar_matches_the_state_council_notice(day: str, holiday: bool,
 def test_receipt_late_utc_is_the_next_day_in_shanghai() -> None:
     """23:30 UTC on 22 Sep 2024 is 07:30 on 23 Sep in Shanghai: the clock counts from the 23rd."""
     received_at = dt.datetime(2024, 9, 22, 23, 30, tzinfo=dt.UTC)
-    assert day_of_receipt(PIPL, received_at) == D("2024-09-23")
+    assert dsar.day_of_receipt(PIPL, received_at) == D("2024-09-23")
     # Counting from 22 Sep (the UTC date) would end on 16 Oct.
-    assert respond_by(PIPL, "copy", received_at) == D("2024-10-17")
+    assert dsar.respond_by(PIPL, "copy", received_at) == D("2024-10-17")
 
 
 def test_pipl_has_no_extension() -> None:
     """The PIPL profile grants no extension: asking for one is refused."""
     with pytest.raises(InvalidData, match="no extension") as info:
-        extended_due(PIPL, "copy", at("2024-09-23", SHANGHAI),
-                     requested_at=at("2024-09-24", SHANGHAI))
+        dsar.extended_due(PIPL, "copy", at("2024-09-23", SHANGHAI),
+                          requested_at=at("2024-09-24", SHANGHAI))
     assert info.value.field == "kind"
 
 
@@ -303,7 +286,7 @@ def test_pipl_has_no_extension() -> None:
 def test_on_time_is_judged_by_the_date_in_the_controller_zone(completed_at: dt.datetime,
                                                               on_time: bool) -> None:
     """Completed on or before the due day, as a date in the profile's zone, is on time."""
-    assert is_on_time(PIPL, D("2024-10-17"), completed_at) is on_time
+    assert dsar.is_on_time(PIPL, D("2024-10-17"), completed_at) is on_time
 
 
 # ----------------------------------------------------------------- coverage
@@ -316,20 +299,20 @@ def test_on_time_is_judged_by_the_date_in_the_controller_zone(completed_at: dt.d
     (GDPR, at("2101-01-15", BERLIN), "2101"),     # after the package's range for DE
     (CCPA, at("2150-06-01", LA), "2150"),         # calendar days still need a covered year
 ])
-def test_a_year_the_calendar_does_not_cover_is_an_error(profile: ClockProfile,
+def test_a_year_the_calendar_does_not_cover_is_an_error(profile: dsar.ClockProfile,
                                                         received_at: dt.datetime,
                                                         year: str) -> None:
     """A due date in a year the holiday calendar does not cover is a ConfigError, never a guess."""
     with pytest.raises(ConfigError, match=year):
-        respond_by(profile, "access", received_at)
+        dsar.respond_by(profile, "access", received_at)
 
 
 @pytest.mark.parametrize(("calendar", "day"), [
-    (HolidaysPackageCalendar("CN", announced_yearly=True), "2027-10-01"),
-    (HolidaysPackageCalendar("DE", subdivision="BE"), "2101-12-25"),
-    (HolidaysPackageCalendar("US", subdivision="CA"), "1776-07-04"),
+    (dsar.HolidaysPackageCalendar("CN", announced_yearly=True), "2027-10-01"),
+    (dsar.HolidaysPackageCalendar("DE", subdivision="BE"), "2101-12-25"),
+    (dsar.HolidaysPackageCalendar("US", subdivision="CA"), "1776-07-04"),
 ])
-def test_calendar_refuses_a_year_it_does_not_cover(calendar: HolidaysPackageCalendar,
+def test_calendar_refuses_a_year_it_does_not_cover(calendar: dsar.HolidaysPackageCalendar,
                                                    day: str) -> None:
     """A day of an uncovered year raises instead of answering 'no holiday'."""
     assert not calendar.covers(D(day).year)
@@ -341,15 +324,15 @@ def test_calendar_refuses_a_year_it_does_not_cover(calendar: HolidaysPackageCale
 
 def test_announced_yearly_is_what_refuses_an_unpublished_prc_year() -> None:
     """By rule the package would compute 2027 for China; only announced_yearly refuses it."""
-    assert HolidaysPackageCalendar("CN").covers(2027)
-    assert not HolidaysPackageCalendar("CN", announced_yearly=True).covers(2027)
-    assert HolidaysPackageCalendar("CN", announced_yearly=True).covers(2026)
+    assert dsar.HolidaysPackageCalendar("CN").covers(2027)
+    assert not dsar.HolidaysPackageCalendar("CN", announced_yearly=True).covers(2027)
+    assert dsar.HolidaysPackageCalendar("CN", announced_yearly=True).covers(2026)
 
 
 def test_the_last_announced_prc_year_is_covered() -> None:
     """2026's notice is in the package: a request late in 2026 that ends in 2026 has a date."""
     # No PRC holiday in December: 2-4 Dec (3), 7-11 (8), 14-18 (13), 21, 22 (15).
-    assert respond_by(PIPL, "copy", at("2026-12-01", SHANGHAI)) == D("2026-12-22")
+    assert dsar.respond_by(PIPL, "copy", at("2026-12-01", SHANGHAI)) == D("2026-12-22")
 
 
 # ----------------------------------------------------------------- default, seam
@@ -358,9 +341,9 @@ def test_the_last_announced_prc_year_is_covered() -> None:
 def test_default_profile_counts_weekdays_only() -> None:
     """The default regime has no holiday calendar: 15 weekdays, New Year's Day included."""
     # 23-27 Dec (5), 30, 31 (7), 1-3 Jan (10), 6-10 Jan (15).
-    assert isinstance(calendar_for(DEFAULT), WeekendsOnlyCalendar)
+    assert isinstance(dsar.calendar_for(DEFAULT), dsar.WeekendsOnlyCalendar)
     received_at = dt.datetime(2024, 12, 20, 12, tzinfo=dt.UTC)
-    assert respond_by(DEFAULT, "access", received_at) == D("2025-01-10")
+    assert dsar.respond_by(DEFAULT, "access", received_at) == D("2025-01-10")
 
 
 class _FakeCalendar:
@@ -381,28 +364,29 @@ class _FakeCalendar:
 
 @pytest.mark.parametrize(("rule", "due"), [
     # Mon 7 Jan 2030 received. 8 Jan is a holiday; Sat 12 Jan is worked.
-    (ClockRule(ClockUnit.BUSINESS_DAY, 3), "2030-01-11"),   # 9, 10, 11
-    (ClockRule(ClockUnit.WORKING_DAY, 4), "2030-01-12"),    # 9, 10, 11, Sat 12
-    (ClockRule(ClockUnit.CALENDAR_DAY, 1), "2030-01-08"),   # a holiday, but no roll
-    (ClockRule(ClockUnit.CALENDAR_DAY, 1, roll_to_business_day=True), "2030-01-09"),
-    (ClockRule(ClockUnit.CALENDAR_DAY, 5, roll_to_business_day=True), "2030-01-14"),  # Sat->Mon
+    (dsar.ClockRule(dsar.ClockUnit.BUSINESS_DAY, 3), "2030-01-11"),   # 9, 10, 11
+    (dsar.ClockRule(dsar.ClockUnit.WORKING_DAY, 4), "2030-01-12"),    # 9, 10, 11, Sat 12
+    (dsar.ClockRule(dsar.ClockUnit.CALENDAR_DAY, 1), "2030-01-08"),   # a holiday, but no roll
+    (dsar.ClockRule(dsar.ClockUnit.CALENDAR_DAY, 1, roll_to_business_day=True), "2030-01-09"),
+    # Sat 12 Jan -> Mon 14th
+    (dsar.ClockRule(dsar.ClockUnit.CALENDAR_DAY, 5, roll_to_business_day=True), "2030-01-14"),
 ])
-def test_due_date_uses_the_calendar_it_is_given(rule: ClockRule, due: str) -> None:
+def test_due_date_uses_the_calendar_it_is_given(rule: dsar.ClockRule, due: str) -> None:
     """The HolidayCalendar protocol is the seam: a fake calendar drives every unit."""
     fake = _FakeCalendar({D("2030-01-08")}, {D("2030-01-12")})
-    assert due_date(rule, D("2030-01-07"), fake) == D(due)
+    assert dsar.due_date(rule, D("2030-01-07"), fake) == D(due)
 
 
 # ----------------------------------------------------------------- bad input
 
 
 @pytest.mark.parametrize("call", [
-    lambda t: respond_by(GDPR, "access", t),
-    lambda t: acknowledge_by(CCPA, "know", t),
-    lambda t: day_of_receipt(PIPL, t),
-    lambda t: is_on_time(PIPL, D("2024-10-17"), t),
-    lambda t: extended_due(GDPR, "access", at("2025-02-01", BERLIN), requested_at=t),
-    lambda t: extended_due(GDPR, "access", t, requested_at=at("2025-02-02", BERLIN)),
+    lambda t: dsar.respond_by(GDPR, "access", t),
+    lambda t: dsar.acknowledge_by(CCPA, "know", t),
+    lambda t: dsar.day_of_receipt(PIPL, t),
+    lambda t: dsar.is_on_time(PIPL, D("2024-10-17"), t),
+    lambda t: dsar.extended_due(GDPR, "access", at("2025-02-01", BERLIN), requested_at=t),
+    lambda t: dsar.extended_due(GDPR, "access", t, requested_at=at("2025-02-02", BERLIN)),
 ])
 def test_naive_datetime_is_invalid_data(call: object) -> None:
     """A naive datetime names no instant, so it is refused with InvalidData."""
@@ -429,7 +413,7 @@ def test_invalid_clock_data_is_a_config_error(change: dict[str, object], message
     """Bad clock data in a profile is refused with a ConfigError naming the key."""
     data = {**REGISTRY.profile("ccpa").model_dump(), **change}
     with pytest.raises(ConfigError, match=message):
-        ClockProfile.from_mapping(data)
+        dsar.ClockProfile.from_mapping(data)
 
 
 @pytest.mark.parametrize(("country", "subdivision", "categories"), [
@@ -441,14 +425,14 @@ def test_unknown_place_is_a_config_error(country: str, subdivision: str | None,
                                          categories: tuple[str, ...]) -> None:
     """A country, subdivision or category the holidays package lacks is a ConfigError."""
     with pytest.raises(ConfigError, match="not available"):
-        HolidaysPackageCalendar(country, subdivision=subdivision, categories=categories)
+        dsar.HolidaysPackageCalendar(country, subdivision=subdivision, categories=categories)
 
 
 def test_profile_without_clock_settings_is_refused() -> None:
     """A jurisdiction profile with no clock table has no clocks."""
     bare = REGISTRY.profile("ccpa").model_copy(update={"clock": None})
     with pytest.raises(ConfigError, match="no clock settings"):
-        clock_profile(bare)
+        dsar.clock_profile(bare)
 
 
 def test_clock_profile_is_frozen() -> None:
@@ -461,8 +445,8 @@ def test_clock_profile_is_frozen() -> None:
 
 def test_package_exports_exactly_all() -> None:
     """vault.dsar's public names are exactly its sorted __all__."""
-    public = {name for name in dir(vault.dsar)
+    public = {name for name in dir(dsar)
               if not name.startswith("_") and name != "annotations"
-              and not isinstance(getattr(vault.dsar, name), types.ModuleType)}
-    assert public == set(vault.dsar.__all__)
-    assert list(vault.dsar.__all__) == sorted(vault.dsar.__all__)
+              and not isinstance(getattr(dsar, name), types.ModuleType)}
+    assert public == set(dsar.__all__)
+    assert list(dsar.__all__) == sorted(dsar.__all__)

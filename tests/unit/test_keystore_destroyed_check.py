@@ -15,7 +15,13 @@ from vault.crypto.keystore import KeyStore
 from vault.errors import KeyDestroyed, KeyManagementError
 from vault.store.engine import make_engine
 
-from ..helpers import PausingProvider, on_select, start_paused_in_unwrap
+from ..helpers import (
+    PausingProvider,
+    key_stores,
+    new_key_file,
+    on_select,
+    start_paused_in_unwrap,
+)
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -30,9 +36,7 @@ class Statements:
 
 @pytest.fixture
 def provider(tmp_path: Path) -> PausingProvider:
-    made = PausingProvider.create(tmp_path / "keyfile.json")
-    assert isinstance(made, PausingProvider)
-    return made
+    return new_key_file(PausingProvider, tmp_path)
 
 
 @pytest.fixture
@@ -42,18 +46,9 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 def new_store(tmp_path: Path, provider: PausingProvider) -> Iterator[Any]:
-    engines: list[Engine] = []
-
-    def make(**kwargs: Any) -> KeyStore:
-        engine = make_engine(f"sqlite:///{tmp_path / 'keys.db'}")
-        engines.append(engine)
-        ks = KeyStore(engine, provider, **kwargs)
-        ks.create_schema()
-        return ks
-
-    yield make
-    for engine in engines:
-        engine.dispose()
+    """Factory: a KeyStore on one key database, with its own engine and cache."""
+    with key_stores(f"sqlite:///{tmp_path / 'keys.db'}", provider) as make:
+        yield make
 
 
 def test_destroy_many_elsewhere_is_noticed_after_the_window(new_store: Any,
