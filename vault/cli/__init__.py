@@ -17,9 +17,11 @@ from rich.table import Table
 from vault import Actor, Vault, VaultSettings, __version__
 from vault.cli import consent_cli, dsar_cli, gateway_cli, report_cli, retention_cli
 from vault.cli._common import (
+    FormatOpt,
     HomeOpt,
     TenantOpt,
     configure_logging,
+    emit_json,
     err,
     fail,
     guard,
@@ -196,12 +198,22 @@ def serve(
 
 @keys_app.command("status")
 @guard
-def keys_status(home: HomeOpt = None) -> None:
+def keys_status(home: HomeOpt = None, fmt: FormatOpt = "table") -> None:
     """Show the key provider, KEK versions and how many data keys each one wraps
     (no secret: URIs carry no PIN)."""
     with open_vault(home) as vault:
         status = vault.keys.status()
         owner = {v: p.kind for p in status.providers for v in p.versions}
+        if fmt == "json":
+            emit_json("keys.status", {
+                "provider": status.provider, "current_version": status.current_version,
+                "versions": [{"version": v, "provider": owner.get(v, status.provider),
+                              "current": v == status.current_version,
+                              "data_keys": status.data_keys_by_version.get(v, 0)}
+                             for v in status.versions],
+                "providers": [{"kind": p.kind, "uri": p.uri, "versions": list(p.versions)}
+                              for p in status.providers]})
+            return
         table = Table(title=f"Key-encryption keys (provider: {status.provider})")
         table.add_column("version", justify="right")
         table.add_column("provider")
@@ -342,9 +354,15 @@ def _change_role(home: Path | None, user: str, role: str, tenant: str, *, grant:
 def roles_list(
     home: HomeOpt = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    fmt: FormatOpt = "table",
 ) -> None:
     """List role assignments."""
     with open_vault(home) as vault:
+        if fmt == "json":
+            emit_json("roles.assignments", {"assignments": [
+                {"user": a.user, "role": a.role, "tenant": a.tenant}
+                for a in vault.roles.list(tenant=tenant)]})
+            return
         table = Table(title="Role assignments")
         for col in ("user", "role", "tenant"):
             table.add_column(col)
@@ -429,6 +447,7 @@ def audit_verify(
         "--workers", min=1, help="Processes that walk the chains at once (default: one per "
                                  "core for a log of 100,000 entries or more; 1: none "
                                  "besides this one).")] = None,
+    fmt: FormatOpt = "table",
 ) -> None:
     """Recompute every audit hash chain (and checkpoints); exit 3 naming any damage."""
     from vault.audit.offline import verify_database
@@ -453,6 +472,16 @@ def audit_verify(
             with open_vault(home) as vault:
                 report = vault.audit.verify(progress=step, checkpoints=checkpoints,
                                             public_key=public_key, workers=workers)
+    if fmt == "json":
+        emit_json("audit.verify", {
+            "ok": report.ok, "entries": report.entries, "chains": report.chains,
+            "checkpoints": report.checkpoints, "reason": report.reason,
+            "detail": report.detail or None, "first_bad_seq": report.first_bad_seq,
+            "findings": [{"kind": f.kind.value, "chain": f.chain, "position": f.position,
+                          "seq": f.seq, "detail": f.detail} for f in report.findings]})
+        if not report.ok:
+            raise typer.Exit(3)
+        return
     if report.ok:
         extra = f", {report.checkpoints} signed checkpoints hold" if checkpoints else ""
         out.print(f"[green]audit log verified[/]: {report.entries} entries in "

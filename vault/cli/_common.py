@@ -24,9 +24,9 @@ from vault.config import VaultSettings
 from vault.errors import VaultError
 from vault.facade import Vault
 
-__all__ = ["HomeOpt", "TenantOpt", "configure_logging", "err", "fail", "guard", "open_vault",
-           "operator_context",
-           "out", "progress_bar", "settings_from_env"]
+__all__ = ["JSON_SCHEMA_VERSION", "FormatOpt", "HomeOpt", "TenantOpt", "check_format",
+           "configure_logging", "emit_json", "err", "fail", "guard", "open_vault",
+           "operator_context", "out", "progress_bar", "settings_from_env"]
 
 out = Console()
 err = Console(stderr=True)
@@ -39,6 +39,40 @@ HomeOpt = Annotated[
                  show_default=False),
 ]
 TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant (domain) of the role.")]
+#: The ``schema_version`` of every ``--format json`` document of the CLI (docs/cli.md).
+JSON_SCHEMA_VERSION = 1
+
+
+def check_format(fmt: str, choices: tuple[str, ...] = ("table", "json")) -> str:
+    """``fmt`` if it is one of ``choices``.
+
+    Raises:
+        typer.BadParameter: another format (a usage error, exit code 2).
+    """
+    if fmt not in choices:
+        raise typer.BadParameter(f"must be one of {', '.join(choices)}",
+                                 param_hint="'--format'")
+    return fmt
+
+
+def _table_or_json(value: str) -> str:
+    return check_format(value)
+
+
+FormatOpt = Annotated[str, typer.Option(
+    "--format", metavar="FORMAT", callback=_table_or_json,
+    help="table | json (json: a stable schema, see docs/cli.md)")]
+
+
+def emit_json(kind: str, body: dict[str, Any]) -> None:
+    """Write one ``--format json`` document to stdout: ``{"schema_version": 1,
+    "kind": kind, **body}``, indented, UTF-8, one trailing newline (no colour,
+    no wrapping, whatever the terminal)."""
+    import json
+
+    doc = {"schema_version": JSON_SCHEMA_VERSION, "kind": kind, **body}
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
 
 
 

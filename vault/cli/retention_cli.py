@@ -28,9 +28,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vault.cli._common import HomeOpt, guard, open_vault, out, progress_bar
+from vault.cli._common import (
+    FormatOpt,
+    HomeOpt,
+    check_format,
+    emit_json,
+    guard,
+    open_vault,
+    out,
+    progress_bar,
+)
 from vault.cli._time import parse_when
-from vault.errors import ConfigError, InvalidData
+from vault.errors import ConfigError
 from vault.retention.holds import LegalHold
 from vault.retention.service import REPORT_WINDOWS, RetentionPlan, RetentionReport
 
@@ -43,7 +52,7 @@ retention_app.add_typer(holds_app, name="holds")
 
 _FORMATS = ("table", "csv", "json")
 
-FormatOpt = Annotated[str, typer.Option("--format", help="table | csv | json")]
+TableCsvJsonOpt = Annotated[str, typer.Option("--format", help="table | csv | json")]
 OutOpt = Annotated[Path | None, typer.Option(
     "--out", metavar="FILE", help="Write to FILE instead of stdout (csv, json).")]
 
@@ -55,8 +64,7 @@ def _iso(value: dt.datetime | None) -> str:
 
 
 def _check_format(fmt: str) -> None:
-    if fmt not in _FORMATS:
-        raise InvalidData("--format must be table, csv or json", field="format")
+    check_format(fmt, _FORMATS)
 
 
 def _emit(text: str, out_file: Path | None, what: str) -> None:
@@ -110,7 +118,7 @@ def plan(
                                         "default now (what a sweep would do).")] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Detail at most N records.")] = 10_000,
-    fmt: FormatOpt = "table",
+    fmt: TableCsvJsonOpt = "table",
     out_file: OutOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -118,8 +126,9 @@ def plan(
 
     _check_format(fmt)
     with open_vault(home) as vault:
-        result = vault.retention.plan(until=parse_when(until, "--until", end_of_day=True),
-                                      tenant=tenant, limit=limit)
+        result = vault.retention.plan(
+            until=parse_when(until, "--until", end_of_day=True, future=True), tenant=tenant,
+            limit=limit)
     if fmt != "table":
         _emit(render_plan(result, fmt), out_file, f"{fmt} plan")
         return
@@ -147,6 +156,7 @@ def sweep(
     batch: Annotated[int, typer.Option("--batch", help="Records per transaction and "
                                                        "audit entry.")] = 1000,
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    fmt: FormatOpt = "table",
     home: HomeOpt = None,
 ) -> None:
     """Remove expired data in audited batches (idempotent; resumes after a crash)."""
@@ -160,6 +170,15 @@ def sweep(
 
         report = vault.retention.sweep(dry_run=dry_run, batch_size=batch, tenant=tenant,
                                        progress=step)
+    if fmt == "json":
+        emit_json("retention.sweep", {
+            "run_id": report.run_id, "status": report.status, "dry_run": dry_run,
+            "batches": report.batches, "records_processed": report.records_processed,
+            "records_deleted": report.records_deleted, "records_pruned": report.records_pruned,
+            "records_anonymised": report.records_anonymised,
+            "subjects_shredded": report.subjects_shredded, "held": report.held,
+            "interrupted_runs": list(report.interrupted_runs)})
+        return
     verb = "would remove" if dry_run else "removed"
     out.print(f"run {report.run_id} ({report.status}): {verb} {report.records_processed} "
               f"record(s) in {report.batches} batch(es): {report.records_deleted} deleted, "
@@ -184,7 +203,7 @@ def holds_list(
     subject: Annotated[str | None, typer.Option("--subject", metavar="SUBJECT_ID")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Include lifted and ended holds.")]
     = False,
-    fmt: FormatOpt = "table",
+    fmt: TableCsvJsonOpt = "table",
     home: HomeOpt = None,
 ) -> None:
     """List legal holds (active ones unless --all)."""
@@ -225,7 +244,7 @@ def holds_place(
 
     with open_vault(home) as vault:
         hold = vault.holds.place(tenant, subject, reason=reason,
-                                 until=parse_when(until, "--until", end_of_day=True))
+                                 until=parse_when(until, "--until", end_of_day=True, future=True))
     scope = f"subject {hold.subject_id}" if hold.subject_id else "the whole tenant"
     out.print(f"hold {hold.id} placed on {scope} in {hold.tenant}", highlight=False)
 
@@ -312,7 +331,7 @@ def render_report(rep: RetentionReport, fmt: str) -> str:
     }, indent=2) + "\n"
 
 
-def report(fmt: FormatOpt = "table", out_file: OutOpt = None,
+def report(fmt: TableCsvJsonOpt = "table", out_file: OutOpt = None,
            runs: Annotated[int, typer.Option("--runs", help="How many last runs.")] = 10,
            tenant: Annotated[str | None, typer.Option(
                "--tenant", help="Only this tenant (and only the sweeps limited to it).")] = None,
