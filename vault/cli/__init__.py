@@ -384,14 +384,15 @@ def policy_check(
     tenant: TenantOpt = "default",
     home: HomeOpt = None,
 ) -> None:
-    """Say whether ACTOR may do ACTION on COLLECTION.FIELD for a purpose (exit 1 if denied)."""
+    """Say whether ACTOR may do ACTION on COLLECTION.FIELD for a purpose (exit 0 if allowed,
+    4 if denied, 1 for an error such as a field that does not exist)."""
     with open_vault(home) as vault:
         allowed = vault.policy.check(Actor(actor, tenant), obj, action, purpose=purpose)
     if allowed:
         out.print(f"[green]allow[/] {actor} {action} {obj} for {purpose} in {tenant}")
         return
     out.print(f"[red]deny[/] {actor} {action} {obj} for {purpose} in {tenant}")
-    raise typer.Exit(1)
+    raise typer.Exit(4)  # a decision, not an error (docs/cli.md)
 
 
 @policy_app.command("pending")
