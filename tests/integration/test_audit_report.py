@@ -162,7 +162,7 @@ def test_subject_access_lists_every_recipient(story: Story) -> None:
     assert rep.rows[2]["fields"] == (
         "device_info, email, full_name, phone~masked, support_notes")
     assert rep.rows[3]["fields"] == "national_id"
-    assert rep.rows[3]["reason"] == "access_denied"
+    assert rep.rows[3]["reason"] == "field_not_allowed"
     assert (rep.total_entries, rep.total_denials) == (5, 1)
     # The subject is known only by its pseudonym; the id is not kept in the report.
     assert rep.filters == {"tenant": "acme",
@@ -177,24 +177,29 @@ def test_subject_access_lists_every_recipient(story: Story) -> None:
                               subject="subject-0").rows == []
 
 
-def test_denials_by_actor_and_field(story: Story) -> None:
-    """Every refusal is counted once per actor and field named, most first."""
+def test_denials_one_row_per_refused_call_with_its_reason(story: Story) -> None:
+    """Every refused call is one row, oldest first, with its reason code, the subject's
+    pseudonym (whole) and the request id; the per-actor and per-field counts stay."""
     vault = story.vault
     rep = vault.audit.report("denials", tenant="acme")
-    assert _rows(rep, "actor", "field", "denials", "purposes") == [
-        ("crm", "email", 1, "marketing"),
-        (EVE_ID, "national_id", 1, "customer_support"),
-        ("maya", "phone", 1, "marketing"),
-        ("sam", "national_id", 1, "customer_support"),
+    assert _rows(rep, "actor", "fields", "purpose", "reason") == [
+        ("sam", "national_id", "customer_support", "field_not_allowed"),
+        ("maya", "phone", "marketing", "field_not_allowed"),
+        (EVE_ID, "national_id", "customer_support", "field_not_allowed"),
+        ("crm", "email", "marketing", "purpose_not_allowed"),
     ]
+    assert rep.rows[0]["subjects"] == vault.pseudonym("acme", "subject-0")
+    assert rep.rows[0]["records"] == story.ids[0]
+    assert all(len(str(r["request_id"])) >= 16 for r in rep.rows)
+    assert len({r["request_id"] for r in rep.rows}) == 4
     assert rep.denials_by_actor == [ActorCount("acme", "crm", 1), ActorCount("acme", EVE_ID, 1),
                                     ActorCount("acme", "maya", 1), ActorCount("acme", "sam", 1)]
     assert rep.denials_by_field == [FieldCount("national_id", 2), FieldCount("email", 1),
                                     FieldCount("phone", 1)]
-    assert rep.rows[0]["first"] == rep.rows[0]["last"] == "2026-11-04T10:00:36+00:00"
+    assert rep.rows[3]["time"] == "2026-11-04T10:00:36+00:00"
     # The denials view looks at every entry, so its totals give the denial rate.
     assert (rep.total_entries, rep.total_denials) == (73, 4)
-    assert _rows(vault.audit.report("denials", actor_id="sam"), "field") == [("national_id",)]
+    assert _rows(vault.audit.report("denials", actor_id="sam"), "fields") == [("national_id",)]
     assert _rows(vault.audit.report("denials", since=DAY3), "actor") == [("crm",)]
 
 
@@ -385,9 +390,9 @@ def test_csv_holds_the_rows(story: Story) -> None:
     lines = list(csv.DictReader(io.StringIO(buffer.getvalue())))
     assert list(lines[0]) == [*rep.columns, "log_verification"]
     assert all(r["log_verification"].startswith("audit log NOT verified") for r in lines)
-    assert [(r["actor"], r["field"], r["denials"]) for r in lines] == [
-        ("crm", "email", "1"), (EVE_ID, "national_id", "1"), ("maya", "phone", "1"),
-        ("sam", "national_id", "1")]
+    assert [(r["actor"], r["fields"], r["reason"]) for r in lines] == [
+        ("sam", "national_id", "field_not_allowed"), ("maya", "phone", "field_not_allowed"),
+        (EVE_ID, "national_id", "field_not_allowed"), ("crm", "email", "purpose_not_allowed")]
     assert render(rep, "csv") == buffer.getvalue()
     entries = story.vault.audit.report("entries", tenant="acme")
     assert len(list(csv.DictReader(io.StringIO(render(entries, "csv"))))) == 73
@@ -538,7 +543,7 @@ def test_cli_table_csv_json(cli: tuple[Story, dict[str, str]]) -> None:
     story, env = cli
     code, _out, output = _run(env, "--view", "denials", "--tenant", "acme")
     assert code == 0, output
-    assert "Denied attempts by actor and field" in output
+    assert "Refused calls, with their reasons" in output
     assert "national_id" in output and EVE_ID in output
     assert "73 entries (69 allowed, 4 denied, 0 errors)" in " ".join(output.split())
 

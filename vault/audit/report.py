@@ -12,8 +12,12 @@ the questions an auditor asks:
     (and its ``tenant``); denied attempts on the subject's records are listed
     too.
 ``denials``
-    refused attempts, one row per actor and field (the per-field and
-    per-actor totals come with every report).
+    refused calls, one row each: time, actor, action, fields, purpose, the
+    reason code (``no_role``, ``purpose_not_allowed``, ``field_not_allowed``,
+    ``consent_required``, ``restricted``, ``legal_hold``, ``transfer_refused``,
+    ... see :data:`vault.errors.REFUSAL_HINTS`), the subjects' pseudonyms and
+    records concerned, and the request id (the per-field and per-actor totals
+    come with every report).
 ``unusual_purpose``
     allowed accesses for a purpose outside the actor's usual ones. An actor's
     *usual* purposes are those that make up at least ``usual_share`` of its
@@ -365,7 +369,7 @@ class AuditReport:
 _TITLES = {
     ReportView.ENTRIES: "Audit entries",
     ReportView.SUBJECT_ACCESS: "Who accessed this data subject's data (GDPR Art. 15(1)(c))",
-    ReportView.DENIALS: "Denied attempts by actor and field",
+    ReportView.DENIALS: "Refused calls, with their reasons",
     ReportView.UNUSUAL_PURPOSE: "Access for purposes outside an actor's usual ones",
     ReportView.BURSTS: "Bursts of reads by one actor",
     ReportView.PRIVILEGED: "Privileged actions (roles, policy, keys)",
@@ -715,32 +719,28 @@ def _view_subject(conn: Connection, ctx: _Context) -> _Result:
     return _SUBJECT_COLUMNS, [{k: r[k] for k in _SUBJECT_COLUMNS} for r in rows], truncated
 
 
+_DENIAL_COLUMNS = ["time", "tenant", "actor", "action", "collection", "fields", "purpose",
+                   "reason", "subjects", "records", "request_id"]
+
+
+def _denial_row(row: Any) -> Row:
+    return {
+        "time": _iso(row.ts), "tenant": row.tenant, "actor": row.actor, "action": row.action,
+        "collection": row.collection or "", "fields": ", ".join(_names(row.fields)),
+        "purpose": row.purpose or "", "reason": row.reason or "access_denied",
+        # Whole pseudonyms (never ids): a later report (--subject) needs them.
+        "subjects": ", ".join(_names(row.subjects)),
+        "records": ", ".join(_names(row.record_ids)), "request_id": row.request_id,
+    }
+
+
 def _view_denials(conn: Connection, ctx: _Context) -> _Result:
-    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
-    stmt = (select(_T.c.tenant, _T.c.actor, _T.c.action, _T.c.purpose, _T.c.fields,
-                   func.count(), func.min(_T.c.ts), func.max(_T.c.ts))
-            .where(*ctx.where, _T.c.decision == Decision.DENY.value)
-            .group_by(_T.c.tenant, _T.c.actor, _T.c.action, _T.c.purpose, _T.c.fields))
-    for tenant, actor, action, purpose, fields, n, first, last in conn.execute(
-            stmt.execution_options(yield_per=_STREAM)):
-        for name in _names(fields) or ["(none)"]:
-            entry = groups.setdefault((str(tenant), str(actor), name), {
-                "denials": 0, "actions": set(), "purposes": set(),
-                "first": _aware(first), "last": _aware(last)})
-            entry["denials"] += int(n)
-            entry["actions"].add(str(action))
-            if purpose:
-                entry["purposes"].add(str(purpose))
-            entry["first"] = min(entry["first"], _aware(first))
-            entry["last"] = max(entry["last"], _aware(last))
-    ordered = sorted(groups.items(), key=lambda kv: (-kv[1]["denials"], kv[0]))
-    rows, truncated = _keep(({
-        "tenant": tenant, "actor": actor, "field": name, "denials": g["denials"],
-        "actions": ", ".join(sorted(g["actions"])), "purposes": ", ".join(sorted(g["purposes"])),
-        "first": _iso(g["first"]), "last": _iso(g["last"]),
-    } for (tenant, actor, name), g in ordered), ctx.limit)
-    return (["tenant", "actor", "field", "denials", "actions", "purposes", "first", "last"],
-            rows, truncated)
+    """One row per refused call: when, who, what, the reason code, the subjects'
+    pseudonyms and records concerned, and the request id."""
+    stmt = (select(_T).where(*ctx.where, _T.c.decision == Decision.DENY.value)
+            .order_by(_T.c.ts, _T.c.seq))
+    rows, truncated = _streamed(conn, stmt, ctx.limit, _denial_row)
+    return _DENIAL_COLUMNS, rows, truncated
 
 
 def _view_unusual(conn: Connection, ctx: _Context) -> _Result:

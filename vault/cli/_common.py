@@ -112,7 +112,9 @@ def open_vault(home: Path | None) -> Iterator[Vault]:
 def fail(message: str, code: int = 1) -> typer.Exit:
     from rich.markup import escape
 
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
+    # One line whatever the terminal's width: a script reads it, a person scrolls.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True,
+              soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -125,7 +127,10 @@ def guard(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(*args, **kwargs)
         except VaultError as exc:
-            raise fail(f"{exc.message} [{exc.code}]") from None
+            reason = getattr(exc, "reason", None)
+            code = f"{exc.code}: {reason}" if reason else exc.code
+            hint = getattr(exc, "hint", None)
+            raise fail(f"{exc.message} [{code}]" + (f"; hint: {hint}" if hint else "")) from None
 
     return wrapper
 
