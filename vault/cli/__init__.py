@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from vault import Actor, Vault, VaultSettings, __version__
+# The package loads its names on first use: `vault --help` imports no database code.
+import vault as api
+from vault import __version__
 from vault.cli import consent_cli, dsar_cli, gateway_cli, report_cli, retention_cli
 from vault.cli._common import (
     FormatOpt,
@@ -31,6 +33,9 @@ from vault.cli._common import (
     progress_bar,
     settings_from_env,
 )
+
+if TYPE_CHECKING:
+    from vault.facade import Vault
 
 __all__ = ["app", "main"]
 
@@ -72,7 +77,7 @@ def _root(
         help="Print Vault's version and exit.")] = False,
 ) -> None:
     """Vault: encrypted, access-controlled, audited customer data."""
-    configure_logging(verbose)
+    configure_logging(verbose, gateway=ctx.invoked_subcommand == "serve")
     if ctx.invoked_subcommand != "serve":  # the gateway's entries name their caller
         ctx.with_resource(operator_context(operator))
 
@@ -97,11 +102,11 @@ def init(
              "on the audit log. Password from VAULT_APP_ROLE_PASSWORD.")] = None,
 ) -> None:
     """Create a vault: KEK (key file, HSM or KMS), key store, data database, default policy."""
-    settings = VaultSettings.from_env(
+    settings = api.VaultSettings.from_env(
         home=home, database_url=database_url, keystore_url=keystore_url, key_file=key_file,
         key_provider=key_provider, policies=policies, audit_chains=audit_chains,
     )
-    with Vault.init(settings=settings) as vault:
+    with api.Vault.init(settings=settings) as vault:
         out.print(f"[green]initialised[/] vault in {vault.settings.home}")
         status = vault.keys.status()
         if status.provider == "file":
@@ -143,7 +148,7 @@ def upgrade(
              "if set.")] = None,
 ) -> None:
     """Migrate an existing vault to this version's schema (idempotent; audited)."""
-    with Vault.upgrade(settings=settings_from_env(home)) as vault:
+    with api.Vault.upgrade(settings=settings_from_env(home)) as vault:
         out.print(f"[green]up to date[/] vault in {vault.settings.home}")
         if postgres_roles:
             _grant_roles(vault, postgres_roles)
@@ -387,7 +392,7 @@ def policy_check(
     """Say whether ACTOR may do ACTION on COLLECTION.FIELD for a purpose (exit 0 if allowed,
     4 if denied, 1 for an error such as a field that does not exist)."""
     with open_vault(home) as vault:
-        allowed = vault.policy.check(Actor(actor, tenant), obj, action, purpose=purpose)
+        allowed = vault.policy.check(api.Actor(actor, tenant), obj, action, purpose=purpose)
     if allowed:
         out.print(f"[green]allow[/] {actor} {action} {obj} for {purpose} in {tenant}")
         return

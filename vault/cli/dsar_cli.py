@@ -27,17 +27,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from vault.audit.checkpoint import load_public_key
 from vault.cli._common import FormatOpt, emit_json, fail, guard, open_vault, out, progress_bar
 from vault.cli._time import parse_when, parse_window
-from vault.dsar import DSARRequest, verify_bundle, verify_document
 from vault.errors import InvalidData
 from vault.types import Actor
+
+if TYPE_CHECKING:
+    from vault.dsar import DSARRequest
 
 __all__ = ["register", "request_json"]
 
@@ -351,6 +352,9 @@ def register(app: typer.Typer) -> None:
         home: Home = None,
     ) -> None:
         """Check an export bundle (or an erasure certificate file): signature and files."""
+        from vault.audit.checkpoint import load_public_key
+        from vault.dsar import verify_bundle, verify_document
+
         if public_key is not None:
             key = load_public_key(public_key)
         else:

@@ -23,7 +23,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -40,8 +40,10 @@ from vault.cli._common import (
 )
 from vault.cli._time import parse_when
 from vault.errors import ConfigError
-from vault.retention.holds import LegalHold
-from vault.retention.service import REPORT_WINDOWS, RetentionPlan, RetentionReport
+
+if TYPE_CHECKING:
+    from vault.retention.holds import LegalHold
+    from vault.retention.service import RetentionPlan, RetentionReport
 
 __all__ = ["plan_rows", "register", "render_plan", "render_report", "report_rows"]
 
@@ -293,6 +295,8 @@ _REPORT_HEADER = ("section", "window_days", "category", "action", "records", "ru
 
 def report_rows(rep: RetentionReport) -> list[list[str]]:
     """The report as flat rows (one CSV table with a ``section`` column)."""
+    from vault.retention.service import REPORT_WINDOWS
+
     blank = [""] * 10
     rows = [["backlog", "0", "", "expired", str(rep.expired_unheld), *blank],
             ["backlog", "0", "", "held", str(rep.expired_held), *blank],
@@ -312,6 +316,8 @@ def report_rows(rep: RetentionReport) -> list[list[str]]:
 
 def render_report(rep: RetentionReport, fmt: str) -> str:
     """The retention report as CSV or JSON (with ``schema_version``)."""
+    from vault.retention.service import REPORT_WINDOWS
+
     if fmt == "csv":
         return _csv(_REPORT_HEADER, report_rows(rep))
     return json.dumps({
@@ -337,6 +343,7 @@ def report(fmt: TableCsvJsonOpt = "table", out_file: OutOpt = None,
                "--tenant", help="Only this tenant (and only the sweeps limited to it).")] = None,
            home: HomeOpt = None) -> None:
     """Retention summary: backlog, upcoming deletions (7/30/90/365 days), holds, last runs."""
+    from vault.retention.service import REPORT_WINDOWS
 
     _check_format(fmt)
     with open_vault(home) as vault:
