@@ -159,3 +159,13 @@ def test_a_window_end_date_covers_its_day_and_order_is_checked() -> None:
     assert end == dt.datetime(2026, 11, 27, tzinfo=dt.UTC) - dt.timedelta(microseconds=1)
     with pytest.raises(Exception, match="is after --to"):
         parse_window("1d", "30d", now=NOW)
+
+
+def test_holds_list_shows_whole_ids_on_80_columns(home: Path) -> None:
+    """The hold id that `holds lift` needs is printed whole on an 80-column terminal."""
+    (hold,) = _doc(home, "retention", "holds", "list")["holds"]
+    code, out, _err = _run(home, "retention", "holds", "list")
+    assert code == 0
+    assert any(hold["id"] in line for line in out.splitlines())
+    assert max(len(line.rstrip()) for line in out.splitlines()) <= 80
+    assert "LIT-1" in out and "cust-1" in out

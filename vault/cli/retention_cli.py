@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from vault.cli._common import (
@@ -63,6 +64,10 @@ OutOpt = Annotated[Path | None, typer.Option(
 
 def _iso(value: dt.datetime | None) -> str:
     return "" if value is None else value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _day(value: dt.datetime | None) -> str:
+    return "—" if value is None else value.astimezone(dt.UTC).date().isoformat()
 
 
 def _check_format(fmt: str) -> None:
@@ -222,11 +227,22 @@ def holds_list(
         sys.stdout.write(json.dumps({"schema_version": 1, "holds": [
             dict(zip(header, r, strict=True)) for r in rows]}, indent=2) + "\n")
     else:
-        table = Table(title="Legal holds")
-        for col in header:
-            table.add_column(col)
-        for r in rows:
-            table.add_row(*r)
+        # Fits 80 columns: the id whole (`holds lift` needs it), days not instants
+        # (--format json has them); an end or a lift day only when a hold has one.
+        table = Table(title="Legal holds", box=box.SIMPLE_HEAD, pad_edge=False)
+        columns: list[tuple[str, Callable[[LegalHold], str]]] = [
+            ("id", lambda h: h.id), ("tenant", lambda h: h.tenant),
+            ("subject", lambda h: h.subject_id or "(tenant)"), ("reason", lambda h: h.reason),
+            ("by", lambda h: h.placed_by), ("placed", lambda h: _day(h.placed_at))]
+        if any(h.until for h in holds):
+            columns.append(("until", lambda h: _day(h.until)))
+        if any(h.lifted_at for h in holds):
+            columns.append(("lifted", lambda h: _day(h.lifted_at)))
+        for name, _cell in columns:
+            table.add_column(name, no_wrap=name == "id", overflow="fold",
+                             min_width=10 if name in ("placed", "until", "lifted") else len(name))
+        for h in holds:
+            table.add_row(*(cell(h) for _name, cell in columns))
         out.print(table)
 
 
