@@ -169,3 +169,20 @@ def test_holds_list_shows_whole_ids_on_80_columns(home: Path) -> None:
     assert any(hold["id"] in line for line in out.splitlines())
     assert max(len(line.rstrip()) for line in out.splitlines()) <= 80
     assert "LIT-1" in out and "cust-1" in out
+
+
+@pytest.mark.parametrize("command", [
+    ["consent", "report", "--format", "json"],
+    ["consent", "receipt", "no-such-receipt", "--tenant", "acme"],
+    ["retention", "report", "--format", "json"],
+])
+def test_an_out_path_in_a_missing_folder_is_one_line(home: Path, tmp_path: Path,
+                                                     command: list[str]) -> None:
+    """--out into a folder that does not exist: exit 1, one line, no traceback."""
+    if command[1] == "receipt":
+        (event,) = _doc(home, "consent", "history", "cust-1", "--tenant", "acme")["events"]
+        command = ["consent", "receipt", event["event_id"], "--tenant", "acme"]
+    code, _out, err = _run(home, *command, "--out", str(tmp_path / "missing" / "x.json"))
+    assert code == 1, err
+    assert "cannot write" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
