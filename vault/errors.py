@@ -57,6 +57,7 @@ __all__ = [
     "KeyManagementError",
     "KeyProviderUnavailable",
     "LegalHoldActive",
+    "REFUSAL_HINTS",
     "NotFound",
     "PolicyError",
     "RightNotGranted",
@@ -174,19 +175,63 @@ class ApprovalRequired(VaultError):
         self.change_id = change_id
 
 
+#: The reason codes of a refusal (``AccessDenied.reason``, the audit entry's reason,
+#: the gateway's problem ``reason``) with the hint each one gives. They describe the
+#: caller's own rights or the subject's state as the caller asked for it, never
+#: whether a record or subject exists.
+REFUSAL_HINTS: dict[str, str] = {
+    "no_role": "the actor holds no role in this tenant: an administrator assigns one "
+               "(vault roles assign USER ROLE --tenant TENANT)",
+    "other_tenant": "the actor's roles are in another tenant: act in your own tenant, or "
+                    "ask for a role in this one",
+    "purpose_not_allowed": "no role of the actor allows this action on this collection for "
+                           "this purpose: use a purpose the role allows (vault policy "
+                           "report) or ask for a role that allows it",
+    "field_not_allowed": "the actor's roles do not allow this action on these fields for "
+                         "this purpose: ask only for the fields the role allows",
+    "consent_required": "the purpose needs the subject's consent: record it first "
+                        "(vault consent grant) or use a purpose with another lawful basis",
+    "reconsent_required": "the consent no longer covers this use: ask the subject again",
+    "opted_out": "the subject opted out of this purpose",
+    "separate_consent_required": "sensitive data or this scope needs a separate consent",
+    "restricted": "the subject's processing is restricted (GDPR Art. 18): only storage, "
+                  "legal claims and request fulfilment may run",
+    "legal_hold": "a legal hold applies: nothing is deleted until it is lifted "
+                  "(vault retention holds list)",
+    "transfer_refused": "the data would leave the subject's area without a transfer "
+                        "mechanism: record one in the jurisdiction profile",
+    "localisation_required": "the subject's profile requires the data to stay in the country",
+    "search_miss_limit": "too many searches matched nothing: wait for the window to pass",
+    "self_grant": "no one grants themselves a data action: another administrator does it",
+    "step_up_required": "this action needs a fresh second factor (TOTP)",
+}
+
+
 class AccessDenied(VaultError):
     """The policy refused the request (default deny).
 
     Attributes:
-        reason: a stable sub-code of the refusal when there is one (e.g.
-            ``search_miss_limit``), recorded in the audit entry; None otherwise.
+        reason: a stable sub-code of the refusal when there is one (one of
+            :data:`REFUSAL_HINTS`: ``no_role``, ``purpose_not_allowed``,
+            ``field_not_allowed``, ``consent_required``, ``search_miss_limit``...),
+            recorded in the audit entry; None otherwise.
+        hint: how the caller can fix it (the reason's default unless given); it
+            names the caller's rights, never whether a record or subject exists.
     """
 
     code = "access_denied"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None,
+                 hint: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self._hint = hint
+
+    @property
+    def hint(self) -> str | None:
+        # "opted_out:general": the code is the part before the first colon.
+        return self._hint or (REFUSAL_HINTS.get(self.reason.split(":")[0])
+                              if self.reason else None)
 
 
 class _ConsentRefusal(AccessDenied):
@@ -351,7 +396,13 @@ class LegalHoldActive(VaultError):
     """
 
     code = "legal_hold_active"
+    #: The refusal's reason code in the audit log and the ``denials`` report.
+    reason = "legal_hold"
 
     def __init__(self, message: str, *, hold_ids: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.hold_ids = hold_ids
+
+    @property
+    def hint(self) -> str:
+        return REFUSAL_HINTS["legal_hold"]

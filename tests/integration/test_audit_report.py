@@ -162,7 +162,7 @@ def test_subject_access_lists_every_recipient(story: Story) -> None:
     assert rep.rows[2]["fields"] == (
         "device_info, email, full_name, phone~masked, support_notes")
     assert rep.rows[3]["fields"] == "national_id"
-    assert rep.rows[3]["reason"] == "access_denied"
+    assert rep.rows[3]["reason"] == "field_not_allowed"
     assert (rep.total_entries, rep.total_denials) == (5, 1)
     # The subject is known only by its pseudonym; the id is not kept in the report.
     assert rep.filters == {"tenant": "acme",
@@ -177,24 +177,29 @@ def test_subject_access_lists_every_recipient(story: Story) -> None:
                               subject="subject-0").rows == []
 
 
-def test_denials_by_actor_and_field(story: Story) -> None:
-    """Every refusal is counted once per actor and field named, most first."""
+def test_denials_one_row_per_refused_call_with_its_reason(story: Story) -> None:
+    """Every refused call is one row, oldest first, with its reason code, the subject's
+    pseudonym (whole) and the request id; the per-actor and per-field counts stay."""
     vault = story.vault
     rep = vault.audit.report("denials", tenant="acme")
-    assert _rows(rep, "actor", "field", "denials", "purposes") == [
-        ("crm", "email", 1, "marketing"),
-        (EVE_ID, "national_id", 1, "customer_support"),
-        ("maya", "phone", 1, "marketing"),
-        ("sam", "national_id", 1, "customer_support"),
+    assert _rows(rep, "actor", "fields", "purpose", "reason") == [
+        ("sam", "national_id", "customer_support", "field_not_allowed"),
+        ("maya", "phone", "marketing", "field_not_allowed"),
+        (EVE_ID, "national_id", "customer_support", "field_not_allowed"),
+        ("crm", "email", "marketing", "purpose_not_allowed"),
     ]
+    assert rep.rows[0]["subjects"] == vault.pseudonym("acme", "subject-0")
+    assert rep.rows[0]["records"] == story.ids[0]
+    assert all(len(str(r["request_id"])) >= 16 for r in rep.rows)
+    assert len({r["request_id"] for r in rep.rows}) == 4
     assert rep.denials_by_actor == [ActorCount("acme", "crm", 1), ActorCount("acme", EVE_ID, 1),
                                     ActorCount("acme", "maya", 1), ActorCount("acme", "sam", 1)]
     assert rep.denials_by_field == [FieldCount("national_id", 2), FieldCount("email", 1),
                                     FieldCount("phone", 1)]
-    assert rep.rows[0]["first"] == rep.rows[0]["last"] == "2026-11-04T10:00:36+00:00"
+    assert rep.rows[3]["time"] == "2026-11-04T10:00:36+00:00"
     # The denials view looks at every entry, so its totals give the denial rate.
     assert (rep.total_entries, rep.total_denials) == (73, 4)
-    assert _rows(vault.audit.report("denials", actor_id="sam"), "field") == [("national_id",)]
+    assert _rows(vault.audit.report("denials", actor_id="sam"), "fields") == [("national_id",)]
     assert _rows(vault.audit.report("denials", since=DAY3), "actor") == [("crm",)]
 
 
@@ -383,10 +388,11 @@ def test_csv_holds_the_rows(story: Story) -> None:
     buffer = io.StringIO()
     to_csv(rep, buffer)
     lines = list(csv.DictReader(io.StringIO(buffer.getvalue())))
-    assert list(lines[0]) == rep.columns
-    assert [(r["actor"], r["field"], r["denials"]) for r in lines] == [
-        ("crm", "email", "1"), (EVE_ID, "national_id", "1"), ("maya", "phone", "1"),
-        ("sam", "national_id", "1")]
+    assert list(lines[0]) == [*rep.columns, "log_verification"]
+    assert all(r["log_verification"].startswith("audit log NOT verified") for r in lines)
+    assert [(r["actor"], r["fields"], r["reason"]) for r in lines] == [
+        ("sam", "national_id", "field_not_allowed"), ("maya", "phone", "field_not_allowed"),
+        (EVE_ID, "national_id", "field_not_allowed"), ("crm", "email", "purpose_not_allowed")]
     assert render(rep, "csv") == buffer.getvalue()
     entries = story.vault.audit.report("entries", tenant="acme")
     assert len(list(csv.DictReader(io.StringIO(render(entries, "csv"))))) == 73
@@ -399,7 +405,8 @@ def test_json_has_a_stable_schema(story: Story) -> None:
     assert doc["schema_version"] == 1
     assert set(doc) == {"schema_version", "view", "title", "generated_at", "filters",
                         "time_range", "thresholds", "totals", "per_day", "denials_by_actor",
-                        "denials_by_field", "columns", "rows"}
+                        "denials_by_field", "columns", "rows", "verification"}
+    assert doc["verification"]["state"] == "never_verified"
     assert doc["view"] == "entries"
     assert doc["generated_at"] == "2026-11-04T11:00:00+00:00"  # the vault's clock
     assert doc["filters"] == {"from": "2026-11-03T00:00:00+00:00", "tenant": "acme"}
@@ -496,7 +503,11 @@ def test_empty_report_renders(sqlite_settings: VaultSettings) -> None:
     assert 'id="total-entries">0<' in page and "<svg" not in page
     assert 'id="chart-per-day-empty"' in page
     assert json.loads(to_json(rep))["time_range"]["first_entry"] is None
-    assert render(rep, "csv").splitlines() == [",".join(rep.columns)]
+    # The header, and one row that only states the log's verification.
+    header, status = render(rep, "csv").splitlines()
+    assert header == ",".join([*rep.columns, "log_verification"])
+    assert status == "," * len(rep.columns) + "audit log NOT verified: no verification on " \
+        "record (run vault audit verify or vault audit nightly)"
     with pytest.raises(InvalidData):
         render(rep, "pdf")
 
@@ -532,9 +543,9 @@ def test_cli_table_csv_json(cli: tuple[Story, dict[str, str]]) -> None:
     story, env = cli
     code, _out, output = _run(env, "--view", "denials", "--tenant", "acme")
     assert code == 0, output
-    assert "Denied attempts by actor and field" in output
+    assert "Refused calls, with their reasons" in output
     assert "national_id" in output and EVE_ID in output
-    assert "73 entries (69 allowed, 4 denied, 0 errors)" in output
+    assert "73 entries (69 allowed, 4 denied, 0 errors)" in " ".join(output.split())
 
     code, out, output = _run(env, "--view", "bursts", "--format", "json", "--tenant", "acme",
                              "--burst-reads", "10", "--burst-minutes", "1")
@@ -590,19 +601,33 @@ def test_cli_html_and_files(cli: tuple[Story, dict[str, str]], tmp_path: Path) -
     assert _cli_reports(story.vault)[:2] == ["view:entries:html", "view:privileged:table"]
 
 
+@pytest.mark.parametrize(("bad", "option"), [
+    (["--format", "html"], "'--out'"),
+    (["--format", "pdf"], "'--format'"),
+    (["--from", "yesterday"], "'--from'"),
+    (["--since", "2026-11-03T09:00:00"], "'--from'"),
+    (["--from", "2026-11-04", "--to", "2026-11-03"], "'--from'"),
+    (["--view", "nope"], "'--view'"),
+    (["--limit", "-1"], "'--limit'"),
+])
+def test_cli_usage_errors_exit_2(cli: tuple[Story, dict[str, str]], bad: list[str],
+                                 option: str) -> None:
+    """A bad format, view, time or limit is a usage error: exit 2 naming the option as
+    typed (never an internal parameter), no traceback, nothing audited."""
+    story, env = cli
+    code, out, output = _run(env, *bad)
+    assert code == 2, output
+    assert out == "" and "Traceback" not in output
+    assert option in output and "since" not in output.replace("--since", "")
+    assert _cli_reports(story.vault) == []
+
+
 @pytest.mark.parametrize("bad", [
-    ["--format", "html"],
-    ["--format", "pdf"],
-    ["--from", "yesterday"],
-    ["--from", "2026-11-03T09:00:00"],
-    ["--from", "2026-11-04", "--to", "2026-11-03"],
-    ["--view", "nope"],
     ["--subject", "subject-0"],
     ["--decision", "maybe"],
     ["--actor", "bad actor!"],
     ["--usual-share", "2"],
     ["--view", "unusual_purpose", "--baseline-days", "3"],
-    ["--limit", "-1"],
 ])
 def test_cli_refuses_bad_options(cli: tuple[Story, dict[str, str]], bad: list[str]) -> None:
     """A bad option exits 1 with one error line, echoes no value, and audits nothing."""

@@ -61,7 +61,7 @@ def test_roles_and_policy_check(home: Path) -> None:
     assert run(home, "init")[0] == 0
     code, _ = run(home, "policy", "check", "sam", "customers.email", "read",
                   "--purpose", "customer_support", "--tenant", "acme")
-    assert code == 1
+    assert code == 4  # deny: a decision, not the error code
     code, output = run(home, "roles", "assign", "sam", "support_agent", "--tenant", "acme")
     assert code == 0, output
     code, output = run(home, "policy", "check", "sam", "customers.email", "read",
@@ -69,7 +69,7 @@ def test_roles_and_policy_check(home: Path) -> None:
     assert code == 0 and "allow" in output
     code, output = run(home, "policy", "check", "sam", "customers.national_id", "read",
                        "--purpose", "customer_support", "--tenant", "acme")
-    assert code == 1 and "deny" in output
+    assert code == 4 and "deny" in output
     code, output = run(home, "roles", "list", "--tenant", "acme")
     assert code == 0 and "support_agent" in output
     code, output = run(home, "roles", "assign", "sam", "overlord", "--tenant", "acme")
@@ -77,6 +77,19 @@ def test_roles_and_policy_check(home: Path) -> None:
     code, output = run(home, "policy", "check", "sam", "customers.email", "read",
                        "--purpose", "curiosity", "--tenant", "acme")
     assert code == 1 and "unknown_purpose" in output
+    assert "registered purposes: account_management, analytics," in output
+
+
+def test_policy_check_names_a_field_or_collection_that_does_not_exist(home: Path) -> None:
+    """A misspelt field or collection is an error (exit 1) saying it does not exist,
+    not a silent deny."""
+    assert run(home, "init")[0] == 0
+    code, output = run(home, "policy", "check", "sam", "customers.emial", "read",
+                       "--purpose", "customer_support", "--tenant", "acme")
+    assert code == 1 and "unknown_field" in output and "has no field 'emial'" in output
+    code, output = run(home, "policy", "check", "sam", "custmers.email", "read",
+                       "--purpose", "customer_support", "--tenant", "acme")
+    assert code == 1 and "unknown_collection" in output
 
 
 def test_keys_rotate_and_retire(home: Path) -> None:

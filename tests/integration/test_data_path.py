@@ -10,7 +10,13 @@ import pytest
 from sqlalchemy import func, select, text
 
 from vault import AccessDenied, Actor, InvalidData, NotFound, Vault
-from vault.errors import DecryptionError, UnknownCollection, UnknownField, UnknownPurpose
+from vault.errors import (
+    DecryptionError,
+    LegalHoldActive,
+    UnknownCollection,
+    UnknownField,
+    UnknownPurpose,
+)
 from vault.store.models import AuditEntryRow, BlindIndexRow, RecordRow
 
 from ..helpers import ANDY, CRM, DANA, MAYA, SALLY, SAM
@@ -128,14 +134,15 @@ def test_unassigned_actor_is_denied_and_audited(vault: Vault) -> None:
     rid = vault.put(CRM, "customers", customer(), purpose="account_management")
     stranger = Actor("mallory", "acme")
     before = audit_count(vault)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied) as denied:
         vault.get(stranger, "customers", rid, purpose="account_management")
+    assert denied.value.reason == "no_role" and "vault roles assign" in str(denied.value.hint)
     with pytest.raises(AccessDenied):
         vault.put(stranger, "customers", customer(1), purpose="account_management")
     rows = audit_rows(vault)[before:]
     assert [(r.actor, r.action, r.decision, r.reason) for r in rows] == [
-        ("mallory", "read", "deny", "access_denied"),
-        ("mallory", "write", "deny", "access_denied"),
+        ("mallory", "read", "deny", "no_role"),
+        ("mallory", "write", "deny", "no_role"),
     ]
     assert record_count(vault) == 1
 
@@ -376,3 +383,39 @@ def test_flipped_byte_in_stored_envelope_fails(vault: Vault) -> None:
     _set_envelopes(vault, rid, bytes(blob))
     with pytest.raises(DecryptionError):
         vault.get(CRM, "customers", rid, purpose="account_management")
+
+
+def test_a_refusal_says_which_kind_and_how_to_fix_it(vault: Vault) -> None:
+    """AccessDenied carries the reason code and a hint: a purpose no role of the actor
+    allows on the collection, or only some fields; the same for a record that does not
+    exist (the reason never says whether it does)."""
+    rid = vault.put(CRM, "customers", customer(), purpose="account_management")
+    sam = Actor("sam", "acme")
+    with pytest.raises(AccessDenied) as other_fields:
+        vault.get(sam, "customers", rid, purpose="customer_support", fields=["national_id"])
+    assert other_fields.value.reason == "field_not_allowed"
+    assert "fields" in str(other_fields.value.hint)
+    with pytest.raises(AccessDenied) as purpose:
+        vault.get(sam, "customers", rid, purpose="sale")
+    assert purpose.value.reason == "purpose_not_allowed"
+    assert "purpose" in str(purpose.value.hint)
+    missing = "0" * len(rid)
+    with pytest.raises(AccessDenied) as absent:
+        vault.get(sam, "customers", missing, purpose="sale")
+    assert (absent.value.reason, absent.value.hint) == (purpose.value.reason,
+                                                        purpose.value.hint)
+    assert missing not in str(absent.value) and rid not in str(purpose.value)
+
+
+def test_a_legal_hold_refusal_is_a_deny_with_its_reason(vault: Vault) -> None:
+    """Deleting held data is refused as a deny (reason legal_hold), so that the denials
+    report lists it, not as an error."""
+    rid = vault.put(CRM, "customers", customer(), purpose="account_management",
+                    subject_id="held-1")
+    vault.holds.place("acme", "held-1", reason="LIT-1")
+    with pytest.raises(LegalHoldActive) as held:
+        vault.delete(Actor("dana", "acme"), "customers", rid, purpose="dsar_fulfilment")
+    assert "holds list" in held.value.hint
+    rows = vault.audit.report("denials", tenant="acme").rows
+    assert [(r["action"], r["reason"], r["records"]) for r in rows] == [
+        ("delete", "legal_hold", rid)]

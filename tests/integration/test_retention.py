@@ -360,7 +360,7 @@ def test_holds_stop_sweeps_deletes_and_shredding(rv: Vault, clock: FixedClock) -
             t.c.action.in_(["holds.place", "holds.lift", "keys.destroy", "delete"])
         ).order_by(t.c.seq)).all()
     assert [(a, d) for a, d, _ in actions] == [
-        ("holds.place", "allow"), ("delete", "error"), ("keys.destroy", "deny"),
+        ("holds.place", "allow"), ("delete", "deny"), ("keys.destroy", "deny"),
         ("holds.lift", "allow")]
     assert all("LIT" not in (r or "") for _, _, r in actions)
 

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import structlog
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -47,6 +46,7 @@ from vault.crypto.keystore import KeyStore
 from vault.crypto.providers import ProviderSpec, open_provider, parse_provider_uri
 from vault.crypto.pseudonym import Pseudonymizer
 from vault.errors import ConfigError, KeyManagementError, ShreddingIncomplete, VaultError
+from vault.logging import get_logger
 from vault.policy.engine import CasbinPolicyEngine
 from vault.retention import expiry
 from vault.store import migrate
@@ -57,7 +57,7 @@ from vault.types import actor_id
 
 __all__ = ["init", "open_kernel", "provider_opener", "settings_of", "upgrade"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def settings_of(

@@ -13,20 +13,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
-import structlog
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault._kernel.kernel import NAMED_LIMIT, Kernel
 from vault.audit.chain import AuditEvent, Decision
 from vault.errors import AuditError, VaultError
+from vault.logging import get_logger
 from vault.store.retry import transaction_attempts
 from vault.store.tables import RECORDS
 from vault.types import Actor
 
 __all__ = ["Call", "transaction_failed"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 

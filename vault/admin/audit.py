@@ -29,6 +29,8 @@ from vault.audit.report import (
     ReportFilters,
     ReportThresholds,
     ReportView,
+    Verification,
+    verification_status,
 )
 from vault.audit.report import report as build_report
 from vault.audit.versions import find_version_mismatches, version_findings
@@ -220,6 +222,18 @@ class AuditService:
         reason = f"view:{result.view.value}" + (f":{output}" if output else "")
         self._k.audit("audit.report", actor=actor, reason=reason, subjects=looked_up)
         return result
+
+    def status(self, *, actor: Actor | None = None) -> Verification:
+        """The last verification of the log as the log records it (an
+        ``audit.verify`` or ``audit.checkpoint`` entry): when, its result, the
+        newest signed checkpoint then, and how many entries came after it.
+        Every report carries the same (``AuditReport.verification``).
+
+        Raises:
+            AccessDenied: ``actor`` may not read the audit trail.
+        """
+        self._k.authorise(actor, "audit", "audit.read")
+        return verification_status(self._k.engine)
 
     def thresholds(self) -> ReportThresholds:
         """The report thresholds the settings give (``VAULT_REPORT_*``)."""

@@ -67,9 +67,20 @@ class PolicyService:
         self._k = kernel
 
     def check(self, actor: Actor, obj: str, action: str, *, purpose: str) -> bool:
-        """Would ``actor`` be allowed ``action`` on ``obj`` (``collection.field``)?"""
+        """Would ``actor`` be allowed ``action`` on ``obj`` (``collection.field``)?
+
+        Raises:
+            UnknownPurpose: the purpose is not registered (the message lists those that are).
+            UnknownCollection, UnknownField: ``obj`` names a collection or field the
+                schema does not declare (a misspelt name is not a silent deny).
+        """
         if purpose not in self._k.rules.purposes:
             self._k.rules.purposes.get(purpose)
+        if isinstance(obj, str) and "." in obj:  # a data object; "audit", "keys"... have none
+            collection, _dot, field = obj.partition(".")
+            schema = self._k.rules.schemas.get(collection)
+            if field != "*":
+                schema.field(field)
         return self._k.policy.is_allowed(actor.id, actor.tenant, obj, action, purpose)
 
     def add_rule(self, role: str, tenant: str, obj: str, action: str, purpose: str,

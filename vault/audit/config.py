@@ -42,7 +42,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
-import structlog
 from sqlalchemy import Connection, Engine, Table, and_, func, insert, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -51,6 +50,7 @@ from vault.audit.chain import ADMIN_CHAIN, AuditEvent, Decision
 from vault.audit.log import AuditLog
 from vault.config import VaultSettings
 from vault.errors import AuditError
+from vault.logging import get_logger
 from vault.store.engine import is_postgres, is_sqlite, read_only
 from vault.store.models import AuditEntryRow, AuditHead, ConfigSnapshotRow
 from vault.store.retry import transaction_attempts
@@ -58,7 +58,7 @@ from vault.store.retry import transaction_attempts
 __all__ = ["BASELINE", "CHANGE", "NOT_ITEMS", "POLICY_FILES", "changed_items", "combined_digest",
            "config_items", "record_config"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 BASELINE = "config.baseline"
 CHANGE = "config.change"

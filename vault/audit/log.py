@@ -31,7 +31,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -63,13 +62,14 @@ from vault.audit.context import current_context, current_request_id
 from vault.audit.parallel import Bounds, plan, run_parts, workers_for
 from vault.clock import Clock
 from vault.errors import AuditError, ConfigError
+from vault.logging import get_logger
 from vault.store.engine import is_postgres, make_engine
 from vault.store.models import AuditEntryRow, AuditHead
 from vault.store.retry import is_retryable, transaction_attempts
 
 __all__ = ["AuditLog"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _ENTRY = cast(Table, AuditEntryRow.__table__)
 _HEAD = cast(Table, AuditHead.__table__)

@@ -12,8 +12,12 @@ the questions an auditor asks:
     (and its ``tenant``); denied attempts on the subject's records are listed
     too.
 ``denials``
-    refused attempts, one row per actor and field (the per-field and
-    per-actor totals come with every report).
+    refused calls, one row each: time, actor, action, fields, purpose, the
+    reason code (``no_role``, ``purpose_not_allowed``, ``field_not_allowed``,
+    ``consent_required``, ``restricted``, ``legal_hold``, ``transfer_refused``,
+    ... see :data:`vault.errors.REFUSAL_HINTS`), the subjects' pseudonyms and
+    records concerned, and the request id (the per-field and per-actor totals
+    come with every report).
 ``unusual_purpose``
     allowed accesses for a purpose outside the actor's usual ones. An actor's
     *usual* purposes are those that make up at least ``usual_share`` of its
@@ -55,6 +59,9 @@ JSON schema 1::
      "thresholds": {"usual_share", "usual_min_accesses", "usual_baseline_days",
                     "burst_reads", "burst_minutes"},
      "totals": {"entries", "allowed", "denials", "errors", "rows", "truncated"},
+     "verification": {"state", "ok", "verified_at", "action", "damage",
+                      "checkpoints_checked", "checkpoint", "checkpoint_signed_at",
+                      "entries_since", "statement"},
      "per_day": [{"day", "allowed", "denied", "errors"}],
      "denials_by_actor": [{"tenant", "actor", "denials"}],
      "denials_by_field": [{"field", "denials"}],
@@ -103,18 +110,22 @@ __all__ = [
     "JSON_SCHEMA_VERSION",
     "ROW_LIMIT",
     "ActorCount",
+    "CSV_VERIFICATION_COLUMN",
     "AuditReport",
     "DayCount",
     "FieldCount",
     "ReportFilters",
     "ReportThresholds",
     "ReportView",
+    "Verification",
+    "last_verification",
     "render",
     "report",
     "rich_table",
     "to_csv",
     "to_html",
     "to_json",
+    "verification_status",
 ]
 
 _T = cast(SATable, AuditEntryRow.__table__)
@@ -318,6 +329,8 @@ class AuditReport:
             does that): listed apart, with the columns that are wrong, and left out
             of every figure, so that they can neither hide nor break the report.
             ``vault audit verify`` names them as damage.
+        verification: the last verification of the log when the report was made
+            (see :class:`Verification`); every output states it.
     """
 
     view: ReportView
@@ -340,6 +353,7 @@ class AuditReport:
     truncated: bool = False
     limit: int | None = ROW_LIMIT
     altered: list[Row] = field(default_factory=list)
+    verification: Verification | None = None
 
     @property
     def title(self) -> str:
@@ -355,7 +369,7 @@ class AuditReport:
 _TITLES = {
     ReportView.ENTRIES: "Audit entries",
     ReportView.SUBJECT_ACCESS: "Who accessed this data subject's data (GDPR Art. 15(1)(c))",
-    ReportView.DENIALS: "Denied attempts by actor and field",
+    ReportView.DENIALS: "Refused calls, with their reasons",
     ReportView.UNUSUAL_PURPOSE: "Access for purposes outside an actor's usual ones",
     ReportView.BURSTS: "Bursts of reads by one actor",
     ReportView.PRIVILEGED: "Privileged actions (roles, policy, keys)",
@@ -592,6 +606,7 @@ def report(
             for name in _names(fields) or ["(none)"]:
                 per_field[name] += int(n)
         columns, rows, truncated = _VIEWS[view](conn, context)
+        verification = last_verification(conn)
     totals = [sum(v[i] for v in by_day.values()) for i in range(3)]
     return AuditReport(
         view=view, filters=_shown(filters, pseudo), since=filters.since, until=filters.until,
@@ -604,7 +619,7 @@ def report(
         denials_by_actor=denials_by_actor,
         denials_by_field=[FieldCount(k, n) for k, n in
                           sorted(per_field.items(), key=lambda kv: (-kv[1], kv[0]))],
-        truncated=truncated, limit=limit, altered=altered,
+        truncated=truncated, limit=limit, altered=altered, verification=verification,
     )
 
 
@@ -704,32 +719,28 @@ def _view_subject(conn: Connection, ctx: _Context) -> _Result:
     return _SUBJECT_COLUMNS, [{k: r[k] for k in _SUBJECT_COLUMNS} for r in rows], truncated
 
 
+_DENIAL_COLUMNS = ["time", "tenant", "actor", "action", "collection", "fields", "purpose",
+                   "reason", "subjects", "records", "request_id"]
+
+
+def _denial_row(row: Any) -> Row:
+    return {
+        "time": _iso(row.ts), "tenant": row.tenant, "actor": row.actor, "action": row.action,
+        "collection": row.collection or "", "fields": ", ".join(_names(row.fields)),
+        "purpose": row.purpose or "", "reason": row.reason or "access_denied",
+        # Whole pseudonyms (never ids): a later report (--subject) needs them.
+        "subjects": ", ".join(_names(row.subjects)),
+        "records": ", ".join(_names(row.record_ids)), "request_id": row.request_id,
+    }
+
+
 def _view_denials(conn: Connection, ctx: _Context) -> _Result:
-    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
-    stmt = (select(_T.c.tenant, _T.c.actor, _T.c.action, _T.c.purpose, _T.c.fields,
-                   func.count(), func.min(_T.c.ts), func.max(_T.c.ts))
-            .where(*ctx.where, _T.c.decision == Decision.DENY.value)
-            .group_by(_T.c.tenant, _T.c.actor, _T.c.action, _T.c.purpose, _T.c.fields))
-    for tenant, actor, action, purpose, fields, n, first, last in conn.execute(
-            stmt.execution_options(yield_per=_STREAM)):
-        for name in _names(fields) or ["(none)"]:
-            entry = groups.setdefault((str(tenant), str(actor), name), {
-                "denials": 0, "actions": set(), "purposes": set(),
-                "first": _aware(first), "last": _aware(last)})
-            entry["denials"] += int(n)
-            entry["actions"].add(str(action))
-            if purpose:
-                entry["purposes"].add(str(purpose))
-            entry["first"] = min(entry["first"], _aware(first))
-            entry["last"] = max(entry["last"], _aware(last))
-    ordered = sorted(groups.items(), key=lambda kv: (-kv[1]["denials"], kv[0]))
-    rows, truncated = _keep(({
-        "tenant": tenant, "actor": actor, "field": name, "denials": g["denials"],
-        "actions": ", ".join(sorted(g["actions"])), "purposes": ", ".join(sorted(g["purposes"])),
-        "first": _iso(g["first"]), "last": _iso(g["last"]),
-    } for (tenant, actor, name), g in ordered), ctx.limit)
-    return (["tenant", "actor", "field", "denials", "actions", "purposes", "first", "last"],
-            rows, truncated)
+    """One row per refused call: when, who, what, the reason code, the subjects'
+    pseudonyms and records concerned, and the request id."""
+    stmt = (select(_T).where(*ctx.where, _T.c.decision == Decision.DENY.value)
+            .order_by(_T.c.ts, _T.c.seq))
+    rows, truncated = _streamed(conn, stmt, ctx.limit, _denial_row)
+    return _DENIAL_COLUMNS, rows, truncated
 
 
 def _view_unusual(conn: Connection, ctx: _Context) -> _Result:
@@ -844,6 +855,117 @@ _VIEWS: dict[ReportView, Callable[[Connection, _Context], _Result]] = {
 }
 
 
+# ------------------------------------------------------------------ verification
+
+VERIFY_ACTIONS = ("audit.verify", "audit.checkpoint")
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The last verification of the audit log, as the log itself records it.
+
+    ``vault audit verify`` (``v.audit.verify``) appends an ``audit.verify`` entry
+    with its result and ``vault audit checkpoint`` an ``audit.checkpoint`` entry
+    (it verifies before it signs): the newest of these is the last verification.
+    It lives in the log, not in a table, because the log is shared by every
+    replica, append-only and hash-chained (a forged "verified" entry breaks the
+    chain), and the application's database role may insert into it.
+
+    Attributes:
+        at: when it ran (None: the log was never verified).
+        ok: whether the log (and the checkpoints given) verified.
+        action: ``audit.verify`` or ``audit.checkpoint``.
+        damage: the kind of damage found (``modified_entry``, ...), None if ok.
+        checkpoints: how many signed checkpoints were checked (None: unknown).
+        checkpoint: the newest signed checkpoint at that time (a file name) or None.
+        checkpoint_at: when that checkpoint was signed.
+        entries_since: entries appended after it, which it does not cover.
+        seq: the sequence number of its entry (0: never verified).
+    """
+
+    at: dt.datetime | None
+    ok: bool
+    action: str = ""
+    damage: str | None = None
+    checkpoints: int | None = None
+    checkpoint: str | None = None
+    checkpoint_at: dt.datetime | None = None
+    entries_since: int = 0
+    seq: int = 0
+
+    @property
+    def state(self) -> str:
+        """``verified``, ``damaged`` or ``never_verified``."""
+        if self.at is None:
+            return "never_verified"
+        return "verified" if self.ok else "damaged"
+
+    def sentence(self) -> str:
+        """One line for a reader: what was verified when, against which checkpoint."""
+        if self.at is None:
+            return ("audit log NOT verified: no verification on record "
+                    "(run vault audit verify or vault audit nightly)")
+        when = _iso(self.at)
+        if not self.ok:
+            return (f"audit log DAMAGED: the verification of {when} found "
+                    f"{self.damage or 'damage'}; do not rely on this report")
+        against = (f"newest signed checkpoint {self.checkpoint} "
+                   f"({_iso(self.checkpoint_at)})"
+                   if self.checkpoint and self.checkpoint_at else "no signed checkpoint yet")
+        since = (f"; {self.entries_since} entries appended since are not covered"
+                 if self.entries_since else "")
+        return f"audit log verified at {when}; {against}{since}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (``verification`` in reports and ``vault audit status``)."""
+        return {"state": self.state, "ok": self.ok,
+                "verified_at": _iso(self.at) if self.at else None,
+                "action": self.action or None, "damage": self.damage,
+                "checkpoints_checked": self.checkpoints, "checkpoint": self.checkpoint,
+                "checkpoint_signed_at": _iso(self.checkpoint_at) if self.checkpoint_at else None,
+                "entries_since": self.entries_since, "statement": self.sentence()}
+
+
+def _reason_count(reason: str) -> int | None:
+    # "ok:checkpoints:3" (audit.verify)
+    head, _sep, tail = reason.rpartition(":")
+    return int(tail) if head == "ok:checkpoints" and tail.isdigit() else None
+
+
+def last_verification(conn: Connection) -> Verification:
+    """The newest verification the log records (see :class:`Verification`).
+
+    Refused attempts (decision ``deny``) are not verifications and are skipped.
+    """
+    kinds = (_T.c.action.in_(VERIFY_ACTIONS), _T.c.decision != Decision.DENY.value)
+    row = conn.execute(select(_T.c.seq, _T.c.ts, _T.c.action, _T.c.reason).where(*kinds)
+                       .order_by(_T.c.seq.desc()).limit(1)).first()
+    if row is None:
+        return Verification(at=None, ok=False)
+    signed = conn.execute(
+        select(_T.c.ts, _T.c.reason).where(
+            _T.c.action == "audit.checkpoint", _T.c.decision == Decision.ALLOW.value,
+            _T.c.seq <= row.seq)
+        .order_by(_T.c.seq.desc()).limit(1)).first()
+    since = conn.execute(select(func.count()).select_from(_T)
+                         .where(_T.c.seq > row.seq)).scalar_one()
+    reason = str(row.reason or "")
+    damage = reason.removeprefix("damage:") if reason.startswith("damage:") else None
+    return Verification(
+        at=_aware(row.ts), ok=damage is None, action=str(row.action), damage=damage,
+        checkpoints=_reason_count(reason) if row.action == "audit.verify" else None,
+        checkpoint=(str(signed.reason).removeprefix("checkpoint:")
+                    if signed is not None and signed.reason else None),
+        checkpoint_at=_aware(signed.ts) if signed is not None else None,
+        entries_since=int(since), seq=int(row.seq))
+
+
+def verification_status(engine: Engine) -> Verification:
+    """:func:`last_verification` in its own read-only transaction."""
+    with _snapshot(engine) as conn:
+        return last_verification(conn)
+
+
 # ------------------------------------------------------------------ outputs
 
 
@@ -853,11 +975,16 @@ def _window_text(rep: AuditReport) -> tuple[str, str]:
     return start, end
 
 
+def _verification(rep: AuditReport) -> Verification:
+    return rep.verification or Verification(at=None, ok=False)
+
+
 def rich_table(rep: AuditReport) -> Table:
     """The report as a rich table for the terminal (values are not rich markup)."""
     start, end = _window_text(rep)
-    caption = (f"{rep.total_entries} entries ({rep.total_allowed} allowed, "
-               f"{rep.total_denials} denied, {rep.total_errors} errors) from {start} to {end}")
+    caption = (f"{_verification(rep).sentence()}; {rep.total_entries} entries "
+               f"({rep.total_allowed} allowed, {rep.total_denials} denied, "
+               f"{rep.total_errors} errors) from {start} to {end}")
     if rep.filters:
         caption += "; " + ", ".join(f"{k}={v}" for k, v in rep.filters.items())
     if rep.truncated:
@@ -866,7 +993,8 @@ def rich_table(rep: AuditReport) -> Table:
         caption += (f"; {len(rep.altered)} entries with altered columns left out (seq "
                     + ", ".join(str(r["seq"]) for r in rep.altered[:20])
                     + (", ..." if len(rep.altered) > 20 else "") + "): run vault audit verify")
-    table = Table(title=rep.title, caption=caption + "; times in UTC", caption_justify="left")
+    title = rep.title if _verification(rep).ok else f"{rep.title} (audit log NOT verified)"
+    table = Table(title=title, caption=caption + "; times in UTC", caption_justify="left")
     numeric = {c for c in rep.columns if rep.rows and isinstance(rep.rows[0].get(c), int)}
     times = {c for c in rep.columns if c in _TIME_COLUMNS}
     for column in rep.columns:
@@ -890,6 +1018,7 @@ def _short_time(value: object) -> str:
     return text
 
 
+CSV_VERIFICATION_COLUMN = "log_verification"
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -897,14 +1026,18 @@ def to_csv(rep: AuditReport, out: IO[str]) -> None:
     """Write the rows of the report as CSV (a header row first) to ``out``.
 
     A text cell that a spreadsheet would run as a formula (starting with
-    ``= + - @``) is prefixed with ``'``.
+    ``= + - @``) is prefixed with ``'``. The last column, ``log_verification``,
+    states on every row whether the log verified (:meth:`Verification.sentence`);
+    a report without rows has one row with only that column filled, so that
+    no CSV of a damaged log looks normal.
     """
-    writer = csv.DictWriter(out, fieldnames=rep.columns, extrasaction="ignore",
-                            lineterminator="\n")
+    status = _verification(rep).sentence()
+    writer = csv.DictWriter(out, fieldnames=[*rep.columns, CSV_VERIFICATION_COLUMN],
+                            extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in rep.rows:
+    for row in rep.rows or [{}]:
         writer.writerow({k: (f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA) else v)
-                         for k, v in row.items()})
+                         for k, v in row.items()} | {CSV_VERIFICATION_COLUMN: status})
 
 
 def to_json(rep: AuditReport) -> str:
@@ -922,6 +1055,7 @@ def to_json(rep: AuditReport) -> str:
                        "last_entry": _iso(rep.last_entry) if rep.last_entry else None},
         "thresholds": asdict(rep.thresholds),
         "totals": rep.summary(),
+        "verification": _verification(rep).as_dict(),
         "per_day": [d._asdict() for d in rep.per_day],
         "denials_by_actor": [{"tenant": a.tenant, "actor": a.actor, "denials": a.denials}
                              for a in rep.denials_by_actor],
@@ -1076,6 +1210,7 @@ def to_html(rep: AuditReport) -> str:
 Time range <span id="time-from">{_e(start)}</span> to <span id="time-to">{_e(end)}</span>
 (entries found: <span id="entry-span">{_e(span)}</span>).
 Data subjects appear only as keyed pseudonyms; the log holds no personal data.</p>
+<p id="verification" class="{_verification(rep).state}">{_e(_verification(rep).sentence())}.</p>
 <h2>Filters</h2>
 <dl id="filters">{filters}</dl>
 <div class="figures">

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from vault import Actor, Vault, VaultSettings, __version__
+# The package loads its names on first use: `vault --help` imports no database code.
+import vault as api
+from vault import __version__
 from vault.cli import consent_cli, dsar_cli, gateway_cli, report_cli, retention_cli
 from vault.cli._common import (
+    FormatOpt,
     HomeOpt,
     TenantOpt,
     configure_logging,
+    emit_json,
     err,
     fail,
     guard,
@@ -29,6 +33,9 @@ from vault.cli._common import (
     progress_bar,
     settings_from_env,
 )
+
+if TYPE_CHECKING:
+    from vault.facade import Vault
 
 __all__ = ["app", "main"]
 
@@ -70,7 +77,7 @@ def _root(
         help="Print Vault's version and exit.")] = False,
 ) -> None:
     """Vault: encrypted, access-controlled, audited customer data."""
-    configure_logging(verbose)
+    configure_logging(verbose, gateway=ctx.invoked_subcommand == "serve")
     if ctx.invoked_subcommand != "serve":  # the gateway's entries name their caller
         ctx.with_resource(operator_context(operator))
 
@@ -95,11 +102,11 @@ def init(
              "on the audit log. Password from VAULT_APP_ROLE_PASSWORD.")] = None,
 ) -> None:
     """Create a vault: KEK (key file, HSM or KMS), key store, data database, default policy."""
-    settings = VaultSettings.from_env(
+    settings = api.VaultSettings.from_env(
         home=home, database_url=database_url, keystore_url=keystore_url, key_file=key_file,
         key_provider=key_provider, policies=policies, audit_chains=audit_chains,
     )
-    with Vault.init(settings=settings) as vault:
+    with api.Vault.init(settings=settings) as vault:
         out.print(f"[green]initialised[/] vault in {vault.settings.home}")
         status = vault.keys.status()
         if status.provider == "file":
@@ -141,7 +148,7 @@ def upgrade(
              "if set.")] = None,
 ) -> None:
     """Migrate an existing vault to this version's schema (idempotent; audited)."""
-    with Vault.upgrade(settings=settings_from_env(home)) as vault:
+    with api.Vault.upgrade(settings=settings_from_env(home)) as vault:
         out.print(f"[green]up to date[/] vault in {vault.settings.home}")
         if postgres_roles:
             _grant_roles(vault, postgres_roles)
@@ -196,12 +203,22 @@ def serve(
 
 @keys_app.command("status")
 @guard
-def keys_status(home: HomeOpt = None) -> None:
+def keys_status(home: HomeOpt = None, fmt: FormatOpt = "table") -> None:
     """Show the key provider, KEK versions and how many data keys each one wraps
     (no secret: URIs carry no PIN)."""
     with open_vault(home) as vault:
         status = vault.keys.status()
         owner = {v: p.kind for p in status.providers for v in p.versions}
+        if fmt == "json":
+            emit_json("keys.status", {
+                "provider": status.provider, "current_version": status.current_version,
+                "versions": [{"version": v, "provider": owner.get(v, status.provider),
+                              "current": v == status.current_version,
+                              "data_keys": status.data_keys_by_version.get(v, 0)}
+                             for v in status.versions],
+                "providers": [{"kind": p.kind, "uri": p.uri, "versions": list(p.versions)}
+                              for p in status.providers]})
+            return
         table = Table(title=f"Key-encryption keys (provider: {status.provider})")
         table.add_column("version", justify="right")
         table.add_column("provider")
@@ -342,9 +359,15 @@ def _change_role(home: Path | None, user: str, role: str, tenant: str, *, grant:
 def roles_list(
     home: HomeOpt = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    fmt: FormatOpt = "table",
 ) -> None:
     """List role assignments."""
     with open_vault(home) as vault:
+        if fmt == "json":
+            emit_json("roles.assignments", {"assignments": [
+                {"user": a.user, "role": a.role, "tenant": a.tenant}
+                for a in vault.roles.list(tenant=tenant)]})
+            return
         table = Table(title="Role assignments")
         for col in ("user", "role", "tenant"):
             table.add_column(col)
@@ -366,14 +389,15 @@ def policy_check(
     tenant: TenantOpt = "default",
     home: HomeOpt = None,
 ) -> None:
-    """Say whether ACTOR may do ACTION on COLLECTION.FIELD for a purpose (exit 1 if denied)."""
+    """Say whether ACTOR may do ACTION on COLLECTION.FIELD for a purpose (exit 0 if allowed,
+    4 if denied, 1 for an error such as a field that does not exist)."""
     with open_vault(home) as vault:
-        allowed = vault.policy.check(Actor(actor, tenant), obj, action, purpose=purpose)
+        allowed = vault.policy.check(api.Actor(actor, tenant), obj, action, purpose=purpose)
     if allowed:
         out.print(f"[green]allow[/] {actor} {action} {obj} for {purpose} in {tenant}")
         return
     out.print(f"[red]deny[/] {actor} {action} {obj} for {purpose} in {tenant}")
-    raise typer.Exit(1)
+    raise typer.Exit(4)  # a decision, not an error (docs/cli.md)
 
 
 @policy_app.command("pending")
@@ -429,6 +453,7 @@ def audit_verify(
         "--workers", min=1, help="Processes that walk the chains at once (default: one per "
                                  "core for a log of 100,000 entries or more; 1: none "
                                  "besides this one).")] = None,
+    fmt: FormatOpt = "table",
 ) -> None:
     """Recompute every audit hash chain (and checkpoints); exit 3 naming any damage."""
     from vault.audit.offline import verify_database
@@ -453,6 +478,16 @@ def audit_verify(
             with open_vault(home) as vault:
                 report = vault.audit.verify(progress=step, checkpoints=checkpoints,
                                             public_key=public_key, workers=workers)
+    if fmt == "json":
+        emit_json("audit.verify", {
+            "ok": report.ok, "entries": report.entries, "chains": report.chains,
+            "checkpoints": report.checkpoints, "reason": report.reason,
+            "detail": report.detail or None, "first_bad_seq": report.first_bad_seq,
+            "findings": [{"kind": f.kind.value, "chain": f.chain, "position": f.position,
+                          "seq": f.seq, "detail": f.detail} for f in report.findings]})
+        if not report.ok:
+            raise typer.Exit(3)
+        return
     if report.ok:
         extra = f", {report.checkpoints} signed checkpoints hold" if checkpoints else ""
         out.print(f"[green]audit log verified[/]: {report.entries} entries in "

@@ -7,26 +7,33 @@ Only the CLI (and the gateway) read ``VAULT_*`` environment variables.
 from __future__ import annotations
 
 import getpass
+import logging
 import re
 import socket
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from vault.audit.context import audit_context
-from vault.config import VaultSettings
+# The package loads its names on first use (``api.Vault``): `vault --help` and the
+# other light commands import no database, policy or crypto code.
+import vault as api
 from vault.errors import VaultError
-from vault.facade import Vault
 
-__all__ = ["HomeOpt", "TenantOpt", "configure_logging", "err", "fail", "guard", "open_vault",
-           "operator_context",
-           "out", "progress_bar", "settings_from_env"]
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from vault.config import VaultSettings
+    from vault.facade import Vault
+
+__all__ = ["JSON_SCHEMA_VERSION", "FormatOpt", "HomeOpt", "TenantOpt", "check_format",
+           "configure_logging", "emit_json", "err", "fail", "guard", "open_vault",
+           "operator_context", "out", "progress_bar", "settings_from_env"]
 
 out = Console()
 err = Console(stderr=True)
@@ -39,13 +46,74 @@ HomeOpt = Annotated[
                  show_default=False),
 ]
 TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant (domain) of the role.")]
+#: The ``schema_version`` of every ``--format json`` document of the CLI (docs/cli.md).
+JSON_SCHEMA_VERSION = 1
+
+
+def check_format(fmt: str, choices: tuple[str, ...] = ("table", "json")) -> str:
+    """``fmt`` if it is one of ``choices``.
+
+    Raises:
+        typer.BadParameter: another format (a usage error, exit code 2).
+    """
+    if fmt not in choices:
+        raise typer.BadParameter(f"must be one of {', '.join(choices)}",
+                                 param_hint="'--format'")
+    return fmt
+
+
+def _table_or_json(value: str) -> str:
+    return check_format(value)
+
+
+FormatOpt = Annotated[str, typer.Option(
+    "--format", metavar="FORMAT", callback=_table_or_json,
+    help="table | json (json: a stable schema, see docs/cli.md)")]
+
+
+def emit_json(kind: str, body: dict[str, Any]) -> None:
+    """Write one ``--format json`` document to stdout: ``{"schema_version": 1,
+    "kind": kind, **body}``, indented, UTF-8, one trailing newline (no colour,
+    no wrapping, whatever the terminal)."""
+    import json
+
+    doc = {"schema_version": JSON_SCHEMA_VERSION, "kind": kind, **body}
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
 
 
 
-def configure_logging(verbose: bool) -> None:
-    """The CLI is an application, so it configures structlog: stderr, redacted."""
-    import logging
+class _CLIHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The CLI's own handler on the ``vault`` logger (one at a time)."""
 
+
+def configure_logging(verbose: bool, *, gateway: bool = False) -> None:
+    """The CLI is an application, so it says where logs go: stderr, redacted, WARNING
+    and above (DEBUG with ``-v``), never stdout.
+
+    Vault's library modules log to the standard library's ``vault`` logger when
+    structlog is not configured (:mod:`vault.logging`), so a light command imports
+    no structlog; structlog is configured (stderr, redacted) when it is loaded
+    already or for ``serve``, whose gateway logs through it.
+    """
+    level = logging.DEBUG if verbose else logging.WARNING
+    logger = logging.getLogger("vault")
+    for old in [h for h in logger.handlers if isinstance(h, _CLIHandler)]:
+        logger.removeHandler(old)
+    handler = _CLIHandler(sys.stderr)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)-8s] %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    if gateway:
+        _configure_structlog(level)
+    elif "structlog" in sys.modules:
+        # Loaded and perhaps configured by someone else in this process (a test):
+        # unconfigured, Vault's events take the handler above, never stdout.
+        sys.modules["structlog"].reset_defaults()
+
+
+def _configure_structlog(level: int) -> None:
     import structlog
 
     from vault.logging import RedactingProcessor
@@ -57,41 +125,46 @@ def configure_logging(verbose: bool) -> None:
             RedactingProcessor(),
             structlog.dev.ConsoleRenderer(colors=False),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else logging.WARNING
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
 
 
 def settings_from_env(home: Path | None) -> VaultSettings:
-    return VaultSettings.from_env(home=home)
+    return api.VaultSettings.from_env(home=home)
 
 
 @contextmanager
 def open_vault(home: Path | None) -> Iterator[Vault]:
-    with Vault.open(settings=settings_from_env(home)) as vault:
+    with api.Vault.open(settings=settings_from_env(home)) as vault:
         yield vault
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     from rich.markup import escape
 
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
+    # One line whatever the terminal's width: a script reads it, a person scrolls.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True,
+              soft_wrap=True)
     return typer.Exit(code)
 
 
 def guard(fn: Callable[..., T]) -> Callable[..., T]:
-    """Turn every VaultError into a one-line message and exit code 1."""
+    """Run a command as its operator (the audit context) and turn every VaultError
+    into a one-line message and exit code 1."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
-            return fn(*args, **kwargs)
+            with _as_operator():
+                return fn(*args, **kwargs)
         except VaultError as exc:
-            raise fail(f"{exc.message} [{exc.code}]") from None
+            reason = getattr(exc, "reason", None)
+            code = f"{exc.code}: {reason}" if reason else exc.code
+            hint = getattr(exc, "hint", None)
+            raise fail(f"{exc.message} [{code}]" + (f"; hint: {hint}" if hint else "")) from None
 
     return wrapper
 
@@ -100,6 +173,14 @@ def progress_bar(*, auto_refresh: bool = True) -> Progress:
     """A progress bar on stderr, drawn only when stderr is a terminal (nothing in a
     cron job's log); ``auto_refresh=False`` draws only on ``refresh()`` (no drawing
     thread)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -122,10 +203,36 @@ def _os_user() -> str:
         return "unknown"
 
 
+# The operator of the running command, set by the root callback, entered as the
+# audit context by ``guard`` when the command runs (so that `vault keys --help`
+# imports no audit code).
+_OPERATOR_OF_COMMAND: ContextVar[dict[str, str] | None] = ContextVar(
+    "vault_cli_operator", default=None)
+
+
+@contextmanager
+def _operator_pending(values: dict[str, str]) -> Iterator[None]:
+    token = _OPERATOR_OF_COMMAND.set(values)
+    try:
+        yield
+    finally:
+        _OPERATOR_OF_COMMAND.reset(token)
+
+
+def _as_operator() -> AbstractContextManager[None]:
+    values = _OPERATOR_OF_COMMAND.get()
+    if values is None:
+        return nullcontext()
+    from vault.audit.context import audit_context
+
+    return audit_context(**values)
+
+
 def operator_context(operator: str | None) -> AbstractContextManager[None]:
     """The audit context of one CLI command: the operator (``--operator``, else
     ``VAULT_OPERATOR``, else the OS login), the OS user and the host, in every
-    audit entry the command causes.
+    audit entry the command causes (every command runs through :func:`guard`,
+    which enters it).
 
     Raises:
         typer.BadParameter: a name that is not a plain id (exit code 2).
@@ -135,5 +242,5 @@ def operator_context(operator: str | None) -> AbstractContextManager[None]:
     if not _OPERATOR.fullmatch(name):
         raise typer.BadParameter("must be a plain name: letters, digits and ._@+- "
                                  "(at most 128)", param_hint="--operator")
-    return audit_context(operator=name, os_user=user,
-                         host=socket.gethostname()[:128] or "unknown")
+    return _operator_pending({"operator": name, "os_user": user,
+                              "host": socket.gethostname()[:128] or "unknown"})

@@ -18,6 +18,7 @@ Examples::
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -27,9 +28,9 @@ import typer
 from rich import box
 from rich.table import Table
 
-from vault.cli._common import guard, open_vault, out
+from vault.cli._common import FormatOpt, check_format, emit_json, guard, open_vault, out
 from vault.cli._time import parse_when
-from vault.errors import InvalidData
+from vault.errors import ConfigError, InvalidData
 
 __all__ = ["register"]
 
@@ -44,6 +45,17 @@ Method = Annotated[str, typer.Option("--method", help="web_form | api | import |
 Source = Annotated[str, typer.Option("--source", help="System the decision came from.")]
 Evidence = Annotated[str | None, typer.Option(
     "--evidence", help="Reference to evidence kept elsewhere (an id, not personal data).")]
+
+
+def _write(path: Path, text: str, what: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the {what} to {path}: {exc.strerror}") from None
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 _SHORT = {"granted": "grant", "withdrawn": "withdr", "refused": "refuse", "expired": "expire",
@@ -76,7 +88,7 @@ def register(app: typer.Typer) -> None:
                 subject, purpose, tenant=tenant, notice_id=notice,
                 notice_version=notice_version, notice_hash=notice_hash, scope=scope,
                 method=method, source=source, evidence=evidence,
-                expires_at=parse_when(expires, "--expires"))
+                expires_at=parse_when(expires, "--expires", future=True))
         out.print(f"[green]granted[/] {purpose} ({event.scope.value}) under {event.regime}; "
                   f"receipt {event.event_id}")
 
@@ -108,13 +120,25 @@ def register(app: typer.Typer) -> None:
 
     @consent_app.command("show")
     @guard
-    def show(subject: str, tenant: Tenant, home: Home = None) -> None:
+    def show(subject: str, tenant: Tenant, fmt: FormatOpt = "table",
+             home: Home = None) -> None:
         """The current consent state of SUBJECT per purpose and scope."""
         with open_vault(home) as vault:
             info = vault.subjects.get(subject, tenant=tenant)
             states = vault.consent.state(subject, tenant=tenant)
             now = vault.clock.now()
             ask = {s.key: vault.consent.ask_again_from(s) for s in states}
+        if fmt == "json":
+            emit_json("consent.state", {
+                "subject_id": subject, "tenant": tenant, "jurisdiction": info.jurisdiction,
+                "regime": info.regime, "restricted": info.restricted, "at": _iso(now),
+                "consents": [{
+                    "purpose": s.purpose, "scope": s.scope.value,
+                    "status": s.status_at(now).value, "notice_id": s.notice_id,
+                    "notice_version": s.notice_version, "expires_at": _iso(s.expires_at),
+                    "updated_at": _iso(s.updated_at), "ask_again_from": _iso(ask[s.key])}
+                    for s in states]})
+            return
         out.print(f"subject {subject}: jurisdiction {info.jurisdiction or '—'}, regime "
                   f"{info.regime}{', RESTRICTED' if info.restricted else ''}")
         table = Table(title="Consent state")
@@ -134,10 +158,19 @@ def register(app: typer.Typer) -> None:
 
     @consent_app.command("history")
     @guard
-    def history(subject: str, tenant: Tenant, home: Home = None) -> None:
+    def history(subject: str, tenant: Tenant, fmt: FormatOpt = "table",
+                home: Home = None) -> None:
         """Every consent event of SUBJECT, oldest first (the ledger is never rewritten)."""
         with open_vault(home) as vault:
             events = vault.consent.history(subject, tenant=tenant)
+        if fmt == "json":
+            emit_json("consent.history", {"subject_id": subject, "tenant": tenant, "events": [{
+                "event_id": e.event_id, "occurred_at": _iso(e.occurred_at),
+                "kind": e.kind.value, "purpose": e.purpose, "scope": e.scope.value,
+                "method": e.method.value, "regime": e.regime, "notice_id": e.notice_id,
+                "notice_version": e.notice_version, "source": e.source,
+                "conflict": e.conflict or None} for e in events]})
+            return
         table = Table(title="Consent history")
         for column in ("time", "event", "purpose", "scope", "method", "regime", "notice",
                        "source", "conflict", "receipt"):
@@ -163,7 +196,7 @@ def register(app: typer.Typer) -> None:
         if out_file is None:
             sys.stdout.write(text)
         else:
-            out_file.write_text(text, encoding="utf-8")
+            _write(out_file, text, "receipt")
             out.print(f"receipt written to {out_file}")
 
     @consent_app.command("verify-receipt")
@@ -199,8 +232,7 @@ def register(app: typer.Typer) -> None:
         home: Home = None,
     ) -> None:
         """Consent summary: counts per regime, purpose and scope; opt-out rates; GPC."""
-        if fmt not in _FORMATS:
-            raise InvalidData("--format must be table, csv or json", field="format")
+        check_format(fmt, _FORMATS)
         with open_vault(home) as vault:
             summary = vault.consent.summary(tenant=tenant)
         if fmt == "table":
@@ -223,5 +255,5 @@ def register(app: typer.Typer) -> None:
         if out_file is None:
             sys.stdout.write(text)
         else:
-            out_file.write_text(text, encoding="utf-8")
+            _write(out_file, text, "consent report")
             out.print(f"{fmt} consent report written to {out_file} ({len(summary.rows)} rows)")

@@ -27,17 +27,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from vault.audit.checkpoint import load_public_key
-from vault.cli._common import fail, guard, open_vault, out, progress_bar
-from vault.cli._time import parse_when
-from vault.dsar import DSARRequest, verify_bundle, verify_document
+from vault.cli._common import FormatOpt, emit_json, fail, guard, open_vault, out, progress_bar
+from vault.cli._time import parse_when, parse_window
 from vault.errors import InvalidData
 from vault.types import Actor
+
+if TYPE_CHECKING:
+    from vault.dsar import DSARRequest
 
 __all__ = ["register", "request_json"]
 
@@ -46,7 +47,7 @@ Home = Annotated[Path | None, typer.Option("--home", help="Vault folder. Env: VA
 Tenant = Annotated[str, typer.Option("--tenant", help="Tenant of the subject.")]
 ActorOpt = Annotated[str | None, typer.Option(
     "--actor", help="Your user id (e.g. the DPO's); default: the local operator.")]
-Format = Annotated[str, typer.Option("--format", help="table | json")]
+Format = FormatOpt
 
 
 def _actor(actor: str | None, tenant: str) -> Actor | None:
@@ -82,7 +83,7 @@ def request_json(r: DSARRequest) -> dict[str, Any]:
 
 def _show(r: DSARRequest, fmt: str) -> None:
     if fmt == "json":
-        out.print_json(json.dumps(request_json(r), default=str))
+        emit_json("dsar.request", request_json(r))
         return
     out.print(f"request [bold]{r.id}[/]: {r.kind.value} ({r.right}, {r.regime}) "
               f"[bold]{r.state.value}[/]")
@@ -181,15 +182,25 @@ def register(app: typer.Typer) -> None:
         due_within: Annotated[int | None, typer.Option("--due-within", metavar="DAYS")]
         = None,
         ack_due: Annotated[bool, typer.Option("--acknowledgement-due")] = False,
+        since: Annotated[str | None, typer.Option(
+            "--from", "--since", metavar="TIME",
+            help="Only requests received from then: a date, an ISO time with a zone, or a "
+                 "span back from now (7d, 12h).")] = None,
+        until: Annotated[str | None, typer.Option(
+            "--to", "--until", metavar="TIME",
+            help="Only requests received until then (a date: its whole day, UTC).")] = None,
         actor: ActorOpt = None, fmt: Format = "table", home: Home = None,
     ) -> None:
         """Requests, earliest due first."""
+        start, end = parse_window(since, until)
         with open_vault(home) as vault:
             requests = vault.dsar.list(_actor(actor, tenant), tenant=tenant, state=state,
                                        kind=kind, overdue=overdue, due_within=due_within,
                                        acknowledgement_due=ack_due)
+        requests = [r for r in requests if (start is None or r.received_at >= start)
+                    and (end is None or r.received_at <= end)]
         if fmt == "json":
-            out.print_json(json.dumps([request_json(r) for r in requests], default=str))
+            emit_json("dsar.requests", {"requests": [request_json(r) for r in requests]})
             return
         table = Table(title=f"Data-subject requests ({len(requests)})")
         for column in ("id", "kind", "regime", "state", "received", "due", "ack by",
@@ -341,6 +352,9 @@ def register(app: typer.Typer) -> None:
         home: Home = None,
     ) -> None:
         """Check an export bundle (or an erasure certificate file): signature and files."""
+        from vault.audit.checkpoint import load_public_key
+        from vault.dsar import verify_bundle, verify_document
+
         if public_key is not None:
             key = load_public_key(public_key)
         else:
@@ -358,18 +372,22 @@ def register(app: typer.Typer) -> None:
     @guard
     def report(
         tenant: Tenant,
-        since: Annotated[str | None, typer.Option("--from", metavar="TIME")] = None,
-        until: Annotated[str | None, typer.Option("--to", metavar="TIME")] = None,
+        since: Annotated[str | None, typer.Option(
+            "--from", "--since", metavar="TIME",
+            help="A date, an ISO time with a zone, or a span back from now (30d).")] = None,
+        until: Annotated[str | None, typer.Option(
+            "--to", "--until", metavar="TIME", help="A date (its whole day) or time.")]
+        = None,
         fmt: Annotated[str, typer.Option("--format", help="table | csv | log-csv | json | "
                                                          "html")] = "table",
         out_file: Annotated[Path | None, typer.Option("--out", metavar="FILE")] = None,
         actor: ActorOpt = None, home: Home = None,
     ) -> None:
         """On-time rate, median days to close, open and overdue by regime and kind."""
+        start, end = parse_window(since, until)
         with open_vault(home) as vault:
             result = vault.dsar.report(_actor(actor, tenant), tenant=tenant,
-                                       since=parse_when(since, "--from"),
-                                       until=parse_when(until, "--to", end_of_day=True))
+                                       since=start, until=end)
         rendered = {"csv": result.to_csv, "log-csv": result.log_csv, "json": result.to_json,
                     "html": result.to_html}.get(fmt)
         if rendered is not None:
@@ -417,7 +435,7 @@ def register(app: typer.Typer) -> None:
             found = vault.dsar.find_subjects(_actor(actor, tenant), tenant=tenant,
                                              identifiers=_identifiers(email, phone))
         if fmt == "json":
-            out.print_json(json.dumps(found))
+            emit_json("subjects.found", {"subject_ids": list(found)})
             return
         out.print("\n".join(found) if found else "no subject found")
 
@@ -427,7 +445,7 @@ def register(app: typer.Typer) -> None:
                 "restricted_at": info.restricted_at.isoformat() if info.restricted_at else None,
                 "restriction_reason": info.restriction_reason}
         if fmt == "json":
-            out.print_json(json.dumps(data))
+            emit_json("subject", data)
             return
         out.print(f"subject {info.subject_id}: jurisdiction {info.jurisdiction or '—'}, "
                   f"regime {info.regime}"

@@ -23,16 +23,28 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
-from vault.cli._common import HomeOpt, guard, open_vault, out, progress_bar
+from vault.cli._common import (
+    FormatOpt,
+    HomeOpt,
+    check_format,
+    emit_json,
+    guard,
+    open_vault,
+    out,
+    progress_bar,
+)
 from vault.cli._time import parse_when
-from vault.errors import ConfigError, InvalidData
-from vault.retention.holds import LegalHold
-from vault.retention.service import REPORT_WINDOWS, RetentionPlan, RetentionReport
+from vault.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vault.retention.holds import LegalHold
+    from vault.retention.service import RetentionPlan, RetentionReport
 
 __all__ = ["plan_rows", "register", "render_plan", "render_report", "report_rows"]
 
@@ -43,7 +55,7 @@ retention_app.add_typer(holds_app, name="holds")
 
 _FORMATS = ("table", "csv", "json")
 
-FormatOpt = Annotated[str, typer.Option("--format", help="table | csv | json")]
+TableCsvJsonOpt = Annotated[str, typer.Option("--format", help="table | csv | json")]
 OutOpt = Annotated[Path | None, typer.Option(
     "--out", metavar="FILE", help="Write to FILE instead of stdout (csv, json).")]
 
@@ -54,9 +66,12 @@ def _iso(value: dt.datetime | None) -> str:
     return "" if value is None else value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def _day(value: dt.datetime | None) -> str:
+    return "—" if value is None else value.astimezone(dt.UTC).date().isoformat()
+
+
 def _check_format(fmt: str) -> None:
-    if fmt not in _FORMATS:
-        raise InvalidData("--format must be table, csv or json", field="format")
+    check_format(fmt, _FORMATS)
 
 
 def _emit(text: str, out_file: Path | None, what: str) -> None:
@@ -110,7 +125,7 @@ def plan(
                                         "default now (what a sweep would do).")] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Detail at most N records.")] = 10_000,
-    fmt: FormatOpt = "table",
+    fmt: TableCsvJsonOpt = "table",
     out_file: OutOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -118,8 +133,9 @@ def plan(
 
     _check_format(fmt)
     with open_vault(home) as vault:
-        result = vault.retention.plan(until=parse_when(until, "--until", end_of_day=True),
-                                      tenant=tenant, limit=limit)
+        result = vault.retention.plan(
+            until=parse_when(until, "--until", end_of_day=True, future=True), tenant=tenant,
+            limit=limit)
     if fmt != "table":
         _emit(render_plan(result, fmt), out_file, f"{fmt} plan")
         return
@@ -147,6 +163,7 @@ def sweep(
     batch: Annotated[int, typer.Option("--batch", help="Records per transaction and "
                                                        "audit entry.")] = 1000,
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    fmt: FormatOpt = "table",
     home: HomeOpt = None,
 ) -> None:
     """Remove expired data in audited batches (idempotent; resumes after a crash)."""
@@ -160,6 +177,15 @@ def sweep(
 
         report = vault.retention.sweep(dry_run=dry_run, batch_size=batch, tenant=tenant,
                                        progress=step)
+    if fmt == "json":
+        emit_json("retention.sweep", {
+            "run_id": report.run_id, "status": report.status, "dry_run": dry_run,
+            "batches": report.batches, "records_processed": report.records_processed,
+            "records_deleted": report.records_deleted, "records_pruned": report.records_pruned,
+            "records_anonymised": report.records_anonymised,
+            "subjects_shredded": report.subjects_shredded, "held": report.held,
+            "interrupted_runs": list(report.interrupted_runs)})
+        return
     verb = "would remove" if dry_run else "removed"
     out.print(f"run {report.run_id} ({report.status}): {verb} {report.records_processed} "
               f"record(s) in {report.batches} batch(es): {report.records_deleted} deleted, "
@@ -184,7 +210,7 @@ def holds_list(
     subject: Annotated[str | None, typer.Option("--subject", metavar="SUBJECT_ID")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Include lifted and ended holds.")]
     = False,
-    fmt: FormatOpt = "table",
+    fmt: TableCsvJsonOpt = "table",
     home: HomeOpt = None,
 ) -> None:
     """List legal holds (active ones unless --all)."""
@@ -201,11 +227,22 @@ def holds_list(
         sys.stdout.write(json.dumps({"schema_version": 1, "holds": [
             dict(zip(header, r, strict=True)) for r in rows]}, indent=2) + "\n")
     else:
-        table = Table(title="Legal holds")
-        for col in header:
-            table.add_column(col)
-        for r in rows:
-            table.add_row(*r)
+        # Fits 80 columns: the id whole (`holds lift` needs it), days not instants
+        # (--format json has them); an end or a lift day only when a hold has one.
+        table = Table(title="Legal holds", box=box.SIMPLE_HEAD, pad_edge=False)
+        columns: list[tuple[str, Callable[[LegalHold], str]]] = [
+            ("id", lambda h: h.id), ("tenant", lambda h: h.tenant),
+            ("subject", lambda h: h.subject_id or "(tenant)"), ("reason", lambda h: h.reason),
+            ("by", lambda h: h.placed_by), ("placed", lambda h: _day(h.placed_at))]
+        if any(h.until for h in holds):
+            columns.append(("until", lambda h: _day(h.until)))
+        if any(h.lifted_at for h in holds):
+            columns.append(("lifted", lambda h: _day(h.lifted_at)))
+        for name, _cell in columns:
+            table.add_column(name, no_wrap=name == "id", overflow="fold",
+                             min_width=10 if name in ("placed", "until", "lifted") else len(name))
+        for h in holds:
+            table.add_row(*(cell(h) for _name, cell in columns))
         out.print(table)
 
 
@@ -225,7 +262,7 @@ def holds_place(
 
     with open_vault(home) as vault:
         hold = vault.holds.place(tenant, subject, reason=reason,
-                                 until=parse_when(until, "--until", end_of_day=True))
+                                 until=parse_when(until, "--until", end_of_day=True, future=True))
     scope = f"subject {hold.subject_id}" if hold.subject_id else "the whole tenant"
     out.print(f"hold {hold.id} placed on {scope} in {hold.tenant}", highlight=False)
 
@@ -274,6 +311,8 @@ _REPORT_HEADER = ("section", "window_days", "category", "action", "records", "ru
 
 def report_rows(rep: RetentionReport) -> list[list[str]]:
     """The report as flat rows (one CSV table with a ``section`` column)."""
+    from vault.retention.service import REPORT_WINDOWS
+
     blank = [""] * 10
     rows = [["backlog", "0", "", "expired", str(rep.expired_unheld), *blank],
             ["backlog", "0", "", "held", str(rep.expired_held), *blank],
@@ -293,6 +332,8 @@ def report_rows(rep: RetentionReport) -> list[list[str]]:
 
 def render_report(rep: RetentionReport, fmt: str) -> str:
     """The retention report as CSV or JSON (with ``schema_version``)."""
+    from vault.retention.service import REPORT_WINDOWS
+
     if fmt == "csv":
         return _csv(_REPORT_HEADER, report_rows(rep))
     return json.dumps({
@@ -312,12 +353,13 @@ def render_report(rep: RetentionReport, fmt: str) -> str:
     }, indent=2) + "\n"
 
 
-def report(fmt: FormatOpt = "table", out_file: OutOpt = None,
+def report(fmt: TableCsvJsonOpt = "table", out_file: OutOpt = None,
            runs: Annotated[int, typer.Option("--runs", help="How many last runs.")] = 10,
            tenant: Annotated[str | None, typer.Option(
                "--tenant", help="Only this tenant (and only the sweeps limited to it).")] = None,
            home: HomeOpt = None) -> None:
     """Retention summary: backlog, upcoming deletions (7/30/90/365 days), holds, last runs."""
+    from vault.retention.service import REPORT_WINDOWS
 
     _check_format(fmt)
     with open_vault(home) as vault:

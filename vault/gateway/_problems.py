@@ -59,7 +59,8 @@ _OPAQUE = frozenset({500})
 _REASONS = frozenset({"consent_required", "reconsent_required", "opted_out",
                       "separate_consent_required", "search_miss_limit", "self_grant",
                       "other_tenant", "step_up_required", "transfer_refused",
-                      "restricted", "localisation_required"})
+                      "restricted", "localisation_required", "no_role",
+                      "purpose_not_allowed", "field_not_allowed", "legal_hold"})
 
 
 class Problem(BaseModel):

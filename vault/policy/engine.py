@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import casbin
-import structlog
 from sqlalchemy import Engine
 
 from vault.clock import Clock, SystemClock
@@ -52,6 +51,7 @@ from vault.errors import (
     UnknownRole,
     VaultError,
 )
+from vault.logging import get_logger
 from vault.policy.adapter import SQLAlchemyCasbinAdapter
 from vault.store.base import Base
 from vault.types import check_tenant
@@ -59,7 +59,7 @@ from vault.types import check_tenant
 __all__ = ["ADMIN_ACTIONS", "ALLOW", "DATA_ACTIONS", "DENY", "WILDCARD", "check_rule",
            "CasbinPolicyEngine"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ALLOW: Final = "allow"
 DENY: Final = "deny"

@@ -105,7 +105,9 @@ class PurposeRegistry(Registry[Purpose]):
         purpose = self._items.get(name) if isinstance(name, str) else None
         if purpose is None:
             shown = repr(name) if isinstance(name, str) and _is_id(name) else "given"
-            raise UnknownPurpose(f"the {shown} purpose is not registered", field="purpose")
+            raise UnknownPurpose(f"the {shown} purpose is not registered; registered "
+                                 f"purposes: {', '.join(sorted(self._items))}",
+                                 field="purpose")
         return purpose
 
     @property

@@ -392,7 +392,9 @@ class RecordService:
 
         try:
             call.run(remove)
-        except (NotFound, LegalHoldActive, VersionConflict, KeyManagementError) as exc:
+        except LegalHoldActive as exc:  # a refusal (reason legal_hold), not a failure
+            call.refuse(exc, record_ids=[rid])
+        except (NotFound, VersionConflict, KeyManagementError) as exc:
             call.refuse(exc, record_ids=[rid], decision=Decision.ERROR)
         truncate_wal(self._k.engine)  # no deleted bytes stay in the WAL
 
@@ -755,9 +757,24 @@ class RecordService:
         if denied:
             call.refuse(
                 AccessDenied(f"{why or action + ' denied'} on {schema.name}: "
-                             f"{', '.join(denied)}"),
+                             f"{', '.join(denied)}",
+                             reason=self._why_denied(call, schema, (action,))),
                 fields=denied, record_ids=record_ids, subjects=subjects,
             )
+
+    def _why_denied(self, call: Call, schema: CollectionSchema,
+                    actions: Sequence[str]) -> str:
+        """The reason code of a policy refusal, from the caller's own rights only
+        (never from what records exist): no role in the tenant, no role allowing
+        the action on the collection for the purpose, or only other fields."""
+        actor, purpose = call.actor, _purpose(call)
+        if not self._k.policy.roles_for(actor.id, actor.tenant):
+            return "no_role"
+        if not any(self._k.policy.allowed_fields(actor.id, actor.tenant, schema.name, action,
+                                                 purpose, schema.field_names)
+                   for action in actions):
+            return "purpose_not_allowed"
+        return "field_not_allowed"
 
     def _requested(self, call: Call, schema: CollectionSchema,
                    fields: Sequence[str] | None, *,
@@ -785,7 +802,8 @@ class RecordService:
             actor.id, actor.tenant, schema.name, "read_masked", purpose, fields) - readable
         if not readable and not maskable:
             call.refuse(
-                AccessDenied(f"read denied on every requested field of {schema.name}"),
+                AccessDenied(f"read denied on every requested field of {schema.name}",
+                             reason=self._why_denied(call, schema, ("read", "read_masked"))),
                 fields=fields, record_ids=record_ids,
             )
         return readable, maskable

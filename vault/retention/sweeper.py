@@ -32,7 +32,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 from sqlalchemy import (
     Connection,
     String,
@@ -54,6 +53,7 @@ from vault.crypto.blind_index import verification_field
 from vault.crypto.envelope import RecordContext
 from vault.crypto.framing import decode_envelopes, encode_envelopes
 from vault.errors import CryptoError, NotFound, ShreddingIncomplete
+from vault.logging import get_logger
 from vault.retention.expiry import (
     ANONYMOUS_SUBJECT,
     Outcome,
@@ -77,7 +77,7 @@ from vault.store.tables import SUBJECTS as _SUBJECTS
 
 __all__ = ["RunStatus", "SweepReport", "Sweeper"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Progress = Callable[[int, int], None]
 _CHUNK = 2000

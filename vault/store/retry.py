@@ -19,14 +19,14 @@ import time
 from collections.abc import Iterator
 from types import TracebackType
 
-import structlog
 from sqlalchemy.exc import DBAPIError
 
 from vault.errors import AuditError
+from vault.logging import get_logger
 
 __all__ = ["is_retryable", "transaction_attempts"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _AUDIT_CONSTRAINTS = ("audit_log", "audit_heads")

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 
-import structlog
 from sqlalchemy import Engine
+
+from vault.logging import get_logger
 
 __all__ = ["truncate_wal"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def truncate_wal(engine: Engine, *, attempts: int = 5, wait: float = 0.02) -> bool:
