@@ -13,7 +13,8 @@ the whole log, as a compliance officer would run it with
     vault audit report --view denials --format html --out denials.html
 
 Nothing here is faked: every entry is written by the real data path, and the
-page is :func:`vault.audit.report.to_html` of the real report.
+page is :func:`vault.audit.report.to_html` of the real report. The page is this
+script's output, not kept in the tree (git ignores it): run the script to see it.
 """
 
 from __future__ import annotations

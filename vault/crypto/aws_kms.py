@@ -34,7 +34,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
-from vault.crypto.keys import KeyContext
+from vault.crypto.keys import ContextBoundWrapping, KeyContext
 from vault.errors import ConfigError, KeyManagementError, KeyProviderUnavailable
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def _client() -> KMSClient:
         raise ConfigError("aws-kms: no AWS region configured (set AWS_REGION)") from None
 
 
-class AwsKmsKeyProvider:
+class AwsKmsKeyProvider(ContextBoundWrapping):
     """KEKs as AWS KMS keys; data keys generated and wrapped by KMS under an
     encryption context.
 
@@ -69,6 +69,8 @@ class AwsKmsKeyProvider:
     """
 
     kind = "aws-kms"
+    label = "KMS"
+    no_kek = "the KMS alias names no KEK version"
 
     def __init__(self, key_id: str, *, uri: str) -> None:
         self._key_id = key_id
@@ -214,12 +216,6 @@ class AwsKmsKeyProvider:
     def describe(self) -> str:
         return self._uri
 
-    def current_kek_version(self) -> int:
-        keys = self._fresh()
-        if not keys:
-            raise KeyManagementError("the KMS alias names no KEK version")
-        return max(keys)
-
     def kek_versions(self) -> list[int]:
         return sorted(self._fresh())
 
@@ -231,16 +227,10 @@ class AwsKmsKeyProvider:
             raise KeyManagementError(f"KEK version {version} is not available (retired?)")
         return key
 
-    def wrap(self, dek: bytes, *, context: KeyContext | None = None) -> tuple[int, bytes]:
-        return self.wrap_many([dek], contexts=[context] if context else None)[0]
-
     def wrap_many(self, deks: Sequence[bytes], *,
                   contexts: Sequence[KeyContext] | None = None) -> list[tuple[int, bytes]]:
         """``Encrypt`` each data key under the current KEK (in parallel for a batch)."""
-        if contexts is None or len(contexts) != len(deks):
-            raise KeyManagementError("the KMS provider wraps only with a key context")
-        if any(len(dek) != 32 for dek in deks):
-            raise KeyManagementError("data keys must be 32 bytes")
+        contexts = self.batch_contexts(deks, contexts)
         version = self.current_kek_version()
         key = self._key_for(version)
 

@@ -38,6 +38,7 @@ from cryptography.exceptions import InvalidTag
 from vault.crypto._encoding import length_prefixed
 from vault.crypto.framing import FRAME_LENGTH as _FRAME_LENGTH
 from vault.crypto.framing import FRAME_NAME as _FRAME_NAME
+from vault.crypto.framing import iter_frames
 from vault.crypto.keystore import DataKey
 from vault.errors import DecryptionError
 
@@ -270,24 +271,13 @@ class AESGCMFieldCipher:
         expected = _HEADER.pack(FORMAT_VERSION, ALG_AES256_GCM, key.key_id)
         prefix, suffix = record.prefix, record.suffix
         fixed, header_bytes, shortest = _HEADER.size, HEADER_BYTES, HEADER_BYTES + TAG_BYTES
-        name_at, length_at = _FRAME_NAME.unpack_from, _FRAME_LENGTH.unpack_from
-        pos, end = 0, len(framed)
         try:
-            # The framing of vault.crypto.framing.iter_frames, read inline: this loop
-            # runs once per field of every record read.
-            while pos < end:
-                (n,) = name_at(framed, pos)
-                first = pos + 2
-                pos = first + n
-                (m,) = length_at(framed, pos)
-                pos += 4
-                stop = pos + m
-                if stop > end:
-                    raise DecryptionError()
-                name, lp_name = _framed_name(framed[first:pos - 4])
+            for raw, pos, stop in iter_frames(framed):
+                name, lp_name = _framed_name(raw)
                 # A name framed twice is refused (wanted ones are in ``out`` once decrypted).
                 if name in names:
-                    if name in out or m < shortest or framed[pos:pos + fixed] != expected:
+                    if (name in out or stop - pos < shortest
+                            or framed[pos:pos + fixed] != expected):
                         raise DecryptionError()
                     head = pos + header_bytes
                     out[name] = decrypt(framed[pos + fixed:head], framed[head:stop],
@@ -296,8 +286,7 @@ class AESGCMFieldCipher:
                     raise DecryptionError()
                 else:
                     skipped.add(name)
-                pos = stop
-        except (struct.error, UnicodeDecodeError, InvalidTag):
+        except (UnicodeDecodeError, InvalidTag):
             raise DecryptionError() from None
         return out, len(out) + len(skipped)
 

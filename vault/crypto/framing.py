@@ -10,7 +10,7 @@ tampering.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 from vault.errors import DecryptionError
 
@@ -44,14 +44,17 @@ def encode_envelopes(envelopes: Mapping[str, bytes]) -> bytes:
 _HEADS: dict[str, bytes] = {}
 
 
-def iter_frames(blob: bytes) -> Iterator[tuple[bytes, int, int]]:
+def iter_frames(blob: bytes) -> list[tuple[bytes, int, int]]:
     """The framed envelopes of ``blob`` in stored order: each field's UTF-8 name and
     where its envelope starts and stops. The one reader of the framing
-    (:func:`decode_envelopes`, and the fused decrypt of vault.crypto.envelope).
+    (:func:`decode_envelopes`, and the fused decrypt of vault.crypto.envelope);
+    a list made in one loop, not a generator: it runs for every record read.
 
     Raises:
         DecryptionError: truncated or overlong framing.
     """
+    out: list[tuple[bytes, int, int]] = []
+    add = out.append
     name_at, env_at = _NAME.unpack_from, _ENV.unpack_from
     pos, end = 0, len(blob)
     try:
@@ -64,10 +67,11 @@ def iter_frames(blob: bytes) -> Iterator[tuple[bytes, int, int]]:
             stop = pos + m
             if stop > end:
                 raise DecryptionError()
-            yield blob[first:first + n], pos, stop
+            add((blob[first:pos - 4], pos, stop))
             pos = stop
     except struct.error:
         raise DecryptionError() from None
+    return out
 
 
 def decode_envelopes(blob: bytes) -> dict[str, bytes]:

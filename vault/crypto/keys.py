@@ -52,7 +52,8 @@ from cryptography.hazmat.primitives.keywrap import (
 from vault.crypto._encoding import length_prefixed
 from vault.errors import KeyManagementError
 
-__all__ = ["ROOT_KEY_NAMES", "KeyContext", "KeyProvider", "LocalKeyProvider", "RootKeys"]
+__all__ = ["ROOT_KEY_NAMES", "ContextBoundWrapping", "KeyContext", "KeyProvider",
+           "LocalKeyProvider", "RootKeys"]
 
 _FORMAT = 1
 _KEY_BYTES = 32
@@ -214,6 +215,45 @@ def _unb64(text: Any, what: str, size: int = _KEY_BYTES) -> bytes:
     if len(data) != size:
         raise KeyManagementError(f"key file: {what} must be {size} bytes")
     return data
+
+
+class ContextBoundWrapping:
+    """What the providers that bind every wrap to its key context (the HSM and the
+    KMS ones) share: :meth:`wrap` as a batch of one, the check of a batch, and the
+    current KEK version as the newest of :meth:`kek_versions` (oldest first)."""
+
+    #: The provider as its errors name it, and what it says when it holds no KEK.
+    label = "key"
+    no_kek = "the key provider holds no KEK"
+
+    def kek_versions(self) -> list[int]:
+        raise NotImplementedError
+
+    def wrap_many(self, deks: Sequence[bytes], *,
+                  contexts: Sequence[KeyContext] | None = None) -> list[tuple[int, bytes]]:
+        raise NotImplementedError
+
+    def current_kek_version(self) -> int:
+        versions = self.kek_versions()
+        if not versions:
+            raise KeyManagementError(self.no_kek)
+        return versions[-1]
+
+    def wrap(self, dek: bytes, *, context: KeyContext | None = None) -> tuple[int, bytes]:
+        return self.wrap_many([dek], contexts=[context] if context else None)[0]
+
+    def batch_contexts(self, deks: Sequence[bytes],
+                       contexts: Sequence[KeyContext] | None) -> Sequence[KeyContext]:
+        """``contexts``, one for each data key of ``deks``.
+
+        Raises:
+            KeyManagementError: a data key without a context, or not 32 bytes.
+        """
+        if contexts is None or len(contexts) != len(deks):
+            raise KeyManagementError(f"the {self.label} provider wraps only with a key context")
+        if any(len(dek) != _KEY_BYTES for dek in deks):
+            raise KeyManagementError("data keys must be 32 bytes")
+        return contexts
 
 
 class LocalKeyProvider:

@@ -57,7 +57,7 @@ from pkcs11.exceptions import (
 from pkcs11.mechanisms import GCMParams
 
 from vault.crypto._encoding import length_prefixed
-from vault.crypto.keys import KeyContext
+from vault.crypto.keys import ContextBoundWrapping, KeyContext
 from vault.errors import KeyManagementError, KeyProviderUnavailable
 
 __all__ = ["PKCS11KeyProvider"]
@@ -110,7 +110,7 @@ class _Pooled:
         self.keys: dict[int, Any] = {}
 
 
-class PKCS11KeyProvider:
+class PKCS11KeyProvider(ContextBoundWrapping):
     """KEKs as non-extractable AES keys in a PKCS#11 token; data keys sealed by the token.
 
     Misuse: whoever holds the PIN and reaches the token can unwrap every data
@@ -119,6 +119,8 @@ class PKCS11KeyProvider:
     """
 
     kind = "pkcs11"
+    label = "PKCS#11"
+    no_kek = "the PKCS#11 token holds no KEK"
 
     def __init__(self, *, module_path: str, token_label: str, object_label: str, pin: str,
                  uri: str, pool_size: int = 8) -> None:
@@ -350,12 +352,6 @@ class PKCS11KeyProvider:
     def describe(self) -> str:
         return self._uri
 
-    def current_kek_version(self) -> int:
-        versions = self._fresh_versions()
-        if not versions:
-            raise KeyManagementError("the PKCS#11 token holds no KEK")
-        return versions[-1]
-
     def kek_versions(self) -> list[int]:
         return list(self._fresh_versions())
 
@@ -365,16 +361,10 @@ class PKCS11KeyProvider:
             versions = self._versions
         return self._list_versions() if stale else versions
 
-    def wrap(self, dek: bytes, *, context: KeyContext | None = None) -> tuple[int, bytes]:
-        return self.wrap_many([dek], contexts=[context] if context else None)[0]
-
     def wrap_many(self, deks: Sequence[bytes], *,
                   contexts: Sequence[KeyContext] | None = None) -> list[tuple[int, bytes]]:
         """Wrap several data keys under the current KEK with one session."""
-        if contexts is None or len(contexts) != len(deks):
-            raise KeyManagementError("the PKCS#11 provider wraps only with a key context")
-        if any(len(dek) != _DEK for dek in deks):
-            raise KeyManagementError("data keys must be 32 bytes")
+        contexts = self.batch_contexts(deks, contexts)
         version = self.current_kek_version()
         out = []
         with self._session() as item:

@@ -24,19 +24,10 @@ from typing import Any
 from vault.errors import InvalidTransition
 from vault.jurisdiction import RequestKind
 
-__all__ = [
-    "CLOSED_STATES",
-    "OPEN_STATES",
-    "DSARRequest",
-    "Move",
-    "RejectReason",
-    "RequestKind",
-    "RequestState",
-    "Transition",
-    "Verification",
-    "VerificationResult",
-    "check_move",
-]
+# What vault.dsar exports; the lifecycle's moves and state sets (``Move``,
+# ``check_move``, ``OPEN_STATES``, ``CLOSED_STATES``) serve the service.
+__all__ = ["DSARRequest", "RejectReason", "RequestKind", "RequestState", "Transition",
+           "Verification", "VerificationResult"]
 
 
 class RequestState(StrEnum):

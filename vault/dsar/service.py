@@ -309,10 +309,7 @@ class DSARService:
                 self._move(conn, current, RequestState.IDENTITY_VERIFIED, actor, "verified",
                            "not_required", "dsar.verify", {})
             if limited:
-                self._move(conn, current, RequestState.REJECTED, actor, "rejected",
-                           RejectReason.REQUEST_LIMIT.value, "dsar.reject",
-                           {"reject_reason": RejectReason.REQUEST_LIMIT.value,
-                            "closed_at": now})
+                self._reject_over_limit(conn, current, actor, now)
 
         self._run(body)
         return self._get(tenant, request_id)
@@ -581,10 +578,7 @@ class DSARService:
             self._move(conn, row, RequestState.IDENTITY_VERIFIED, actor, "verified", note,
                        "dsar.verify", changes)
             if limited:
-                self._move(conn, row, RequestState.REJECTED, actor, "rejected",
-                           RejectReason.REQUEST_LIMIT.value, "dsar.reject",
-                           {"reject_reason": RejectReason.REQUEST_LIMIT.value,
-                            "closed_at": now})
+                self._reject_over_limit(conn, row, actor, now)
 
         self._run(body)
         return self._get(tenant, request_id)
@@ -1022,6 +1016,13 @@ class DSARService:
         if row is None:
             raise NotFound(f"no data-subject request {request_id} in tenant {tenant}")
         return dict(row)
+
+    def _reject_over_limit(self, conn: Connection, row: dict[str, Any], actor: Actor | None,
+                           now: dt.datetime) -> None:
+        """Reject a request past the regime's request limit (CCPA §1798.130(a)(7))."""
+        reason = RejectReason.REQUEST_LIMIT.value
+        self._move(conn, row, RequestState.REJECTED, actor, "rejected", reason, "dsar.reject",
+                   {"reject_reason": reason, "closed_at": now})
 
     def _move(self, conn: Connection, row: dict[str, Any], to: RequestState | None,
               actor: Actor | None, event: str, reason: str, action: str,

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from vault.audit.context import correlation_id, new_request_id
 from vault.facade import Vault
@@ -212,26 +212,21 @@ def create_app(vault: Vault, settings: GatewaySettings | None = None) -> FastAPI
     return app
 
 
+def _select_one(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
 def _readiness(vault: Vault) -> dict[str, str]:
     checks: dict[str, str] = {}
-    for name, engine in (("database", vault.engine), ("keystore", vault.keystore.engine)):
+    for name, check in (("database", lambda: _select_one(vault.engine)),
+                        ("keystore", lambda: _select_one(vault.keystore.engine)),
+                        ("key_provider", lambda: vault.keys.status()),
+                        ("audit", lambda: vault.audit_log.count())):
         try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            check()
             checks[name] = "ok"
         except Exception:  # any failure means not ready; the reason stays in the logs
             log.warning("readyz_failed", check=name)
             checks[name] = "unavailable"
-    try:
-        vault.keys.status()
-        checks["key_provider"] = "ok"
-    except Exception:
-        log.warning("readyz_failed", check="key_provider")
-        checks["key_provider"] = "unavailable"
-    try:
-        vault.audit_log.count()
-        checks["audit"] = "ok"
-    except Exception:
-        log.warning("readyz_failed", check="audit")
-        checks["audit"] = "unavailable"
     return checks

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
@@ -11,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from vault.audit.report import ReportView, render
 from vault.consent.model import ConsentEvent, ConsentState
+from vault.gateway._auth import Principal
 from vault.gateway._core import GPC, Caller, GatewayDep, page_of
 from vault.gateway._models import (
     CheckpointOut,
@@ -34,6 +36,8 @@ router = APIRouter(prefix="/v1")
 
 SubjectPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$",
                                   max_length=128)]
+
+_Route = Callable[..., Coroutine[Any, Any, Any]]
 
 
 def _event(e: ConsentEvent) -> ConsentEventOut:
@@ -61,30 +65,35 @@ def _subject(info: SubjectInfo) -> SubjectOut:
 # ---------------------------------------------------------------- consent
 
 
-@router.post("/subjects/{subject_id}/consents", response_model=ConsentEventOut,
-             status_code=201, tags=["consent"], responses=problem_docs(403, 404))
+def _ledger_route(path: str) -> Callable[[_Route], _Route]:
+    """The route of a new ledger event (``POST /subjects/{subject_id}/consents...``)."""
+    return router.post(f"/subjects/{{subject_id}}/consents{path}",
+                       response_model=ConsentEventOut, status_code=201, tags=["consent"],
+                       responses=problem_docs(403, 404))
+
+
+async def _append(who: Principal, append: Callable[..., ConsentEvent], subject_id: str,
+                  body: ConsentGrant | ConsentWithdraw) -> ConsentEventOut:
+    """The event ``append`` (``grant`` or ``withdraw`` of ``v.consent``) records,
+    the body's fields its arguments, for the caller in its tenant."""
+    args = dict(body)
+    event = await run_in_threadpool(append, subject_id, args.pop("purpose"),
+                                    tenant=who.actor.tenant, actor=who.actor, **args)
+    return _event(event)
+
+
+@_ledger_route("")
 async def grant_consent(gw: GatewayDep, who: Caller, subject_id: SubjectPath,
                         body: ConsentGrant) -> ConsentEventOut:
     """Record that the subject consents to a purpose, under a registered notice."""
-    event = await run_in_threadpool(
-        gw.vault.consent.grant, subject_id, body.purpose, tenant=who.actor.tenant,
-        notice_id=body.notice_id, notice_version=body.notice_version,
-        notice_hash=body.notice_hash, scope=body.scope, method=body.method,
-        source=body.source, evidence=body.evidence, expires_at=body.expires_at,
-        actor=who.actor)
-    return _event(event)
+    return await _append(who, gw.vault.consent.grant, subject_id, body)
 
 
-@router.post("/subjects/{subject_id}/consents/withdraw", response_model=ConsentEventOut,
-             status_code=201, tags=["consent"], responses=problem_docs(403, 404))
+@_ledger_route("/withdraw")
 async def withdraw_consent(gw: GatewayDep, who: Caller, subject_id: SubjectPath,
                            body: ConsentWithdraw) -> ConsentEventOut:
     """Record a withdrawal (as easy as granting: no notice needed)."""
-    event = await run_in_threadpool(
-        gw.vault.consent.withdraw, subject_id, body.purpose, tenant=who.actor.tenant,
-        scope=body.scope, method=body.method, source=body.source, evidence=body.evidence,
-        actor=who.actor)
-    return _event(event)
+    return await _append(who, gw.vault.consent.withdraw, subject_id, body)
 
 
 @router.get("/subjects/{subject_id}/consents", response_model=list[ConsentStateOut],

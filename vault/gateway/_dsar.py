@@ -21,7 +21,7 @@ import os
 import stat
 import tarfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,11 +31,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from vault import dsar
 from vault.audit.chain import AuditEvent, Decision
 from vault.dsar import DSARReport, DSARRequest, RejectReason, RequestKind, RequestState
 from vault.errors import AccessDenied
 from vault.gateway._auth import Principal
 from vault.gateway._core import Caller, Gateway, GatewayDep, page_of
+from vault.gateway._models import attributes, dataclass_fields
 from vault.gateway._problems import GatewayProblem, problem_docs
 
 __all__ = ["router"]
@@ -67,6 +69,7 @@ def _bounded(value: dt.datetime) -> dt.datetime:
 
 #: An aware instant between 1970 and 3000.
 Instant = Annotated[AwareDatetime, AfterValidator(_bounded)]
+_Route = Callable[..., Coroutine[Any, Any, Any]]
 Channel = Literal["web", "email", "post", "phone", "in_person", "api", "agent", "gpc"]
 
 
@@ -152,25 +155,16 @@ class DsarReject(_Closed):
 # ---------------------------------------------------------------- answers
 
 
+# The answers mirror the library's frozen dataclasses: their fields, in their
+# order, all required (a code as its string where the schema says so).
+
+
 class VerificationOut(_Closed):
-    tier: str
-    points: int
-    declaration: bool
-    accept_as_known: bool
-    result: str
-    matched: int
-    failed_attempts: int
-    max_failed: int
+    __annotations__ = dataclass_fields(dsar.Verification, result=str)
 
 
 class TransitionOut(_Closed):
-    seq: int
-    at: dt.datetime
-    actor: str
-    event: str
-    from_state: RequestState | None
-    to_state: RequestState | None
-    reason: str | None
+    __annotations__ = dataclass_fields(dsar.Transition)
 
 
 class DsarResultOut(BaseModel):
@@ -183,30 +177,9 @@ class DsarResultOut(BaseModel):
 
 
 class DsarRequestOut(_Closed):
-    id: str
-    tenant: str
-    kind: RequestKind
-    right: str
-    state: RequestState
-    regime: str
-    jurisdiction: str | None
-    subject_id: str | None
-    channel: str
-    agent: str | None
-    received_at: dt.datetime
-    received_on: dt.date
-    acknowledge_by: dt.date | None
-    acknowledged_at: dt.datetime | None
-    due_on: dt.date
-    first_due_on: dt.date
-    extended: bool
-    notified_at: dt.datetime | None
-    verification: VerificationOut
-    history: list[TransitionOut]
-    details: dict[str, Any]
-    result: DsarResultOut
-    reject_reason: str | None
-    closed_at: dt.datetime | None
+    __annotations__ = dataclass_fields(DSARRequest, verification=VerificationOut,
+                                       history=list[TransitionOut], details=dict[str, Any],
+                                       result=DsarResultOut)
 
 
 class DsarRequestPage(_Closed):
@@ -215,18 +188,7 @@ class DsarRequestPage(_Closed):
 
 
 class GroupOut(_Closed):
-    regime: str
-    kind: str
-    received: int
-    open: int
-    overdue: int
-    closed: int
-    on_time: int
-    late: int
-    rejected: int
-    acknowledged_late: int
-    median_days_to_close: float | None
-    on_time_rate: float | None
+    __annotations__ = {**dataclass_fields(dsar.GroupFigures), "on_time_rate": float | None}
 
 
 class CcpaMetricOut(_Closed):
@@ -274,32 +236,14 @@ def _result(result: Mapping[str, Any]) -> DsarResultOut:
 
 
 def _out(r: DSARRequest) -> DsarRequestOut:
-    v = r.verification
-    return DsarRequestOut(
-        id=r.id, tenant=r.tenant, kind=r.kind, right=r.right, state=r.state, regime=r.regime,
-        jurisdiction=r.jurisdiction, subject_id=r.subject_id, channel=r.channel, agent=r.agent,
-        received_at=r.received_at, received_on=r.received_on, acknowledge_by=r.acknowledge_by,
-        acknowledged_at=r.acknowledged_at, due_on=r.due_on, first_due_on=r.first_due_on,
-        extended=r.extended, notified_at=r.notified_at,
-        verification=VerificationOut(
-            tier=v.tier, points=v.points, declaration=v.declaration,
-            accept_as_known=v.accept_as_known, result=v.result.value, matched=v.matched,
-            failed_attempts=v.failed_attempts, max_failed=v.max_failed),
-        history=[TransitionOut(seq=h.seq, at=h.at, actor=h.actor, event=h.event,
-                               from_state=h.from_state, to_state=h.to_state, reason=h.reason)
-                 for h in r.history],
-        details=dict(r.details), result=_result(r.result), reject_reason=r.reject_reason,
-        closed_at=r.closed_at)
+    return DsarRequestOut.model_validate(
+        {**attributes(r), "result": _result(r.result)}, from_attributes=True)
 
 
 def _report(rep: DSARReport) -> DsarReportOut:
     return DsarReportOut(
         tenant=rep.tenant, generated_at=rep.generated_at, on_time_rate=rep.on_time_rate,
-        groups=[GroupOut(regime=g.regime, kind=g.kind, received=g.received, open=g.open,
-                         overdue=g.overdue, closed=g.closed, on_time=g.on_time, late=g.late,
-                         rejected=g.rejected, acknowledged_late=g.acknowledged_late,
-                         median_days_to_close=g.median_days_to_close,
-                         on_time_rate=g.on_time_rate) for g in rep.groups],
+        groups=[GroupOut.model_validate(g, from_attributes=True) for g in rep.groups],
         ccpa_metrics=[CcpaMetricOut.model_validate(m) for m in rep.ccpa_metrics],
         log=[RequestLogOut.model_validate(row) for row in rep.log])
 
@@ -403,6 +347,20 @@ def _tar_stream(folder: Path, names: list[str]) -> Iterator[bytes]:
 # ---------------------------------------------------------------- routes
 
 
+def _move_route(move: str, summary: str) -> Callable[[_Route], _Route]:
+    """The route of one move of a request (``POST .../{request_id}/<move>``)."""
+    return router.post(f"/requests/{{request_id}}/{move}", response_model=DsarRequestOut,
+                       responses=problem_docs(403, 404, 409), summary=summary)
+
+
+async def _moved(who: Principal, move: Callable[..., DSARRequest], request_id: str,
+                 **args: Any) -> DsarRequestOut:
+    """The request as ``move`` (a method of ``v.dsar``) leaves it, run for the
+    caller in its tenant."""
+    return _out(await run_in_threadpool(move, who.actor, request_id,
+                                        tenant=who.actor.tenant, **args))
+
+
 @router.post("/requests", response_model=DsarRequestOut, status_code=status.HTTP_201_CREATED,
              responses=problem_docs(403, 404), summary="Submit a data-subject request")
 async def submit_request(gw: GatewayDep, who: Caller, body: DsarSubmit) -> DsarRequestOut:
@@ -450,44 +408,32 @@ async def get_request(gw: GatewayDep, who: Caller, request_id: RequestPath) -> D
     return _out(request)
 
 
-@router.post("/requests/{request_id}/verify", response_model=DsarRequestOut,
-             responses=problem_docs(403, 404, 409), summary="Verify the requester")
+@_move_route("verify", "Verify the requester")
 async def verify_request(gw: GatewayDep, who: Caller, request_id: RequestPath,
                          body: DsarVerify) -> DsarRequestOut:
     """Compare the evidence with the subject's records per the tier (nothing is
     decrypted; a failed attempt is counted, and past the limit the request is
     rejected)."""
-    request = await run_in_threadpool(
-        gw.vault.dsar.verify, who.actor, request_id, tenant=who.actor.tenant,
-        evidence=body.evidence, accept_as_known=body.accept_as_known,
-        declaration=body.declaration)
-    return _out(request)
+    return await _moved(who, gw.vault.dsar.verify, request_id, evidence=body.evidence,
+                        accept_as_known=body.accept_as_known, declaration=body.declaration)
 
 
-@router.post("/requests/{request_id}/extend", response_model=DsarRequestOut,
-             responses=problem_docs(403, 404, 409), summary="Extend the response period")
+@_move_route("extend", "Extend the response period")
 async def extend_request(gw: GatewayDep, who: Caller, request_id: RequestPath,
                          body: DsarExtend) -> DsarRequestOut:
     """Extend once, while the first period runs, with a reason code."""
-    request = await run_in_threadpool(
-        gw.vault.dsar.extend, who.actor, request_id, tenant=who.actor.tenant,
-        reason=body.reason, notified_at=body.notified_at)
-    return _out(request)
+    return await _moved(who, gw.vault.dsar.extend, request_id, reason=body.reason,
+                        notified_at=body.notified_at)
 
 
-@router.post("/requests/{request_id}/acknowledge", response_model=DsarRequestOut,
-             responses=problem_docs(403, 404, 409), summary="Record the acknowledgement")
+@_move_route("acknowledge", "Record the acknowledgement")
 async def acknowledge_request(gw: GatewayDep, who: Caller, request_id: RequestPath,
                               body: DsarAcknowledge | None = None) -> DsarRequestOut:
     """Record that receipt was confirmed to the requester (default now)."""
-    request = await run_in_threadpool(
-        gw.vault.dsar.acknowledge, who.actor, request_id, tenant=who.actor.tenant,
-        at=body.at if body else None)
-    return _out(request)
+    return await _moved(who, gw.vault.dsar.acknowledge, request_id, at=body.at if body else None)
 
 
-@router.post("/requests/{request_id}/process", response_model=DsarRequestOut,
-             responses=problem_docs(403, 404, 409), summary="Fulfil a verified request")
+@_move_route("process", "Fulfil a verified request")
 async def process_request(gw: GatewayDep, who: Caller, request_id: RequestPath,
                           body: DsarProcess | None = None) -> DsarRequestOut:
     """Fulfil the request through the data path: an export bundle (access,
@@ -514,27 +460,21 @@ async def process_request(gw: GatewayDep, who: Caller, request_id: RequestPath,
     return _out(await run_in_threadpool(run))
 
 
-@router.post("/requests/{request_id}/complete", response_model=DsarRequestOut,
-             responses=problem_docs(403, 404, 409), summary="Close a request in progress")
+@_move_route("complete", "Close a request in progress")
 async def complete_request(gw: GatewayDep, who: Caller, request_id: RequestPath,
                            body: DsarComplete | None = None) -> DsarRequestOut:
     """Close as completed after a person's review (e.g. of an automated decision)."""
-    request = await run_in_threadpool(
-        gw.vault.dsar.complete, who.actor, request_id, tenant=who.actor.tenant,
-        note=body.note if body else None)
-    return _out(request)
+    return await _moved(who, gw.vault.dsar.complete, request_id,
+                        note=body.note if body else None)
 
 
-@router.post("/requests/{request_id}/reject", response_model=DsarRequestOut,
-             responses=problem_docs(403, 404, 409), summary="Refuse a request")
+@_move_route("reject", "Refuse a request")
 async def reject_request(gw: GatewayDep, who: Caller, request_id: RequestPath,
                          body: DsarReject) -> DsarRequestOut:
     """Refuse with a reason code (the requester must be told why) and an optional
     note without contact details."""
-    request = await run_in_threadpool(
-        gw.vault.dsar.reject, who.actor, request_id, tenant=who.actor.tenant,
-        reason_code=body.reason_code.value, note=body.note)
-    return _out(request)
+    return await _moved(who, gw.vault.dsar.reject, request_id,
+                        reason_code=body.reason_code.value, note=body.note)
 
 
 _ARCHIVES = {"zip": "application/zip", "tar": "application/x-tar"}

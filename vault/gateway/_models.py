@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +22,19 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$"
 
 class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def dataclass_fields(source: type, /, **replaced: Any) -> dict[str, Any]:
+    """The fields of the dataclass ``source`` with their types, in its order, for
+    the ``__annotations__`` of an answer that mirrors it (every field required);
+    ``replaced`` gives some fields another type (a nested answer, a code's string)."""
+    hints = get_type_hints(source)
+    return {f.name: replaced.get(f.name, hints[f.name]) for f in dataclasses.fields(source)}
+
+
+def attributes(value: Any) -> dict[str, Any]:
+    """A dataclass instance's fields by name (shallow: nested values as they are)."""
+    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
 
 
 class CreateRecord(_Closed):

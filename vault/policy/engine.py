@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import casbin
 from sqlalchemy import Engine
@@ -117,6 +117,8 @@ _NOTHING: Final[frozenset[str]] = frozenset()
 
 _FieldKey = tuple[str, str, str, str, str, tuple[str, ...]]
 _ObjectKey = tuple[str, str, str, str, str]
+_K = TypeVar("_K")
+_D = TypeVar("_D")
 
 
 class CasbinPolicyEngine:
@@ -449,50 +451,48 @@ class CasbinPolicyEngine:
         _check_name(collection, "collection")
         for name in fields:
             _check_name(name, "field")
-        with self._lock:
-            if not self._sync_due_quietly():
+
+        def decide() -> frozenset[str]:
+            if (subject, tenant) not in self._memberships():
                 return _NOTHING
-            cache = self._field_cache
-            hit = cache.get(key)
-            if hit is not None:
-                return hit
-            try:
-                if (subject, tenant) not in self._memberships():
-                    allowed = _NOTHING
-                else:
-                    enforcer = self._enforcer
-                    allowed = frozenset(
-                        name
-                        for name in fields
-                        if _enforce(enforcer, subject, tenant, f"{collection}.{name}",
-                                    action, purpose)
-                    )
-            except Exception as exc:
-                log.warning("policy_engine_error", error_type=type(exc).__name__)
-                return _NOTHING
-            if len(cache) >= _MAX_CACHE:
-                cache.clear()
-            cache[key] = allowed
-            return allowed
+            enforcer = self._enforcer
+            return frozenset(
+                name
+                for name in fields
+                if _enforce(enforcer, subject, tenant, f"{collection}.{name}", action, purpose)
+            )
+
+        return self._cached(lambda: self._field_cache, key, decide, _NOTHING)
 
     def _decide_object(self, key: _ObjectKey) -> bool:
         actor_id, tenant, obj, action, purpose = key
         subject = self._check_request(actor_id, tenant, action, purpose)
         if not isinstance(obj, str) or not _OBJECT_RE.fullmatch(obj):
             raise InvalidData("the object is malformed", field="object")
+
+        def decide() -> bool:
+            return (subject, tenant) in self._memberships() and _enforce(
+                self._enforcer, subject, tenant, obj, action, purpose)
+
+        return self._cached(lambda: self._object_cache, key, decide, False)
+
+    def _cached(self, cache_of: Callable[[], dict[_K, _D]], key: _K, decide: Callable[[], _D],
+                refused: _D) -> _D:
+        """The decision of ``key``: cached, or ``decide()``d and cached, under the lock;
+        ``refused`` while the policy cannot be refreshed or the engine fails. The
+        cache is taken after the refresh (which starts new caches)."""
         with self._lock:
             if not self._sync_due_quietly():
-                return False
-            cache = self._object_cache
+                return refused
+            cache = cache_of()
             hit = cache.get(key)
             if hit is not None:
                 return hit
             try:
-                allowed = (subject, tenant) in self._memberships() and _enforce(
-                    self._enforcer, subject, tenant, obj, action, purpose)
+                allowed = decide()
             except Exception as exc:
                 log.warning("policy_engine_error", error_type=type(exc).__name__)
-                return False
+                return refused
             if len(cache) >= _MAX_CACHE:
                 cache.clear()
             cache[key] = allowed
