@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from vault import Actor, Vault
+from vault.records.service import load_rows
 
 CRM = Actor("crm", "acme")
 SAM = Actor("sam", "acme")      # support_agent: 4 fields, phone masked
@@ -56,3 +57,21 @@ def test_every_reader_shape_of_a_full_and_a_partial_record(vault: Vault) -> None
                          fields=["phone", "support_notes", "postal_address"])
     assert sam_some.data == {"support_notes": "Asked about invoices."}
     assert sam_some.masked == frozenset() and sam_some.withheld == frozenset()
+
+
+def test_load_rows_in_chunks_keeps_only_the_tenants_records(vault: Vault) -> None:
+    """More ids than one chunk of either backend's statement (an IN list of 500 on
+    SQLite, one array on PostgreSQL): every row comes back once, and another
+    tenant's records are left out."""
+    vault.roles.assign("crm", "crm_service", tenant="globex")
+    people = [dict(SOME, email=f"p{n}@example.com") for n in range(1_200)]
+    ours = vault.put_many(CRM, "customers", people, purpose="account_management")
+    theirs = vault.put_many(Actor("crm", "globex"), "customers", people[:3],
+                            purpose="account_management")
+    with vault.engine.connect() as conn:
+        rows = load_rows(conn, "acme", "customers", [*ours, *theirs, "no-such-id"])
+    assert sorted(rows) == sorted(ours)
+    assert all(rows[rid].id == rid and rows[rid].tenant == "acme" for rid in ours)
+    got = vault.get_many(CRM, "customers", ours[::-1], purpose="account_management")
+    assert [r.id for r in got] == ours[::-1]
+    assert [dict(r.data) for r in got] == people[::-1]
