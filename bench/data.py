@@ -12,7 +12,8 @@ from typing import Any
 
 from vault.cli.demo import make_customers
 
-__all__ = ["FIELDS", "SEARCHABLE", "customers", "scale_customers"]
+__all__ = ["CONTACT_FIELDS", "FIELDS", "SEARCHABLE", "SENSITIVE_FIELDS", "customers",
+           "scale_customers"]
 
 #: The 8 fields every peer stores (of the 11 the `customers` collection declares).
 FIELDS = (
@@ -21,13 +22,22 @@ FIELDS = (
 )
 #: The 2 of them with a blind index in Vault (an ordinary index in the plain peers).
 SEARCHABLE = ("email", "phone")
+#: The shapes' 8 fields with a sensitive one: national_id (PIPL Art. 28, searchable)
+#: in place of preferred_language.
+SENSITIVE_FIELDS = (
+    "full_name", "email", "phone", "postal_address", "birth_date", "national_id", "country",
+    "support_notes",
+)
+#: What the shapes' 3-field role reads.
+CONTACT_FIELDS = ("full_name", "email", "phone")
 
 
-def customers(count: int, *, seed: int = 7) -> list[dict[str, str]]:
-    """``count`` distinct customers (unique e-mail addresses)."""
+def customers(count: int, *, seed: int = 7,
+              fields: tuple[str, ...] = FIELDS) -> list[dict[str, str]]:
+    """``count`` distinct customers (unique e-mail addresses) with ``fields``."""
     people = []
     for _jurisdiction, record in make_customers(count, seed=seed):
-        person: dict[str, Any] = {name: record[name] for name in FIELDS}
+        person: dict[str, Any] = {name: record[name] for name in fields}
         person["postal_address"] = str(person["postal_address"]).strip()
         people.append(person)
     return people

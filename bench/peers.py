@@ -83,15 +83,16 @@ class _Peer:
             conn.execute(insert(self.table), rows)
         return [r["id"] for r in rows]
 
-    def orm_read(self, ids: Sequence[str]) -> list[dict[str, str]]:
-        """Load the rows by id through the ORM and hand their fields out as dicts."""
+    def orm_read(self, ids: Sequence[str],
+                 fields: Sequence[str] = FIELDS) -> list[dict[str, str]]:
+        """Load the rows by id through the ORM and hand ``fields`` out as dicts."""
         model = self.model
         out: dict[str, dict[str, str]] = {}
         with Session(self.engine) as session:
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start:start + _CHUNK]
                 for obj in session.scalars(select(model).where(model.id.in_(chunk))):
-                    out[obj.id] = {name: getattr(obj, name) for name in FIELDS}
+                    out[obj.id] = {name: getattr(obj, name) for name in fields}
         return [out[i] for i in ids]
 
     def core_read(self, ids: Sequence[str]) -> list[dict[str, str]]:
@@ -149,13 +150,16 @@ class PlainCustomer(_PlainBase):
     postal_address: Mapped[str] = mapped_column(String(500))
     birth_date: Mapped[str] = mapped_column(String(10))
     country: Mapped[str] = mapped_column(String(2))
-    preferred_language: Mapped[str] = mapped_column(String(35))
+    preferred_language: Mapped[str | None] = mapped_column(String(35))
     support_notes: Mapped[str] = mapped_column(Text)
+    # The shapes' sensitive field (bench/shapes.py), indexed as Vault blind-indexes it.
+    national_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_crm_customers_email", "email"),
+        Index("ix_crm_customers_national_id", "national_id"),
         Index("ix_crm_customers_phone", "phone"),
     )
 

@@ -15,11 +15,19 @@ from pathlib import Path
 
 import casbin
 
-__all__ = ["RAW_USER", "build_policies", "raw_enforcer", "rule_lines"]
+__all__ = ["BENCH_ROLES", "RAW_USER", "build_policies", "raw_enforcer", "rule_lines"]
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 RAW_USER = "crm"  # the actor whose decisions are measured (role crm_service in acme)
 
+#: The shapes' readers (bench/shapes.py): a role that reads 3 fields of a customer, and
+#: one that reads every field, the sensitive national_id included (for a legal
+#: obligation, which needs no consent). No generated rule names them.
+BENCH_ROLES = {
+    "bench_contacts": ("account_management",
+                       ("customers.full_name", "customers.email", "customers.phone")),
+    "bench_full": ("legal_obligation", ("customers.*",)),
+}
 _ROLES = ("crm_service", "sales_rep", "support_agent", "marketing", "analyst", "dpo",
           "sales_manager", "billing", "fraud_analyst", "partner_portal", "field_service",
           "collections")
@@ -35,6 +43,8 @@ def rule_lines(total: int = 600, *, seed: int = 11) -> list[str]:
     """Vault's default ``p`` rules, then generated ones up to ``total`` ``p`` rules."""
     default = [line.strip() for line in (POLICIES / "policy.csv").read_text().splitlines()
                if line.strip().startswith("p,")]
+    default += [f"p, {role}, *, {obj}, read, {purpose}, allow"
+                for role, (purpose, objs) in BENCH_ROLES.items() for obj in objs]
     seen = {tuple(t.strip() for t in line.split(",")) for line in default}
     rng = random.Random(seed)
     lines = list(default)

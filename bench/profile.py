@@ -1,8 +1,10 @@
 """Where Vault's time goes: pyinstrument profiles of the benchmark's operations.
 
     python -m bench.profile [put_many|get_many|put|get] [--records 10000] [--postgres URL]
+                            [--cprofile]
 
-Needs pyinstrument (``pip install -e '.[bench]'``). Builds a vault with the
+Needs pyinstrument (``pip install -e '.[bench]'``), or ``--cprofile`` for the
+standard library's deterministic profiler (functions by own time). Builds a vault with the
 benchmark's 600-rule policy in a temporary folder (or in fresh schemas of the
 PostgreSQL server given with ``--postgres``), warms it up, then profiles one
 ``put_many``/``get_many`` of ``--records`` customers, or 300 single ``put``/``get``.
@@ -11,7 +13,10 @@ PostgreSQL server given with ``--postgres``), warms it up, then profiles one
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import logging
+import pstats
 import tempfile
 import time
 import uuid
@@ -35,8 +40,14 @@ def main() -> None:
     parser.add_argument("operation", choices=("put_many", "get_many", "put", "get"))
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--postgres", default=None, help="a PostgreSQL URL to profile on")
+    parser.add_argument("--cprofile", action="store_true",
+                        help="cProfile, functions sorted by their own time")
     args = parser.parse_args()
-    from pyinstrument import Profiler  # only this tool needs it
+    if args.cprofile:
+        profiler_class: Any = _CProfiler
+    else:
+        from pyinstrument import Profiler  # only this tool needs it
+        profiler_class = Profiler
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     people = customers(args.records)
@@ -58,13 +69,31 @@ def main() -> None:
             settings = VaultSettings.build(home=Path(tmp) / "vault", policies=policies, **extra)
             with Vault.init(settings=settings) as vault:
                 vault.roles.assign("crm", "crm_service", tenant="acme")
-                profile(vault, Actor("crm", "acme"), people, args.operation, Profiler)
+                profile(vault, Actor("crm", "acme"), people, args.operation, profiler_class)
     finally:
         if admin is not None:
             with admin.begin() as conn:
                 for name in schemas:
                     conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
             admin.dispose()
+
+
+class _CProfiler:
+    """cProfile behind pyinstrument's start/stop/output_text."""
+
+    def __init__(self, interval: float = 0.0) -> None:
+        self._profile = cProfile.Profile()
+
+    def start(self) -> None:
+        self._profile.enable()
+
+    def stop(self) -> None:
+        self._profile.disable()
+
+    def output_text(self, **_: Any) -> str:
+        out = io.StringIO()
+        pstats.Stats(self._profile, stream=out).sort_stats("tottime").print_stats(30)
+        return out.getvalue()
 
 
 def profile(vault: Vault, actor: Actor, people: list[dict[str, str]], operation: str,

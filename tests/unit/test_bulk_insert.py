@@ -19,7 +19,7 @@ from sqlalchemy import (
     Table,
     insert,
 )
-from sqlalchemy.exc import SQLAlchemyError, StatementError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from tests.conftest import PgSchemas
 from vault.store.base import UTCDateTime
@@ -136,4 +136,44 @@ def test_no_rows_is_a_no_op(tmp_path: Path) -> None:
     with engine.begin() as conn:
         BulkInsert(table, COLUMNS).execute(conn, [])
     assert _stored(engine, "empty") == []
+    engine.dispose()
+
+
+
+@pytest.mark.postgres
+def test_postgres_copy_refusal_is_the_inserts_dbapi_error_without_the_value(
+        pg_schemas: PgSchemas) -> None:
+    """On PostgreSQL the rows are streamed with COPY, whose errors quote the refused
+    row; the error raised is the DBAPIError an INSERT raises (same SQLSTATE, so the
+    retry and error mapping see it), without the value."""
+    engine = make_engine(pg_schemas.url(pg_schemas.names[0]))
+    metadata = MetaData()
+    table = _table(metadata, "too_long")
+    metadata.create_all(engine)
+    rows = _rows()[:3]
+    rows.append(("zzcanary-id", "zzcanary" * 40, b"", rows[0][3], None, 1, True))
+    with pytest.raises(DBAPIError) as info, engine.begin() as conn:
+        BulkInsert(table, COLUMNS).execute(conn, rows)
+    assert "zzcanary" not in str(info.value)
+    assert getattr(info.value.orig, "sqlstate", None) == "22001"  # string too long
+    with pytest.raises(IntegrityError) as dupe, engine.begin() as conn:
+        BulkInsert(table, COLUMNS).execute(conn, [*rows[:2], rows[1]])
+    assert getattr(dupe.value.orig, "sqlstate", None) == "23505"
+    assert _stored(engine, "too_long") == []
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_copy_runs_in_the_callers_transaction(pg_schemas: PgSchemas) -> None:
+    engine = make_engine(pg_schemas.url(pg_schemas.names[0]))
+    metadata = MetaData()
+    table = _table(metadata, "copied")
+    metadata.create_all(engine)
+    with engine.connect() as conn:
+        conn.begin()
+        BulkInsert(table, COLUMNS).execute(conn, _rows())
+        inside = conn.exec_driver_sql("SELECT count(*) FROM copied").scalar()
+        conn.rollback()
+    assert inside == 1200
+    assert _stored(engine, "copied") == []
     engine.dispose()

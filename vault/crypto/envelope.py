@@ -102,11 +102,14 @@ class RecordContext:
     __slots__ = ("prefix", "seal_prefix", "suffix")
 
     def __init__(self, tenant: str, collection: str, record_id: str, subject_id: str) -> None:
+        # _lp inline (this runs once per record read or written).
+        rid, sid = record_id.encode("utf-8"), subject_id.encode("utf-8")
+        lp_rid = len(rid).to_bytes(4, "big") + rid
         #: The encoded label, tenant, collection and record id; then the subject id.
-        self.prefix = _scope(tenant, collection) + _lp(record_id)
-        self.suffix = _lp(subject_id)
+        self.prefix = _scope(tenant, collection) + lp_rid
+        self.suffix = suffix = len(sid).to_bytes(4, "big") + sid
         #: The record seal's label, tenant, collection, record id and subject id.
-        self.seal_prefix = _seal_scope(tenant, collection) + _lp(record_id) + self.suffix
+        self.seal_prefix = _seal_scope(tenant, collection) + lp_rid + suffix
 
     def seal_data(self, header: bytes, version: int, framed: bytes) -> bytes:
         """The associated data of the record's seal at ``version`` over ``framed``."""
@@ -251,13 +254,15 @@ class AESGCMFieldCipher:
         return out
 
     def decrypt_framed(self, key: DataKey, framed: bytes, record: RecordContext,
-                       names: Container[str]) -> tuple[dict[str, bytes], int]:
+                       names: Container[str], *,
+                       skipped_out: set[str] | None = None) -> tuple[dict[str, bytes], int]:
         """:meth:`decrypt_fields` of the fields ``names`` straight from a record's
         framed envelopes (:func:`vault.crypto.framing.encode_envelopes`), in one pass.
 
         Equal to ``decrypt_fields(key, decode_envelopes(framed), record, names)``
         (fields in stored order), with the same refusals, and also returns how
-        many fields are stored.
+        many fields are stored; ``skipped_out``, if given, receives the names of the
+        stored fields not in ``names`` (not decrypted).
 
         Raises:
             DecryptionError: malformed framing (as ``decode_envelopes``), or any
@@ -288,6 +293,8 @@ class AESGCMFieldCipher:
                     skipped.add(name)
         except (UnicodeDecodeError, InvalidTag):
             raise DecryptionError() from None
+        if skipped_out is not None:
+            skipped_out.update(skipped)
         return out, len(out) + len(skipped)
 
     def decrypt(self, key: DataKey, envelope: bytes, context: AssociatedData) -> bytes:

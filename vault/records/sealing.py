@@ -194,33 +194,36 @@ class Sealer:
         if visible is None:
             visible = visible_fields(requested, readable, maskable)
         record = RecordContext(tenant, schema.name, row.id, row.subject_id)
-        self._cipher.check_seal(key, row.seal, row.envelopes, record, row.version)
-        plain, stored = self._cipher.decrypt_framed(key, row.envelopes, record, visible[1])
-        if len(plain) == stored and not maskable:
-            # Every stored field is requested and readable: the common case (in the
-            # order requested, as below).
+        envelopes, version = row.envelopes, row.version
+        cipher = self._cipher
+        cipher.check_seal(key, row.seal, envelopes, record, version)
+        # The stored fields that are not decrypted (not requested, or not permitted).
+        skipped: set[str] = set()
+        plain, _ = cipher.decrypt_framed(key, envelopes, record, visible[1],
+                                         skipped_out=skipped)
+        if not maskable:
+            # Nothing to mask: the common case (in the order requested, as below).
             try:
                 data = {name: raw[1:].decode("utf-8") if raw[:1] == b"s" else decode_value(raw)
                         for name in visible[0] if (raw := plain.get(name)) is not None}
             except ValueError:
                 raise DecryptionError() from None
+            withheld = (_NO_NAMES if not skipped else
+                        frozenset(n for n in requested if n in skipped))
             return Record(id=row.id, subject_id=row.subject_id, collection=schema.name,
-                          data=data, masked=_NO_NAMES, withheld=_NO_NAMES,
-                          version=row.version)
-        envelopes = decode_envelopes(row.envelopes)
+                          data=data, masked=_NO_NAMES, withheld=withheld, version=version)
         data = {}
         masked: set[str] = set()
-        withheld: set[str] = set()
-        for name in requested:
-            if name not in envelopes:
+        for name in visible[0]:
+            raw = plain.get(name)
+            if raw is None:
                 continue
             if name in readable:
-                data[name] = decode_value(plain[name])
-            elif name in maskable:
-                data[name] = mask(schema.fields[name].mask, decode_value(plain[name]))
-                masked.add(name)
+                data[name] = decode_value(raw)
             else:
-                withheld.add(name)
+                data[name] = mask(schema.fields[name].mask, decode_value(raw))
+                masked.add(name)
         return Record(id=row.id, subject_id=row.subject_id, collection=schema.name, data=data,
-                      masked=frozenset(masked), withheld=frozenset(withheld),
-                      version=row.version)
+                      masked=frozenset(masked),
+                      withheld=frozenset(n for n in requested if n in skipped),
+                      version=version)

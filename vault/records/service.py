@@ -16,7 +16,8 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, String, and_, any_, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault._kernel import NAMED_LIMIT, Call, Kernel, RecordHooks, transaction_failed
@@ -69,7 +70,7 @@ MISSED = "matched:0"
 # Rows are looked up by primary key alone, and their tenant and collection
 # checked here: with "tenant = ? AND collection = ?" in the WHERE clause a
 # planner with stale statistics scans the whole (tenant, collection) index.
-_SELECT_ROWS = select(
+_SELECT_ROWS_FROM = select(
     RECORDS.c.id, RECORDS.c.subject_id, RECORDS.c.envelopes, RECORDS.c.tenant,
     RECORDS.c.collection, RECORDS.c.version, RECORDS.c.seal,
     # The subject's restriction flag and jurisdiction come with its records, so
@@ -81,7 +82,14 @@ _SELECT_ROWS = select(
 )).outerjoin(ERASED_SUBJECTS, and_(
     ERASED_SUBJECTS.c.tenant == RECORDS.c.tenant,
     ERASED_SUBJECTS.c.subject_id == RECORDS.c.subject_id,
-))).where(RECORDS.c.id.in_(bindparam("in_ids", expanding=True)))
+)))
+_SELECT_ROWS = _SELECT_ROWS_FROM.where(RECORDS.c.id.in_(bindparam("in_ids", expanding=True)))
+# PostgreSQL: the ids as one array parameter (``id = ANY(:ids)``), in chunks of up to
+# _ANY_CHUNK: a 500-parameter IN list per chunk costs the server a parse and plan each
+# time and the client 20 round trips per 10,000 records (about 3x slower in all).
+_SELECT_ROWS_ANY = _SELECT_ROWS_FROM.where(
+    RECORDS.c.id == any_(bindparam("any_ids", type_=ARRAY(String))))
+_ANY_CHUNK = 10_000
 # The rows of a batch write, as tuples in one executemany each (vault.store.bulk).
 _BULK_SUBJECTS = BulkInsert(SUBJECTS, ("tenant", "subject_id", "pseudonym", "jurisdiction",
                                        "created_at"))
@@ -242,7 +250,9 @@ class RecordService:
         groups: dict[int, tuple[list[str], list[str], set[str]]] = {}
         for subject, value in zip(subjects, values, strict=True):
             record_id = new_id()
-            plaintexts = {name: encode_value(x) for name, x in value.items() if x is not None}
+            # encode_value inline for text (most fields): this runs once per field.
+            plaintexts = {name: b"s" + x.encode("utf-8") if type(x) is str else encode_value(x)
+                          for name, x in value.items() if x is not None}
             framed, seal = self._seal.seal(keys[subject], tenant, schema, record_id,
                                            subject, plaintexts)
             record_rows.append({
@@ -865,8 +875,12 @@ def load_rows(conn: Connection, tenant: str, collection: str,
     left out), each with its subject's ``restricted_at``, ``jurisdiction`` and
     ``erased_at`` (its erasure marker, None if it has none)."""
     rows: dict[str, Any] = {}
-    for chunk in _chunks(record_ids):
-        for row in conn.execute(_SELECT_ROWS, {"in_ids": list(chunk)}):
+    if conn.dialect.name == "postgresql":
+        statement, key, size = _SELECT_ROWS_ANY, "any_ids", _ANY_CHUNK
+    else:
+        statement, key, size = _SELECT_ROWS, "in_ids", _IN_CHUNK
+    for chunk in _chunks(record_ids, size):
+        for row in conn.execute(statement, {key: list(chunk)}):
             if row.tenant == tenant and row.collection == collection:
                 rows[row.id] = row
     return rows

@@ -9,23 +9,31 @@ uses (once per distinct value object when consecutive rows share it), and hands
 them to the driver's ``executemany`` in one call, on the same connection and in
 the same transaction.
 
-Only for drivers with positional ``qmark`` parameters (SQLite's); on the others
-(PostgreSQL) the rows go through ``Connection.execute`` as before, where
-SQLAlchemy's multi-row ``VALUES`` batching saves round trips.
+On SQLite (positional ``qmark`` parameters) the rows go to the driver's
+``executemany``. On PostgreSQL through psycopg 3 they are streamed with ``COPY
+... FROM STDIN`` on the same connection, inside the same transaction: one
+statement per table and batch instead of a multi-row ``INSERT ... VALUES`` per
+1,000 rows (about 2.5 times faster for the 50,000 blind-index rows of 10,000
+records; triggers and constraints apply to COPY as to INSERT). A failure is
+raised as the ``DBAPIError`` SQLAlchemy raises for an INSERT (so retries and
+error mapping see the same exception). Other drivers go through
+``Connection.execute``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Connection, LargeBinary, Table, insert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 __all__ = ["BulkInsert"]
 
 _Processor = Callable[[Any], Any] | None
+#: Drivers that bind bytes-like values as binary by themselves.
+_NATIVE_BYTES = frozenset({"pysqlite", "psycopg"})
 
 
 class BulkInsert:
@@ -39,6 +47,8 @@ class BulkInsert:
             raise ValueError(f"{table.name} has no column(s) {', '.join(missing)}")
         self._statement = insert(table)
         self._compiled: dict[tuple[str, str], tuple[str, tuple[_Processor, ...]] | None] = {}
+        self._copy_sql = (f'COPY "{table.name}" ('
+                          + ", ".join(f'"{name}"' for name in self.columns) + ") FROM STDIN")
 
     def _for(self, dialect: Dialect) -> tuple[str, tuple[_Processor, ...]] | None:
         key = (dialect.name, dialect.driver)
@@ -48,12 +58,24 @@ class BulkInsert:
         if dialect.paramstyle == "qmark":
             compiled = self._statement.compile(dialect=dialect, column_keys=list(self.columns))
             if tuple(compiled.positiontup or ()) == self.columns:
-                processors = tuple(
-                    self.table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-                    for name in self.columns)
-                plan = (str(compiled), processors)
+                plan = (str(compiled), self._processors(dialect))
+        elif dialect.name == "postgresql" and dialect.driver == "psycopg":
+            plan = (self._copy_sql, self._processors(dialect))
         self._compiled[key] = plan
         return plan
+
+    def _processors(self, dialect: Dialect) -> tuple[_Processor, ...]:
+        out: list[_Processor] = []
+        for name in self.columns:
+            impl = self.table.c[name].type.dialect_impl(dialect)
+            if isinstance(impl, LargeBinary) and dialect.driver in _NATIVE_BYTES:
+                # Its processor only wraps each value in the driver's Binary, which
+                # these drivers do not need (bytes, bytearray and memoryview all bind
+                # as BLOB / bytea); a batch binds some 40,000 digests and envelopes.
+                out.append(None)
+            else:
+                out.append(impl.bind_processor(dialect))
+        return tuple(out)
 
     def execute(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert ``rows`` (one value per column, in the order of ``columns``)."""
@@ -78,7 +100,28 @@ class BulkInsert:
                         f"({type(exc).__name__}) a value of column {self.columns[index]} "
                         "was refused by its type", sql, None, exc) from None
             columns.append(values)
-        conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+        if sql is self._copy_sql:
+            _copy(conn, sql, zip(*columns, strict=True))
+        else:
+            conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+
+
+def _copy(conn: Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """Stream ``rows`` with psycopg's ``COPY ... FROM STDIN`` on ``conn``'s own
+    DBAPI connection (so in its transaction)."""
+    raw = conn.connection.driver_connection
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        with raw.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
+            write = copy.write_row
+            for row in rows:
+                write(row)
+    except dbapi.Error as exc:
+        # As an INSERT reports it: no parameters, and not the CONTEXT line a COPY
+        # error adds, which quotes the refused row's value.
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (exc.args[0].split("\nCONTEXT:", 1)[0], *exc.args[1:])
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from None
 
 
 def _convert(values: list[Any], process: Callable[[Any], Any]) -> list[Any]:
