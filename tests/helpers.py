@@ -1,9 +1,11 @@
 """Helpers shared by test files: the shipped policy's names, a key provider that
 can hold a reader inside ``unwrap``, a watch on the SELECTs an engine sends, and
-the audit log's triggers taken away."""
+the audit log's triggers taken away, and actors who proved a second factor."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +15,7 @@ from sqlalchemy import Engine, event, text
 
 from vault.crypto.keys import KeyContext, LocalKeyProvider
 from vault.store.engine import is_postgres
+from vault.types import Actor, SecondFactor
 
 # The fields of the shipped ``customers`` collection, in schema order.
 CUSTOMER_FIELDS = (
@@ -98,3 +101,10 @@ def start_paused_in_unwrap(provider: PausingProvider, target: Callable[[], objec
     if not in_unwrap.wait(5):
         pytest.fail(f"the {who} never reached unwrap")
     return thread, resume
+
+
+def stepped_up(actor: Actor, at: dt.datetime | None = None, method: str = "totp") -> Actor:
+    """``actor`` with a second factor proved ``at`` (default now): what the
+    gateway and the CLI pass after a verified TOTP code (step-up)."""
+    when = at or dt.datetime.now(dt.UTC)
+    return dataclasses.replace(actor, second_factor=SecondFactor(method, when))

@@ -25,12 +25,13 @@ from vault.errors import (
     KeyDestroyed,
     LegalHoldActive,
     NotFound,
+    StepUpRequired,
     SubjectRestricted,
     TransferRefused,
     VaultError,
 )
 from vault.facade import Vault
-from vault.types import Actor, Record
+from vault.types import Actor, Record, SecondFactor
 
 __all__ = [
     "AccessDenied",
@@ -51,6 +52,8 @@ __all__ = [
     "Resurrection",
     "RoleAssignment",
     "RotationResult",
+    "SecondFactor",
+    "StepUpRequired",
     "SubjectRestricted",
     "SystemClock",
     "TransferRefused",

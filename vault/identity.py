@@ -152,7 +152,7 @@ class IdentityService:
             AccessDenied: ``actor`` may not administer the tenant's policy (audited).
         """
         check_tenant(tenant)
-        self._k.authorise(actor, "policy", "policy.admin", tenant=tenant)
+        self._k.authorise(actor, "policy", "policy.admin", tenant=tenant, step_up="policy")
         try:
             kind = KeyKind(kind)
         except ValueError:
@@ -207,7 +207,8 @@ class IdentityService:
     def revoke_key(self, key: str, *, actor: Actor | None = None) -> ApiKey:
         """Revoke an API key for good (every process refuses it from its next use)."""
         found = self.get_key(key)
-        self._k.authorise(actor, "policy", "policy.admin", tenant=found.tenant)
+        self._k.authorise(actor, "policy", "policy.admin", tenant=found.tenant,
+                          step_up="policy")
         with self._k.engine.begin() as conn:
             conn.execute(update(API_KEYS).where(
                 API_KEYS.c.id == found.id, API_KEYS.c.revoked_at.is_(None)).values(
@@ -251,7 +252,8 @@ class IdentityService:
             InvalidData: a service key (services never step up).
         """
         found = self.get_key(key)
-        self._k.authorise(actor, "policy", "policy.admin", tenant=found.tenant)
+        self._k.authorise(actor, "policy", "policy.admin", tenant=found.tenant,
+                          step_up="policy")
         if found.kind is not KeyKind.PERSON:
             raise InvalidData("only person keys enrol a second factor", field="kind")
         secret = pyotp.random_base32()
