@@ -18,6 +18,7 @@ The CLI's ``vault gateway keys``/``totp`` and the gateway use this one module.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hmac
 import secrets
@@ -47,7 +48,7 @@ from vault._kernel import Kernel
 from vault.audit.chain import AuditEvent, Decision
 from vault.errors import InvalidData, NotFound
 from vault.store.base import UTCDateTime
-from vault.types import Actor, check_identifier, check_tenant
+from vault.types import Actor, SecondFactor, check_identifier, check_tenant
 
 __all__ = ["API_KEYS", "TOTP_ENROLMENTS", "TOTP_USED", "ApiKey", "AuthenticationFailed",
            "IdentityService", "KeyKind"]
@@ -306,6 +307,33 @@ class IdentityService:
         self._k.audit("identity.totp", actor=Actor(owner.actor, owner.tenant),
                       reason=f"key:{key_id}")
         return now
+
+    def step_up(self, actor: Actor, code: str) -> Actor:
+        """``actor`` with a second factor: a TOTP code of its own person key (the
+        newest live one enrolled for TOTP, of the same actor and tenant), checked
+        and remembered as :meth:`verify_totp` does. The CLI's operators give it with
+        ``--otp``; the returned actor passes the library's step-up rule.
+
+        Raises:
+            InvalidData: ``actor`` is not an Actor.
+            AuthenticationFailed: no enrolled person key, a wrong code, or a code
+                used before (audited).
+        """
+        if not isinstance(actor, Actor):
+            raise InvalidData("actor must be a vault.Actor", field="actor")
+        now = self._k.clock.now()
+        enrolled = [k for k in self.list_keys(tenant=actor.tenant)
+                    if k.actor == actor.id and k.kind is KeyKind.PERSON and k.totp
+                    and k.revoked_at is None
+                    and (k.expires_at is None or k.expires_at > now)]
+        if not enrolled:
+            self._k.audit_log.write([AuditEvent(
+                tenant=actor.tenant, actor=actor.id, action="identity.authenticate",
+                decision=Decision.DENY, reason="totp_not_enrolled")])
+            raise AuthenticationFailed("totp_not_enrolled")
+        newest = max(enrolled, key=lambda k: (k.created_at, k.id))
+        at = self.verify_totp(newest.id, code)
+        return dataclasses.replace(actor, second_factor=SecondFactor("totp", at))
 
     # ------------------------------------------------------------------ helpers
 

@@ -82,11 +82,11 @@ def test_roles_and_policy_check(home: Path) -> None:
 def test_keys_rotate_and_retire(home: Path) -> None:
     """keys rotate makes version 2 current; retire 1 then succeeds; status shows it."""
     assert run(home, "demo", "--customers", "10")[0] == 0
-    code, output = run(home, "keys", "retire", "1")
+    code, output = run(home, "keys", "retire", "1", "--yes")
     assert code == 1 and "current" in output.lower()
     code, output = run(home, "keys", "rotate")
     assert code == 0 and "10 data keys rewrapped" in output
-    code, output = run(home, "keys", "retire", "1")
+    code, output = run(home, "keys", "retire", "1", "--yes")
     assert code == 0, output
     code, output = run(home, "keys", "status")
     assert code == 0 and "current" in output

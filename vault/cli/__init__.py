@@ -19,7 +19,9 @@ from vault.cli import consent_cli, dsar_cli, gateway_cli, report_cli, retention_
 from vault.cli._common import (
     HomeOpt,
     TenantOpt,
+    YesOpt,
     configure_logging,
+    confirm,
     err,
     fail,
     guard,
@@ -260,8 +262,10 @@ def keys_migrate(
 
 @keys_app.command("retire")
 @guard
-def keys_retire(version: int, home: HomeOpt = None) -> None:
-    """Delete KEK VERSION for good (refused while any data key depends on it)."""
+def keys_retire(version: int, home: HomeOpt = None, yes: YesOpt = False) -> None:
+    """Delete KEK VERSION for good (refused while any data key depends on it); asks
+    first on a terminal (``--yes`` for scripts)."""
+    confirm(f"KEK version {version} will be deleted for good", yes=yes)
     with open_vault(home) as vault:
         vault.keys.retire(version)
     out.print(f"KEK version {version} retired")

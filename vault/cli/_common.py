@@ -23,10 +23,12 @@ from vault.audit.context import audit_context
 from vault.config import VaultSettings
 from vault.errors import VaultError
 from vault.facade import Vault
+from vault.identity import AuthenticationFailed
+from vault.types import Actor
 
-__all__ = ["HomeOpt", "TenantOpt", "configure_logging", "err", "fail", "guard", "open_vault",
-           "operator_context",
-           "out", "progress_bar", "settings_from_env"]
+__all__ = ["HomeOpt", "OtpOpt", "TenantOpt", "YesOpt", "configure_logging", "confirm", "err",
+           "fail", "guard", "open_vault", "operator_context", "out", "progress_bar",
+           "settings_from_env", "stepped_up"]
 
 out = Console()
 err = Console(stderr=True)
@@ -39,6 +41,12 @@ HomeOpt = Annotated[
                  show_default=False),
 ]
 TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant (domain) of the role.")]
+OtpOpt = Annotated[str | None, typer.Option(
+    "--otp", metavar="CODE", help="A TOTP code of your person key (enrolled with `vault "
+    "gateway totp enrol`): the second factor that exports, erasure and key, role and "
+    "policy changes need (step-up).")]
+YesOpt = Annotated[bool, typer.Option(
+    "--yes", "-y", help="Do not ask for confirmation (for scripts and scheduled jobs).")]
 
 
 
@@ -137,3 +145,41 @@ def operator_context(operator: str | None) -> AbstractContextManager[None]:
                                  "(at most 128)", param_hint="--operator")
     return audit_context(operator=name, os_user=user,
                          host=socket.gethostname()[:128] or "unknown")
+
+
+def confirm(what: str, *, yes: bool) -> None:
+    """Ask before a destructive command: on a terminal the operator answers (the
+    default is no); ``--yes`` skips the question. Without a terminal and without
+    ``--yes`` the command is refused with exit code 2 (a usage error), so a script
+    that forgot ``--yes`` never destroys data by accident, nor hangs on a prompt.
+
+    Raises:
+        typer.Exit: 2 without a terminal and without ``--yes``; 1 when the operator
+            says no (nothing was changed).
+    """
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        # One short line (a cron log is not a terminal: rich wraps at 80 columns).
+        raise fail("this cannot be undone: pass --yes to run it without a terminal", 2)
+    if not typer.confirm(f"{what}. Continue?", default=False, err=True):
+        raise fail("not confirmed: nothing was changed", 1)
+
+
+def stepped_up(vault: Vault, actor: Actor | None, otp: str | None) -> Actor | None:
+    """``actor`` with the second factor ``--otp`` proves (a TOTP code of its person
+    key), or ``actor`` as it is without a code.
+
+    Raises:
+        typer.Exit: 2 for ``--otp`` without ``--actor``; 1 when the code is refused
+            (audited by the identity service; never says which check failed).
+    """
+    if otp is None:
+        return actor
+    if actor is None:
+        raise fail("--otp needs --actor: the code proves who you are", 2)
+    try:
+        return vault.identity.step_up(actor, otp)
+    except AuthenticationFailed:
+        raise fail("the TOTP code was not accepted (wrong, used before, or no person key "
+                   "of this actor is enrolled)", 1) from None

@@ -33,7 +33,17 @@ import typer
 from rich.table import Table
 
 from vault.audit.checkpoint import load_public_key
-from vault.cli._common import fail, guard, open_vault, out, progress_bar
+from vault.cli._common import (
+    OtpOpt,
+    YesOpt,
+    confirm,
+    fail,
+    guard,
+    open_vault,
+    out,
+    progress_bar,
+    stepped_up,
+)
 from vault.cli._time import parse_when
 from vault.dsar import DSARRequest, verify_bundle, verify_document
 from vault.errors import InvalidData
@@ -270,8 +280,10 @@ def register(app: typer.Typer) -> None:
             "--changes-file", help="Rectification: JSON {record_id: {field: value}}.")]
         = None,
         actor: ActorOpt = None, fmt: Format = "table", home: Home = None,
+        yes: YesOpt = False, otp: OtpOpt = None,
     ) -> None:
-        """Fulfil a verified request."""
+        """Fulfil a verified request (an erasure asks first on a terminal; ``--yes``
+        for scripts). Exports and erasure need ``--otp`` with ``--actor`` (step-up)."""
         exemptions = {}
         for pair in exempt or []:
             scope, sep, code = pair.partition("=")
@@ -284,9 +296,15 @@ def register(app: typer.Typer) -> None:
                 changes = json.loads(changes_file.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 raise fail("--changes-file must be a readable JSON object", code=2) from None
+        with open_vault(home) as vault:
+            if not yes and vault.dsar.get(_actor(actor, tenant), request_id,
+                                          tenant=tenant).kind.value == "erasure":
+                confirm(f"request {request_id} erases the subject's data (records "
+                        "deleted, data key destroyed)", yes=yes)
         with open_vault(home) as vault, progress_bar() as bar:
+            who = stepped_up(vault, _actor(actor, tenant), otp)
             task = bar.add_task("processing", total=None)
-            r = vault.dsar.process(_actor(actor, tenant), request_id, tenant=tenant,
+            r = vault.dsar.process(who, request_id, tenant=tenant,
                                    out=out_dir, exemptions=exemptions or None, changes=changes,
                                    progress=lambda n, total: bar.update(task, completed=n,
                                                                         total=total))
@@ -317,8 +335,10 @@ def register(app: typer.Typer) -> None:
     @guard
     def export(request_id: str, tenant: Tenant,
                out_dir: Annotated[Path, typer.Option("--out")],
-               actor: ActorOpt = None, fmt: Format = "table", home: Home = None) -> None:
-        """Fulfil an access or portability request: write its signed bundle."""
+               actor: ActorOpt = None, fmt: Format = "table", home: Home = None,
+               otp: OtpOpt = None) -> None:
+        """Fulfil an access or portability request: write its signed bundle (an
+        export: ``--otp`` with ``--actor``, step-up)."""
         with open_vault(home) as vault:
             current = vault.dsar.get(_actor(actor, tenant), request_id, tenant=tenant)
             if current.kind.value not in ("access", "portability"):
@@ -327,7 +347,8 @@ def register(app: typer.Typer) -> None:
             with progress_bar() as bar:
                 task = bar.add_task("exporting records", total=None)
                 done = vault.dsar.process(
-                    _actor(actor, tenant), request_id, tenant=tenant, out=out_dir,
+                    stepped_up(vault, _actor(actor, tenant), otp), request_id,
+                    tenant=tenant, out=out_dir,
                     progress=lambda n, total: bar.update(task, completed=n, total=total))
             _show(done, fmt)
 
