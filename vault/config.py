@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from vault.errors import ConfigError
 
-__all__ = ["DEFAULT_HOME", "STEP_UP_ACTIONS", "VaultSettings", "bundled_policies"]
+__all__ = ["DEFAULT_HOME", "STEP_UP_ACTIONS", "VaultSettings", "bundled_policies",
+           "check_step_up_actions"]
 
 DEFAULT_HOME = Path(".vault")
 #: The kinds of action that can be made to need a verified second factor (step-up):
@@ -26,6 +27,15 @@ DEFAULT_HOME = Path(".vault")
 #: erasure (deleting records, destroying a subject's key, erasure requests), and
 #: key, role and policy administration. All of them need it by default.
 STEP_UP_ACTIONS = ("read_sensitive", "export", "erase", "keys", "roles", "policy")
+
+
+def check_step_up_actions(value: tuple[str, ...]) -> tuple[str, ...]:
+    """``value`` if every name is one of :data:`STEP_UP_ACTIONS`, else ValueError
+    (a settings validator turns it into a ConfigError)."""
+    unknown = sorted(set(value) - set(STEP_UP_ACTIONS))
+    if unknown:
+        raise ValueError(f"unknown step-up actions: {', '.join(unknown)}")
+    return value
 
 
 def bundled_policies() -> Path:
@@ -126,7 +136,7 @@ class VaultSettings(BaseSettings):
     report_burst_minutes: int = Field(default=5, ge=1)
     search_miss_limit: int = Field(default=0, ge=0)
     search_miss_window_seconds: int = Field(default=3600, ge=1)
-    step_up: tuple[str, ...] = STEP_UP_ACTIONS
+    step_up: Annotated[tuple[str, ...], AfterValidator(check_step_up_actions)] = STEP_UP_ACTIONS
     step_up_max_age_seconds: int | None = Field(default=None, ge=30, le=86_400)
     # Data-subject requests (vault.dsar): how long an export bundle may be kept,
     # and how long the key store's own backups are kept (an erasure certificate
@@ -154,14 +164,6 @@ class VaultSettings(BaseSettings):
         if (backend, driver) not in _DRIVERS:
             raise ValueError("must be a sqlite:/// or postgresql:// URL "
                              "(drivers: pysqlite, psycopg)")
-        return value
-
-    @field_validator("step_up")
-    @classmethod
-    def _step_up(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(value) - set(STEP_UP_ACTIONS))
-        if unknown:
-            raise ValueError(f"unknown step-up actions: {', '.join(unknown)}")
         return value
 
     @field_validator("key_provider")

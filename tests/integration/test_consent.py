@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from tests.helpers import stepped_up
 from vault import (
     AccessDenied,
     Actor,
@@ -28,10 +29,12 @@ from vault.consent import ConsentScope, ConsentStatus, replay
 from vault.errors import InvalidReceipt, UnknownPurpose
 from vault.store.models import AuditEntryRow
 
-CRM = Actor("crm", "acme")
-MAYA = Actor("maya", "acme")
-DANA = Actor("dana", "acme")
-SAM = Actor("sam", "acme")
+# With a second factor (step-up): these tests read sensitive fields and erase, and
+# are about consent; test_step_up.py is about the second factor.
+CRM = stepped_up(Actor("crm", "acme"))
+MAYA = stepped_up(Actor("maya", "acme"))
+DANA = stepped_up(Actor("dana", "acme"))
+SAM = stepped_up(Actor("sam", "acme"))
 
 
 def customer(n: int = 0, **over: Any) -> dict[str, Any]:

@@ -260,3 +260,28 @@ def test_the_second_factor_is_a_checked_value() -> None:
     assert strong == dataclasses.replace(DANA, second_factor=SecondFactor("totp", at))
     with pytest.raises(dataclasses.FrozenInstanceError):
         strong.second_factor = None  # type: ignore[misc]
+
+
+def test_an_operator_steps_up_with_a_totp_code_of_its_person_key(vault: Vault) -> None:
+    """identity.step_up: a code of the actor's own enrolled person key gives an actor
+    with a ``totp`` factor (accepted once); without an enrolment, refused and audited."""
+    import pyotp
+
+    from vault.identity import AuthenticationFailed
+
+    with pytest.raises(AuthenticationFailed):
+        vault.identity.step_up(DANA, "123456")
+    assert [(e.actor, e.reason) for e in _entries(vault, "identity.authenticate")] == [
+        ("dana", "totp_not_enrolled")]
+    vault.identity.create_key("dana-key", actor_id="dana", tenant="acme", kind="person")
+    totp = pyotp.parse_uri(vault.identity.enrol_totp("dana-key"))
+    code = totp.now()  # type: ignore[attr-defined]
+    strong = vault.identity.step_up(DANA, code)
+    assert strong.second_factor is not None and strong.second_factor.method == "totp"
+    assert (strong.id, strong.tenant) == (DANA.id, DANA.tenant)
+    with pytest.raises(AuthenticationFailed):
+        vault.identity.step_up(DANA, code)  # a replay
+    with pytest.raises(AuthenticationFailed):  # another actor's code is not its own
+        vault.identity.step_up(SALLY, code)
+    rid = vault.put(CRM, "customers", _customer(), purpose="account_management")
+    vault.delete(strong, "customers", rid, purpose="dsar_fulfilment")

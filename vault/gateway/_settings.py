@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vault.config import STEP_UP_ACTIONS
+from vault.config import STEP_UP_ACTIONS, check_step_up_actions
 from vault.errors import ConfigError
 
 __all__ = ["GatewaySettings"]
@@ -67,7 +68,7 @@ class GatewaySettings(BaseSettings):
     step_up_secret: SecretStr | None = None
     step_up_seconds: int = Field(default=600, ge=30, le=3600)
     step_up_max_auth_age_seconds: int = Field(default=600, ge=30, le=3600)
-    step_up: tuple[str, ...] = DEFAULT_STEP_UP
+    step_up: Annotated[tuple[str, ...], AfterValidator(check_step_up_actions)] = DEFAULT_STEP_UP
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch: int = Field(default=100, ge=1, le=1000)
     page_size: int = Field(default=50, ge=1)
@@ -93,13 +94,6 @@ class GatewaySettings(BaseSettings):
             raise ValueError("must be at least 32 characters")
         return value
 
-    @field_validator("step_up")
-    @classmethod
-    def _step_up(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(value) - set(DEFAULT_STEP_UP))
-        if unknown:
-            raise ValueError(f"unknown step-up actions: {', '.join(unknown)}")
-        return value
 
     @classmethod
     def from_env(cls, **overrides: object) -> GatewaySettings:
