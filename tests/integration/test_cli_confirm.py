@@ -5,12 +5,14 @@ and without ``--yes`` they refuse with exit code 2 and one line naming ``--yes``
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import pty
 import select
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -134,14 +136,18 @@ def test_a_script_without_a_terminal_is_refused(home: Path) -> None:
     assert _versions(home) == (2,)
 
 
-def _on_a_terminal(argv: list[str], env: dict[str, str], answer: bytes) -> tuple[int, str]:
+def _on_a_terminal(argv: list[str], env: dict[str, str], answer: bytes,
+                   *more: tuple[bytes, bytes]) -> tuple[int, str]:
     """Run ``argv`` with a pseudo-terminal as stdin, stdout and stderr; type ``answer``
-    once the question is shown."""
+    once the question is shown, then each further answer after its prompt."""
+    answers = [(b"Continue?", answer), *more]
     leader, follower = pty.openpty()
+    # The terminal is the child's controlling terminal too (getpass reads /dev/tty).
     proc = subprocess.Popen(argv, env=env, stdin=follower, stdout=follower, stderr=follower,
-                            close_fds=True)
+                            close_fds=True, start_new_session=True,
+                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
     os.close(follower)
-    seen, answered, deadline = b"", False, time.monotonic() + 60
+    seen, mark, deadline = b"", 0, time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
             ready, _, _ = select.select([leader], [], [], 0.2)
@@ -153,9 +159,9 @@ def _on_a_terminal(argv: list[str], env: dict[str, str], answer: bytes) -> tuple
                 if not chunk:
                     break
                 seen += chunk
-            if not answered and b"Continue?" in seen:
-                os.write(leader, answer)
-                answered = True
+            if answers and answers[0][0] in seen[mark:]:
+                mark = len(seen)  # the next prompt comes after this one
+                os.write(leader, answers.pop(0)[1])
             if proc.poll() is not None and not ready:
                 break
         return proc.wait(timeout=30), seen.decode(errors="replace")
@@ -174,3 +180,34 @@ def test_a_person_at_a_real_terminal_is_asked(home: Path) -> None:
     code, seen = _on_a_terminal([*argv, "keys", "retire", "1"], env, b"y\n")
     assert code == 0 and "retired" in seen, seen
     assert _versions(home) == (2,)
+
+
+def test_an_erasure_at_a_terminal_asks_first_then_for_the_dpos_code(home: Path,
+                                                                   tmp_path: Path) -> None:
+    """dsar process of an erasure as the DPO at a terminal: the confirmation first
+    (no changes nothing), then the TOTP code (the second factor) is asked for."""
+    import pyotp
+
+    with Vault.open(home, policies=POLICIES) as v:
+        v.roles.assign("crm", "crm_service", tenant="acme")
+        v.roles.assign("dana", "dpo", tenant="acme")
+        v.put(Actor("crm", "acme"), "customers", {"full_name": "Ana", "country": "DE"},
+              purpose="account_management", subject_id="s-1", jurisdiction="DE")
+        v.identity.create_key("dana-key", actor_id="dana", tenant="acme", kind="person")
+        totp = pyotp.parse_uri(v.identity.enrol_totp("dana-key"))
+        request = v.dsar.submit(None, "erase", tenant="acme", subject_id="s-1")
+        request = v.dsar.verify(None, request.id, tenant="acme",
+                                accept_as_known="signed_in_customer")
+    args = ["dsar", "process", request.id, "--tenant", "acme", "--actor", "dana",
+            "--out", str(tmp_path / "certs")]
+    code, output = _run(home, *args, typed="n\n")
+    assert code == 1 and "erases the subject's data" in output and "TOTP" not in output
+    # The code is read without echo: a real (pseudo-)terminal.
+    argv, env = _command(home)
+    code_now = totp.now()  # type: ignore[attr-defined]
+    code, seen = _on_a_terminal([*argv, *args], env, b"y\n",
+                                (b"TOTP code", f"{code_now}\n".encode()))
+    assert code == 0, seen
+    assert "TOTP code" in seen and "completed" in seen and code_now not in seen
+    with Vault.open(home, policies=POLICIES) as v:
+        assert v.dsar.get(None, request.id, tenant="acme").state.value == "completed"

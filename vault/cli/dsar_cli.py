@@ -297,17 +297,22 @@ def register(app: typer.Typer) -> None:
             except (OSError, ValueError):
                 raise fail("--changes-file must be a readable JSON object", code=2) from None
         with open_vault(home) as vault:
-            if not yes and vault.dsar.get(_actor(actor, tenant), request_id,
-                                          tenant=tenant).kind.value == "erasure":
+            kind = None
+            if not yes or (otp is None and actor is not None):
+                kind = vault.dsar.get(_actor(actor, tenant), request_id,
+                                      tenant=tenant).kind.value
+            if kind == "erasure":
                 confirm(f"request {request_id} erases the subject's data (records "
                         "deleted, data key destroyed)", yes=yes)
-        with open_vault(home) as vault, progress_bar() as bar:
-            who = stepped_up(vault, _actor(actor, tenant), otp)
-            task = bar.add_task("processing", total=None)
-            r = vault.dsar.process(who, request_id, tenant=tenant,
-                                   out=out_dir, exemptions=exemptions or None, changes=changes,
-                                   progress=lambda n, total: bar.update(task, completed=n,
-                                                                        total=total))
+            # Asked before the progress bar is drawn (a prompt under it is unreadable).
+            who = stepped_up(vault, _actor(actor, tenant), otp,
+                             needed=kind in ("access", "portability", "erasure"))
+            with progress_bar() as bar:
+                task = bar.add_task("processing", total=None)
+                r = vault.dsar.process(
+                    who, request_id, tenant=tenant, out=out_dir,
+                    exemptions=exemptions or None, changes=changes,
+                    progress=lambda n, total: bar.update(task, completed=n, total=total))
         _show(r, fmt)
 
     @dsar_app.command("complete")
@@ -344,11 +349,11 @@ def register(app: typer.Typer) -> None:
             if current.kind.value not in ("access", "portability"):
                 raise fail(f"request {request_id} is a {current.kind.value} request; use "
                            "`vault dsar process`")
+            who = stepped_up(vault, _actor(actor, tenant), otp, needed=True)
             with progress_bar() as bar:
                 task = bar.add_task("exporting records", total=None)
                 done = vault.dsar.process(
-                    stepped_up(vault, _actor(actor, tenant), otp), request_id,
-                    tenant=tenant, out=out_dir,
+                    who, request_id, tenant=tenant, out=out_dir,
                     progress=lambda n, total: bar.update(task, completed=n, total=total))
             _show(done, fmt)
 
