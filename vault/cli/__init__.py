@@ -7,6 +7,7 @@ error; 3 the audit log failed verification.
 
 from __future__ import annotations
 
+import getpass
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vault import Actor, Vault, VaultSettings, __version__
+from vault import Actor, Vault, VaultError, VaultSettings, __version__
 from vault.cli import consent_cli, dsar_cli, gateway_cli, report_cli, retention_cli
 from vault.cli._common import (
     HomeOpt,
@@ -80,6 +81,7 @@ def _root(
 @app.command()
 @guard
 def init(
+    ctx: typer.Context,
     home: HomeOpt = None,
     database_url: Annotated[str | None, typer.Option(help="Data database URL.")] = None,
     keystore_url: Annotated[str | None, typer.Option(help="Key store URL (a separate DB).")] = None,
@@ -95,14 +97,27 @@ def init(
         "--postgres-roles", metavar="ROLE",
         help="PostgreSQL: create ROLE for the application, with only SELECT and INSERT "
              "on the audit log. Password from VAULT_APP_ROLE_PASSWORD.")] = None,
+    admin_tenant: Annotated[str, typer.Option(
+        "--admin-tenant", metavar="T",
+        help="The tenant in which the operator (--operator, default the OS login) "
+             "becomes the first administrator.")] = "default",
 ) -> None:
-    """Create a vault: KEK (key file, HSM or KMS), key store, data database, default policy."""
+    """Create a vault: KEK (key file, HSM or KMS), key store, data database, default
+    policy; the operator who runs it is its first administrator (audited)."""
     settings = VaultSettings.from_env(
         home=home, database_url=database_url, keystore_url=keystore_url, key_file=key_file,
         key_provider=key_provider, policies=policies, audit_chains=audit_chains,
     )
-    with Vault.init(settings=settings) as vault:
+    root = ctx.find_root().params.get("operator")
+    try:
+        first_admin = Actor(root if isinstance(root, str) else getpass.getuser(), admin_tenant)
+    except (VaultError, OSError, KeyError):  # no login name, or not an actor id
+        raise fail("the operator name is not an actor id; pass --operator with letters, "
+                   "digits and ._@:- only", 2) from None
+    with Vault.init(settings=settings, first_admin=first_admin) as vault:
         out.print(f"[green]initialised[/] vault in {vault.settings.home}")
+        out.print(f"  admin      {first_admin.id} in tenant {first_admin.tenant}",
+                  markup=False, highlight=False)
         status = vault.keys.status()
         if status.provider == "file":
             out.print(f"  key file   {vault.settings.resolved_key_file} "

@@ -166,18 +166,14 @@ def confirm(what: str, *, yes: bool) -> None:
         raise fail("not confirmed: nothing was changed", 1)
 
 
-def stepped_up(vault: Vault, actor: Actor | None, otp: str | None, *,
-               needed: bool = False) -> Actor | None:
+def stepped_up(vault: Vault, actor: Actor | None, otp: str | None) -> Actor | None:
     """``actor`` with the second factor ``--otp`` proves (a TOTP code of its person
-    key), or ``actor`` as it is without a code. When the action needs one
-    (``needed``) and no code was given, a person at a terminal is asked for it.
+    key), or ``actor`` as it is without a code.
 
     Raises:
         typer.Exit: 2 for ``--otp`` without ``--actor``; 1 when the code is refused
             (audited by the identity service; never says which check failed).
     """
-    if otp is None and needed and actor is not None and sys.stdin.isatty():
-        otp = typer.prompt("TOTP code (second factor)", hide_input=True, err=True)
     if otp is None:
         return actor
     if actor is None:

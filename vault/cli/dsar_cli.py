@@ -4,7 +4,9 @@
 ``v.subjects`` (authorised and audited by the library). Without ``--actor`` a
 command runs as the local operator; a request that reads, changes or erases
 the subject's data needs the DPO's id (``--actor dana``), so the data path
-decides and audits as for any other access.
+decides and audits as for any other access. Exports and erasure need the DPO's
+second factor (step-up): ``--otp CODE``, a TOTP code of the DPO's person key;
+an erasure asks for confirmation on a terminal (``--yes`` for scripts).
 
 Examples::
 
@@ -13,7 +15,7 @@ Examples::
     vault dsar show 3f0c... --tenant acme
     vault dsar verify 3f0c... --tenant acme --evidence-file evidence.json
     vault dsar extend 3f0c... --tenant acme --reason complex_request
-    vault dsar process 3f0c... --tenant acme --actor dana --out ./exports
+    vault dsar process 3f0c... --tenant acme --actor dana --otp 123456 --out ./exports
     vault dsar reject 3f0c... --tenant acme --reason-code manifestly_unfounded
     vault dsar verify-export ./exports/dsar-3f0c... --public-key vault.pub.pem
     vault dsar report --tenant acme --format html --out dsar.html
@@ -297,16 +299,12 @@ def register(app: typer.Typer) -> None:
             except (OSError, ValueError):
                 raise fail("--changes-file must be a readable JSON object", code=2) from None
         with open_vault(home) as vault:
-            kind = None
-            if not yes or (otp is None and actor is not None):
-                kind = vault.dsar.get(_actor(actor, tenant), request_id,
-                                      tenant=tenant).kind.value
-            if kind == "erasure":
+            if not yes and vault.dsar.get(_actor(actor, tenant), request_id,
+                                          tenant=tenant).kind.value == "erasure":
                 confirm(f"request {request_id} erases the subject's data (records "
                         "deleted, data key destroyed)", yes=yes)
-            # Asked before the progress bar is drawn (a prompt under it is unreadable).
-            who = stepped_up(vault, _actor(actor, tenant), otp,
-                             needed=kind in ("access", "portability", "erasure"))
+            # Before the progress bar is drawn, so that a refused code says so plainly.
+            who = stepped_up(vault, _actor(actor, tenant), otp)
             with progress_bar() as bar:
                 task = bar.add_task("processing", total=None)
                 r = vault.dsar.process(
@@ -349,7 +347,7 @@ def register(app: typer.Typer) -> None:
             if current.kind.value not in ("access", "portability"):
                 raise fail(f"request {request_id} is a {current.kind.value} request; use "
                            "`vault dsar process`")
-            who = stepped_up(vault, _actor(actor, tenant), otp, needed=True)
+            who = stepped_up(vault, _actor(actor, tenant), otp)
             with progress_bar() as bar:
                 task = bar.add_task("exporting records", total=None)
                 done = vault.dsar.process(
