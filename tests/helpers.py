@@ -1,11 +1,13 @@
 """Helpers shared by test files: the demo users and the shipped policy's names, a
 key provider that can hold a reader inside ``unwrap``, a watch on the SELECTs an
-engine sends, the audit log's triggers taken away or made to refuse inserts, and
-key stores made on one key database."""
+engine sends, the audit log's triggers taken away or made to refuse inserts, key
+stores made on one key database, and actors who proved a second factor."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import Engine, event, text
 
-from vault import Actor
+from vault import Actor, SecondFactor
 from vault.crypto.keys import KeyContext, KeyProvider, LocalKeyProvider
 from vault.crypto.keystore import KeyStore
 from vault.store.engine import is_postgres, make_engine
@@ -166,3 +168,10 @@ def start_paused_in_unwrap(provider: PausingProvider, target: Callable[[], objec
     if not in_unwrap.wait(5):
         pytest.fail(f"the {who} never reached unwrap")
     return thread, resume
+
+
+def stepped_up(actor: Actor, at: dt.datetime | None = None, method: str = "totp") -> Actor:
+    """``actor`` with a second factor proved ``at`` (default now): what the
+    gateway and the CLI pass after a verified TOTP code (step-up)."""
+    when = at or dt.datetime.now(dt.UTC)
+    return dataclasses.replace(actor, second_factor=SecondFactor(method, when))

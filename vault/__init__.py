@@ -34,12 +34,13 @@ if TYPE_CHECKING:
         KeyDestroyed,
         LegalHoldActive,
         NotFound,
+        StepUpRequired,
         SubjectRestricted,
         TransferRefused,
         VaultError,
     )
     from vault.facade import Vault
-    from vault.types import Actor, Record
+    from vault.types import Actor, Record, SecondFactor
 
 __all__ = [
     "AccessDenied",
@@ -60,6 +61,8 @@ __all__ = [
     "Resurrection",
     "RoleAssignment",
     "RotationResult",
+    "SecondFactor",
+    "StepUpRequired",
     "SubjectRestricted",
     "SystemClock",
     "TransferRefused",
@@ -83,10 +86,11 @@ _HOMES = {
     "VaultSettings": "vault.config",
     **dict.fromkeys(("AccessDenied", "AuditError", "ConfigError", "ConsentRequired",
                      "DecryptionError", "InvalidData", "KeyDestroyed", "LegalHoldActive",
-                     "NotFound", "SubjectRestricted", "TransferRefused", "VaultError"),
+                     "NotFound", "StepUpRequired", "SubjectRestricted", "TransferRefused",
+                     "VaultError"),
                     "vault.errors"),
     "Vault": "vault.facade",
-    **dict.fromkeys(("Actor", "Record"), "vault.types"),
+    **dict.fromkeys(("Actor", "Record", "SecondFactor"), "vault.types"),
 }
 
 

@@ -9,18 +9,33 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from vault.errors import ConfigError
 
-__all__ = ["DEFAULT_HOME", "VaultSettings", "bundled_policies"]
+__all__ = ["DEFAULT_HOME", "STEP_UP_ACTIONS", "VaultSettings", "bundled_policies",
+           "check_step_up_actions"]
 
 DEFAULT_HOME = Path(".vault")
+#: The kinds of action that can be made to need a verified second factor (step-up):
+#: reading ``sensitive`` fields, exports (data-subject access and portability),
+#: erasure (deleting records, destroying a subject's key, erasure requests), and
+#: key, role and policy administration. All of them need it by default.
+STEP_UP_ACTIONS = ("read_sensitive", "export", "erase", "keys", "roles", "policy")
+
+
+def check_step_up_actions(value: tuple[str, ...]) -> tuple[str, ...]:
+    """``value`` if every name is one of :data:`STEP_UP_ACTIONS`, else ValueError
+    (a settings validator turns it into a ConfigError)."""
+    unknown = sorted(set(value) - set(STEP_UP_ACTIONS))
+    if unknown:
+        raise ValueError(f"unknown step-up actions: {', '.join(unknown)}")
+    return value
 
 
 def bundled_policies() -> Path:
@@ -88,6 +103,16 @@ class VaultSettings(BaseSettings):
             (audited, ``search_miss_limit``) until the window has passed; 0 (the
             default) sets no limit. Misses are counted from the audit log, so the
             limit holds across processes.
+        step_up: the kinds of action (of :data:`STEP_UP_ACTIONS`) that an actor may
+            do only with a verified second factor (``Actor.second_factor``);
+            without one they are refused (``StepUpRequired``, audited) and
+            sensitive fields are left out of reads. The local operator
+            (``actor=None``) is exempt. ``()`` turns step-up off.
+        step_up_max_age_seconds: how long ago the second factor may have been
+            proved (``SecondFactor.at``, by the vault's clock) for it to count;
+            None (the default) leaves its freshness to whoever builds the actor
+            (the gateway's step-up tokens expire after ``step_up_seconds``, the
+            CLI asks for a code per command). The time is audited either way.
     """
 
     model_config = SettingsConfigDict(env_prefix="VAULT_", frozen=True, extra="forbid")
@@ -111,6 +136,8 @@ class VaultSettings(BaseSettings):
     report_burst_minutes: int = Field(default=5, ge=1)
     search_miss_limit: int = Field(default=0, ge=0)
     search_miss_window_seconds: int = Field(default=3600, ge=1)
+    step_up: Annotated[tuple[str, ...], AfterValidator(check_step_up_actions)] = STEP_UP_ACTIONS
+    step_up_max_age_seconds: int | None = Field(default=None, ge=30, le=86_400)
     # Data-subject requests (vault.dsar): how long an export bundle may be kept,
     # and how long the key store's own backups are kept (an erasure certificate
     # names the day after which no key-store backup holds the subject's key).

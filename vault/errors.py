@@ -14,6 +14,7 @@ The tree::
     ├── InvalidTransition      a data-subject request cannot make this move
     ├── ApprovalRequired       a change waits for a second administrator
     ├── AccessDenied           the policy refused (default deny)
+    │   ├── StepUpRequired     the action needs a verified second factor (step-up)
     │   ├── ConsentRequired    the purpose needs a consent the subject has not given
     │   ├── SubjectRestricted  processing restricted (GDPR Art. 18, PIPL Art. 44)
     │   └── TransferRefused    cross-border: no mechanism, or the data must stay local
@@ -62,6 +63,7 @@ __all__ = [
     "PolicyError",
     "RightNotGranted",
     "ShreddingIncomplete",
+    "StepUpRequired",
     "SubjectRestricted",
     "TransferRefused",
     "UnknownCollection",
@@ -232,6 +234,23 @@ class AccessDenied(VaultError):
         # "opted_out:general": the code is the part before the first colon.
         return self._hint or (REFUSAL_HINTS.get(self.reason.split(":")[0])
                               if self.reason else None)
+
+
+class StepUpRequired(AccessDenied):
+    """The action needs a verified second factor and the actor has proved none
+    (or proved it too long ago): see ``VaultSettings.step_up`` and
+    ``Actor.second_factor``. Audited as a denial with reason ``step_up_required``.
+
+    Attributes:
+        action: the kind of action that needs it (``read_sensitive``, ``export``,
+            ``erase``, ``keys``, ``roles``, ``policy``).
+    """
+
+    code = "step_up_required"
+
+    def __init__(self, message: str, *, action: str) -> None:
+        super().__init__(message, reason="step_up_required")
+        self.action = action
 
 
 class _ConsentRefusal(AccessDenied):

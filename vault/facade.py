@@ -20,6 +20,7 @@ from vault.clock import Clock
 from vault.config import VaultSettings
 from vault.consent.service import ConsentService
 from vault.dsar import DSARService, FulfilServices
+from vault.errors import InvalidData
 from vault.identity import IdentityService
 from vault.records import RecordService
 from vault.retention.holds import HoldService
@@ -108,20 +109,32 @@ class Vault:
         audit_chains: int | None = None,
         settings: VaultSettings | None = None,
         clock: Clock | None = None,
+        first_admin: Actor | None = None,
     ) -> Vault:
         """Create what :meth:`open` needs: the KEK (a key file, or in the HSM or KMS
         ``key_provider`` names), key store, schema, default policy.
 
+        ``first_admin``: the person who sets the vault up (``vault init`` passes its
+        operator) gets the ``admin`` role in its tenant, audited as ``roles.assign``,
+        so the new vault can be administered by a named actor rather than only by
+        whoever holds the key file.
+
         Raises:
             ConfigError: if the vault is already initialised or settings are wrong.
+            InvalidData: ``first_admin`` is not an Actor (nothing is created).
             KeyManagementError: the key provider refuses (KeyProviderUnavailable
                 when it cannot be reached).
         """
+        if first_admin is not None and not isinstance(first_admin, Actor):
+            raise InvalidData("first_admin must be a vault.Actor", field="first_admin")
         cfg = bootstrap.settings_of(home, settings, database_url=database_url,
                                        keystore_url=keystore_url, key_file=key_file,
                                        key_provider=key_provider,
                                        policies=policies, audit_chains=audit_chains)
-        return cls(bootstrap.init(cfg, clock))
+        vault = cls(bootstrap.init(cfg, clock))
+        if first_admin is not None:
+            vault.roles.assign(first_admin.id, "admin", tenant=first_admin.tenant)
+        return vault
 
     @classmethod
     def upgrade(

@@ -18,6 +18,7 @@ The CLI's ``vault gateway keys``/``totp`` and the gateway use this one module.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hmac
 import secrets
@@ -47,7 +48,7 @@ from vault._kernel import Kernel
 from vault.audit.chain import AuditEvent, Decision
 from vault.errors import InvalidData, NotFound
 from vault.store.base import UTCDateTime
-from vault.types import Actor, check_identifier, check_tenant
+from vault.types import Actor, SecondFactor, check_identifier, check_tenant
 
 __all__ = ["API_KEYS", "TOTP_ENROLMENTS", "TOTP_USED", "ApiKey", "AuthenticationFailed",
            "IdentityService", "KeyKind"]
@@ -152,7 +153,7 @@ class IdentityService:
             AccessDenied: ``actor`` may not administer the tenant's policy (audited).
         """
         check_tenant(tenant)
-        self._k.authorise(actor, "policy", "policy.admin", tenant=tenant)
+        self._k.authorise(actor, "policy", "policy.admin", tenant=tenant, step_up="policy")
         try:
             kind = KeyKind(kind)
         except ValueError:
@@ -207,7 +208,8 @@ class IdentityService:
     def revoke_key(self, key: str, *, actor: Actor | None = None) -> ApiKey:
         """Revoke an API key for good (every process refuses it from its next use)."""
         found = self.get_key(key)
-        self._k.authorise(actor, "policy", "policy.admin", tenant=found.tenant)
+        self._k.authorise(actor, "policy", "policy.admin", tenant=found.tenant,
+                          step_up="policy")
         with self._k.engine.begin() as conn:
             conn.execute(update(API_KEYS).where(
                 API_KEYS.c.id == found.id, API_KEYS.c.revoked_at.is_(None)).values(
@@ -251,7 +253,8 @@ class IdentityService:
             InvalidData: a service key (services never step up).
         """
         found = self.get_key(key)
-        self._k.authorise(actor, "policy", "policy.admin", tenant=found.tenant)
+        self._k.authorise(actor, "policy", "policy.admin", tenant=found.tenant,
+                          step_up="policy")
         if found.kind is not KeyKind.PERSON:
             raise InvalidData("only person keys enrol a second factor", field="kind")
         secret = pyotp.random_base32()
@@ -304,6 +307,33 @@ class IdentityService:
         self._k.audit("identity.totp", actor=Actor(owner.actor, owner.tenant),
                       reason=f"key:{key_id}")
         return now
+
+    def step_up(self, actor: Actor, code: str) -> Actor:
+        """``actor`` with a second factor: a TOTP code of its own person key (the
+        newest live one enrolled for TOTP, of the same actor and tenant), checked
+        and remembered as :meth:`verify_totp` does. The CLI's operators give it with
+        ``--otp``; the returned actor passes the library's step-up rule.
+
+        Raises:
+            InvalidData: ``actor`` is not an Actor.
+            AuthenticationFailed: no enrolled person key, a wrong code, or a code
+                used before (audited).
+        """
+        if not isinstance(actor, Actor):
+            raise InvalidData("actor must be a vault.Actor", field="actor")
+        now = self._k.clock.now()
+        enrolled = [k for k in self.list_keys(tenant=actor.tenant)
+                    if k.actor == actor.id and k.kind is KeyKind.PERSON and k.totp
+                    and k.revoked_at is None
+                    and (k.expires_at is None or k.expires_at > now)]
+        if not enrolled:
+            self._k.audit_log.write([AuditEvent(
+                tenant=actor.tenant, actor=actor.id, action="identity.authenticate",
+                decision=Decision.DENY, reason="totp_not_enrolled")])
+            raise AuthenticationFailed("totp_not_enrolled")
+        newest = max(enrolled, key=lambda k: (k.created_at, k.id))
+        at = self.verify_totp(newest.id, code)
+        return dataclasses.replace(actor, second_factor=SecondFactor("totp", at))
 
     # ------------------------------------------------------------------ helpers
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from sqlalchemy import text as sql_text
 from typer.testing import CliRunner
 
+from tests.helpers import stepped_up
 from vault import AccessDenied, Actor, InvalidData, Vault, VaultSettings
 from vault.audit import AuditEvent, Decision, ReportFilters, ReportThresholds, ReportView
 from vault.audit.report import (
@@ -101,7 +102,8 @@ def story(settings: VaultSettings) -> Iterator[Story]:
                 vault.get(who, "customers", rid, purpose=purpose, fields=[refused])
 
         clock.set(T3)
-        vault.get(CRM, "customers", ids[0], purpose="legal_obligation", fields=["national_id"])
+        vault.get(stepped_up(CRM, T3), "customers", ids[0], purpose="legal_obligation",
+                  fields=["national_id"])  # a sensitive field: with a second factor
         for _ in range(30):
             clock.advance(dt.timedelta(seconds=4))
             vault.get(CRM, "customers", ids[2], purpose="account_management")

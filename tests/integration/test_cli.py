@@ -95,11 +95,11 @@ def test_policy_check_names_a_field_or_collection_that_does_not_exist(home: Path
 def test_keys_rotate_and_retire(home: Path) -> None:
     """keys rotate makes version 2 current; retire 1 then succeeds; status shows it."""
     assert run(home, "demo", "--customers", "10")[0] == 0
-    code, output = run(home, "keys", "retire", "1")
+    code, output = run(home, "keys", "retire", "1", "--yes")
     assert code == 1 and "current" in output.lower()
     code, output = run(home, "keys", "rotate")
     assert code == 0 and "10 data keys rewrapped" in output
-    code, output = run(home, "keys", "retire", "1")
+    code, output = run(home, "keys", "retire", "1", "--yes")
     assert code == 0, output
     code, output = run(home, "keys", "status")
     assert code == 0 and "current" in output

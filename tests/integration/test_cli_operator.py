@@ -42,8 +42,8 @@ def test_the_operator_is_in_every_entry_a_command_causes(tmp_path: Path) -> None
                      "--tenant", "acme")
     assert code == 0, out
     (init,) = _contexts(home, "vault.init")
-    (assign,) = _contexts(home, "roles.assign")
-    for context in (init, assign):
+    first_admin, assign = _contexts(home, "roles.assign")  # init names alice admin
+    for context in (init, first_admin, assign):
         assert context["operator"] == "alice"
         assert context["os_user"] == getpass.getuser()
         assert context["host"] == socket.gethostname()[:128]
@@ -54,7 +54,9 @@ def test_the_environment_and_the_os_login_name_the_operator(tmp_path: Path) -> N
     assert _run(home, "init", VAULT_OPERATOR="carol")[0] == 0
     assert _run(home, "roles", "assign", "bob", "dpo", "--tenant", "acme")[0] == 0
     assert _contexts(home, "vault.init")[0]["operator"] == "carol"
-    assert _contexts(home, "roles.assign")[0]["operator"] == getpass.getuser()
+    # The first entry is init's (carol made the first administrator), then bob's.
+    assert [c["operator"] for c in _contexts(home, "roles.assign")] == [
+        "carol", getpass.getuser()]
 
 
 @pytest.mark.parametrize("bad", ["", "a" * 129, "al\x00ice", "alice bob", "Ã©"])
@@ -82,3 +84,37 @@ def test_progress_bars_only_on_a_terminal(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "encrypting and storing customers" not in result.output
     assert "━" not in result.output
+
+
+def test_init_makes_the_operator_the_first_administrator(tmp_path: Path) -> None:
+    """vault init records its operator (--operator, default the OS login) as the
+    administrator of --admin-tenant, audited as roles.assign under the operator."""
+    home = tmp_path / "v"
+    code, output = _run(home, "--operator", "alice", "init", "--admin-tenant", "acme")
+    assert code == 0 and "admin      alice in tenant acme" in output, output
+    with Vault.open(settings=VaultSettings.build(home=home, policies=POLICIES)) as v:
+        assert [(a.user, a.role, a.tenant) for a in v.roles.list()] == [
+            ("alice", "admin", "acme")]
+    (assign,) = _contexts(home, "roles.assign")
+    assert assign["operator"] == "alice"
+    other = tmp_path / "w"
+    assert _run(other, "init")[0] == 0
+    with Vault.open(settings=VaultSettings.build(home=other, policies=POLICIES)) as v:
+        assert [(a.user, a.tenant) for a in v.roles.list()] == [(getpass.getuser(), "default")]
+    code, output = _run(tmp_path / "x", "--operator", "al+ice", "init")
+    assert code == 2 and "--operator" in output
+    assert not (tmp_path / "x" / "keyfile.json").exists()
+
+
+def test_vault_init_takes_a_first_admin(tmp_path: Path) -> None:
+    """Vault.init(first_admin=Actor): that actor administers the new vault."""
+    from vault import Actor
+    from vault.errors import InvalidData
+
+    with pytest.raises(InvalidData):
+        Vault.init(settings=VaultSettings.build(home=tmp_path / "a", policies=POLICIES),
+                   first_admin="ada")  # type: ignore[arg-type]
+    with Vault.init(settings=VaultSettings.build(home=tmp_path / "b", policies=POLICIES),
+                    first_admin=Actor("ada", "acme")) as v:
+        assert "admin" in v.policy_engine.roles_for("ada", "acme")
+        assert v.policy.check(Actor("ada", "acme"), "keys", "keys.rotate", purpose="security")

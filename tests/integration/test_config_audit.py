@@ -47,6 +47,7 @@ ALL_SETTINGS = {
     "home", "database_url", "keystore_url", "key_file", "policies", "destroyed_check_seconds",
     "key_provider", "pkcs11_pin",
     "dsar_export_retention_days", "dsar_keystore_backup_days", "dsar_request_log_months",
+    "step_up", "step_up_max_age_seconds",  # audited: turning step-up off is a change
 }
 
 

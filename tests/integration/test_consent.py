@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from tests.helpers import stepped_up
 from vault import (
     AccessDenied,
     Actor,
@@ -28,7 +29,14 @@ from vault.consent import ConsentScope, ConsentStatus, replay
 from vault.errors import InvalidReceipt, UnknownPurpose
 from vault.store.models import AuditEntryRow
 
-from ..helpers import CRM, DANA, MAYA, SAM
+from .. import helpers
+
+# With a second factor (step-up): these tests read sensitive fields and erase, and
+# are about consent; test_step_up.py is about the second factor.
+CRM = stepped_up(helpers.CRM)
+MAYA = stepped_up(helpers.MAYA)
+DANA = stepped_up(helpers.DANA)
+SAM = stepped_up(helpers.SAM)
 
 
 def customer(n: int = 0, **over: Any) -> dict[str, Any]:

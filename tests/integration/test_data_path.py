@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
+from tests.helpers import stepped_up
 from vault import AccessDenied, Actor, InvalidData, NotFound, Vault
 from vault.errors import (
     DecryptionError,
@@ -116,7 +117,9 @@ def test_analyst_sees_no_direct_identifiers(vault: Vault) -> None:
 def test_dpo_reads_everything_only_for_dsar(vault: Vault) -> None:
     """dpo reads every field for dsar_fulfilment and nothing for any other purpose."""
     rid = vault.put(CRM, "customers", customer(), purpose="account_management")
-    assert vault.get(DANA, "customers", rid, purpose="dsar_fulfilment").data == customer()
+    # national_id is sensitive: read in clear with a second factor only (step-up).
+    assert vault.get(stepped_up(DANA), "customers", rid,
+                     purpose="dsar_fulfilment").data == customer()
     with pytest.raises(AccessDenied):
         vault.get(DANA, "customers", rid, purpose="account_management")
 
@@ -217,7 +220,7 @@ def test_delete_removes_record_and_index(vault: Vault) -> None:
     rid = vault.put(CRM, "customers", customer(), purpose="account_management")
     with pytest.raises(AccessDenied):
         vault.delete(SAM, "customers", rid, purpose="customer_support")
-    vault.delete(CRM, "customers", rid, purpose="account_management")
+    vault.delete(stepped_up(CRM), "customers", rid, purpose="account_management")  # erasure
     with pytest.raises(NotFound):
         vault.get(CRM, "customers", rid, purpose="account_management")
     with vault.engine.connect() as conn:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from tests.helpers import stepped_up
 from vault import Vault, VaultSettings
 from vault.crypto.framing import decode_envelopes
 
@@ -42,7 +43,7 @@ def test_a_deleted_records_ciphertext_is_in_no_file(sqlite_vault: Vault) -> None
     keep = v.put(CRM, "customers", customer(1), purpose=PURPOSE, subject_id="s-1")
     rid = v.put(CRM, "customers", customer(2), purpose=PURPOSE, subject_id="s-1")
     gone = _envelopes(v, rid)
-    v.delete(CRM, "customers", rid, purpose=PURPOSE)
+    v.delete(stepped_up(CRM), "customers", rid, purpose=PURPOSE)  # an erasure: step-up
     files = _files(v)
     assert [name for name, env in gone.items() if env[-24:] in files] == []
     assert v.get(CRM, "customers", keep, purpose=PURPOSE).data  # the subject's key is live

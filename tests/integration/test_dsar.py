@@ -19,6 +19,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import ROLE_USERS
+from tests.helpers import stepped_up
 from vault import (
     AccessDenied,
     Actor,
@@ -36,10 +37,11 @@ from vault.errors import ConsentRequired, InvalidExport, InvalidTransition, Subj
 from vault.store.engine import is_sqlite
 from vault.store.models import AuditEntryRow
 
-DANA = Actor("dana", "acme")      # dpo
+T0 = dt.datetime(2026, 3, 2, 17, tzinfo=dt.UTC)
+# The DPO proved a second factor: exports and erasure need one (step-up).
+DANA = stepped_up(Actor("dana", "acme"), T0)      # dpo
 CRM = Actor("crm", "acme")        # crm_service
 SALLY = Actor("sally", "acme")    # sales_rep
-T0 = dt.datetime(2026, 3, 2, 17, tzinfo=dt.UTC)
 
 # The PII canaries: none of these may appear in the request log, the audit log,
 # a certificate or an error.

@@ -3,9 +3,11 @@ walkthrough (one access request, one erasure request, submit to certificate)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
+import pyotp
 from typer.testing import CliRunner
 
 from vault import Actor, Vault
@@ -28,8 +30,23 @@ def run(home: Path, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 def _json(output: str) -> dict:  # type: ignore[type-arg]
     return json.loads(output)  # type: ignore[no-any-return]
+
+
+def _totp(home: Path, actor: str, tenant: str) -> pyotp.TOTP:
+    """A person key of ``actor`` enrolled for TOTP, as the README's operator does."""
+    code, output = run(home, "gateway", "keys", "create", f"{actor}-key", "--actor", actor,
+                       "--tenant", tenant, "--kind", "person")
+    assert code == 0, output
+    code, output = run(home, "gateway", "totp", "enrol", f"{actor}-key")
+    assert code == 0, output
+    uri = next(line for line in output.splitlines() if line.startswith("otpauth://"))
+    return pyotp.parse_uri(uri)  # type: ignore[return-value]
 
 
 def test_dpo_walkthrough_access_and_erasure(tmp_path: Path) -> None:
@@ -40,6 +57,8 @@ def test_dpo_walkthrough_access_and_erasure(tmp_path: Path) -> None:
         vault.roles.assign("dana", "dpo", tenant="acme")
         vault.put(Actor("crm", "acme"), "customers", ANA, purpose="account_management",
                   subject_id="cust-1", jurisdiction="DE")
+    # Exports and erasure need the DPO's second factor (step-up): a TOTP code.
+    totp = _totp(home, "dana", "acme")
 
     code, output = run(home, "subjects", "find", "--tenant", "acme", "--email",
                        "ANA@example.com", "--actor", "dana")
@@ -59,6 +78,10 @@ def test_dpo_walkthrough_access_and_erasure(tmp_path: Path) -> None:
     assert code == 0 and "identity_verified" in output, output
     code, output = run(home, "dsar", "export", request["id"], "--tenant", "acme",
                        "--actor", "dana", "--out", str(tmp_path / "exports"), "--format", "json")
+    assert code == 1 and "second factor" in output, output
+    code, output = run(home, "dsar", "export", request["id"], "--tenant", "acme",
+                       "--actor", "dana", "--out", str(tmp_path / "exports"), "--format", "json",
+                       "--otp", (first := totp.now()))
     assert code == 0, output
     done = _json(output)
     assert done["state"] == "completed"
@@ -80,8 +103,18 @@ def test_dpo_walkthrough_access_and_erasure(tmp_path: Path) -> None:
     code, output = run(home, "dsar", "verify", erasure["id"], "--tenant", "acme",
                        "--accept-as-known", "signed_in_customer")
     assert code == 0, output
+    # An erasure asks first (no terminal here: refused, exit 2, until --yes).
     code, output = run(home, "dsar", "process", erasure["id"], "--tenant", "acme",
                        "--actor", "dana", "--out", str(tmp_path / "certs"), "--format", "json")
+    assert code == 2 and "--yes" in output, output
+    # A code is accepted once: the export's code is refused (replay).
+    code, output = run(home, "dsar", "process", erasure["id"], "--tenant", "acme",
+                       "--actor", "dana", "--out", str(tmp_path / "certs"), "--format", "json",
+                       "--yes", "--otp", first)
+    assert code == 1 and "not accepted" in output, output
+    code, output = run(home, "dsar", "process", erasure["id"], "--tenant", "acme",
+                       "--actor", "dana", "--out", str(tmp_path / "certs"), "--format", "json",
+                       "--yes", "--otp", totp.at(_now(), counter_offset=1))
     assert code == 0, output
     erased = _json(output)
     assert erased["state"] == "completed"

@@ -506,7 +506,7 @@ def test_cli_init_status_and_migrate(softhsm: SoftHSM, moto_kms: MotoKMS,
     assert f"VAULT_KEY_PROVIDER={kms_uri}" in output
     code, output = run("keys", "status", VAULT_KEY_PROVIDER=kms_uri)
     assert code == 0 and "provider: aws-kms" in output, output
-    code, output = run("keys", "retire", "1", VAULT_KEY_PROVIDER=kms_uri)
+    code, output = run("keys", "retire", "1", "--yes", VAULT_KEY_PROVIDER=kms_uri)
     assert code == 0, output
     code, output = run("keys", "status", VAULT_KEY_PROVIDER="pkcs11:token=x;object=y")
     assert code == 1 and "module-path" in output and PIN not in output

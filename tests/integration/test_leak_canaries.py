@@ -26,12 +26,13 @@ import pytest
 from sqlalchemy import Engine, inspect, text
 from structlog.testing import capture_logs
 
+from tests.helpers import stepped_up
 from vault import Actor, FixedClock, Vault, VaultError, VaultSettings
 from vault.audit.report import render
 from vault.store.engine import is_postgres
 
 from ..conftest import ROLE_USERS
-from .test_data_path import CRM, DANA
+from . import test_data_path
 
 CANARIES = {
     "full_name": "Qjzvokrat Canarion",
@@ -45,6 +46,9 @@ CANARIES = {
 PURPOSE = "account_management"
 T0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 COLIN = Actor("colin", "acme")
+# With a second factor: the whole life includes erasure (step-up).
+CRM = stepped_up(test_data_path.CRM)
+DANA = stepped_up(test_data_path.DANA)
 
 
 def _needles() -> list[bytes]:

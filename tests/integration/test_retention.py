@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
+from tests.helpers import stepped_up
 from vault import AccessDenied, Actor, FixedClock, KeyDestroyed, LegalHoldActive, NotFound, Vault
 from vault.errors import InvalidData
 from vault.retention.expiry import ANONYMOUS_SUBJECT
@@ -20,7 +21,7 @@ from vault.store.models import AuditEntryRow, BlindIndexRow, RecordRow
 from ..conftest import ROLE_USERS
 
 T0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
-CRM = Actor("crm", "acme")
+CRM = stepped_up(Actor("crm", "acme"))  # its deletes are erasures: a second factor
 DPO = Actor("dana", "acme")
 
 

@@ -80,7 +80,7 @@ def test_sweep_holds_and_report(home: Path, tmp_path: Path) -> None:
     hold_id = output.split()[1]
     code, output = run(home, "retention", "holds", "list", "--format", "json")
     assert [h["id"] for h in json.loads(output)["holds"]] == [hold_id]
-    code, output = run(home, "retention", "sweep", "--batch", "1")
+    code, output = run(home, "retention", "sweep", "--batch", "1", "--yes")
     assert code == 0 and "removed 1 record(s)" in output and "1 held" in output
     assert records(home) == {"s-old-1", "s-new"}
     out_file = tmp_path / "report.json"
@@ -92,11 +92,11 @@ def test_sweep_holds_and_report(home: Path, tmp_path: Path) -> None:
     code, output = run(home, "retention", "report", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(output)))
     assert {r["section"] for r in rows} >= {"backlog", "holds", "run"}
-    code, output = run(home, "retention", "holds", "lift", hold_id)
+    code, output = run(home, "retention", "holds", "lift", hold_id, "--yes")
     assert code == 0
-    code, output = run(home, "retention", "holds", "lift", hold_id)
+    code, output = run(home, "retention", "holds", "lift", hold_id, "-y")
     assert code == 1 and "already lifted" in output
-    code, output = run(home, "retention", "sweep")
+    code, output = run(home, "retention", "sweep", "--yes")
     assert code == 0 and "removed 1 record(s)" in output
     assert records(home) == {"s-new"}
     code, output = run(home, "retention", "report")

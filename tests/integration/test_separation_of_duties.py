@@ -7,14 +7,16 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from tests.helpers import stepped_up
 from vault import AccessDenied, Actor, NotFound, Vault
 from vault.errors import ApprovalRequired
 from vault.store.models import AuditEntryRow
 
 from .test_data_path import CRM, customer
 
-ADA = Actor("ada", "acme")     # admin
-ALAN = Actor("alan", "acme")   # a second admin
+# Role and policy administration needs a second factor (step-up): both have one.
+ADA = stepped_up(Actor("ada", "acme"))     # admin
+ALAN = stepped_up(Actor("alan", "acme"))   # a second admin
 
 
 def _entries(vault: Vault, action: str) -> list[tuple[str, str, str | None]]:

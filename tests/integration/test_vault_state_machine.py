@@ -36,13 +36,14 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import func, select
 
+from tests.helpers import stepped_up
 from vault import AccessDenied, Actor, KeyDestroyed, NotFound, Vault, VaultSettings
 from vault.store.models import AuditEntryRow
 
 from ..conftest import REPO
 
 PURPOSE = "account_management"
-CRM = Actor("crm", "acme")
+CRM = stepped_up(Actor("crm", "acme"))  # its deletes are erasures: a second factor
 SUE = Actor("sue", "acme")
 SUBJECTS = ("s1", "s2", "s3")
 EMAILS = ("a@example.com", "b@example.com", "c@example.com")

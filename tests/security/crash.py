@@ -40,11 +40,15 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, event, text
 
-from vault import FixedClock, Vault, VaultSettings, correlation_id
+from vault import Actor, FixedClock, SecondFactor, Vault, VaultSettings, correlation_id
 from vault.crypto.keys import LocalKeyProvider
 from vault.store.engine import is_postgres
 
 from .matrix import CRM, PURPOSE, settings_of
+
+# A delete is an erasure: the caller proved a second factor (step-up).
+ERASER = Actor(CRM.id, CRM.tenant,
+               second_factor=SecondFactor("totp", dt.datetime(2026, 1, 1, tzinfo=dt.UTC)))
 
 CANARY = "Crashcanary"
 TAG = "crash"
@@ -324,7 +328,7 @@ class Driver:
 
             def op() -> object:
                 with correlation_id(f"{TAG}.{k}"):
-                    v.delete(CRM, "customers", rid, purpose=PURPOSE)
+                    v.delete(ERASER, "customers", rid, purpose=PURPOSE)
                 return None
             return op
 

@@ -16,7 +16,14 @@ Nothing above the services imports this package but the facade.
 
 from vault._kernel.bootstrap import init, open_kernel, settings_of, upgrade
 from vault._kernel.hooks import ConsentHooks, RecordHooks, SubjectHooks
-from vault._kernel.kernel import ADMIN_PURPOSE, NAMED_LIMIT, REASON_LIMIT, Kernel, Rules
+from vault._kernel.kernel import (
+    ADMIN_PURPOSE,
+    NAMED_LIMIT,
+    REASON_LIMIT,
+    Kernel,
+    Rules,
+    factor_context,
+)
 from vault._kernel.work import Call, transaction_failed
 
 __all__ = [
@@ -29,6 +36,7 @@ __all__ = [
     "RecordHooks",
     "Rules",
     "SubjectHooks",
+    "factor_context",
     "init",
     "open_kernel",
     "settings_of",

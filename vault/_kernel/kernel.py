@@ -14,7 +14,7 @@ grouping of per-subject events into one entry per chain.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,16 +32,17 @@ from vault.crypto.envelope import AESGCMFieldCipher
 from vault.crypto.keys import KeyProvider, RootKeys
 from vault.crypto.keystore import KeyStore
 from vault.crypto.pseudonym import Pseudonymizer
-from vault.errors import AccessDenied, InvalidData
+from vault.errors import AccessDenied, InvalidData, StepUpRequired
 from vault.jurisdiction import JurisdictionRegistry, load_jurisdictions
 from vault.policy.engine import CasbinPolicyEngine
 from vault.policy.purposes import PurposeRegistry, load_purposes
 from vault.retention.schedule import RetentionSchedule, load_schedule
-from vault.schema import SchemaRegistry, load_schemas
+from vault.schema import Classification, CollectionSchema, SchemaRegistry, load_schemas
 from vault.store.engine import read_only
 from vault.types import Actor, actor_id
 
-__all__ = ["ADMIN_PURPOSE", "NAMED_LIMIT", "REASON_LIMIT", "EventFields", "Kernel", "Rules"]
+__all__ = ["ADMIN_PURPOSE", "NAMED_LIMIT", "REASON_LIMIT", "EventFields", "Kernel", "Rules",
+           "factor_context"]
 
 #: The purpose under which administrative actions are decided.
 ADMIN_PURPOSE = "security"
@@ -50,6 +51,17 @@ REASON_LIMIT = 64
 #: Record ids or subject pseudonyms a refusal names at most (the rest are counted
 #: in the error, not listed in the entry).
 NAMED_LIMIT = 50
+#: Seconds a second factor's time may lie ahead of the vault's clock (clock skew).
+_FACTOR_SKEW = 60
+
+
+def factor_context(actor: Actor | None) -> Mapping[str, str]:
+    """The audit context naming ``actor``'s second factor and when it was proved
+    (empty without one): every entry of a stepped-up actor's call carries it."""
+    factor = actor.second_factor if actor is not None else None
+    if factor is None:
+        return {}
+    return {"factor": factor.method, "factor_at": factor.at.isoformat()}
 
 
 class EventFields(TypedDict, total=False):
@@ -130,14 +142,17 @@ class Kernel:
     # ------------------------------------------------------------------ authorisation
 
     def authorise(self, actor: Actor | None, obj: str, action: str, *,
-                  tenant: str | None = None) -> None:
+                  tenant: str | None = None, step_up: str | None = None) -> None:
         """Let ``actor`` do the administrative ``action`` on ``obj`` in ``tenant`` (by
         default the actor's own), or audit the refusal and raise AccessDenied.
-        ``actor`` None is the local operator.
+        ``actor`` None is the local operator. ``step_up``: the kind of action (of
+        ``STEP_UP_ACTIONS``) this is, which may need a second factor as well.
 
         Raises:
             InvalidData: ``actor`` is not an Actor.
             AccessDenied: the policy refuses (audited).
+            StepUpRequired: the policy allows, but the settings want a second
+                factor for ``step_up`` and the actor has proved none (audited).
         """
         if actor is None:
             return
@@ -149,6 +164,54 @@ class Kernel:
             self.audit(action, actor=actor, decision=Decision.DENY, reason="access_denied",
                        purpose=ADMIN_PURPOSE)
             raise AccessDenied(f"{action} denied")
+        if step_up is not None:
+            self.require_step_up(actor, step_up, action=action, purpose=ADMIN_PURPOSE)
+
+    # ------------------------------------------------------------------ step-up
+
+    def step_up_missing(self, actor: Actor | None, step: str) -> StepUpRequired | None:
+        """The refusal ``actor`` earns for an action of kind ``step`` (one of
+        ``STEP_UP_ACTIONS``) without a second factor; None when the settings do not
+        ask for one, the actor proved one (recently enough, when
+        ``step_up_max_age_seconds`` is set), or the caller is the local operator."""
+        if actor is None or step not in self.settings.step_up:
+            return None
+        factor, limit = actor.second_factor, self.settings.step_up_max_age_seconds
+        if factor is not None:
+            if limit is None:
+                return None
+            age = (self.clock.now() - factor.at).total_seconds()
+            if -_FACTOR_SKEW <= age <= limit:
+                return None
+        return StepUpRequired(
+            f"{step} needs a verified second factor: prove one (step-up) and call again "
+            "with Actor(second_factor=...)", action=step)
+
+    def require_step_up(self, actor: Actor | None, step: str, *, action: str,
+                        tenant: str = "*", purpose: str | None = None,
+                        collection: str | None = None,
+                        subjects: Sequence[str] = ()) -> None:
+        """Refuse (audited as ``action``, reason ``step_up_required``) an action of
+        kind ``step`` that needs a second factor ``actor`` has not proved.
+
+        Raises:
+            StepUpRequired: see :meth:`step_up_missing`.
+        """
+        refusal = self.step_up_missing(actor, step)
+        if refusal is not None:
+            self.audit(action, actor=actor, decision=Decision.DENY, reason=refusal.reason,
+                       tenant=tenant, purpose=purpose, collection=collection,
+                       subjects=subjects)
+            raise refusal
+
+    def sensitive_held(self, actor: Actor | None, schema: CollectionSchema,
+                       fields: Collection[str]) -> frozenset[str]:
+        """The ``sensitive`` fields among ``fields`` that ``actor`` may not see now
+        for want of a second factor (empty when it needs none)."""
+        if self.step_up_missing(actor, "read_sensitive") is None:
+            return frozenset()
+        return frozenset(f for f in fields
+                         if schema.fields[f].classification is Classification.SENSITIVE)
 
     # ------------------------------------------------------------------ audit
 
@@ -165,6 +228,7 @@ class Kernel:
             record_ids=tuple(fields.get("record_ids", ())),
             subjects=tuple(fields.get("subjects", ())), fields=tuple(fields.get("fields", ())),
             purpose=fields.get("purpose"), reason=reason[:REASON_LIMIT] if reason else None,
+            context=factor_context(actor),
         )
 
     def audit(self, action: str, **fields: Unpack[EventFields]) -> None:
@@ -188,7 +252,7 @@ class Kernel:
                 record_ids=tuple(r for e in group for r in e.record_ids),
                 subjects=tuple(dict.fromkeys(s for e in group for s in e.subjects)),
                 fields=tuple(sorted({f for e in group for f in e.fields})),
-                purpose=first.purpose, reason=first.reason,
+                purpose=first.purpose, reason=first.reason, context=first.context,
             ))
         return merged
 

@@ -16,8 +16,9 @@ from typing import NoReturn, TypeVar
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from vault._kernel.kernel import NAMED_LIMIT, Kernel
+from vault._kernel.kernel import NAMED_LIMIT, Kernel, factor_context
 from vault.audit.chain import AuditEvent, Decision
+from vault.audit.context import audit_context
 from vault.errors import AuditError, VaultError
 from vault.logging import get_logger
 from vault.store.retry import transaction_attempts
@@ -65,8 +66,10 @@ class Call:
             VaultError: whatever ``body`` raises (nothing is committed).
         """
         try:
+            # A stepped-up actor's entries name its second factor and its time.
             for attempt in transaction_attempts():
-                with attempt, self.kernel.engine.begin() as conn:
+                with attempt, self.kernel.engine.begin() as conn, \
+                        audit_context(**factor_context(self.actor)):
                     self.pending.clear()
                     result = body(conn)
                     for events in self.pending:
@@ -100,7 +103,7 @@ class Call:
             tenant=actor.tenant, actor=actor.id, action=self.action, decision=decision,
             collection=self.collection, record_ids=tuple(record_ids), subjects=tuple(subjects),
             fields=tuple(fields), purpose=self.purpose,
-            reason=getattr(exc, "reason", None) or exc.code,
+            reason=getattr(exc, "reason", None) or exc.code, context=factor_context(actor),
         )])
         raise exc
 

@@ -116,7 +116,7 @@ class KeyService:
             KeyManagementError: the new provider refuses or cannot be reached
                 (audited as an error); nothing is lost, the call can be repeated.
         """
-        self._k.authorise(actor, "keys", "keys.rotate", tenant="*")
+        self._k.authorise(actor, "keys", "keys.rotate", tenant="*", step_up="keys")
         chain = self._k.provider
         if not isinstance(chain, ProviderChain):
             raise KeyManagementError("this vault's provider cannot migrate")
@@ -168,8 +168,18 @@ class KeyService:
 
         Data rows are not touched. Rewrapping commits in batches, so after a
         crash ``rotate(resume=True)`` finishes the job without a new version.
+
+        An ``actor`` needs ``keys.rotate`` in its own tenant (the administrator
+        role has it in every tenant) and, by default, a second factor. Rotation
+        loses nothing (every data key stays readable), so a tenant's administrator
+        may start it; retiring and migrating keys, which concern every tenant,
+        stay with an actor of tenant ``*`` or the local operator.
+
+        Raises:
+            AccessDenied: ``actor`` may not rotate keys (audited).
+            StepUpRequired: ``actor`` has proved no second factor (audited).
         """
-        self._k.authorise(actor, "keys", "keys.rotate", tenant="*")
+        self._k.authorise(actor, "keys", "keys.rotate", step_up="keys")
         provider = self._k.provider
         version = provider.current_kek_version() if resume else provider.rotate()
         if not resume:
@@ -188,7 +198,7 @@ class KeyService:
         if isinstance(version, bool) or not isinstance(version, int) or not (
                 1 <= version < 2**31):
             raise InvalidData("version must be a KEK version number", field="version")
-        self._k.authorise(actor, "keys", "keys.rotate", tenant="*")
+        self._k.authorise(actor, "keys", "keys.rotate", tenant="*", step_up="keys")
         try:
             self._k.keystore.retire(version)
         except VaultError as exc:
@@ -221,7 +231,7 @@ class KeyService:
         """
         check_identifier(subject_id, "subject_id")
         check_tenant(tenant)
-        self._k.authorise(actor, "keys", "keys.destroy", tenant=tenant)
+        self._k.authorise(actor, "keys", "keys.destroy", tenant=tenant, step_up="erase")
         pseudonym = self._k.pseudonym(tenant, subject_id)
         incomplete: ShreddingIncomplete | None = None
         try:
@@ -284,7 +294,8 @@ class KeyService:
         """
         if not isinstance(repair, bool):
             raise InvalidData("repair must be True or False", field="repair")
-        self._k.authorise(actor, "keys", "keys.destroy", tenant="*")
+        self._k.authorise(actor, "keys", "keys.destroy", tenant="*",
+                          step_up="erase" if repair else None)
         with self._k.read_only() as conn:
             found = find_resurrections(conn, self._k.keystore.live_subjects,
                                        self._k.pseudonym)

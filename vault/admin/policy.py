@@ -129,7 +129,7 @@ class PolicyService:
 
     def _apply_or_request(self, op: str, role: str, tenant: str, obj: str, action: str,
                           purpose: str, effect: str, actor: Actor | None) -> bool:
-        self._k.authorise(actor, "policy", "policy.admin", tenant=tenant)
+        self._k.authorise(actor, "policy", "policy.admin", tenant=tenant, step_up="policy")
         check_rule(role, tenant, obj, action, purpose, effect)
         reason = f"{op}:{effect}:{role}:{obj}:{action}:{purpose}"
         if actor is not None and _grants_data(op, action, effect):
@@ -176,7 +176,8 @@ class PolicyService:
             raise NotFound(f"no pending policy change {change_id}")
         change = _change(row)
         action = "policy.approve" if state == APPROVED else "policy.reject"
-        self._k.authorise(actor, "policy", "policy.admin", tenant=change.tenant)
+        self._k.authorise(actor, "policy", "policy.admin", tenant=change.tenant,
+                          step_up="policy")
         if actor is not None and actor.id == change.requested_by:
             self._k.audit(action, actor=actor, tenant=change.tenant, decision=Decision.DENY,
                           reason=f"self_approval:{change.id}")

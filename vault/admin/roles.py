@@ -66,7 +66,7 @@ class RoleService:
     def _change(self, action: str, apply: Callable[..., bool], user: str, role: str, *,
                 tenant: str, actor: Actor | None) -> bool:
         check_identifier(user, "user")
-        self._k.authorise(actor, "policy", "policy.admin", tenant=tenant)
+        self._k.authorise(actor, "policy", "policy.admin", tenant=tenant, step_up="roles")
         changed = apply(user, role, tenant=tenant)
         self._k.audit(action, actor=actor, tenant=tenant,
                       reason=f"{role}:{user}" if changed else f"unchanged:{role}:{user}")

@@ -7,6 +7,7 @@ error; 3 the audit log failed verification.
 
 from __future__ import annotations
 
+import getpass
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -22,7 +23,9 @@ from vault.cli._common import (
     FormatOpt,
     HomeOpt,
     TenantOpt,
+    YesOpt,
     configure_logging,
+    confirm,
     emit_json,
     err,
     fail,
@@ -85,6 +88,7 @@ def _root(
 @app.command()
 @guard
 def init(
+    ctx: typer.Context,
     home: HomeOpt = None,
     database_url: Annotated[str | None, typer.Option(help="Data database URL.")] = None,
     keystore_url: Annotated[str | None, typer.Option(help="Key store URL (a separate DB).")] = None,
@@ -100,14 +104,27 @@ def init(
         "--postgres-roles", metavar="ROLE",
         help="PostgreSQL: create ROLE for the application, with only SELECT and INSERT "
              "on the audit log. Password from VAULT_APP_ROLE_PASSWORD.")] = None,
+    admin_tenant: Annotated[str, typer.Option(
+        "--admin-tenant", metavar="T",
+        help="The tenant in which the operator (--operator, default the OS login) "
+             "becomes the first administrator.")] = "default",
 ) -> None:
-    """Create a vault: KEK (key file, HSM or KMS), key store, data database, default policy."""
+    """Create a vault: KEK (key file, HSM or KMS), key store, data database, default
+    policy; the operator who runs it is its first administrator (audited)."""
     settings = api.VaultSettings.from_env(
         home=home, database_url=database_url, keystore_url=keystore_url, key_file=key_file,
         key_provider=key_provider, policies=policies, audit_chains=audit_chains,
     )
-    with api.Vault.init(settings=settings) as vault:
+    root = ctx.find_root().params.get("operator")
+    try:
+        first_admin = api.Actor(root if isinstance(root, str) else getpass.getuser(), admin_tenant)
+    except (api.VaultError, OSError, KeyError):  # no login name, or not an actor id
+        raise fail("the operator name is not an actor id; pass --operator with letters, "
+                   "digits and ._@:- only", 2) from None
+    with api.Vault.init(settings=settings, first_admin=first_admin) as vault:
         out.print(f"[green]initialised[/] vault in {vault.settings.home}")
+        out.print(f"  admin      {first_admin.id} in tenant {first_admin.tenant}",
+                  markup=False, highlight=False)
         status = vault.keys.status()
         if status.provider == "file":
             out.print(f"  key file   {vault.settings.resolved_key_file} "
@@ -277,8 +294,10 @@ def keys_migrate(
 
 @keys_app.command("retire")
 @guard
-def keys_retire(version: int, home: HomeOpt = None) -> None:
-    """Delete KEK VERSION for good (refused while any data key depends on it)."""
+def keys_retire(version: int, home: HomeOpt = None, yes: YesOpt = False) -> None:
+    """Delete KEK VERSION for good (refused while any data key depends on it); asks
+    first on a terminal (``--yes`` for scripts)."""
+    confirm(f"KEK version {version} will be deleted for good", yes=yes)
     with open_vault(home) as vault:
         vault.keys.retire(version)
     out.print(f"KEK version {version} retired")

@@ -30,10 +30,12 @@ if TYPE_CHECKING:
 
     from vault.config import VaultSettings
     from vault.facade import Vault
+    from vault.types import Actor
 
-__all__ = ["JSON_SCHEMA_VERSION", "FormatOpt", "HomeOpt", "TenantOpt", "check_format",
-           "configure_logging", "emit_json", "err", "fail", "guard", "open_vault",
-           "operator_context", "out", "progress_bar", "settings_from_env"]
+__all__ = ["JSON_SCHEMA_VERSION", "FormatOpt", "HomeOpt", "OtpOpt", "TenantOpt", "YesOpt",
+           "check_format", "configure_logging", "confirm", "emit_json", "err", "fail",
+           "guard", "open_vault", "operator_context", "out", "progress_bar",
+           "settings_from_env", "stepped_up"]
 
 out = Console()
 err = Console(stderr=True)
@@ -80,6 +82,12 @@ def emit_json(kind: str, body: dict[str, Any]) -> None:
     doc = {"schema_version": JSON_SCHEMA_VERSION, "kind": kind, **body}
     sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
+OtpOpt = Annotated[str | None, typer.Option(
+    "--otp", metavar="CODE", help="A TOTP code of your person key (enrolled with `vault "
+    "gateway totp enrol`): the second factor that exports, erasure and key, role and "
+    "policy changes need (step-up).")]
+YesOpt = Annotated[bool, typer.Option(
+    "--yes", "-y", help="Do not ask for confirmation (for scripts and scheduled jobs).")]
 
 
 
@@ -244,3 +252,43 @@ def operator_context(operator: str | None) -> AbstractContextManager[None]:
                                  "(at most 128)", param_hint="--operator")
     return _operator_pending({"operator": name, "os_user": user,
                               "host": socket.gethostname()[:128] or "unknown"})
+
+
+def confirm(what: str, *, yes: bool) -> None:
+    """Ask before a destructive command: on a terminal the operator answers (the
+    default is no); ``--yes`` skips the question. Without a terminal and without
+    ``--yes`` the command is refused with exit code 2 (a usage error), so a script
+    that forgot ``--yes`` never destroys data by accident, nor hangs on a prompt.
+
+    Raises:
+        typer.Exit: 2 without a terminal and without ``--yes``; 1 when the operator
+            says no (nothing was changed).
+    """
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        # One short line (a cron log is not a terminal: rich wraps at 80 columns).
+        raise fail("this cannot be undone: pass --yes to run it without a terminal", 2)
+    if not typer.confirm(f"{what}. Continue?", default=False, err=True):
+        raise fail("not confirmed: nothing was changed", 1)
+
+
+def stepped_up(vault: Vault, actor: Actor | None, otp: str | None) -> Actor | None:
+    """``actor`` with the second factor ``--otp`` proves (a TOTP code of its person
+    key), or ``actor`` as it is without a code.
+
+    Raises:
+        typer.Exit: 2 for ``--otp`` without ``--actor``; 1 when the code is refused
+            (audited by the identity service; never says which check failed).
+    """
+    if otp is None:
+        return actor
+    if actor is None:
+        raise fail("--otp needs --actor: the code proves who you are", 2)
+    from vault.identity import AuthenticationFailed
+
+    try:
+        return vault.identity.step_up(actor, otp)
+    except AuthenticationFailed:
+        raise fail("the TOTP code was not accepted (wrong, used before, or no person key "
+                   "of this actor is enrolled)", 1) from None

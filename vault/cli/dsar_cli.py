@@ -4,7 +4,9 @@
 ``v.subjects`` (authorised and audited by the library). Without ``--actor`` a
 command runs as the local operator; a request that reads, changes or erases
 the subject's data needs the DPO's id (``--actor dana``), so the data path
-decides and audits as for any other access.
+decides and audits as for any other access. Exports and erasure need the DPO's
+second factor (step-up): ``--otp CODE``, a TOTP code of the DPO's person key;
+an erasure asks for confirmation on a terminal (``--yes`` for scripts).
 
 Examples::
 
@@ -13,7 +15,7 @@ Examples::
     vault dsar show 3f0c... --tenant acme
     vault dsar verify 3f0c... --tenant acme --evidence-file evidence.json
     vault dsar extend 3f0c... --tenant acme --reason complex_request
-    vault dsar process 3f0c... --tenant acme --actor dana --out ./exports
+    vault dsar process 3f0c... --tenant acme --actor dana --otp 123456 --out ./exports
     vault dsar reject 3f0c... --tenant acme --reason-code manifestly_unfounded
     vault dsar verify-export ./exports/dsar-3f0c... --public-key vault.pub.pem
     vault dsar report --tenant acme --format html --out dsar.html
@@ -32,7 +34,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from vault.cli._common import FormatOpt, emit_json, fail, guard, open_vault, out, progress_bar
+from vault.cli._common import (
+    FormatOpt,
+    OtpOpt,
+    YesOpt,
+    confirm,
+    emit_json,
+    fail,
+    guard,
+    open_vault,
+    out,
+    progress_bar,
+    stepped_up,
+)
 from vault.cli._time import parse_when, parse_window
 from vault.errors import InvalidData
 from vault.types import Actor
@@ -281,8 +295,10 @@ def register(app: typer.Typer) -> None:
             "--changes-file", help="Rectification: JSON {record_id: {field: value}}.")]
         = None,
         actor: ActorOpt = None, fmt: Format = "table", home: Home = None,
+        yes: YesOpt = False, otp: OtpOpt = None,
     ) -> None:
-        """Fulfil a verified request."""
+        """Fulfil a verified request (an erasure asks first on a terminal; ``--yes``
+        for scripts). Exports and erasure need ``--otp`` with ``--actor`` (step-up)."""
         exemptions = {}
         for pair in exempt or []:
             scope, sep, code = pair.partition("=")
@@ -295,12 +311,19 @@ def register(app: typer.Typer) -> None:
                 changes = json.loads(changes_file.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 raise fail("--changes-file must be a readable JSON object", code=2) from None
-        with open_vault(home) as vault, progress_bar() as bar:
-            task = bar.add_task("processing", total=None)
-            r = vault.dsar.process(_actor(actor, tenant), request_id, tenant=tenant,
-                                   out=out_dir, exemptions=exemptions or None, changes=changes,
-                                   progress=lambda n, total: bar.update(task, completed=n,
-                                                                        total=total))
+        with open_vault(home) as vault:
+            if not yes and vault.dsar.get(_actor(actor, tenant), request_id,
+                                          tenant=tenant).kind.value == "erasure":
+                confirm(f"request {request_id} erases the subject's data (records "
+                        "deleted, data key destroyed)", yes=yes)
+            # Before the progress bar is drawn, so that a refused code says so plainly.
+            who = stepped_up(vault, _actor(actor, tenant), otp)
+            with progress_bar() as bar:
+                task = bar.add_task("processing", total=None)
+                r = vault.dsar.process(
+                    who, request_id, tenant=tenant, out=out_dir,
+                    exemptions=exemptions or None, changes=changes,
+                    progress=lambda n, total: bar.update(task, completed=n, total=total))
         _show(r, fmt)
 
     @dsar_app.command("complete")
@@ -328,17 +351,20 @@ def register(app: typer.Typer) -> None:
     @guard
     def export(request_id: str, tenant: Tenant,
                out_dir: Annotated[Path, typer.Option("--out")],
-               actor: ActorOpt = None, fmt: Format = "table", home: Home = None) -> None:
-        """Fulfil an access or portability request: write its signed bundle."""
+               actor: ActorOpt = None, fmt: Format = "table", home: Home = None,
+               otp: OtpOpt = None) -> None:
+        """Fulfil an access or portability request: write its signed bundle (an
+        export: ``--otp`` with ``--actor``, step-up)."""
         with open_vault(home) as vault:
             current = vault.dsar.get(_actor(actor, tenant), request_id, tenant=tenant)
             if current.kind.value not in ("access", "portability"):
                 raise fail(f"request {request_id} is a {current.kind.value} request; use "
                            "`vault dsar process`")
+            who = stepped_up(vault, _actor(actor, tenant), otp)
             with progress_bar() as bar:
                 task = bar.add_task("exporting records", total=None)
                 done = vault.dsar.process(
-                    _actor(actor, tenant), request_id, tenant=tenant, out=out_dir,
+                    who, request_id, tenant=tenant, out=out_dir,
                     progress=lambda n, total: bar.update(task, completed=n, total=total))
             _show(done, fmt)
 

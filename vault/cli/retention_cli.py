@@ -32,7 +32,9 @@ from rich.table import Table
 from vault.cli._common import (
     FormatOpt,
     HomeOpt,
+    YesOpt,
     check_format,
+    confirm,
     emit_json,
     guard,
     open_vault,
@@ -165,8 +167,12 @@ def sweep(
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
     fmt: FormatOpt = "table",
     home: HomeOpt = None,
+    yes: YesOpt = False,
 ) -> None:
-    """Remove expired data in audited batches (idempotent; resumes after a crash)."""
+    """Remove expired data in audited batches (idempotent; resumes after a crash);
+    asks first on a terminal unless ``--dry-run`` or ``--yes``."""
+    if not dry_run:
+        confirm("expired records will be deleted, pruned or crypto-shredded", yes=yes)
 
     with open_vault(home) as vault, progress_bar() as bar:
         task = bar.add_task("checking expired records" if dry_run else "sweeping expired records",
@@ -267,8 +273,10 @@ def holds_place(
     out.print(f"hold {hold.id} placed on {scope} in {hold.tenant}", highlight=False)
 
 
-def holds_lift(hold_id: str, home: HomeOpt = None) -> None:
-    """Lift a legal hold (the data is subject to retention and erasure again)."""
+def holds_lift(hold_id: str, home: HomeOpt = None, yes: YesOpt = False) -> None:
+    """Lift a legal hold (the data is subject to retention and erasure again); asks
+    first on a terminal (``--yes`` for scripts)."""
+    confirm(f"hold {hold_id} will be lifted: its data may be erased again", yes=yes)
 
     with open_vault(home) as vault:
         vault.holds.lift(hold_id)

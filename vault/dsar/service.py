@@ -77,6 +77,9 @@ T = TypeVar("T")
 
 #: How a request reached the controller.
 CHANNELS = frozenset({"web", "email", "post", "phone", "in_person", "api", "agent", "gpc"})
+#: The kinds of request whose processing is an export or an erasure (step-up).
+_STEP_UP = {RequestKind.ACCESS: "export", RequestKind.PORTABILITY: "export",
+            RequestKind.ERASURE: "erase"}
 _CODE = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
 # A free-text note must not carry contact details: no e-mail address, no long number.
 _NOTE = re.compile(r"[\w .,;:()'/#-]{1,200}")
@@ -660,6 +663,9 @@ class DSARService:
         if current.subject_id is None:
             raise InvalidTransition(f"request {request_id} has no verified subject",
                                     request_id=request_id, state=current.state.value)
+        if current.kind in _STEP_UP:  # an export or an erasure: a second factor first
+            self._k.require_step_up(actor, _STEP_UP[current.kind], action="dsar.process",
+                                    tenant=tenant, purpose="dsar_fulfilment")
         if current.state is RequestState.IDENTITY_VERIFIED:
             def start(conn: Connection) -> None:
                 row = self._lock(conn, tenant, request_id)

@@ -8,6 +8,7 @@ app's state: nothing here is module-level state.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -29,6 +30,7 @@ from vault.gateway._limits import RateLimiter
 from vault.gateway._problems import GatewayProblem
 from vault.gateway._settings import GatewaySettings
 from vault.identity import AuthenticationFailed, KeyKind
+from vault.types import SecondFactor
 
 __all__ = ["GPC", "Caller", "Gateway", "GatewayDep", "Purpose", "caller", "page_of"]
 
@@ -89,7 +91,13 @@ class Gateway:
             log.error("gateway_refusal_not_audited", action=action, reason=reason)
 
     def require_step_up(self, who: Principal, action: str) -> None:
-        """Refuse (403, audited) an action that needs a second factor without one."""
+        """Refuse (403, audited) an action that needs a second factor without one.
+
+        For the gateway's own decisions only (a policy check, a DSAR export
+        download): where the library decides (reading sensitive fields, erasure,
+        exports, key, role and policy administration), the stepped-up actor of
+        :func:`caller` carries the factor and the library's rule
+        (``VaultSettings.step_up``) applies."""
         if self.settings.needs_step_up(action) and not who.stepped_up:
             self.audit_refusal(tenant=who.actor.tenant, actor=who.actor.id,
                                action=f"gateway.{action}", reason="step_up_required")
@@ -148,6 +156,11 @@ async def caller(
                                     actor=who.actor.id, action="gateway.step_up",
                                     reason=exc.reason)
             raise _unauthenticated("step_up_invalid") from None
+        # The library decides what needs a second factor: its actor carries the one
+        # the step-up token proves.
+        if who.factor is not None and who.factor_at is not None:
+            who = dataclasses.replace(who, actor=dataclasses.replace(
+                who.actor, second_factor=SecondFactor(who.factor, who.factor_at)))
     await run_in_threadpool(gw.limit, who, "all", gw.settings.rate_limit_per_minute)
     # A service may say for whom it acts: recorded, never a wider permission.
     if on_behalf_of is not None and (who.kind != "service"

@@ -33,6 +33,7 @@ _STATUS: dict[type[errors.VaultError], tuple[int, str]] = {
     errors.UnknownCollection: (404, "No such collection"),
     errors.UnknownPurpose: (400, "Unknown purpose"),
     errors.AccessDenied: (403, "Forbidden"),
+    errors.StepUpRequired: (403, "This action needs a verified second factor"),
     errors.ConsentRequired: (403, "Consent required"),
     errors.SubjectRestricted: (403, "Processing of the subject is restricted"),
     errors.TransferRefused: (403, "Transfer refused"),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vault.config import STEP_UP_ACTIONS, check_step_up_actions
 from vault.errors import ConfigError
 
 __all__ = ["GatewaySettings"]
@@ -16,7 +18,7 @@ __all__ = ["GatewaySettings"]
 _ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                                  "ES256", "ES384", "ES512", "EdDSA"})
 # The actions that need a verified second factor when no policy says otherwise.
-DEFAULT_STEP_UP = ("read_sensitive", "export", "erase", "keys", "roles", "policy")
+DEFAULT_STEP_UP = STEP_UP_ACTIONS
 
 
 class GatewaySettings(BaseSettings):
@@ -36,8 +38,13 @@ class GatewaySettings(BaseSettings):
             that need it are refused.
         step_up_seconds: lifetime of a step-up token.
         step_up_max_auth_age_seconds: how old a JWT's ``auth_time`` may be to step up.
-        step_up: the actions that need a second factor (``read_sensitive``,
-            ``export``, ``erase``, ``keys``, ``roles``, ``policy``).
+        step_up: the actions that need a second factor in the checks the gateway
+            makes itself (``policy`` for a policy check, ``export`` for a DSAR
+            download, ``export``/``erase`` before processing a DSAR). Whatever it
+            says, the library's own rule (``VaultSettings.step_up``, the same six
+            by default) decides reads of sensitive fields, record deletion, key,
+            role and policy administration and DSAR exports and erasure: the
+            gateway passes the stepped-up caller's factor on to it.
         max_body_bytes: requests with a larger body are refused (413).
         max_batch: items of one batch create or get.
         page_size / max_page_size: default and largest page of a list endpoint.
@@ -61,7 +68,7 @@ class GatewaySettings(BaseSettings):
     step_up_secret: SecretStr | None = None
     step_up_seconds: int = Field(default=600, ge=30, le=3600)
     step_up_max_auth_age_seconds: int = Field(default=600, ge=30, le=3600)
-    step_up: tuple[str, ...] = DEFAULT_STEP_UP
+    step_up: Annotated[tuple[str, ...], AfterValidator(check_step_up_actions)] = DEFAULT_STEP_UP
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch: int = Field(default=100, ge=1, le=1000)
     page_size: int = Field(default=50, ge=1)
@@ -87,13 +94,6 @@ class GatewaySettings(BaseSettings):
             raise ValueError("must be at least 32 characters")
         return value
 
-    @field_validator("step_up")
-    @classmethod
-    def _step_up(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(value) - set(DEFAULT_STEP_UP))
-        if unknown:
-            raise ValueError(f"unknown step-up actions: {', '.join(unknown)}")
-        return value
 
     @classmethod
     def from_env(cls, **overrides: object) -> GatewaySettings:

@@ -11,6 +11,7 @@ transaction of its own, before the error is raised.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ from vault.errors import (
     KeyManagementError,
     LegalHoldActive,
     NotFound,
+    StepUpRequired,
     UnknownField,
     VersionConflict,
 )
@@ -378,6 +380,9 @@ class RecordService:
         call, schema = self._begin(actor, "delete", collection, purpose)
         rid = self._record_id(call, record_id)
         self._require(call, schema, "delete", schema.field_names, record_ids=[rid])
+        step_up = self._k.step_up_missing(call.actor, "erase")
+        if step_up is not None:
+            call.refuse(step_up, record_ids=[rid])
         tenant = call.actor.tenant
 
         def remove(conn: Connection) -> None:
@@ -444,6 +449,9 @@ class RecordService:
         # may not read unmasked it would be an oracle for the value (guess, search,
         # repeat), so it needs the right to read the field in clear as well.
         self._require(call, schema, "read", searched, why="search needs read")
+        held = self._k.sensitive_held(call.actor, schema, searched)
+        if held:
+            call.refuse(_step_up_required(held), fields=sorted(held))
         self._limit_misses(call)
         tenant = call.actor.tenant
         with self._k.engine.connect() as conn:
@@ -594,6 +602,14 @@ class RecordService:
     ) -> list[Record]:
         requested = self._requested(call, schema, fields, record_ids=ids)
         readable, maskable = self._read_decisions(call, schema, requested, record_ids=ids)
+        # Sensitive fields need a second factor: asked for by name, the read is
+        # refused; otherwise they are left out and named (Record.step_up).
+        held = self._k.sensitive_held(call.actor, schema, readable | maskable)
+        if held:
+            if fields is not None:
+                call.refuse(_step_up_required(held), fields=sorted(held), record_ids=ids)
+            readable, maskable = readable - held, maskable - held
+            requested = tuple(f for f in requested if f not in held)
         actor, purpose, action = call.actor, _purpose(call), call.action
         tenant = actor.tenant
         unique_ids = list(dict.fromkeys(ids))
@@ -641,6 +657,8 @@ class RecordService:
                     continue
                 records[rid] = self._seal.view(key, tenant, schema, row, readable, maskable,
                                                requested, visible)
+                if held:
+                    records[rid] = dataclasses.replace(records[rid], step_up=held)
             call.record(self._read_events(call, schema, list(records.values())))
             if searched is not None:
                 # Every search is an access, hit or miss: which fields it searched
@@ -889,6 +907,11 @@ def load_rows(conn: Connection, tenant: str, collection: str,
 def _check_version(row: Any, if_version: int | None) -> None:
     if if_version is not None and row.version != if_version:
         raise VersionConflict(f"record {row.id} is not at version {if_version}")
+
+
+def _step_up_required(fields: frozenset[str]) -> StepUpRequired:
+    return StepUpRequired(f"reading {', '.join(sorted(fields))} needs a verified second "
+                          "factor (Actor.second_factor)", action="read_sensitive")
 
 
 def _destroyed() -> KeyDestroyed:
