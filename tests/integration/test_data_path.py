@@ -417,7 +417,7 @@ def test_a_legal_hold_refusal_is_a_deny_with_its_reason(vault: Vault) -> None:
                     subject_id="held-1")
     vault.holds.place("acme", "held-1", reason="LIT-1")
     with pytest.raises(LegalHoldActive) as held:
-        vault.delete(Actor("dana", "acme"), "customers", rid, purpose="dsar_fulfilment")
+        vault.delete(stepped_up(DANA), "customers", rid, purpose="dsar_fulfilment")
     assert "holds list" in held.value.hint
     rows = vault.audit.report("denials", tenant="acme").rows
     assert [(r["action"], r["reason"], r["records"]) for r in rows] == [
