@@ -19,7 +19,8 @@ import structlog
 
 from bench.measure import check
 from bench.peers import PlainPeer
-from vault import Actor, Vault, VaultSettings
+from bench.shapes import reader
+from vault import Vault, VaultSettings
 from vault.store.engine import make_engine
 
 COLLECTION = "customers"
@@ -31,7 +32,7 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if who == "vault":
         with Vault.open(settings=VaultSettings.build(**job["settings"])) as vault:
-            actor = Actor(job["actor"], "acme")
+            actor = reader(job["actor"])
             vault.get_many(actor, COLLECTION, [job["vault_warm"]], purpose=job["purpose"])
             start = time.perf_counter()
             records = vault.get_many(actor, COLLECTION, job["vault_ids"],

@@ -18,6 +18,7 @@ Every value read back is compared with what was written; a difference fails the 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import subprocess
@@ -33,13 +34,13 @@ from sqlalchemy import Engine
 from bench.data import CONTACT_FIELDS, FIELDS, SENSITIVE_FIELDS
 from bench.measure import Samples, check, timed
 from bench.peers import PlainPeer
-from vault import Actor, Vault
+from vault import Actor, SecondFactor, Vault
 from vault.crypto.envelope import HEADER_BYTES, AESGCMFieldCipher, RecordContext
 from vault.crypto.framing import decode_envelopes
 from vault.records.sealing import Sealer, visible_fields
 from vault.records.service import load_rows
 
-__all__ = ["READERS", "SUBJECT_SHAPES", "cold", "decrypt_cost", "shapes"]
+__all__ = ["READERS", "SUBJECT_SHAPES", "cold", "decrypt_cost", "reader", "shapes"]
 
 TENANT = "acme"
 COLLECTION = "customers"
@@ -52,6 +53,12 @@ READERS = {
 }
 #: subject shape label -> records per subject
 SUBJECT_SHAPES = {"1 record/subject": 1, "10 records/subject": 10}
+
+
+def reader(actor_id: str) -> Actor:
+    """A reader who proved a second factor (step-up): the all-8 reader reads the
+    sensitive ``national_id``, which the default step-up rule leaves out otherwise."""
+    return Actor(actor_id, TENANT, second_factor=SecondFactor("totp", dt.datetime.now(dt.UTC)))
 
 
 def _subject_ids(count: int, per_subject: int) -> list[str | None] | None:
@@ -72,7 +79,7 @@ def shapes(vault: Vault, engine: Engine, people: list[dict[str, str]], sizes: li
     warm = people[:50]
     ids = vault.put_many(writer, COLLECTION, warm, purpose=WRITER[1])
     for actor_id, _role, purpose, fields in READERS.values():
-        vault.get_many(Actor(actor_id, TENANT), COLLECTION, ids, purpose=purpose)
+        vault.get_many(reader(actor_id), COLLECTION, ids, purpose=purpose)
         plain.orm_read(plain.orm_insert(warm), fields)
     out: dict[str, Any] = {}
     for size in sizes:
@@ -94,10 +101,10 @@ def shapes(vault: Vault, engine: Engine, people: list[dict[str, str]], sizes: li
                         seconds, written[who] = timed(lambda b=batch: plain.orm_insert(b))
                     puts[who].add(seconds)
                 for label, (actor_id, _role, purpose, fields) in READERS.items():
-                    reader = Actor(actor_id, TENANT)
+                    who_reads = reader(actor_id)
                     for who in order:
                         if who == "vault":
-                            seconds, read = timed(lambda r=reader, p=purpose, w=written: [
+                            seconds, read = timed(lambda r=who_reads, p=purpose, w=written: [
                                 dict(x.data) for x in vault.get_many(
                                     r, COLLECTION, w["vault"], purpose=p)])
                         else:
