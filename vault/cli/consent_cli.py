@@ -120,13 +120,12 @@ def register(app: typer.Typer) -> None:
 
     @consent_app.command("show")
     @guard
-    def show(subject: str, tenant: Tenant, fmt: FormatOpt = "table",
-             home: Home = None) -> None:
+    def show(subject: str, tenant: Tenant, fmt: FormatOpt = "table", home: Home = None) -> None:
         """The current consent state of SUBJECT per purpose and scope."""
         with open_vault(home) as vault:
+            now = vault.clock.now()
             info = vault.subjects.get(subject, tenant=tenant)
             states = vault.consent.state(subject, tenant=tenant)
-            now = vault.clock.now()
             ask = {s.key: vault.consent.ask_again_from(s) for s in states}
         if fmt == "json":
             emit_json("consent.state", {

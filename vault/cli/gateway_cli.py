@@ -29,6 +29,7 @@ __all__ = ["register"]
 
 Home = Annotated[Path | None, typer.Option("--home", help="Vault folder. Env: VAULT_HOME.",
                                            show_default=False)]
+KeyArg = Annotated[str, typer.Argument(help="Key id or name.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -88,12 +89,10 @@ def register(app: typer.Typer) -> None:
 
     @keys_app.command("revoke")
     @guard
-    def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or name.")],
-                    home: Home = None) -> None:
+    def keys_revoke(key: KeyArg, home: Home = None) -> None:
         """Revoke an API key for good (refused by every gateway from its next use)."""
         with open_vault(home) as vault:
-            revoked = vault.identity.revoke_key(key)
-        out.print(f"API key {revoked.id} revoked")
+            out.print(f"API key {vault.identity.revoke_key(key).id} revoked")
 
     @totp_app.command("enrol")
     @guard
