@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import cast
 
-from sqlalchemy import Date, Index, LargeBinary, String, Table, Text
+from sqlalchemy import Date, Index, Integer, LargeBinary, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.store.base import Base, bigint_pk, str64, str128
@@ -48,7 +48,8 @@ class DSARRequestRow(Base):
     notified_at: Mapped[dt.datetime | None]
     tier: Mapped[str64]
     verification: Mapped[str] = mapped_column(String(32))
-    failed_attempts: Mapped[int]
+    # INTEGER, as migration 0012 made it (the type map's default int is BIGINT).
+    failed_attempts: Mapped[int] = mapped_column(Integer)
     identifier_digests: Mapped[str] = mapped_column(Text)
     identifiers_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     details: Mapped[str] = mapped_column(Text)
@@ -56,7 +57,7 @@ class DSARRequestRow(Base):
     reject_reason: Mapped[str | None] = mapped_column(String(64))
     closed_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime]
-    version: Mapped[int]
+    version: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_dsar_requests_tenant_state", "tenant", "state"),

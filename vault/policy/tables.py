@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Integer, String
+from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vault.store.base import Base, UTCDateTime, bigint_pk
+from vault.store.base import Base, BigIntPK, UTCDateTime, bigint_pk
 
 __all__ = ["POLICY_STATE_ID", "CasbinRule", "PolicyChangeRow", "PolicyState"]
 
@@ -46,7 +46,7 @@ class PolicyState(Base):
     __tablename__ = "policy_state"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    version: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(BigIntPK)  # as migration 0008: INTEGER on SQLite
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
